@@ -1,0 +1,79 @@
+//! A worker that speaks shoal's protocol with no Python, for the engine's
+//! own tests. Its standard input is the channel. Each task payload is a
+//! command:
+//!
+//! - `echo:TEXT`: the result is `TEXT`;
+//! - `sleep:MS:TEXT`: sleep MS milliseconds, then echo `TEXT`;
+//! - `exit:CODE`: exit at once with CODE;
+//! - `kill`: SIGKILL itself;
+//! - `pid`: the result is this process's pid.
+//!
+//! An init payload of `fail` reports `InitFailed` and exits with code 1.
+
+use shoal_core::frame::{self, FrameReader, Kind};
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::time::{Duration, Instant};
+
+fn main() {
+    // SAFETY: fd 0 is the channel the engine handed us; we own it from here.
+    let mut out = unsafe { std::fs::File::from_raw_fd(0) };
+    let mut reader = FrameReader::new();
+    let pid = std::process::id();
+    loop {
+        match reader.read_from(0, 1 << 16) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        let mut reply = Vec::new();
+        while let Some((h, payload)) = reader.next_frame().expect("valid frames") {
+            match h.kind {
+                Kind::Init => {
+                    if payload == b"fail" {
+                        frame::encode(&mut reply, Kind::InitFailed, 0, 0, 0, 0, b"init failed on purpose").unwrap();
+                        out.write_all(&reply).unwrap();
+                        std::process::exit(1);
+                    }
+                    frame::encode(&mut reply, Kind::Ready, 0, 0, 0, u64::from(pid), b"").unwrap();
+                }
+                Kind::Task => {
+                    let t0 = Instant::now();
+                    let cmd = String::from_utf8_lossy(&payload).into_owned();
+                    let result: Vec<u8> = if let Some(text) = cmd.strip_prefix("echo:") {
+                        text.as_bytes().to_vec()
+                    } else if let Some(rest) = cmd.strip_prefix("sleep:") {
+                        let (ms, text) = rest.split_once(':').unwrap_or((rest, ""));
+                        std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+                        text.as_bytes().to_vec()
+                    } else if let Some(code) = cmd.strip_prefix("exit:") {
+                        out.write_all(&reply).unwrap();
+                        std::process::exit(code.parse().unwrap());
+                    } else if cmd == "kill" {
+                        out.write_all(&reply).unwrap();
+                        // SAFETY: signalling ourselves.
+                        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                        unreachable!();
+                    } else if cmd == "pid" {
+                        pid.to_string().into_bytes()
+                    } else {
+                        panic!("unknown command {cmd:?}");
+                    };
+                    let ns = t0.elapsed().as_nanos() as u64;
+                    frame::encode(&mut reply, Kind::Result, 0, h.job, h.index, ns, &result).unwrap();
+                    // Send each result as it is made so timing tests see it.
+                    out.write_all(&reply).unwrap();
+                    reply.clear();
+                }
+                Kind::Exit => {
+                    out.write_all(&reply).unwrap();
+                    return;
+                }
+                Kind::Func | Kind::Forget => {}
+                _ => panic!("unexpected frame {h:?}"),
+            }
+        }
+        out.write_all(&reply).unwrap();
+    }
+}

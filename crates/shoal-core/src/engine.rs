@@ -1,0 +1,562 @@
+//! The engine: one I/O thread per pool that owns the workers' channels, and
+//! the API the binding calls from Python threads.
+//!
+//! The I/O thread waits in `poll` on every worker's channel and pidfd, the
+//! launcher, and an eventfd that callers use to wake it. Callers and the
+//! thread share [`State`] behind one mutex; the thread never touches Python,
+//! and payloads are bytes, so no lock here is ever held while waiting for the
+//! GIL.
+
+use crate::frame::{flags, Kind};
+use crate::job::{Job, JobId, Order, Outcome};
+use crate::launch::Launcher;
+use crate::sys::{self, Waker};
+use crate::worker::{Life, Task, Worker};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How an engine is set up.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Number of worker processes to keep running.
+    pub workers: usize,
+    /// The payload of the `Init` frame every worker gets first.
+    pub init_payload: Vec<u8>,
+    /// Retire a worker after this many chunks (`maxtasksperchild`).
+    pub max_tasks_per_worker: Option<u64>,
+    /// After SIGTERM, how long a worker has before SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl EngineConfig {
+    /// A configuration with `workers` workers and defaults for the rest.
+    pub fn new(workers: usize, init_payload: Vec<u8>) -> Self {
+        EngineConfig { workers, init_payload, max_tasks_per_worker: None, kill_grace: Duration::from_millis(200) }
+    }
+}
+
+/// Where the engine is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepting jobs.
+    Running,
+    /// No new jobs; finishing queued work, then stopping the workers.
+    Closing,
+    /// Killing the workers; unfinished chunks are cancelled.
+    Terminating,
+    /// All workers are gone and the I/O thread has finished.
+    Stopped,
+}
+
+/// What a caller waits for in [`Engine::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// An outcome can be taken, or there is window room for more input.
+    Progress,
+    /// Every chunk has an outcome.
+    Finished,
+}
+
+/// Errors the engine's API returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineError {
+    /// No such job (never created, or released and finished).
+    UnknownJob(JobId),
+    /// The engine no longer accepts work.
+    NotRunning,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::UnknownJob(j) => write!(f, "no job with id {j}"),
+            EngineError::NotRunning => write!(f, "Pool not running"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Everything the I/O thread and callers share.
+pub(crate) struct State {
+    pub(crate) config: EngineConfig,
+    pub(crate) phase: Phase,
+    pub(crate) jobs: HashMap<JobId, Job>,
+    next_job: JobId,
+    /// Chunks waiting for a worker, in submission order.
+    pub(crate) queue: VecDeque<Task>,
+    pub(crate) workers: Vec<Worker>,
+    pub(crate) next_worker_id: u32,
+    pub(crate) launcher: Box<dyn Launcher>,
+    /// Workers that died before their initializer finished, in a row.
+    pub(crate) init_failures: u32,
+    /// What the last failed initializer reported.
+    pub(crate) init_error: Option<Vec<u8>>,
+    /// Why the last launch failed, if it did.
+    pub(crate) launch_error: Option<String>,
+    /// Do not try to launch before this time (after failures).
+    pub(crate) launch_after: Option<Instant>,
+    done_tx: Option<Sender<JobId>>,
+    io_sleeping: bool,
+    started: bool,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+    waker: Waker,
+}
+
+/// A pool's engine. Dropping it terminates the workers.
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Start the I/O thread and the workers. Returns once every worker has
+    /// been launched (not necessarily initialised), or the launch error.
+    pub fn start(config: EngineConfig, launcher: Box<dyn Launcher>) -> io::Result<Engine> {
+        if config.workers == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an engine needs at least one worker"));
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                config,
+                phase: Phase::Running,
+                jobs: HashMap::new(),
+                next_job: 1,
+                queue: VecDeque::new(),
+                workers: Vec::new(),
+                next_worker_id: 0,
+                launcher,
+                init_failures: 0,
+                init_error: None,
+                launch_error: None,
+                launch_after: None,
+                done_tx: None,
+                io_sleeping: false,
+                started: false,
+            }),
+            cond: Condvar::new(),
+            waker: Waker::new()?,
+        });
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new().name("shoal-engine".into()).spawn(move || run(&s2))?;
+        let engine = Engine { shared, thread: Mutex::new(Some(thread)) };
+        let mut st = engine.lock();
+        while !st.started {
+            st = engine.shared.cond.wait(st).expect("engine lock poisoned");
+        }
+        if st.workers.is_empty() {
+            let why = st.launch_error.clone().unwrap_or_else(|| "unknown error".into());
+            drop(st);
+            engine.terminate();
+            engine.join();
+            return Err(io::Error::other(format!("could not start worker processes: {why}")));
+        }
+        drop(st);
+        Ok(engine)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().expect("engine lock poisoned")
+    }
+
+    fn wake(&self, st: &mut State) {
+        if st.io_sleeping {
+            st.io_sleeping = false;
+            self.shared.waker.wake();
+        }
+    }
+
+    /// Create a job whose chunks run `func` (a pickled callable) with
+    /// `task_flags`. `window` bounds chunks in flight (`None`: unbounded).
+    pub fn new_job(&self, func: Vec<u8>, task_flags: u8, order: Order, window: Option<u32>) -> Result<JobId, EngineError> {
+        let mut st = self.lock();
+        if st.phase != Phase::Running {
+            return Err(EngineError::NotRunning);
+        }
+        let id = st.next_job;
+        st.next_job = st.next_job.wrapping_add(1).max(1);
+        st.jobs.insert(id, Job::new(func, task_flags, order, window));
+        Ok(id)
+    }
+
+    /// Add chunks to a job; returns the index of the first. Chunks may be
+    /// added while the engine is closing (a lazy job still reading input).
+    pub fn submit(&self, job: JobId, payloads: Vec<Vec<u8>>) -> Result<u32, EngineError> {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Terminating | Phase::Stopped) {
+            return Err(EngineError::NotRunning);
+        }
+        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        let first = j.add_chunks(payloads.len() as u32);
+        for (i, payload) in payloads.into_iter().enumerate() {
+            st.queue.push_back(Task { job, index: first + i as u32, payload });
+        }
+        self.wake(&mut st);
+        Ok(first)
+    }
+
+    /// Mark a job's input complete.
+    pub fn finish_input(&self, job: JobId) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        j.finish_input();
+        let finished = j.finished();
+        if finished {
+            st.job_finished(job);
+        }
+        self.wake(&mut st);
+        self.shared.cond.notify_all();
+        Ok(())
+    }
+
+    /// Chunks that may be added to `job` now.
+    pub fn room(&self, job: JobId) -> Result<u32, EngineError> {
+        let st = self.lock();
+        Ok(st.jobs.get(&job).ok_or(EngineError::UnknownJob(job))?.room())
+    }
+
+    /// Wait up to `timeout` for `want`. Returns whether it happened.
+    pub fn wait(&self, job: JobId, want: Want, timeout: Duration) -> Result<bool, EngineError> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        loop {
+            let j = st.jobs.get(&job).ok_or(EngineError::UnknownJob(job))?;
+            let ok = match want {
+                Want::Progress => j.has_releasable() || j.room() > 0 || j.finished(),
+                Want::Finished => j.finished(),
+            };
+            if ok {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
+        }
+    }
+
+    /// Take up to `max` outcomes of `job`, in the job's order.
+    pub fn take(&self, job: JobId, max: usize) -> Result<Vec<Outcome>, EngineError> {
+        let mut st = self.lock();
+        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        let out = j.take(max);
+        if !out.is_empty() && j.room() > 0 {
+            self.wake(&mut st);
+        }
+        Ok(out)
+    }
+
+    /// Whether every chunk of `job` has an outcome.
+    pub fn finished(&self, job: JobId) -> Result<bool, EngineError> {
+        let st = self.lock();
+        Ok(st.jobs.get(&job).ok_or(EngineError::UnknownJob(job))?.finished())
+    }
+
+    /// Let go of `job`: chunks not yet started are skipped, outcomes are
+    /// dropped, and the job is forgotten once its running chunks end.
+    pub fn release(&self, job: JobId) {
+        let mut st = self.lock();
+        if let Some(j) = st.jobs.get_mut(&job) {
+            j.release();
+            if j.finished() {
+                st.job_finished(job);
+            }
+        }
+        self.wake(&mut st);
+    }
+
+    /// Send `job`'s id on the done listener when it finishes.
+    pub fn watch(&self, job: JobId) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        j.watched = true;
+        if j.finished() {
+            if let Some(tx) = &st.done_tx {
+                let _ = tx.send(job);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where watched jobs' ids are sent when they finish.
+    pub fn set_done_listener(&self, tx: Sender<JobId>) {
+        self.lock().done_tx = Some(tx);
+    }
+
+    /// Stop accepting jobs; finish queued work, then stop the workers.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        if st.phase == Phase::Running {
+            st.phase = Phase::Closing;
+        }
+        self.shared.waker.wake();
+    }
+
+    /// Cancel all unfinished chunks and kill the workers (SIGTERM, then
+    /// SIGKILL after the grace period).
+    pub fn terminate(&self) {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Running | Phase::Closing) {
+            st.begin_terminate();
+        }
+        self.shared.cond.notify_all();
+        self.shared.waker.wake();
+    }
+
+    /// Wait up to `timeout` for the engine to stop. Returns whether it has.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        while st.phase != Phase::Stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
+        }
+        true
+    }
+
+    /// Join the I/O thread (after [`Engine::wait_stopped`] returned true).
+    pub fn join(&self) {
+        let handle = self.thread.lock().expect("engine lock poisoned").take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// The engine's phase.
+    pub fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// Pids of the worker processes that are alive or starting.
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let st = self.lock();
+        st.workers.iter().filter(|w| w.life != Life::Exited).map(|w| w.proc.pid).collect()
+    }
+
+    /// Whether `pid` is one of this engine's live workers.
+    pub fn is_alive(&self, pid: i32) -> bool {
+        let st = self.lock();
+        st.workers.iter().any(|w| w.proc.pid == pid && w.life != Life::Exited)
+    }
+
+    /// The zygote's pid and whatever else describes the launcher, for tests.
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.terminate();
+        self.join();
+    }
+}
+
+impl State {
+    /// A job has every outcome: tell its watcher, and let the workers forget
+    /// its function.
+    pub(crate) fn job_finished(&mut self, job: JobId) {
+        let Some(j) = self.jobs.get(&job) else { return };
+        if j.watched {
+            if let Some(tx) = &self.done_tx {
+                let _ = tx.send(job);
+            }
+        }
+        let released = j.released;
+        for w in &mut self.workers {
+            if w.funcs.remove(&job) && w.life != Life::Exited {
+                w.send(Kind::Forget, 0, job, 0, 0, &[]);
+            }
+        }
+        if released {
+            self.jobs.remove(&job);
+        }
+    }
+
+    /// Record a chunk's outcome in its job.
+    pub(crate) fn complete(&mut self, job: JobId, outcome: Outcome) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        j.complete(outcome);
+        if j.finished() {
+            self.job_finished(job);
+        }
+    }
+
+    /// Cancel every unfinished chunk and signal the workers.
+    fn begin_terminate(&mut self) {
+        self.phase = Phase::Terminating;
+        let msg = b"the pool was terminated before this task finished".to_vec();
+        let queued: Vec<Task> = self.queue.drain(..).collect();
+        let mut held = Vec::new();
+        for w in &mut self.workers {
+            held.extend(w.outstanding.drain(..));
+            if w.life != Life::Exited {
+                sys::kill(w.proc.pid, libc::SIGTERM);
+                w.kill_at = Some(Instant::now() + self.config.kill_grace);
+                w.life = if w.life == Life::Exited { Life::Exited } else { Life::Retiring };
+            }
+        }
+        for t in queued.into_iter().chain(held) {
+            self.complete(t.job, Outcome { index: t.index, flags: flags::CANCELLED, payload: msg.clone(), duration_ns: 0 });
+        }
+    }
+
+    /// Work to do before sleeping: retire, launch, dispatch, close.
+    fn step(&mut self) {
+        let now = Instant::now();
+        // Retire workers that reached their lifespan once they are idle.
+        if let Some(max) = self.config.max_tasks_per_worker {
+            for w in &mut self.workers {
+                if w.life == Life::Ready && w.assigned >= max && w.outstanding.is_empty() {
+                    w.send(Kind::Exit, 0, 0, 0, 0, &[]);
+                    w.life = Life::Retiring;
+                    w.kill_at = Some(now + Duration::from_secs(10));
+                }
+            }
+        }
+        if self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(Job::finished) {
+            for w in &mut self.workers {
+                if matches!(w.life, Life::Ready | Life::Starting) && w.outstanding.is_empty() {
+                    w.send(Kind::Exit, 0, 0, 0, 0, &[]);
+                    w.life = Life::Retiring;
+                    w.kill_at = Some(now + Duration::from_secs(10));
+                }
+            }
+        }
+        self.launch_missing();
+        self.fail_if_unstartable();
+        self.dispatch();
+        for w in &mut self.workers {
+            if w.unsent() > 0 && !w.chan_closed {
+                if w.flush().is_err() {
+                    w.chan_closed = true;
+                }
+            }
+            if let Some(at) = w.kill_at {
+                if now >= at && w.life != Life::Exited {
+                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    w.kill_at = None;
+                }
+            }
+        }
+        if matches!(self.phase, Phase::Closing | Phase::Terminating) && self.workers.is_empty() {
+            let all_done = self.phase == Phase::Terminating || (self.queue.is_empty() && self.jobs.values().all(Job::finished));
+            if all_done {
+                self.phase = Phase::Stopped;
+            }
+        }
+    }
+
+    /// Whether more workers should be running than are.
+    pub(crate) fn wants_workers(&self) -> bool {
+        match self.phase {
+            Phase::Running => true,
+            Phase::Closing => !(self.queue.is_empty() && self.jobs.values().all(Job::finished)),
+            _ => false,
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let kills = self.workers.iter().filter_map(|w| w.kill_at);
+        kills.chain(self.launch_after).min()
+    }
+}
+
+/// Which descriptor a pollfd entry belongs to.
+#[derive(Clone, Copy)]
+enum Source {
+    Waker,
+    Channel(usize),
+    Pidfd(usize),
+    Launcher,
+}
+
+/// The I/O thread's loop.
+fn run(shared: &Shared) {
+    let mut st = shared.state.lock().expect("engine lock poisoned");
+    st.launch_missing();
+    st.started = true;
+    shared.cond.notify_all();
+    let mut pfds: Vec<libc::pollfd> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
+    loop {
+        st.step();
+        shared.cond.notify_all();
+        if st.phase == Phase::Stopped {
+            break;
+        }
+        pfds.clear();
+        sources.clear();
+        let mut add = |fd, events, src| {
+            pfds.push(libc::pollfd { fd, events, revents: 0 });
+            sources.push(src);
+        };
+        add(shared.waker.fd(), libc::POLLIN, Source::Waker);
+        for (i, w) in st.workers.iter().enumerate() {
+            if !w.chan_closed {
+                let mut ev = libc::POLLIN;
+                if w.unsent() > 0 {
+                    ev |= libc::POLLOUT;
+                }
+                add(w.chan_fd(), ev, Source::Channel(i));
+            }
+            if w.life != Life::Exited {
+                use std::os::fd::AsRawFd;
+                add(w.proc.pidfd.as_raw_fd(), libc::POLLIN, Source::Pidfd(i));
+            }
+        }
+        if let Some(fd) = st.launcher.poll_fd() {
+            add(fd, libc::POLLIN, Source::Launcher);
+        }
+        // Exited workers waiting for a zygote's report are re-checked each turn.
+        let waiting_status = st.workers.iter().any(|w| w.life == Life::Exited);
+        let mut timeout = st.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        if waiting_status {
+            timeout = Some(timeout.map_or(Duration::from_millis(20), |t| t.min(Duration::from_millis(20))));
+        }
+        st.io_sleeping = true;
+        drop(st);
+        let _ = sys::poll(&mut pfds, timeout);
+        st = shared.state.lock().expect("engine lock poisoned");
+        st.io_sleeping = false;
+        for (p, src) in pfds.iter().zip(sources.iter()) {
+            if p.revents == 0 {
+                continue;
+            }
+            match *src {
+                Source::Waker => shared.waker.drain(),
+                Source::Launcher => st.launcher.on_readable(),
+                Source::Channel(i) => {
+                    if p.revents & libc::POLLOUT != 0 && st.workers[i].flush().is_err() {
+                        st.workers[i].chan_closed = true;
+                    }
+                    if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                        st.read_worker(i);
+                    }
+                }
+                Source::Pidfd(i) => {
+                    // Deliver whatever it sent before it died, then mark it.
+                    st.read_worker(i);
+                    st.workers[i].life = Life::Exited;
+                }
+            }
+        }
+        st.reap_exited();
+    }
+    st.launcher.shutdown();
+    drop(st);
+    shared.cond.notify_all();
+}

@@ -1,0 +1,155 @@
+//! Result ordering: hands chunk outcomes back either in input order (`map`,
+//! `imap`) or as they complete (`imap_unordered`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+/// Buffers outcomes that arrive in any order and releases them in the order
+/// the job asks for.
+#[derive(Debug)]
+pub enum Reorder<T> {
+    /// Release strictly by index: an outcome waits until every lower index
+    /// has been released.
+    Ordered {
+        /// Next index to release.
+        next: u32,
+        /// Outcomes that arrived ahead of `next`.
+        waiting: BTreeMap<u32, T>,
+    },
+    /// Release in arrival order.
+    Unordered(VecDeque<T>),
+}
+
+impl<T> Reorder<T> {
+    /// A buffer that releases in index order.
+    pub fn ordered() -> Self {
+        Reorder::Ordered { next: 0, waiting: BTreeMap::new() }
+    }
+
+    /// A buffer that releases in arrival order.
+    pub fn unordered() -> Self {
+        Reorder::Unordered(VecDeque::new())
+    }
+
+    /// Add the outcome for chunk `index`.
+    pub fn insert(&mut self, index: u32, item: T) {
+        match self {
+            Reorder::Ordered { next, waiting } => {
+                debug_assert!(index >= *next, "chunk {index} released twice");
+                let old = waiting.insert(index, item);
+                debug_assert!(old.is_none(), "chunk {index} arrived twice");
+            }
+            Reorder::Unordered(q) => q.push_back(item),
+        }
+    }
+
+    /// Number of outcomes that can be released now.
+    pub fn releasable(&self) -> usize {
+        match self {
+            Reorder::Ordered { next, waiting } => {
+                let mut n = 0usize;
+                let mut i = *next;
+                while waiting.contains_key(&i) {
+                    n += 1;
+                    i += 1;
+                }
+                n
+            }
+            Reorder::Unordered(q) => q.len(),
+        }
+    }
+
+    /// Whether at least one outcome can be released now.
+    pub fn has_releasable(&self) -> bool {
+        match self {
+            Reorder::Ordered { next, waiting } => waiting.contains_key(next),
+            Reorder::Unordered(q) => !q.is_empty(),
+        }
+    }
+
+    /// Release up to `max` outcomes.
+    pub fn release(&mut self, max: usize) -> Vec<T> {
+        let mut out = Vec::new();
+        match self {
+            Reorder::Ordered { next, waiting } => {
+                while out.len() < max {
+                    match waiting.remove(next) {
+                        Some(item) => {
+                            out.push(item);
+                            *next += 1;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Reorder::Unordered(q) => {
+                let n = max.min(q.len());
+                out.extend(q.drain(..n));
+            }
+        }
+        out
+    }
+
+    /// Outcomes held (released or not).
+    pub fn len(&self) -> usize {
+        match self {
+            Reorder::Ordered { waiting, .. } => waiting.len(),
+            Reorder::Unordered(q) => q.len(),
+        }
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_waits_for_the_gap() {
+        let mut r = Reorder::ordered();
+        r.insert(2, "c");
+        r.insert(1, "b");
+        assert!(!r.has_releasable());
+        assert_eq!(r.release(10), Vec::<&str>::new());
+        r.insert(0, "a");
+        assert_eq!(r.releasable(), 3);
+        assert_eq!(r.release(2), vec!["a", "b"]);
+        assert_eq!(r.release(2), vec!["c"]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn unordered_releases_in_arrival_order() {
+        let mut r = Reorder::unordered();
+        r.insert(5, 5);
+        r.insert(0, 0);
+        r.insert(3, 3);
+        assert_eq!(r.release(2), vec![5, 0]);
+        assert_eq!(r.release(2), vec![3]);
+    }
+
+    #[test]
+    fn ordered_is_a_permutation_inverse() {
+        // Any arrival order releases 0..n in order.
+        let n = 200u32;
+        let mut order: Vec<u32> = (0..n).collect();
+        // A fixed pseudo-random shuffle (xorshift), no dependency needed.
+        let mut s = 0x9E37_79B9u32;
+        for i in (1..order.len()).rev() {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            order.swap(i, (s as usize) % (i + 1));
+        }
+        let mut r = Reorder::ordered();
+        let mut out = Vec::new();
+        for i in order {
+            r.insert(i, i);
+            out.extend(r.release(usize::MAX));
+        }
+        assert_eq!(out, (0..n).collect::<Vec<_>>());
+    }
+}

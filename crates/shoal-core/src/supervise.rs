@@ -1,0 +1,173 @@
+//! Supervision: starting workers, reading what they send, and noticing and
+//! handling their deaths.
+//!
+//! A death is noticed through the worker's pidfd the moment the process
+//! exits. Frames it sent before dying are read first and delivered; then the
+//! chunk it was running (the head of its outstanding list) fails with a
+//! message naming the pid, the exit status and the chunk, and the chunks
+//! queued behind it, which never started, go back to the front of the queue.
+
+use crate::engine::{Phase, State};
+use crate::frame::{flags, Kind};
+use crate::job::Outcome;
+use crate::launch::Exit;
+use crate::sys;
+use crate::worker::{Life, Worker};
+use std::time::{Duration, Instant};
+
+/// Wait this long before launching again after a failed launch, or after
+/// several workers in a row died during start-up.
+const RELAUNCH_BACKOFF: Duration = Duration::from_millis(500);
+
+impl State {
+    /// Workers that are starting or taking tasks.
+    pub(crate) fn active_workers(&self) -> usize {
+        self.workers.iter().filter(|w| matches!(w.life, Life::Starting | Life::Ready)).count()
+    }
+
+    /// Launch workers until the configured number are active.
+    pub(crate) fn launch_missing(&mut self) {
+        if let Some(at) = self.launch_after {
+            if Instant::now() < at {
+                return;
+            }
+            self.launch_after = None;
+        }
+        while self.wants_workers() && self.active_workers() < self.config.workers {
+            let id = self.next_worker_id;
+            let launched = sys::socketpair().and_then(|(ours, theirs)| {
+                sys::set_socket_buffers(std::os::fd::AsRawFd::as_raw_fd(&ours), 1 << 20);
+                let proc = self.launcher.launch(id, theirs)?;
+                Worker::new(id, proc, ours)
+            });
+            match launched {
+                Ok(mut w) => {
+                    self.next_worker_id += 1;
+                    w.send(Kind::Init, 0, 0, 0, u64::from(id), &self.config.init_payload);
+                    self.workers.push(w);
+                    self.launch_error = None;
+                }
+                Err(e) => {
+                    self.launch_error = Some(e.to_string());
+                    self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// When no worker can start (launches fail, or every initializer
+    /// raises), fail the queued chunks instead of leaving callers waiting.
+    pub(crate) fn fail_if_unstartable(&mut self) {
+        if self.queue.is_empty() || self.workers.iter().any(|w| w.was_ready && w.life != Life::Exited) {
+            return;
+        }
+        let threshold = (self.config.workers as u32).max(3);
+        let (flag, payload) = if self.launch_error.is_some() && self.active_workers() == 0 {
+            let msg = format!("could not start a worker process: {}", self.launch_error.as_deref().unwrap_or(""));
+            (flags::WORKER_LOST, msg.into_bytes())
+        } else if self.init_failures >= threshold {
+            match &self.init_error {
+                Some(p) => (flags::CHUNK_FAILED, p.clone()),
+                None => (flags::WORKER_LOST, b"worker processes keep dying during start-up".to_vec()),
+            }
+        } else {
+            return;
+        };
+        let queued: Vec<_> = self.queue.drain(..).collect();
+        for t in queued {
+            self.complete(t.job, Outcome { index: t.index, flags: flag, payload: payload.clone(), duration_ns: 0 });
+        }
+    }
+
+    /// Read and handle everything worker `i` has sent.
+    pub(crate) fn read_worker(&mut self, i: usize) {
+        if self.workers[i].chan_closed {
+            return;
+        }
+        let frames = match self.workers[i].receive() {
+            Ok(f) => f,
+            Err(_) => {
+                // A stream that is not frames: the worker is broken. Kill it;
+                // its death is then handled like any other.
+                let w = &mut self.workers[i];
+                w.chan_closed = true;
+                sys::kill(w.proc.pid, libc::SIGKILL);
+                return;
+            }
+        };
+        for (h, payload) in frames {
+            match h.kind {
+                Kind::Ready => {
+                    let w = &mut self.workers[i];
+                    if w.life == Life::Starting {
+                        w.life = Life::Ready;
+                    }
+                    w.was_ready = true;
+                    self.init_failures = 0;
+                }
+                Kind::InitFailed => {
+                    self.init_error = Some(payload);
+                }
+                Kind::Result => {
+                    let w = &mut self.workers[i];
+                    let matches_head = w.outstanding.front().is_some_and(|t| t.job == h.job && t.index == h.index);
+                    if !matches_head {
+                        // Results come back in the order chunks were sent;
+                        // anything else means the worker is confused.
+                        w.chan_closed = true;
+                        sys::kill(w.proc.pid, libc::SIGKILL);
+                        return;
+                    }
+                    w.outstanding.pop_front();
+                    w.record_duration(h.aux);
+                    let outcome = Outcome { index: h.index, flags: h.flags, payload, duration_ns: h.aux };
+                    self.complete(h.job, outcome);
+                }
+                // Engine-to-worker kinds never arrive here.
+                _ => {}
+            }
+        }
+    }
+
+    /// Reap workers whose process has exited and whose exit status is known.
+    pub(crate) fn reap_exited(&mut self) {
+        let mut i = 0;
+        while i < self.workers.len() {
+            if self.workers[i].life != Life::Exited {
+                i += 1;
+                continue;
+            }
+            let Some(exit) = ({
+                let w = &mut self.workers[i];
+                self.launcher.exit_status(&mut w.proc)
+            }) else {
+                i += 1;
+                continue;
+            };
+            let w = self.workers.remove(i);
+            self.worker_died(w, exit);
+        }
+    }
+
+    fn worker_died(&mut self, mut w: Worker, exit: Exit) {
+        if !w.was_ready && self.phase == Phase::Running {
+            self.init_failures += 1;
+            if self.init_failures >= (self.config.workers as u32).max(3) {
+                self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
+            }
+        }
+        if let Some(running) = w.outstanding.pop_front() {
+            let msg = format!(
+                "worker process {} (worker {}) died with {} while running chunk {} of job {}",
+                w.proc.pid, w.id, exit, running.index, running.job
+            );
+            let flag = if self.phase == Phase::Terminating { flags::CANCELLED } else { flags::WORKER_LOST };
+            self.complete(running.job, Outcome { index: running.index, flags: flag, payload: msg.into_bytes(), duration_ns: 0 });
+        }
+        // Chunks queued behind it never started: run them elsewhere, first.
+        while let Some(t) = w.outstanding.pop_back() {
+            self.queue.push_front(t);
+        }
+    }
+}

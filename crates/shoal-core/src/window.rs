@@ -1,0 +1,95 @@
+//! The in-flight window: how many chunks of a job may be submitted but not
+//! yet handed back to the caller.
+//!
+//! A lazy job (`imap` over a generator) reads its input only while the window
+//! has room, so memory is bounded by the window, not by the input. Results
+//! wait in the window until the caller takes them, so a slow consumer holds
+//! back the reading of input instead of letting results pile up.
+
+/// Counts chunks submitted and chunks taken, against a capacity.
+#[derive(Debug, Clone)]
+pub struct Window {
+    capacity: Option<u32>,
+    submitted: u32,
+    taken: u32,
+}
+
+impl Window {
+    /// A window of `capacity` chunks; `None` is unbounded (eager jobs whose
+    /// input is already in memory).
+    pub fn new(capacity: Option<u32>) -> Self {
+        if let Some(c) = capacity {
+            assert!(c > 0, "a window needs room for at least one chunk");
+        }
+        Window { capacity, submitted: 0, taken: 0 }
+    }
+
+    /// How many more chunks may be submitted now.
+    pub fn room(&self) -> u32 {
+        match self.capacity {
+            None => u32::MAX,
+            Some(c) => c.saturating_sub(self.in_flight()),
+        }
+    }
+
+    /// Chunks submitted and not yet taken by the caller.
+    pub fn in_flight(&self) -> u32 {
+        self.submitted - self.taken
+    }
+
+    /// Record `n` chunks submitted. Returns the index of the first.
+    pub fn submit(&mut self, n: u32) -> u32 {
+        let first = self.submitted;
+        self.submitted += n;
+        first
+    }
+
+    /// Record `n` chunks handed back to the caller.
+    pub fn take(&mut self, n: u32) {
+        assert!(self.taken + n <= self.submitted, "took more chunks than were submitted");
+        self.taken += n;
+    }
+
+    /// Chunks submitted so far.
+    pub fn submitted(&self) -> u32 {
+        self.submitted
+    }
+
+    /// Chunks handed back so far.
+    pub fn taken(&self) -> u32 {
+        self.taken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_shrinks_and_grows() {
+        let mut w = Window::new(Some(4));
+        assert_eq!(w.room(), 4);
+        assert_eq!(w.submit(3), 0);
+        assert_eq!(w.room(), 1);
+        assert_eq!(w.submit(1), 3);
+        assert_eq!(w.room(), 0);
+        w.take(2);
+        assert_eq!(w.room(), 2);
+        assert_eq!(w.in_flight(), 2);
+    }
+
+    #[test]
+    fn unbounded_window_always_has_room() {
+        let mut w = Window::new(None);
+        w.submit(1_000_000);
+        assert_eq!(w.room(), u32::MAX);
+    }
+
+    #[test]
+    #[should_panic(expected = "took more chunks")]
+    fn taking_more_than_submitted_is_a_bug() {
+        let mut w = Window::new(Some(2));
+        w.submit(1);
+        w.take(2);
+    }
+}

@@ -1,0 +1,172 @@
+//! The engine's view of one worker process: its channel, what it holds, and
+//! its timing.
+//!
+//! A worker runs its chunks strictly in the order they were sent, so the
+//! head of [`Worker::outstanding`] is the chunk it is running now and the rest
+//! have not started. That is how a death fails exactly the chunk that was
+//! running and nothing else.
+
+use crate::frame::{self, FrameReader, Header, Kind};
+use crate::job::JobId;
+use crate::launch::Launched;
+use crate::sys;
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+/// A chunk waiting in the queue or held by a worker.
+#[derive(Debug)]
+pub struct Task {
+    /// The job it belongs to.
+    pub job: JobId,
+    /// Its index in the job.
+    pub index: u32,
+    /// The pickled chunk.
+    pub payload: Vec<u8>,
+}
+
+/// Where a worker is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Life {
+    /// Started; its initializer has not reported back yet.
+    Starting,
+    /// Taking tasks.
+    Ready,
+    /// Told to exit (lifespan reached, pool closing); takes no more tasks.
+    Retiring,
+    /// Its process has exited; waiting to learn the exit status.
+    Exited,
+}
+
+/// One worker process as the engine sees it.
+pub struct Worker {
+    /// Unique id of this worker over the engine's life (replacements get new ids).
+    pub id: u32,
+    /// The process.
+    pub proc: Launched,
+    chan: OwnedFd,
+    reader: FrameReader,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Chunks sent and not yet answered, oldest (running) first.
+    pub outstanding: VecDeque<Task>,
+    /// Functions (job ids) this worker has been sent.
+    pub funcs: HashSet<JobId>,
+    /// Chunks sent to it over its life.
+    pub assigned: u64,
+    /// Where it is in its life.
+    pub life: Life,
+    /// Its end of the channel reached end-of-file.
+    pub chan_closed: bool,
+    /// Its initializer finished (it sent `Ready`).
+    pub was_ready: bool,
+    /// Smoothed run time of its chunks in ns, once one has finished.
+    pub ewma_ns: Option<u64>,
+    /// When it was started.
+    pub started: Instant,
+    /// When to escalate to SIGKILL if it has not exited (terminate, retire).
+    pub kill_at: Option<Instant>,
+}
+
+impl Worker {
+    /// Wrap a launched process whose channel end (ours) is `chan`.
+    pub fn new(id: u32, proc: Launched, chan: OwnedFd) -> io::Result<Self> {
+        sys::set_nonblocking(chan.as_raw_fd())?;
+        Ok(Worker {
+            id,
+            proc,
+            chan,
+            reader: FrameReader::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            outstanding: VecDeque::new(),
+            funcs: HashSet::new(),
+            assigned: 0,
+            life: Life::Starting,
+            chan_closed: false,
+            was_ready: false,
+            ewma_ns: None,
+            started: Instant::now(),
+            kill_at: None,
+        })
+    }
+
+    /// The channel descriptor.
+    pub fn chan_fd(&self) -> RawFd {
+        self.chan.as_raw_fd()
+    }
+
+    /// Queue a frame for sending.
+    pub fn send(&mut self, kind: Kind, flags: u8, job: u32, index: u32, aux: u64, payload: &[u8]) {
+        // Payloads over 4 GiB are rejected in the Python layer before they get here.
+        frame::encode(&mut self.out, kind, flags, job, index, aux, payload)
+            .expect("payload size checked at submission");
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Write queued frames until the socket would block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            let n = sys::write_some(self.chan.as_raw_fd(), &self.out[self.out_pos..])?;
+            if n == 0 {
+                break;
+            }
+            self.out_pos += n;
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > (1 << 20) {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Read what the channel has and return the complete frames. Sets
+    /// [`Worker::chan_closed`] at end-of-file.
+    pub fn receive(&mut self) -> io::Result<Vec<(Header, Vec<u8>)>> {
+        let mut frames = Vec::new();
+        loop {
+            match self.reader.read_from(self.chan.as_raw_fd(), 1 << 20) {
+                Ok(0) => {
+                    self.chan_closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    self.chan_closed = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+            while let Some(f) = self.reader.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+                frames.push(f);
+            }
+        }
+        while let Some(f) = self.reader.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            frames.push(f);
+        }
+        Ok(frames)
+    }
+
+    /// Fold a finished chunk's run time into the smoothed estimate.
+    pub fn record_duration(&mut self, ns: u64) {
+        self.ewma_ns = Some(match self.ewma_ns {
+            None => ns,
+            Some(prev) => (prev * 3 + ns) / 4,
+        });
+    }
+
+    /// Bytes of chunk payloads sent and not answered.
+    pub fn outstanding_bytes(&self) -> usize {
+        self.outstanding.iter().map(|t| t.payload.len()).sum()
+    }
+}

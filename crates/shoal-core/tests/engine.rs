@@ -1,0 +1,195 @@
+//! The engine driven end to end with the protocol-speaking test worker.
+
+use shoal_core::frame::flags;
+use shoal_core::{Engine, EngineConfig, Order, Outcome, Phase, SpawnLauncher, Want};
+use std::time::{Duration, Instant};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_shoal-test-worker");
+
+fn engine(workers: usize) -> Engine {
+    engine_with(EngineConfig::new(workers, b"ok".to_vec()))
+}
+
+fn engine_with(config: EngineConfig) -> Engine {
+    Engine::start(config, Box::new(SpawnLauncher::new(WORKER, vec![]))).expect("engine starts")
+}
+
+fn chunks(cmds: impl IntoIterator<Item = String>) -> Vec<Vec<u8>> {
+    cmds.into_iter().map(String::into_bytes).collect()
+}
+
+/// Wait for a finished job and take every outcome.
+fn collect(e: &Engine, job: u32) -> Vec<Outcome> {
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap(), "job did not finish");
+    e.take(job, usize::MAX).unwrap()
+}
+
+fn text(o: &Outcome) -> String {
+    String::from_utf8_lossy(&o.payload).into_owned()
+}
+
+#[test]
+fn ordered_results_come_back_in_order() {
+    let e = engine(2);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks((0..200).map(|i| format!("echo:{i}")))).unwrap();
+    e.finish_input(job).unwrap();
+    let out = collect(&e, job);
+    let got: Vec<String> = out.iter().map(text).collect();
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+    assert!(out.iter().all(|o| o.flags == flags::OK));
+}
+
+#[test]
+fn a_slow_chunk_does_not_block_the_ones_behind_it() {
+    let e = engine(2);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Unordered, None).unwrap();
+    let mut cmds = vec!["sleep:1500:slow".to_string()];
+    cmds.extend((0..6).map(|i| format!("sleep:20:{i}")));
+    e.submit(job, chunks(cmds)).unwrap();
+    e.finish_input(job).unwrap();
+    // The six short chunks all finish on the other worker before the slow one.
+    let mut first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while first.len() < 6 {
+        assert!(Instant::now() < deadline);
+        e.wait(job, Want::Progress, Duration::from_millis(100)).unwrap();
+        first.extend(e.take(job, usize::MAX).unwrap().iter().map(text));
+    }
+    assert!(!first.contains(&"slow".to_string()), "slow chunk came first: {first:?}");
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
+}
+
+#[test]
+fn a_lazy_job_is_held_to_its_window() {
+    let e = engine(2);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, Some(4)).unwrap();
+    assert_eq!(e.room(job).unwrap(), 4);
+    e.submit(job, chunks((0..4).map(|i| format!("echo:{i}")))).unwrap();
+    assert_eq!(e.room(job).unwrap(), 0);
+    // Finished outcomes still occupy the window until taken.
+    assert!(e.wait(job, Want::Progress, Duration::from_secs(10)).unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(e.room(job).unwrap(), 0);
+    let taken = e.take(job, 2).unwrap();
+    assert_eq!(taken.iter().map(text).collect::<Vec<_>>(), vec!["0", "1"]);
+    assert_eq!(e.room(job).unwrap(), 2);
+}
+
+#[test]
+fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
+    let e = engine(2);
+    let before = e.worker_pids();
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let mut cmds: Vec<String> = (0..10).map(|i| format!("sleep:5:{i}")).collect();
+    cmds[4] = "kill".into();
+    e.submit(job, chunks(cmds)).unwrap();
+    e.finish_input(job).unwrap();
+    let t0 = Instant::now();
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let out = e.take(job, usize::MAX).unwrap();
+    assert_eq!(out.len(), 10);
+    for (i, o) in out.iter().enumerate() {
+        if i == 4 {
+            assert_eq!(o.flags, flags::WORKER_LOST);
+            let msg = text(o);
+            assert!(msg.contains("signal 9 (SIGKILL)"), "{msg}");
+            assert!(msg.contains("chunk 4"), "{msg}");
+        } else {
+            assert_eq!(o.flags, flags::OK, "chunk {i}: {}", text(o));
+            assert_eq!(text(o), i.to_string());
+        }
+    }
+    // The pool is back to two workers, one of them new.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e.worker_pids().len() < 2 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_ne!(e.worker_pids(), before);
+}
+
+#[test]
+fn an_exit_code_is_reported() {
+    let e = engine(1);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks(["exit:7".to_string(), "echo:after".to_string()])).unwrap();
+    e.finish_input(job).unwrap();
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
+    let out = e.take(job, usize::MAX).unwrap();
+    assert!(text(&out[0]).contains("exit code 7"), "{}", text(&out[0]));
+    assert_eq!(text(&out[1]), "after");
+}
+
+#[test]
+fn workers_retire_after_their_lifespan() {
+    let mut config = EngineConfig::new(1, b"ok".to_vec());
+    config.max_tasks_per_worker = Some(2);
+    let e = engine_with(config);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks((0..6).map(|_| "pid".to_string()))).unwrap();
+    e.finish_input(job).unwrap();
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
+    let pids: Vec<String> = e.take(job, usize::MAX).unwrap().iter().map(text).collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_eq!(pids[2], pids[3]);
+    assert_ne!(pids[1], pids[2]);
+    assert_ne!(pids[3], pids[4]);
+}
+
+#[test]
+fn close_finishes_queued_work_then_stops() {
+    let e = engine(2);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks((0..20).map(|i| format!("sleep:10:{i}")))).unwrap();
+    e.finish_input(job).unwrap();
+    e.close();
+    assert!(e.new_job(b"f".to_vec(), 0, Order::Ordered, None).is_err());
+    assert!(e.wait_stopped(Duration::from_secs(20)));
+    e.join();
+    assert_eq!(e.phase(), Phase::Stopped);
+    let out = e.take(job, usize::MAX).unwrap();
+    assert_eq!(out.len(), 20);
+    assert!(out.iter().all(|o| o.flags == flags::OK));
+}
+
+#[test]
+fn terminate_cancels_everything_promptly() {
+    let e = engine(2);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks((0..1000).map(|_| "sleep:60000:x".to_string()))).unwrap();
+    e.finish_input(job).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    e.terminate();
+    assert!(e.wait_stopped(Duration::from_secs(5)));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(e.finished(job).unwrap());
+    let out = e.take(job, usize::MAX).unwrap();
+    assert_eq!(out.len(), 1000);
+    assert!(out.iter().all(|o| o.flags == flags::CANCELLED));
+}
+
+#[test]
+fn a_failing_initializer_fails_tasks_instead_of_hanging() {
+    let e = engine_with(EngineConfig::new(2, b"fail".to_vec()));
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks(["echo:x".to_string()])).unwrap();
+    e.finish_input(job).unwrap();
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
+    let out = e.take(job, usize::MAX).unwrap();
+    assert_eq!(out[0].flags, flags::CHUNK_FAILED);
+    assert_eq!(text(&out[0]), "init failed on purpose");
+}
+
+#[test]
+fn a_missing_program_is_a_start_error() {
+    let r = Engine::start(
+        EngineConfig::new(1, vec![]),
+        Box::new(SpawnLauncher::new("/nonexistent/shoal-worker", vec![])),
+    );
+    let err = r.err().expect("start fails").to_string();
+    assert!(err.contains("could not start worker processes"), "{err}");
+}
