@@ -1,1 +1,270 @@
+//! `shoal._shoal`: the Python binding over `shoal-core`.
+//!
+//! This crate only converts: Python bytes in, Python bytes out, and engine
+//! errors into the exceptions `multiprocessing.Pool` raises. Every blocking
+//! call releases the GIL and wakes every 50 ms to let Python run signal
+//! handlers, so Ctrl-C interrupts a wait promptly.
 
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use shoal_core::frame::flags;
+use shoal_core::{Engine, EngineConfig, EngineError, Order, SpawnLauncher, Want, ZygoteLauncher};
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest a blocking call stays in Rust before checking for signals.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+fn engine_err(e: EngineError) -> PyErr {
+    match e {
+        EngineError::NotRunning => PyValueError::new_err("Pool not running"),
+        EngineError::UnknownJob(_) => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+type Callbacks = Arc<Mutex<HashMap<u32, Py<PyAny>>>>;
+
+/// A pool's engine: worker processes, scheduling, ordering and the window.
+#[pyclass(frozen, module = "shoal._shoal", name = "Engine")]
+struct PyEngine {
+    engine: Engine,
+    callbacks: Callbacks,
+    notifier: Mutex<bool>,
+}
+
+#[pymethods]
+impl PyEngine {
+    /// Start `processes` workers. Workers are spawned from `argv`, or forked
+    /// by the zygote listening on `zygote_fd` (which is duplicated, so the
+    /// caller keeps and closes its own copy).
+    #[new]
+    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, zygote_pid=0, max_tasks=None, kill_grace=0.2))]
+    fn new(
+        py: Python<'_>,
+        processes: usize,
+        init_payload: &Bound<'_, PyBytes>,
+        argv: Option<Vec<String>>,
+        zygote_fd: Option<i32>,
+        zygote_pid: i32,
+        max_tasks: Option<u64>,
+        kill_grace: f64,
+    ) -> PyResult<Self> {
+        let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd) {
+            (Some(argv), None) => {
+                let (program, args) = argv.split_first().ok_or_else(|| PyValueError::new_err("argv is empty"))?;
+                Box::new(SpawnLauncher::new(program.clone(), args.to_vec()))
+            }
+            (None, Some(fd)) => {
+                // SAFETY: dup gives us a descriptor of our own to own.
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if dup < 0 {
+                    return Err(PyOSError::new_err(format!("bad zygote descriptor {fd}")));
+                }
+                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(dup) }, zygote_pid))
+            }
+            _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
+        };
+        let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
+        config.max_tasks_per_worker = max_tasks;
+        config.kill_grace = Duration::from_secs_f64(kill_grace.max(0.0));
+        let engine = py.detach(|| Engine::start(config, launcher)).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(PyEngine { engine, callbacks: Arc::default(), notifier: Mutex::new(false) })
+    }
+
+    /// Create a job running the pickled function `func`; returns its id.
+    #[pyo3(signature = (func, task_flags, ordered, window=None))]
+    fn new_job(&self, func: &Bound<'_, PyBytes>, task_flags: u8, ordered: bool, window: Option<u32>) -> PyResult<u32> {
+        let order = if ordered { Order::Ordered } else { Order::Unordered };
+        self.engine.new_job(func.as_bytes().to_vec(), task_flags, order, window).map_err(engine_err)
+    }
+
+    /// Add pickled chunks to a job; returns the index of the first.
+    fn submit(&self, job: u32, chunks: Vec<Bound<'_, PyBytes>>) -> PyResult<u32> {
+        let chunks = chunks.iter().map(|c| c.as_bytes().to_vec()).collect();
+        self.engine.submit(job, chunks).map_err(engine_err)
+    }
+
+    /// Mark a job's input complete.
+    fn finish_input(&self, job: u32) -> PyResult<()> {
+        self.engine.finish_input(job).map_err(engine_err)
+    }
+
+    /// Chunks that may be added to the job now.
+    fn room(&self, job: u32) -> PyResult<u32> {
+        self.engine.room(job).map_err(engine_err)
+    }
+
+    /// Wait, without the GIL, until the job has an outcome to take or room
+    /// for input (`finished=False`) or has every outcome (`finished=True`).
+    /// Returns False on timeout. Raises what a signal handler raises.
+    #[pyo3(signature = (job, finished, timeout=None))]
+    fn wait(&self, py: Python<'_>, job: u32, finished: bool, timeout: Option<f64>) -> PyResult<bool> {
+        let want = if finished { Want::Finished } else { Want::Progress };
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
+                None => SIGNAL_CHECK,
+            };
+            if py.detach(|| self.engine.wait(job, want, slice)).map_err(engine_err)? {
+                return Ok(true);
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Take up to `max` outcomes as `(index, flags, payload)` tuples.
+    fn take<'py>(&self, py: Python<'py>, job: u32, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let out = self.engine.take(job, max).map_err(engine_err)?;
+        let items = out.into_iter().map(|o| (o.index, o.flags, PyBytes::new(py, &o.payload)));
+        PyList::new(py, items)
+    }
+
+    /// Whether every chunk of the job has an outcome.
+    fn finished(&self, job: u32) -> PyResult<bool> {
+        self.engine.finished(job).map_err(engine_err)
+    }
+
+    /// Let go of a job: unstarted chunks are skipped and outcomes dropped.
+    fn release(&self, job: u32) {
+        self.engine.release(job);
+    }
+
+    /// Call `callback(job)` from a background thread when the job finishes.
+    fn watch(&self, job: u32, callback: Py<PyAny>) -> PyResult<()> {
+        self.start_notifier();
+        self.callbacks.lock().expect("callbacks lock").insert(job, callback);
+        self.engine.watch(job).map_err(engine_err)
+    }
+
+    /// Stop accepting jobs; queued work finishes, then workers exit.
+    fn close(&self) {
+        self.engine.close();
+    }
+
+    /// Cancel unfinished work and kill the workers.
+    fn terminate(&self) {
+        self.engine.terminate();
+    }
+
+    /// Wait for the workers and the engine thread to finish. Returns False
+    /// on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
+                None => SIGNAL_CHECK,
+            };
+            if py.detach(|| self.engine.wait_stopped(slice)) {
+                py.detach(|| self.engine.join());
+                return Ok(true);
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Pids of live worker processes.
+    fn worker_pids(&self) -> Vec<i32> {
+        self.engine.worker_pids()
+    }
+
+    /// Whether `pid` is a live worker of this engine.
+    fn is_alive(&self, pid: i32) -> bool {
+        self.engine.is_alive(pid)
+    }
+
+    /// The engine's phase: "running", "closing", "terminating" or "stopped".
+    #[getter]
+    fn phase(&self) -> &'static str {
+        match self.engine.phase() {
+            shoal_core::Phase::Running => "running",
+            shoal_core::Phase::Closing => "closing",
+            shoal_core::Phase::Terminating => "terminating",
+            shoal_core::Phase::Stopped => "stopped",
+        }
+    }
+}
+
+impl PyEngine {
+    /// Start the thread that runs watch callbacks, once.
+    fn start_notifier(&self) {
+        let mut started = self.notifier.lock().expect("notifier lock");
+        if *started {
+            return;
+        }
+        *started = true;
+        let (tx, rx) = mpsc::channel::<u32>();
+        self.engine.set_done_listener(tx);
+        let callbacks = self.callbacks.clone();
+        std::thread::Builder::new()
+            .name("shoal-callbacks".into())
+            .spawn(move || {
+                // Ends when the engine, which holds the sender, is dropped.
+                for job in rx {
+                    let cb = callbacks.lock().expect("callbacks lock").remove(&job);
+                    let Some(cb) = cb else { continue };
+                    let ran = Python::try_attach(|py| {
+                        if let Err(e) = cb.call1(py, (job,)) {
+                            e.write_unraisable(py, None);
+                        }
+                        drop(cb);
+                    });
+                    if ran.is_none() {
+                        // The interpreter is shutting down: nobody is left to call back.
+                        return;
+                    }
+                }
+            })
+            .expect("spawn callback thread");
+    }
+}
+
+/// `multiprocessing.Pool.map`'s default chunk size for `n` items.
+#[pyfunction]
+fn default_map_chunksize(n: usize, workers: usize) -> usize {
+    shoal_core::chunking::default_map_chunksize(n, workers)
+}
+
+/// Called first in a worker: die with the parent. Returns False if the
+/// parent is already gone.
+#[pyfunction]
+fn worker_prelude(parent_pid: i32) -> bool {
+    // SAFETY: prctl with integer arguments; getppid always succeeds.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::getppid() == parent_pid
+    }
+}
+
+#[pymodule(gil_used = false)]
+mod _shoal {
+    #[pymodule_export]
+    use super::{default_map_chunksize, worker_prelude, PyEngine};
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        m.add("HEADER_LEN", shoal_core::frame::HEADER_LEN)?;
+        m.add("FLAG_STAR", super::flags::STAR)?;
+        m.add("FLAG_APPLY", super::flags::APPLY)?;
+        m.add("RESULT_OK", super::flags::OK)?;
+        m.add("RESULT_ITEM_ERRORS", super::flags::ITEM_ERRORS)?;
+        m.add("RESULT_CHUNK_FAILED", super::flags::CHUNK_FAILED)?;
+        m.add("RESULT_WORKER_LOST", super::flags::WORKER_LOST)?;
+        m.add("RESULT_CANCELLED", super::flags::CANCELLED)?;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,44 @@
+"""Serialisation: the C pickler for data, cloudpickle only where it must.
+
+Plain ``pickle`` is several times faster than cloudpickle, so everything is
+tried with it first. Two things it cannot carry correctly fall back to
+cloudpickle, which pickles them by value:
+
+* objects it refuses (lambdas, closures, nested functions and classes);
+* references into ``__main__``. A function or class defined in a script, a
+  notebook or a REPL pickles "fine" by reference, but a worker that did not
+  run that ``__main__`` cannot find it. Such a reference always spells the
+  module name in the stream, so a substring test finds it cheaply.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+PROTOCOL = 5
+_MAIN = b"__main__"
+
+loads = pickle.loads
+
+
+def _cloud_dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj`` so that any worker, under any start method, can load it."""
+    try:
+        data = pickle.dumps(obj, PROTOCOL)
+    except Exception as first:
+        try:
+            return _cloud_dumps(obj)
+        except Exception:
+            # The object is unpicklable either way; the first error is the
+            # one that names the real problem.
+            raise first from None
+    if _MAIN in data:
+        return _cloud_dumps(obj)
+    return data

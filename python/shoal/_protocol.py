@@ -1,0 +1,38 @@
+"""The frame layout shared with ``crates/shoal-core/src/frame.rs``.
+
+Kept in a module of its own, with no imports beyond ``struct``, so the worker
+and the zygote can use it without loading the rest of shoal.
+"""
+
+import struct
+
+# len u32 | kind u8 | flags u8 | reserved u16 | job u32 | index u32 | aux u64
+HEADER = struct.Struct("<IBBHIIQ")
+HEADER_LEN = HEADER.size
+
+# Engine to worker.
+INIT = 1
+FUNC = 2
+TASK = 3
+FORGET = 4
+EXIT = 5
+# Worker to engine.
+READY = 64
+RESULT = 65
+INIT_FAILED = 66
+
+# Task flags.
+STAR = 1
+APPLY = 2
+
+# Result flags.
+OK = 0
+ITEM_ERRORS = 1
+CHUNK_FAILED = 2
+WORKER_LOST = 3
+CANCELLED = 4
+
+# Zygote reply records: tag, pid, value.
+ZYGOTE_RECORD = struct.Struct("<Iii")
+ZYGOTE_FORKED = 1
+ZYGOTE_EXITED = 2

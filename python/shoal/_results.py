@@ -1,0 +1,311 @@
+"""Result objects: ``AsyncResult``, ``MapResult`` and the imap iterators.
+
+They hold no threads and no scheduling logic. Outcomes wait in the engine,
+as bytes, until a caller (or the callback thread) asks for them; they are
+unpickled on the thread that asks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from multiprocessing import TimeoutError
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, TypeVar
+
+from shoal import _protocol as P
+from shoal._errors import PoolTerminatedError, WorkerLostError, rebuild
+from shoal._pickling import dumps, loads
+
+if TYPE_CHECKING:
+    from shoal.pool import Pool
+
+T = TypeVar("T")
+
+# Outcomes taken from the engine per call by an iterator.
+_TAKE = 256
+
+
+def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
+    """Turn one chunk's outcome into its values and the errors of the items
+    that failed (``None`` when none did)."""
+    if flags == P.OK:
+        try:
+            return loads(payload), None
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task
+            return [None] * n_items, dict.fromkeys(range(n_items), exc)
+    if flags == P.ITEM_ERRORS:
+        try:
+            values, errors = loads(payload)
+        except Exception as exc:  # noqa: BLE001
+            return [None] * n_items, dict.fromkeys(range(n_items), exc)
+        return values, {k: rebuild((blob, tb, rep)) for k, blob, tb, rep in errors}
+    if flags == P.CHUNK_FAILED:
+        try:
+            exc = rebuild(loads(payload))
+        except Exception as e:  # noqa: BLE001
+            exc = e
+    elif flags == P.WORKER_LOST:
+        exc = WorkerLostError(payload.decode("utf-8", "replace"))
+    elif flags == P.CANCELLED:
+        exc = PoolTerminatedError(payload.decode("utf-8", "replace"))
+    else:
+        exc = RuntimeError(f"unknown result flags {flags}")
+    # One exception object per item, so each raise gets its own traceback.
+    return [None] * n_items, {k: _clone(exc) if k else exc for k in range(n_items)}
+
+
+def _clone(exc: BaseException) -> BaseException:
+    try:
+        twin = type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001
+        return exc
+    twin.__cause__ = exc.__cause__
+    return twin
+
+
+class ApplyResult(Generic[T]):
+    """The result of ``apply_async``; also the base of ``MapResult``."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        callback: Callable[[T], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._pool = pool
+        self._engine = pool._engine
+        self._job: int | None = None
+        self._callback = callback
+        self._error_callback = error_callback
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._success = False
+        self._value: Any = None
+
+    # -- engine side -------------------------------------------------------
+    def _start(self, job: int) -> None:
+        self._job = job
+        if self._callback is not None or self._error_callback is not None:
+            self._engine.watch(job, self._on_done)
+
+    def _on_done(self, _job: int) -> None:
+        self._resolve()
+
+    def _collect(self, outcomes: list[tuple[int, int, bytes]]) -> tuple[bool, Any]:
+        _index, flags, payload = outcomes[0]
+        values, errors = decode(flags, payload, 1)
+        if errors:
+            return False, errors[0]
+        return True, values[0]
+
+    def _resolve(self) -> None:
+        """Fetch the outcome from the engine, set the value, run callbacks."""
+        with self._lock:
+            if self._event.is_set():
+                return
+            outcomes = self._engine.take(self._job, 1 << 62)
+            self._engine.release(self._job)
+            self._finish(*self._collect(outcomes))
+
+    def _finish(self, success: bool, value: Any) -> None:
+        self._success, self._value = success, value
+        try:
+            if success and self._callback is not None:
+                self._callback(value)
+            if not success and self._error_callback is not None:
+                self._error_callback(value)
+        finally:
+            self._event.set()
+            self._pool = None  # type: ignore[assignment]
+
+    def _fail_now(self, exc: BaseException) -> None:
+        """The task never reached the engine (its arguments could not be pickled)."""
+        with self._lock:
+            self._finish(False, exc)
+
+    # -- public API ----------------------------------------------------------
+    def ready(self) -> bool:
+        """Whether the call has completed."""
+        if self._event.is_set():
+            return True
+        if self._job is not None and self._engine.finished(self._job):
+            self._resolve()
+            return True
+        return False
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising. ValueError if not ready."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is available or ``timeout`` seconds pass."""
+        if self._event.is_set():
+            return
+        if self._engine.wait(self._job, True, timeout):
+            self._resolve()
+
+    def get(self, timeout: float | None = None) -> T:
+        """Return the result when it arrives; re-raise the task's exception.
+        Raises ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
+        self.wait(timeout)
+        if not self._event.is_set():
+            raise TimeoutError
+        if self._success:
+            return self._value
+        raise self._value
+
+    def __del__(self) -> None:
+        # Nobody will read the outcome: let the engine drop it on arrival.
+        # The task itself still runs, as with multiprocessing.
+        job, engine = getattr(self, "_job", None), getattr(self, "_engine", None)
+        if job is not None and engine is not None and not self._event.is_set():
+            try:
+                engine.release(job)
+            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+                pass
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult[list[T]]):
+    """The result of ``map_async`` and ``starmap_async``."""
+
+    def __init__(self, pool: Pool, chunk_lens: list[int], callback: Any, error_callback: Any) -> None:
+        super().__init__(pool, callback, error_callback)
+        self._chunk_lens = chunk_lens
+        if not chunk_lens:
+            self._finish(True, [])
+
+    def _collect(self, outcomes: list[tuple[int, int, bytes]]) -> tuple[bool, Any]:
+        out: list[Any] = []
+        first_error: BaseException | None = None
+        for index, flags, payload in outcomes:
+            values, errors = decode(flags, payload, self._chunk_lens[index])
+            if errors and first_error is None:
+                first_error = errors[min(errors)]
+            out.extend(values)
+        if first_error is not None:
+            return False, first_error
+        return True, out
+
+
+class IMapIterator(Iterator[T]):
+    """The iterator ``imap`` returns: results in input order, as they arrive.
+
+    Input is read only while the job's window has room, on the thread that
+    iterates, so a generator is consumed as workers need it and a consumer
+    that stops early leaves the rest unread.
+    """
+
+    _ordered = True
+
+    def __init__(self, pool: Pool, func_payload: bytes, iterable: Iterable[Any], chunksize: int, flags: int) -> None:
+        self._pool = pool
+        self._engine = pool._engine
+        self._input: Iterator[Any] | None = iter(iterable)
+        self._chunksize = chunksize
+        self._job: int = self._engine.new_job(func_payload, flags, self._ordered, pool._window_chunks())
+        self._chunk_lens: dict[int, int] = {}
+        self._next_chunk = 0
+        self._items: deque[tuple[Any, BaseException | None]] = deque()
+        self._input_error: BaseException | None = None
+        self._done = False
+        self._lock = threading.Lock()
+        pool._iterators.add(self)
+        self._feed()
+
+    def _feed(self, everything: bool = False) -> None:
+        """Read input while the window has room (all of it if ``everything``)."""
+        if self._input is None:
+            return
+        room = 1 << 62 if everything else self._engine.room(self._job)
+        payloads = []
+        size = self._chunksize
+        islice = itertools.islice
+        while room > 0:
+            try:
+                chunk = list(islice(self._input, size))
+                if not chunk:
+                    self._input = None
+                    break
+                payloads.append(dumps(chunk))
+            except Exception as exc:  # noqa: BLE001 - surfaces at this position
+                self._input_error = exc
+                self._input = None
+                break
+            self._chunk_lens[self._next_chunk] = len(chunk)
+            self._next_chunk += 1
+            room -= 1
+            if len(payloads) >= 64:
+                self._engine.submit(self._job, payloads)
+                payloads = []
+        if payloads:
+            self._engine.submit(self._job, payloads)
+        if self._input is None:
+            self._engine.finish_input(self._job)
+
+    def _absorb(self, outcomes: list[tuple[int, int, bytes]]) -> None:
+        items = self._items
+        for index, flags, payload in outcomes:
+            values, errors = decode(flags, payload, self._chunk_lens.pop(index))
+            if errors is None:
+                items.extend((v, None) for v in values)
+            else:
+                items.extend((v, errors.get(k)) for k, v in enumerate(values))
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def next(self, timeout: float | None = None) -> T:
+        """The next result; ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if self._items:
+                    value, error = self._items.popleft()
+                    if error is not None:
+                        raise error
+                    return value
+                if self._done:
+                    raise StopIteration
+                outcomes = self._engine.take(self._job, _TAKE)
+                if outcomes:
+                    self._absorb(outcomes)
+                    self._feed()
+                    continue
+                if self._input is None and self._engine.finished(self._job):
+                    self._finish()
+                    if self._input_error is not None:
+                        error, self._input_error = self._input_error, None
+                        raise error
+                    continue
+                self._feed()
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._engine.wait(self._job, False, left) and left is not None:
+                    raise TimeoutError
+
+    __next__ = next
+
+    def _finish(self) -> None:
+        self._done = True
+        self._engine.release(self._job)
+        self._pool._iterators.discard(self)
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and not getattr(self, "_done", True):
+            try:
+                engine.release(self._job)
+            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+                pass
+
+
+class IMapUnorderedIterator(IMapIterator[T]):
+    """The iterator ``imap_unordered`` returns: results as they complete."""
+
+    _ordered = False

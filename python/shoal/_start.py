@@ -1,0 +1,128 @@
+"""Start methods: how a pool's worker processes come to exist.
+
+* ``spawn``: each worker is a fresh interpreter, started by the engine with
+  ``posix_spawn``.
+* ``forkserver``: a fresh interpreter (the zygote) is spawned once per pool
+  and forks each worker; replacements cost a fork, not an interpreter start.
+* ``fork``: the zygote is a fork of this process, taken when the pool is
+  created and before its engine thread starts, so workers inherit the
+  parent's modules and globals as they were at that moment.
+
+None of them forks a process that has engine threads, except ``fork`` when
+another shoal pool is already running (see docs on forking): the zygote
+never calls into the engine, so it does not touch locks those threads hold.
+
+The default is ``forkserver``: it is safe with any threads in the parent,
+starts replacements in about a millisecond, and behaves the same on every
+POSIX Python. ``multiprocessing.set_start_method`` and ``context=`` choose
+another.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from shoal import _shoal
+
+METHODS = ("fork", "spawn", "forkserver")
+DEFAULT_METHOD = "forkserver"
+
+_WORKER_CODE = "from shoal._worker import main; main()"
+_ZYGOTE_CODE = "from shoal._zygote import main; main()"
+
+
+def resolve(context: Any = None, start_method: str | None = None) -> str:
+    """The start method a pool should use.
+
+    An explicit ``start_method`` wins, then ``context``, then the method set
+    with ``multiprocessing.set_start_method``, then shoal's default.
+    """
+    if start_method is None and context is not None:
+        getter = getattr(context, "get_start_method", None)
+        if getter is None:
+            raise TypeError(f"context must be a multiprocessing context, not {type(context).__name__}")
+        try:
+            start_method = getter(allow_none=True)
+        except TypeError:
+            start_method = getter()
+    if start_method is None:
+        start_method = multiprocessing.get_start_method(allow_none=True)
+    if start_method is None:
+        start_method = DEFAULT_METHOD
+    if start_method not in METHODS:
+        raise ValueError(f"start method must be one of {', '.join(METHODS)}, not {start_method!r}")
+    return start_method
+
+
+class Zygote:
+    """A zygote process and the parent's end of its control socket."""
+
+    def __init__(self, method: str) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._popen: subprocess.Popen[bytes] | None = None
+        if method == "forkserver":
+            self._popen = subprocess.Popen(
+                [sys.executable, "-c", _ZYGOTE_CODE], stdin=theirs.fileno(), close_fds=True
+            )
+            self.pid = self._popen.pid
+        else:
+            self.pid = _fork_zygote(ours, theirs)
+        theirs.close()
+        self.sock = ours
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        """Close the control socket (the zygote then exits) and reap it."""
+        self.sock.close()
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        else:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _fork_zygote(ours: socket.socket, theirs: socket.socket) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            ours.close()
+            from shoal import _zygote
+
+            _zygote.serve(os.dup(theirs.fileno()))
+        except BaseException:  # noqa: BLE001 - a zygote must never return into the parent's code
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def start_engine(
+    method: str, processes: int, init_payload: bytes, max_tasks: int | None
+) -> tuple[_shoal.Engine, Zygote | None]:
+    """Start an engine whose workers are started by ``method``."""
+    if method == "spawn":
+        argv = [sys.executable, "-c", _WORKER_CODE]
+        return _shoal.Engine(processes, init_payload, argv=argv, max_tasks=max_tasks), None
+    zygote = Zygote(method)
+    try:
+        engine = _shoal.Engine(
+            processes, init_payload, zygote_fd=zygote.fileno(), zygote_pid=zygote.pid, max_tasks=max_tasks
+        )
+    except BaseException:
+        zygote.close()
+        raise
+    return engine, zygote

@@ -1,0 +1,224 @@
+"""The worker process: read tasks from the channel, run them, send results.
+
+Pure Python by design. A worker forked from a zygote that was itself forked
+from a threaded parent must not touch the engine's Rust state, so the only
+call into the extension here is ``worker_prelude``, which is a single
+``prctl``. Chunks are run strictly in the order they arrive and each result
+is written before the next chunk starts, so the engine always knows which
+chunk a dead worker was running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+from shoal import _protocol as P
+from shoal._pickling import dumps, loads
+
+_pack = P.HEADER.pack
+_unpack_from = P.HEADER.unpack_from
+_HLEN = P.HEADER_LEN
+
+
+def main() -> None:
+    """Entry point of a spawned worker: its channel is standard input."""
+    fd = os.dup(0)
+    # Standard input must not be the channel: a subprocess started by a task
+    # would inherit it and keep it open after this worker dies.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    parent = int(os.environ.get("SHOAL_PARENT_PID", "0"))
+    code = serve(fd, parent)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _frame(kind: int, flags: int, job: int, index: int, aux: int, payload: bytes) -> bytes:
+    return _pack(len(payload), kind, flags, 0, job, index, aux) + payload
+
+
+def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, str]:
+    """What the parent needs to rebuild ``exc``: its pickle (None if it
+    cannot be pickled), the formatted remote traceback, and its repr."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if where:
+        tb += where
+    try:
+        blob: bytes | None = dumps(exc)
+    except BaseException:
+        blob = None
+    try:
+        rep = repr(exc)
+    except BaseException:
+        rep = f"<{type(exc).__qualname__} with a failing repr>"
+    return blob, '\n"""\n' + tb + '"""', rep
+
+
+def _task_note(func: Any, item: Any, flags: int) -> str:
+    """A line naming the call that failed, with its arguments, shortened."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 80
+    name = getattr(func, "__qualname__", None) or repr(func)
+    try:
+        if flags & P.APPLY:
+            args, kwds = item
+            parts = [r.repr(a) for a in args] + [f"{k}={r.repr(v)}" for k, v in kwds.items()]
+        elif flags & P.STAR:
+            parts = [r.repr(a) for a in item]
+        else:
+            parts = [r.repr(item)]
+        return f"\nin the task {name}({', '.join(parts)})\n"
+    except BaseException:
+        return ""
+
+
+def _run_chunk(func: Callable[..., Any], flags: int, items: list[Any]) -> tuple[int, bytes]:
+    results: list[Any] = []
+    append = results.append
+    errors: list[tuple[int, bytes | None, str, str]] | None = None
+    it = iter(items)
+    while True:
+        item = None
+        try:
+            if flags & P.APPLY:
+                for item in it:
+                    append(func(*item[0], **item[1]))
+            elif flags & P.STAR:
+                for item in it:
+                    append(func(*item))
+            else:
+                for item in it:
+                    append(func(item))
+            break
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too fails only this task
+            if errors is None:
+                errors = []
+            errors.append((len(results), *_describe(exc, _task_note(func, item, flags))))
+            append(None)
+    try:
+        if errors is None:
+            return P.OK, dumps(results)
+        return P.ITEM_ERRORS, dumps((results, errors))
+    except BaseException:
+        pass
+    # Some result cannot be pickled: fail those items, keep the others.
+    from multiprocessing.pool import MaybeEncodingError
+
+    errors = errors or []
+    failed = {e[0] for e in errors}
+    for k, value in enumerate(results):
+        if k in failed:
+            continue
+        try:
+            dumps(value)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append((k, *_describe(MaybeEncodingError(exc, value))))
+            results[k] = None
+    errors.sort(key=lambda e: e[0])
+    return P.ITEM_ERRORS, dumps((results, errors))
+
+
+def _chunk_failed(exc: BaseException, where: str) -> bytes:
+    return dumps(_describe(exc, where))
+
+
+def serve(fd: int, parent_pid: int) -> int:
+    """Run the worker loop on channel ``fd``. Returns the exit code."""
+    from shoal import _shoal
+
+    if parent_pid and not _shoal.worker_prelude(parent_pid):
+        return 1
+    # Ctrl-C in a terminal reaches the whole process group; only the parent
+    # should act on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    read = os.read
+    now = time.perf_counter_ns
+    funcs: dict[int, Any] = {}
+    buf = bytearray()
+    while True:
+        try:
+            data = read(fd, 1 << 20)
+        except InterruptedError:
+            continue
+        except OSError:
+            return 0
+        if not data:
+            return 0  # the parent is gone
+        buf += data
+        pos = 0
+        end_of_data = len(buf)
+        while end_of_data - pos >= _HLEN:
+            length, kind, flags, _, job, index, aux = _unpack_from(buf, pos)
+            end = pos + _HLEN + length
+            if end > end_of_data:
+                break
+            payload = bytes(buf[pos + _HLEN : end])
+            pos = end
+            if kind == P.TASK:
+                t0 = now()
+                func = funcs.get(aux)
+                if isinstance(func, _LoadError):
+                    rflags, out = P.CHUNK_FAILED, func.payload
+                else:
+                    try:
+                        items = loads(payload)
+                    except BaseException as exc:  # noqa: BLE001
+                        rflags, out = P.CHUNK_FAILED, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+                    else:
+                        rflags, out = _run_chunk(func, flags, items)
+                        del items
+                _write_all(fd, _frame(P.RESULT, rflags, job, index, now() - t0, out))
+            elif kind == P.FUNC:
+                try:
+                    funcs[job] = loads(payload)
+                except BaseException as exc:  # noqa: BLE001
+                    funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
+            elif kind == P.FORGET:
+                funcs.pop(job, None)
+            elif kind == P.INIT:
+                reply = _initialise(payload, aux)
+                _write_all(fd, reply)
+                if reply[4] == P.INIT_FAILED:
+                    return 1
+            elif kind == P.EXIT:
+                return 0
+        del buf[:pos]
+
+
+class _LoadError:
+    """Stands in for a function that could not be unpickled."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+
+def _initialise(payload: bytes, worker_id: int) -> bytes:
+    """Apply the parent's settings and run the initializer. Returns the reply frame."""
+    try:
+        settings = loads(payload)
+        sys.path[:] = settings["sys_path"]
+        initializer = settings["initializer"]
+        if initializer is not None:
+            initializer(*settings["initargs"])
+    except BaseException as exc:  # noqa: BLE001
+        traceback.print_exc()
+        return _frame(P.INIT_FAILED, 0, 0, 0, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n"))
+    return _frame(P.READY, 0, 0, 0, os.getpid(), b"")

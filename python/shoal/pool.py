@@ -1,0 +1,290 @@
+"""``shoal.Pool``: a drop-in for ``multiprocessing.Pool`` on shoal's engine."""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import sys
+import warnings
+import weakref
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from shoal import _protocol as P
+from shoal import _shoal, _start
+from shoal._pickling import dumps
+from shoal._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
+
+T = TypeVar("T")
+
+# The states multiprocessing.pool uses, with the same values.
+INIT = "INIT"
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
+
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@atexit.register
+def _terminate_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool._shutdown()
+
+
+class _WorkerHandle:
+    """What ``Pool._pool`` lists: a worker's pid and whether it is alive."""
+
+    def __init__(self, engine: _shoal.Engine, pid: int) -> None:
+        self._engine = engine
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        return self._engine.is_alive(self.pid)
+
+    def __repr__(self) -> str:
+        return f"<shoal worker pid={self.pid}>"
+
+
+class Pool:
+    """A pool of worker processes, with the API of ``multiprocessing.Pool``.
+
+    Differences from the standard library are all in the direction of not
+    hanging: a worker that dies fails only the task it was running (with
+    :class:`shoal.WorkerLostError`), results of a terminated pool raise
+    instead of never arriving, and ``imap`` reads its input lazily.
+    ``start_method`` chooses how workers start (see ``shoal._start``).
+    """
+
+    _wrap_exception = True
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        start_method: str | None = None,
+    ) -> None:
+        self._state = INIT
+        self._owner = os.getpid()
+        self._engine: _shoal.Engine | None = None
+        self._zygote: _start.Zygote | None = None
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None:
+            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
+                raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._processes = processes
+        self._start_method = _start.resolve(context, start_method)
+        init = {"sys_path": list(sys.path), "initializer": initializer, "initargs": tuple(initargs)}
+        self._engine, self._zygote = _start.start_engine(
+            self._start_method, processes, dumps(init), maxtasksperchild
+        )
+        self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
+        self._state = RUN
+        _live_pools.add(self)
+
+    # -- helpers -------------------------------------------------------------
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+        if os.getpid() != self._owner:
+            raise RuntimeError(
+                f"this pool belongs to process {self._owner}; a forked child cannot use it (create a new Pool)"
+            )
+
+    def _window_chunks(self) -> int:
+        return max(128, 8 * self._processes)
+
+    @property
+    def _pool(self) -> list[_WorkerHandle]:
+        """The live workers, like ``multiprocessing.Pool._pool``."""
+        if self._engine is None:
+            return []
+        return [_WorkerHandle(self._engine, pid) for pid in self._engine.worker_pids()]
+
+    def _repopulate_pool(self) -> None:
+        """Kept for compatibility: the engine replaces workers by itself."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    # -- submission ----------------------------------------------------------
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}) -> T:  # noqa: B006
+        """Call ``func(*args, **kwds)`` in a worker and return the result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},  # noqa: B006
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> ApplyResult[T]:
+        """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
+        self._check_running()
+        result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
+        try:
+            func_payload = dumps(func)
+            chunk = dumps([(tuple(args), dict(kwds))])
+        except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
+            result._fail_now(exc)
+            return result
+        job = self._engine.new_job(func_payload, P.APPLY, True, None)
+        result._start(job)
+        self._engine.submit(job, [chunk])
+        self._engine.finish_input(job)
+        return result
+
+    def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
+        """Apply ``func`` to every item; return the results in order."""
+        return self._map_async(func, iterable, 0, chunksize).get()
+
+    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[T]:
+        """Like :meth:`map`, calling ``func(*item)``."""
+        return self._map_async(func, iterable, P.STAR, chunksize).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[T]:
+        """Asynchronous :meth:`map`; returns a ``MapResult``."""
+        return self._map_async(func, iterable, 0, chunksize, callback, error_callback)
+
+    def starmap_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[T]:
+        """Asynchronous :meth:`starmap`; returns a ``MapResult``."""
+        return self._map_async(func, iterable, P.STAR, chunksize, callback, error_callback)
+
+    def _map_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Any],
+        flags: int,
+        chunksize: int | None,
+        callback: Any = None,
+        error_callback: Any = None,
+    ) -> MapResult[T]:
+        self._check_running()
+        if not hasattr(iterable, "__len__"):
+            iterable = list(iterable)
+        if chunksize is None:
+            chunksize = _shoal.default_map_chunksize(len(iterable), self._processes)  # type: ignore[arg-type]
+        elif chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        try:
+            func_payload = dumps(func)
+            chunks = []
+            it = iter(iterable)
+            while chunk := list(itertools.islice(it, chunksize or 1)):
+                chunks.append(chunk)
+            payloads = [dumps(c) for c in chunks]
+        except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
+            result: MapResult[T] = MapResult(self, [0], callback, error_callback)
+            result._fail_now(exc)
+            return result
+        result = MapResult(self, [len(c) for c in chunks], callback, error_callback)
+        if not chunks:
+            return result
+        del chunks
+        job = self._engine.new_job(func_payload, flags, True, None)
+        result._start(job)
+        self._engine.submit(job, payloads)
+        self._engine.finish_input(job)
+        return result
+
+    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator[T]:
+        """Like :meth:`map`, but yields results in order as they arrive,
+        reading ``iterable`` only as workers need it."""
+        return self._imap(IMapIterator, func, iterable, chunksize)
+
+    def imap_unordered(
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapUnorderedIterator[T]:
+        """Like :meth:`imap`, but yields results as they complete."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)  # type: ignore[return-value]
+
+    def _imap(self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int) -> IMapIterator[T]:
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        return cls(self, dumps(func), iterable, chunksize, 0)
+
+    # -- lifecycle -----------------------------------------------------------
+    def close(self) -> None:
+        """Accept no more tasks; workers exit once queued work is done."""
+        if self._state == RUN:
+            self._state = CLOSE
+            self._engine.close()
+
+    def terminate(self) -> None:
+        """Stop the workers now; unfinished tasks fail with ``PoolTerminatedError``."""
+        self._state = TERMINATE
+        self._shutdown()
+
+    def join(self) -> None:
+        """Wait for the workers to exit. Call :meth:`close` or :meth:`terminate` first."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        if self._state not in (CLOSE, TERMINATE):
+            raise ValueError("In unknown state")
+        if self._engine is None:
+            return
+        # Lazy iterators still reading input: the stdlib would have queued
+        # all of it already, so read it now and let it run.
+        for it in list(self._iterators):
+            it._feed(everything=True)
+        self._engine.join()
+        self._close_zygote()
+
+    def _shutdown(self) -> None:
+        """Terminate and reap everything; safe to call more than once."""
+        _live_pools.discard(self)
+        if self._engine is None or os.getpid() != self._owner:
+            return
+        self._engine.terminate()
+        self._engine.join()
+        self._close_zygote()
+
+    def _close_zygote(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+    def __enter__(self) -> Pool:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+        if getattr(self, "_engine", None) is not None:
+            try:
+                self._shutdown()
+            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+                pass
