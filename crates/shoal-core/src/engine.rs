@@ -218,18 +218,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Chunks that may be added to `job` now.
+    /// Chunks that may be added to `job` now. A job the engine has
+    /// forgotten (released and finished) has no room.
     pub fn room(&self, job: JobId) -> Result<u32, EngineError> {
         let st = self.lock();
-        Ok(st.jobs.get(&job).ok_or(EngineError::UnknownJob(job))?.room())
+        Ok(st.jobs.get(&job).map_or(0, Job::room))
     }
 
-    /// Wait up to `timeout` for `want`. Returns whether it happened.
+    /// Wait up to `timeout` for `want`. Returns whether it happened. A job
+    /// the engine has forgotten (released and finished) is finished.
     pub fn wait(&self, job: JobId, want: Want, timeout: Duration) -> Result<bool, EngineError> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
-            let j = st.jobs.get(&job).ok_or(EngineError::UnknownJob(job))?;
+            let Some(j) = st.jobs.get(&job) else { return Ok(true) };
             let ok = match want {
                 Want::Progress => j.has_releasable() || j.room() > 0 || j.finished(),
                 Want::Finished => j.finished(),
@@ -248,7 +250,7 @@ impl Engine {
     /// Take up to `max` outcomes of `job`, in the job's order.
     pub fn take(&self, job: JobId, max: usize) -> Result<Vec<Outcome>, EngineError> {
         let mut st = self.lock();
-        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        let Some(j) = st.jobs.get_mut(&job) else { return Ok(Vec::new()) };
         let out = j.take(max);
         if !out.is_empty() && j.room() > 0 {
             self.wake(&mut st);
@@ -259,7 +261,7 @@ impl Engine {
     /// Whether every chunk of `job` has an outcome.
     pub fn finished(&self, job: JobId) -> Result<bool, EngineError> {
         let st = self.lock();
-        Ok(st.jobs.get(&job).ok_or(EngineError::UnknownJob(job))?.finished())
+        Ok(st.jobs.get(&job).is_none_or(Job::finished))
     }
 
     /// Let go of `job`: chunks not yet started are skipped, outcomes are
