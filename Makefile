@@ -1,0 +1,53 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Everything they need is installed here, into .venv, from the registries.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEPS   := $(VENV)/.deps-installed
+BENCH_DEPS := $(VENV)/.bench-deps-installed
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: demo test test-rust test-python build build-release bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "maturin>=1.9,<2" "cloudpickle>=2.1" "pytest>=8" "pytest-timeout>=2.3" "ruff>=0.6"
+	touch $@
+
+# Development build (fast to compile) of the extension, installed editable.
+build: $(DEPS)
+	$(BIN)/maturin develop --quiet
+
+build-release: $(DEPS)
+	$(BIN)/maturin develop --quiet --release
+
+demo: build
+	$(BIN)/python examples/demo.py
+
+test: test-rust test-python
+
+test-rust:
+	cargo test -p shoal-core
+
+test-python: build
+	$(BIN)/python -m pytest
+
+$(BENCH_DEPS): $(DEPS)
+	$(BIN)/pip install --quiet numpy matplotlib mpire loky tqdm
+	touch $@
+
+bench: build-release $(BENCH_DEPS)
+	$(BIN)/python benches/run.py
+
+lint: $(DEPS)
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo fmt --all --check
+	$(BIN)/ruff check python tests examples benches
+	$(BIN)/ruff format --check python tests examples benches
+
+clean:
+	rm -rf $(VENV) target
