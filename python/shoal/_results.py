@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Outcomes taken from the engine per call by an iterator.
-_TAKE = 256
+# Chunk outcomes an iterator moves from the engine to Python at once. Input
+# in flight is bounded by the window plus this.
+TAKE_CHUNKS = 64
 
 
 def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
@@ -273,7 +274,7 @@ class IMapIterator(Iterator[T]):
                     return value
                 if self._done:
                     raise StopIteration
-                outcomes = self._engine.take(self._job, _TAKE)
+                outcomes = self._engine.take(self._job, TAKE_CHUNKS)
                 if outcomes:
                     self._absorb(outcomes)
                     self._feed()

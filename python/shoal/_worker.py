@@ -215,9 +215,9 @@ def _initialise(payload: bytes, worker_id: int) -> bytes:
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
-        initializer = settings["initializer"]
+        initializer, initargs = loads(settings["initializer"])
         if initializer is not None:
-            initializer(*settings["initargs"])
+            initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001
         traceback.print_exc()
         return _frame(P.INIT_FAILED, 0, 0, 0, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n"))

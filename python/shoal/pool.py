@@ -83,7 +83,9 @@ class Pool:
             raise TypeError("initializer must be a callable")
         self._processes = processes
         self._start_method = _start.resolve(context, start_method)
-        init = {"sys_path": list(sys.path), "initializer": initializer, "initargs": tuple(initargs)}
+        # Two layers: the worker must set sys.path before it can unpickle an
+        # initializer that lives in a module only the parent's path finds.
+        init = {"sys_path": list(sys.path), "initializer": dumps((initializer, tuple(initargs)))}
         self._engine, self._zygote = _start.start_engine(
             self._start_method, processes, dumps(init), maxtasksperchild
         )
@@ -253,8 +255,9 @@ class Pool:
             return
         # Lazy iterators still reading input: the stdlib would have queued
         # all of it already, so read it now and let it run.
-        for it in list(self._iterators):
-            it._feed(everything=True)
+        if self._state == CLOSE:
+            for it in list(self._iterators):
+                it._feed(everything=True)
         self._engine.join()
         self._close_zygote()
 

@@ -1,0 +1,209 @@
+"""The details of multiprocessing.Pool's API that shoal.Pool keeps."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import multiprocessing.pool
+import os
+
+import pytest
+import tasks
+
+import shoal
+from shoal import _shoal
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_validation_errors() -> None:
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="Number of processes must be at least 1"):
+            shoal.Pool(bad)
+    for bad in (0, -1, 0.5, "12"):
+        with pytest.raises(ValueError, match="maxtasksperchild must be a positive int or None"):
+            shoal.Pool(1, maxtasksperchild=bad)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        shoal.Pool(1, initializer=3)
+    with pytest.raises(ValueError, match="start method must be one of"):
+        shoal.Pool(1, start_method="teleport")
+
+
+def test_closed_pool_refuses_work_and_join_needs_close() -> None:
+    p = shoal.Pool(1)
+    with pytest.raises(ValueError, match="Pool is still running"):
+        p.join()
+    p.close()
+    for call in (lambda: p.map(abs, [1]), lambda: p.apply_async(abs, (1,)), lambda: p.imap(abs, [1])):
+        with pytest.raises(ValueError, match="Pool not running"):
+            call()
+    p.join()
+
+
+def test_with_block_terminates_and_cannot_be_reentered() -> None:
+    with shoal.Pool(1) as p:
+        r = p.apply_async(tasks.wait_for, ("/nonexistent-gate",))
+    assert p._state == "TERMINATE"
+    with pytest.raises(shoal.PoolTerminatedError):
+        r.get(timeout=10)
+    with pytest.raises(ValueError, match="Pool not running"), p:
+        pass
+    p.join()
+
+
+def test_timeouts_raise_multiprocessing_timeout_error(pool: shoal.Pool, gates) -> None:
+    r = pool.apply_async(tasks.wait_for, (gates.path(0), 1))
+    with pytest.raises(multiprocessing.TimeoutError):
+        r.get(timeout=0.05)
+    it = pool.imap(tasks.wait_for, [gates.path(1)])
+    with pytest.raises(multiprocessing.TimeoutError):
+        it.next(timeout=0.05)
+    gates.open(0)
+    gates.open(1)
+    assert r.get(timeout=30) == 1
+    assert it.next(timeout=30) is None
+    with pytest.raises(StopIteration):
+        it.next(timeout=1)
+
+
+def test_empty_iterables_return_at_once(pool: shoal.Pool) -> None:
+    assert pool.map(abs, []) == []
+    assert pool.starmap(abs, []) == []
+    assert list(pool.imap(abs, [])) == []
+    assert list(pool.imap_unordered(abs, iter([]))) == []
+    assert pool.map_async(abs, []).get(timeout=1) == []
+
+
+def test_default_map_chunksize_is_the_stdlib_formula() -> None:
+    # ceil(n / (4 * workers)), as multiprocessing.Pool.map computes it.
+    for n, workers in [(0, 2), (1, 2), (8, 2), (9, 2), (500_000, 2), (100, 3)]:
+        expected, extra = divmod(n, workers * 4)
+        expected += bool(extra)
+        assert _shoal.default_map_chunksize(n, workers) == expected
+
+
+def test_map_default_chunks_keep_runs_on_one_worker(pool: shoal.Pool) -> None:
+    out = pool.starmap(tasks.pid_and_product, [(i, 1) for i in range(16)])
+    # 16 items, 2 workers: chunks of 2, each run by one worker.
+    for start in range(0, 16, 2):
+        assert len({pid for pid, _ in out[start : start + 2]}) == 1
+
+
+def test_remote_exception_keeps_type_and_traceback(pool: shoal.Pool) -> None:
+    with pytest.raises(KeyError) as info:
+        pool.apply(tasks.nested_failure, (7,))
+    cause = info.value.__cause__
+    assert type(cause) is multiprocessing.pool.RemoteTraceback
+    assert "in inner" in cause.tb and "in nested_failure" in cause.tb
+    assert "nested_failure(7)" in cause.tb  # the task's arguments
+
+
+def test_unpicklable_result_is_maybe_encoding_error(pool: shoal.Pool) -> None:
+    errors = []
+    r = pool.apply_async(tasks.unpicklable_result, (1,), error_callback=errors.append)
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError) as info:
+        r.get(timeout=30)
+    assert "lock" in info.value.value
+    assert isinstance(errors[0], multiprocessing.pool.MaybeEncodingError)
+    # The other items of the map still arrive; only that one fails.
+    it = pool.imap(tasks.unpicklable_result, [1])
+    with pytest.raises(multiprocessing.pool.MaybeEncodingError):
+        next(it)
+    assert pool.map(tasks.square, [3]) == [9]
+
+
+def test_unpicklable_argument_raises_at_submission(pool: shoal.Pool) -> None:
+    import threading
+
+    with pytest.raises(TypeError, match="lock"):
+        pool.map(tasks.square, [threading.Lock()])
+    r = pool.apply_async(tasks.square, (threading.Lock(),))
+    with pytest.raises(TypeError):
+        r.get(timeout=1)
+
+
+def test_input_iterable_exception_surfaces_at_its_position(pool: shoal.Pool) -> None:
+    def gen():
+        yield 1
+        yield 2
+        raise RuntimeError("input broke")
+
+    it = pool.imap(tasks.square, gen())
+    assert next(it) == 1
+    assert next(it) == 4
+    with pytest.raises(RuntimeError, match="input broke") as info:
+        next(it)
+    assert info.value.__cause__ is None
+    with pytest.raises(StopIteration):
+        next(it)
+    with pytest.raises(RuntimeError, match="input broke"):
+        pool.map(tasks.square, gen())
+
+
+def test_imap_reads_a_generator_only_as_workers_need_it(pool: shoal.Pool) -> None:
+    drawn = itertools.count()
+
+    def endless():
+        for i in itertools.count():
+            next(drawn)
+            yield i
+
+    it = pool.imap(tasks.square, endless())
+    assert [next(it) for _ in range(5)] == [0, 1, 4, 9, 16]
+    read = next(drawn)
+    # Bounded by the window plus one batch taken into Python: nowhere near "everything".
+    from shoal._results import TAKE_CHUNKS
+
+    assert read <= pool._window_chunks() + TAKE_CHUNKS + 1
+    del it
+
+
+def test_initializer_runs_once_in_every_worker_including_replacements() -> None:
+    with shoal.Pool(2, initializer=tasks.count_init, maxtasksperchild=2) as p:
+        out = p.map(tasks.init_count, range(20), chunksize=1)
+    pids = {pid for pid, _ in out}
+    assert len(pids) >= 5  # workers were replaced along the way
+    assert {count for _, count in out} == {1}
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_start_method_is_honoured(method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    tasks.parent_value = "set in the parent"
+    try:
+        with shoal.Pool(1, context=ctx) as p:
+            assert p._start_method == method
+            seen = p.apply(tasks.read_global, (None,))
+    finally:
+        del tasks.parent_value
+    # Only a forked worker inherits the parent's module state.
+    assert seen == ("set in the parent" if method == "fork" else None)
+    with shoal.Pool(1, start_method=method) as p:
+        assert p._start_method == method
+
+
+def test_global_set_start_method_is_honoured() -> None:
+    old = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        with shoal.Pool(1) as p:
+            assert p._start_method == "spawn"
+            assert p.apply(os.getpid) != os.getpid()
+    finally:
+        multiprocessing.set_start_method(old, force=True)
+
+
+def test_unclosed_pool_warns_when_collected() -> None:
+    import gc
+
+    p = shoal.Pool(1)
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
+        del p
+        gc.collect()
+
+
+def test_pool_cannot_be_pickled(pool: shoal.Pool) -> None:
+    import pickle
+
+    with pytest.raises(NotImplementedError):
+        pickle.dumps(pool)
