@@ -10,11 +10,13 @@ chunk a dead worker was running.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import time
 import traceback
+import types
 from typing import Any, Callable
 
 from shoal import _protocol as P
@@ -186,7 +188,7 @@ def serve(fd: int, parent_pid: int) -> int:
                 _write_all(fd, _frame(P.RESULT, rflags, job, index, now() - t0, out))
             elif kind == P.FUNC:
                 try:
-                    funcs[job] = loads(payload)
+                    funcs[job] = adopt_main(loads(payload))
                 except BaseException as exc:  # noqa: BLE001
                     funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
             elif kind == P.FORGET:
@@ -199,6 +201,46 @@ def serve(fd: int, parent_pid: int) -> int:
             elif kind == P.EXIT:
                 return 0
         del buf[:pos]
+
+
+def adopt_main(obj: Any, _seen: dict[int, Any] | None = None) -> Any:
+    """Give a function from the parent's ``__main__`` this worker's
+    ``__main__`` namespace as its globals.
+
+    cloudpickle rebuilds each by-value function with a private copy of the
+    globals it uses, so an initializer that sets ``state["x"]`` and the task
+    that reads it would see two different ``state`` dicts. Real module
+    semantics need one namespace. Definitions (functions, classes) come
+    from the parent, so they replace what is there: a class must be the one
+    cloudpickle tracks, or results would come back as a different class.
+    Other values already there are kept: they carry whatever the initializer
+    or earlier tasks did.
+    """
+    seen = {} if _seen is None else _seen
+    if id(obj) in seen:
+        return seen[id(obj)]
+    if isinstance(obj, functools.partial):
+        inner = adopt_main(obj.func, seen)
+        if inner is obj.func:
+            return obj
+        new_partial = functools.partial(inner, *obj.args, **obj.keywords)
+        seen[id(obj)] = new_partial
+        return new_partial
+    if not isinstance(obj, types.FunctionType) or obj.__module__ != "__main__":
+        return obj
+    main = sys.modules["__main__"].__dict__
+    if obj.__globals__ is main:
+        return obj
+    new = types.FunctionType(obj.__code__, main, obj.__name__, obj.__defaults__, obj.__closure__)
+    seen[id(obj)] = new
+    new.__kwdefaults__ = obj.__kwdefaults__
+    new.__qualname__ = obj.__qualname__
+    new.__doc__ = obj.__doc__
+    new.__dict__.update(obj.__dict__)
+    for name, value in obj.__globals__.items():
+        if name not in main or isinstance(value, (type, types.FunctionType, functools.partial)):
+            main[name] = adopt_main(value, seen)
+    return new
 
 
 class _LoadError:
@@ -217,6 +259,7 @@ def _initialise(payload: bytes, worker_id: int) -> bytes:
         sys.path[:] = settings["sys_path"]
         initializer, initargs = loads(settings["initializer"])
         if initializer is not None:
+            initializer = adopt_main(initializer)
             initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001
         traceback.print_exc()
