@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import sys
 import time
-import traceback
 import types
-from typing import Any, Callable
-
 from shoal import _protocol as P
 from shoal._pickling import dumps, loads
+
+TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 _pack = P.HEADER.pack
 _unpack_from = P.HEADER.unpack_from
@@ -56,6 +56,8 @@ def _frame(kind: int, flags: int, job: int, index: int, aux: int, payload: bytes
 def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, str]:
     """What the parent needs to rebuild ``exc``: its pickle (None if it
     cannot be pickled), the formatted remote traceback, and its repr."""
+    import traceback
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if where:
         tb += where
@@ -148,7 +150,9 @@ def serve(fd: int, parent_pid: int) -> int:
         return 1
     # Ctrl-C in a terminal reaches the whole process group; only the parent
     # should act on it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import _signal  # the C module: `signal` would import enum, ~5 ms
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     read = os.read
     now = time.perf_counter_ns
     funcs: dict[int, Any] = {}
@@ -262,6 +266,8 @@ def _initialise(payload: bytes, worker_id: int) -> bytes:
             initializer = adopt_main(initializer)
             initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001
+        import traceback
+
         traceback.print_exc()
         return _frame(P.INIT_FAILED, 0, 0, 0, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n"))
     return _frame(P.READY, 0, 0, 0, os.getpid(), b"")

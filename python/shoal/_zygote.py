@@ -10,10 +10,11 @@ the control socket; its workers die with it (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import _signal
+import _socket
+import array
 import os
 import select
-import signal
-import socket
 import sys
 
 from shoal import _protocol as P
@@ -30,10 +31,22 @@ def main() -> None:
     os._exit(0)
 
 
+def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:
+    """Receive a 4-byte request and the descriptor attached to it."""
+    fds = array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(4, _socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
+
+
 def serve(ctrl_fd: int) -> None:
     """Fork workers for the engine on ``ctrl_fd`` until it closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=ctrl_fd)
+    # The C modules, not `signal` and `socket`: those import enum, and every
+    # forked worker would pay for it at pool start.
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    sock = _socket.socket(fileno=ctrl_fd)
     me = os.getpid()
     children: dict[int, int] = {}  # pidfd -> pid
     while True:
@@ -44,7 +57,7 @@ def serve(ctrl_fd: int) -> None:
         for r in ready:
             if r is sock:
                 try:
-                    msg, fds, _, _ = socket.recv_fds(sock, 4, 1)
+                    msg, fds = _recv_with_fd(sock)
                 except OSError:
                     msg, fds = b"", []
                 if not msg:
