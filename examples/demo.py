@@ -15,8 +15,7 @@ def slow_square(x: int) -> int:
 
 def numbers(n: int):
     """A generator: shoal reads it only as workers need more input."""
-    for i in range(n):
-        yield i
+    yield from range(n)
 
 
 def parse(text: str) -> int:

@@ -12,7 +12,7 @@ import pytest
 # Worker-side helpers live in tests/tasks.py; workers import it by name.
 sys.path.insert(0, str(Path(__file__).parent))
 
-import shoal  # noqa: E402
+import shoal
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 

@@ -33,13 +33,13 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from multiprocessing import TimeoutError
-    from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
+    from multiprocessing import TimeoutError  # noqa: F401
+    from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
-    from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError
-    from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
-    from shoal.pool import Pool
+    from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError  # noqa: F401
+    from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult  # noqa: F401
+    from shoal.pool import Pool  # noqa: F401
 
 
 def __getattr__(name: str) -> object:

@@ -35,10 +35,10 @@ def dumps(obj: Any) -> bytes:
     """Pickle ``obj`` so that any worker, under any start method, can load it."""
     try:
         data = pickle.dumps(obj, PROTOCOL)
-    except Exception as first:
+    except Exception as first:  # noqa: BLE001 - any failure: try cloudpickle
         try:
             return _cloud_dumps(obj)
-        except Exception:
+        except Exception:  # noqa: BLE001
             # The object is unpicklable either way; the first error is the
             # one that names the real problem.
             raise first from None

@@ -11,8 +11,9 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import TimeoutError
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shoal import _protocol as P
 from shoal._errors import PoolTerminatedError, WorkerLostError, rebuild
@@ -166,7 +167,7 @@ class ApplyResult(Generic[T]):
         if job is not None and engine is not None and not self._event.is_set():
             try:
                 engine.release(job)
-            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
 
 
@@ -302,7 +303,7 @@ class IMapIterator(Iterator[T]):
         if engine is not None and not getattr(self, "_done", True):
             try:
                 engine.release(self._job)
-            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
 
 

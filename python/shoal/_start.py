@@ -14,7 +14,7 @@ never calls into the engine, so it does not touch locks those threads hold.
 
 The default is ``forkserver``, chosen by measurement (2 workers, create,
 map 4 items, close, join; median of 5 fresh processes; this 2-core VM,
-CPython 3.11; the script is in the history of this file's commit):
+CPython 3.11; ``benches/start_methods.py``):
 
 ============  ===========  =================  ====================
 method        shoal        multiprocessing    shoal: replace one
@@ -81,9 +81,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._popen: subprocess.Popen[bytes] | None = None
         if method == "forkserver":
-            self._popen = subprocess.Popen(
-                [sys.executable, "-c", _ZYGOTE_CODE], stdin=theirs.fileno(), close_fds=True
-            )
+            self._popen = subprocess.Popen([sys.executable, "-c", _ZYGOTE_CODE], stdin=theirs.fileno(), close_fds=True)
             self.pid = self._popen.pid
         else:
             self.pid = _fork_zygote(ours, theirs)

@@ -15,12 +15,14 @@ import os
 import sys
 import time
 import types
+
 from shoal import _protocol as P
 from shoal._pickling import dumps, loads
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from collections.abc import Callable
+    from typing import Any
 
 _pack = P.HEADER.pack
 _unpack_from = P.HEADER.unpack_from
@@ -63,11 +65,11 @@ def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, s
         tb += where
     try:
         blob: bytes | None = dumps(exc)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
         blob = None
     try:
         rep = repr(exc)
-    except BaseException:
+    except BaseException:  # noqa: BLE001
         rep = f"<{type(exc).__qualname__} with a failing repr>"
     return blob, '\n"""\n' + tb + '"""', rep
 
@@ -88,7 +90,7 @@ def _task_note(func: Any, item: Any, flags: int) -> str:
         else:
             parts = [r.repr(item)]
         return f"\nin the task {name}({', '.join(parts)})\n"
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - a note is optional
         return ""
 
 
@@ -119,7 +121,7 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: list[Any]) -> tuple[
         if errors is None:
             return P.OK, dumps(results)
         return P.ITEM_ERRORS, dumps((results, errors))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - find the unpicklable items below
         pass
     # Some result cannot be pickled: fail those items, keep the others.
     from multiprocessing.pool import MaybeEncodingError

@@ -8,7 +8,8 @@ import os
 import sys
 import warnings
 import weakref
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from shoal import _protocol as P
 from shoal import _shoal, _start
@@ -86,9 +87,7 @@ class Pool:
         # Two layers: the worker must set sys.path before it can unpickle an
         # initializer that lives in a module only the parent's path finds.
         init = {"sys_path": list(sys.path), "initializer": dumps((initializer, tuple(initargs)))}
-        self._engine, self._zygote = _start.start_engine(
-            self._start_method, processes, dumps(init), maxtasksperchild
-        )
+        self._engine, self._zygote = _start.start_engine(self._start_method, processes, dumps(init), maxtasksperchild)
         self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
         self._state = RUN
         _live_pools.add(self)
@@ -122,7 +121,7 @@ class Pool:
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
     # -- submission ----------------------------------------------------------
-    def apply(self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}) -> T:  # noqa: B006
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}) -> T:
         """Call ``func(*args, **kwds)`` in a worker and return the result."""
         return self.apply_async(func, args, kwds).get()
 
@@ -130,7 +129,7 @@ class Pool:
         self,
         func: Callable[..., T],
         args: Iterable[Any] = (),
-        kwds: Mapping[str, Any] = {},  # noqa: B006
+        kwds: Mapping[str, Any] = {},
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> ApplyResult[T]:
@@ -153,7 +152,9 @@ class Pool:
         """Apply ``func`` to every item; return the results in order."""
         return self._map_async(func, iterable, 0, chunksize).get()
 
-    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None) -> list[T]:
+    def starmap(
+        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
+    ) -> list[T]:
         """Like :meth:`map`, calling ``func(*item)``."""
         return self._map_async(func, iterable, P.STAR, chunksize).get()
 
@@ -227,7 +228,9 @@ class Pool:
         """Like :meth:`imap`, but yields results as they complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)  # type: ignore[return-value]
 
-    def _imap(self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int) -> IMapIterator[T]:
+    def _imap(
+        self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int
+    ) -> IMapIterator[T]:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
@@ -289,5 +292,5 @@ class Pool:
         if getattr(self, "_engine", None) is not None:
             try:
                 self._shutdown()
-            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass

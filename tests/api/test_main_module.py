@@ -54,9 +54,7 @@ print("DONE")
 
 def _run(args: list[str], tmp_path: Path) -> str:
     env = {**__import__("os").environ, "SHOAL_TEST_PARENT": "1"}
-    proc = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=100, cwd=tmp_path, env=env
-    )
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=100, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 

@@ -8,9 +8,9 @@ import multiprocessing.pool
 import os
 
 import pytest
-import tasks
 
 import shoal
+import tasks
 from shoal import _shoal
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-import tasks
 
 import shoal
+import tasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,8 +98,8 @@ def test_apply_async_callbacks_collect_every_result_by_close_join() -> None:
 
 def test_starmap_async_keeps_each_chunk_on_one_worker(pool: shoal.Pool) -> None:
     a, b = range(40), range(40, 80)
-    out = pool.starmap_async(tasks.pid_and_product, zip(a, b), chunksize=5).get(timeout=30)
-    assert [prod for _, prod in out] == [x * y for x, y in zip(a, b)]
+    out = pool.starmap_async(tasks.pid_and_product, zip(a, b, strict=True), chunksize=5).get(timeout=30)
+    assert [prod for _, prod in out] == [x * y for x, y in zip(a, b, strict=True)]
     for start in range(0, 40, 5):
         assert len({pid for pid, _ in out[start : start + 5]}) == 1
 
@@ -138,4 +138,4 @@ def test_closures_partials_and_nested_functions(pool: shoal.Pool) -> None:
     assert list(pool.imap(lambda x: (lambda: x)(), range(3))) == [0, 1, 2]
     # A lambda as an argument and as a result.
     assert pool.apply(lambda f: f(4), (lambda v: v + 1,)) == 5
-    assert pool.apply(lambda: (lambda: 42))() == 42
+    assert pool.apply(lambda: lambda: 42)() == 42

@@ -36,7 +36,12 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// A configuration with `workers` workers and defaults for the rest.
     pub fn new(workers: usize, init_payload: Vec<u8>) -> Self {
-        EngineConfig { workers, init_payload, max_tasks_per_worker: None, kill_grace: Duration::from_millis(200) }
+        EngineConfig {
+            workers,
+            init_payload,
+            max_tasks_per_worker: None,
+            kill_grace: Duration::from_millis(200),
+        }
     }
 }
 
@@ -123,7 +128,10 @@ impl Engine {
     /// been launched (not necessarily initialised), or the launch error.
     pub fn start(config: EngineConfig, launcher: Box<dyn Launcher>) -> io::Result<Engine> {
         if config.workers == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an engine needs at least one worker"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an engine needs at least one worker",
+            ));
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -147,18 +155,28 @@ impl Engine {
             waker: Waker::new()?,
         });
         let s2 = shared.clone();
-        let thread = std::thread::Builder::new().name("shoal-engine".into()).spawn(move || run(&s2))?;
-        let engine = Engine { shared, thread: Mutex::new(Some(thread)) };
+        let thread = std::thread::Builder::new()
+            .name("shoal-engine".into())
+            .spawn(move || run(&s2))?;
+        let engine = Engine {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        };
         let mut st = engine.lock();
         while !st.started {
             st = engine.shared.cond.wait(st).expect("engine lock poisoned");
         }
         if st.workers.is_empty() {
-            let why = st.launch_error.clone().unwrap_or_else(|| "unknown error".into());
+            let why = st
+                .launch_error
+                .clone()
+                .unwrap_or_else(|| "unknown error".into());
             drop(st);
             engine.terminate();
             engine.join();
-            return Err(io::Error::other(format!("could not start worker processes: {why}")));
+            return Err(io::Error::other(format!(
+                "could not start worker processes: {why}"
+            )));
         }
         drop(st);
         Ok(engine)
@@ -177,14 +195,21 @@ impl Engine {
 
     /// Create a job whose chunks run `func` (a pickled callable) with
     /// `task_flags`. `window` bounds chunks in flight (`None`: unbounded).
-    pub fn new_job(&self, func: Vec<u8>, task_flags: u8, order: Order, window: Option<u32>) -> Result<JobId, EngineError> {
+    pub fn new_job(
+        &self,
+        func: Vec<u8>,
+        task_flags: u8,
+        order: Order,
+        window: Option<u32>,
+    ) -> Result<JobId, EngineError> {
         let mut st = self.lock();
         if st.phase != Phase::Running {
             return Err(EngineError::NotRunning);
         }
         let id = st.next_job;
         st.next_job = st.next_job.wrapping_add(1).max(1);
-        st.jobs.insert(id, Job::new(func, task_flags, order, window));
+        st.jobs
+            .insert(id, Job::new(func, task_flags, order, window));
         Ok(id)
     }
 
@@ -198,7 +223,11 @@ impl Engine {
         let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
         let first = j.add_chunks(payloads.len() as u32);
         for (i, payload) in payloads.into_iter().enumerate() {
-            st.queue.push_back(Task { job, index: first + i as u32, payload });
+            st.queue.push_back(Task {
+                job,
+                index: first + i as u32,
+                payload,
+            });
         }
         self.wake(&mut st);
         Ok(first)
@@ -231,7 +260,9 @@ impl Engine {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
-            let Some(j) = st.jobs.get(&job) else { return Ok(true) };
+            let Some(j) = st.jobs.get(&job) else {
+                return Ok(true);
+            };
             let ok = match want {
                 Want::Progress => j.has_releasable() || j.room() > 0 || j.finished(),
                 Want::Finished => j.finished(),
@@ -243,14 +274,21 @@ impl Engine {
             if left.is_zero() {
                 return Ok(false);
             }
-            st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, left)
+                .expect("engine lock poisoned")
+                .0;
         }
     }
 
     /// Take up to `max` outcomes of `job`, in the job's order.
     pub fn take(&self, job: JobId, max: usize) -> Result<Vec<Outcome>, EngineError> {
         let mut st = self.lock();
-        let Some(j) = st.jobs.get_mut(&job) else { return Ok(Vec::new()) };
+        let Some(j) = st.jobs.get_mut(&job) else {
+            return Ok(Vec::new());
+        };
         let out = j.take(max);
         if !out.is_empty() && j.room() > 0 {
             self.wake(&mut st);
@@ -324,7 +362,12 @@ impl Engine {
             if left.is_zero() {
                 return false;
             }
-            st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, left)
+                .expect("engine lock poisoned")
+                .0;
         }
         true
     }
@@ -345,13 +388,19 @@ impl Engine {
     /// Pids of the worker processes that are alive or starting.
     pub fn worker_pids(&self) -> Vec<i32> {
         let st = self.lock();
-        st.workers.iter().filter(|w| w.life != Life::Exited).map(|w| w.proc.pid).collect()
+        st.workers
+            .iter()
+            .filter(|w| w.life != Life::Exited)
+            .map(|w| w.proc.pid)
+            .collect()
     }
 
     /// Whether `pid` is one of this engine's live workers.
     pub fn is_alive(&self, pid: i32) -> bool {
         let st = self.lock();
-        st.workers.iter().any(|w| w.proc.pid == pid && w.life != Life::Exited)
+        st.workers
+            .iter()
+            .any(|w| w.proc.pid == pid && w.life != Life::Exited)
     }
 
     /// The zygote's pid and whatever else describes the launcher, for tests.
@@ -390,7 +439,9 @@ impl State {
 
     /// Record a chunk's outcome in its job.
     pub(crate) fn complete(&mut self, job: JobId, outcome: Outcome) {
-        let Some(j) = self.jobs.get_mut(&job) else { return };
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
         j.complete(outcome);
         if j.finished() {
             self.job_finished(job);
@@ -408,11 +459,23 @@ impl State {
             if w.life != Life::Exited {
                 sys::kill(w.proc.pid, libc::SIGTERM);
                 w.kill_at = Some(Instant::now() + self.config.kill_grace);
-                w.life = if w.life == Life::Exited { Life::Exited } else { Life::Retiring };
+                w.life = if w.life == Life::Exited {
+                    Life::Exited
+                } else {
+                    Life::Retiring
+                };
             }
         }
         for t in queued.into_iter().chain(held) {
-            self.complete(t.job, Outcome { index: t.index, flags: flags::CANCELLED, payload: msg.clone(), duration_ns: 0 });
+            self.complete(
+                t.job,
+                Outcome {
+                    index: t.index,
+                    flags: flags::CANCELLED,
+                    payload: msg.clone(),
+                    duration_ns: 0,
+                },
+            );
         }
     }
 
@@ -429,7 +492,10 @@ impl State {
                 }
             }
         }
-        if self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(Job::finished) {
+        if self.phase == Phase::Closing
+            && self.queue.is_empty()
+            && self.jobs.values().all(Job::finished)
+        {
             for w in &mut self.workers {
                 if matches!(w.life, Life::Ready | Life::Starting) && w.outstanding.is_empty() {
                     w.send(Kind::Exit, 0, 0, 0, 0, &[]);
@@ -442,10 +508,8 @@ impl State {
         self.fail_if_unstartable();
         self.dispatch();
         for w in &mut self.workers {
-            if w.unsent() > 0 && !w.chan_closed {
-                if w.flush().is_err() {
-                    w.chan_closed = true;
-                }
+            if w.unsent() > 0 && !w.chan_closed && w.flush().is_err() {
+                w.chan_closed = true;
             }
             if let Some(at) = w.kill_at {
                 if now >= at && w.life != Life::Exited {
@@ -455,7 +519,8 @@ impl State {
             }
         }
         if matches!(self.phase, Phase::Closing | Phase::Terminating) && self.workers.is_empty() {
-            let all_done = self.phase == Phase::Terminating || (self.queue.is_empty() && self.jobs.values().all(Job::finished));
+            let all_done = self.phase == Phase::Terminating
+                || (self.queue.is_empty() && self.jobs.values().all(Job::finished));
             if all_done {
                 self.phase = Phase::Stopped;
             }
@@ -503,7 +568,11 @@ fn run(shared: &Shared) {
         pfds.clear();
         sources.clear();
         let mut add = |fd, events, src| {
-            pfds.push(libc::pollfd { fd, events, revents: 0 });
+            pfds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
             sources.push(src);
         };
         add(shared.waker.fd(), libc::POLLIN, Source::Waker);
@@ -525,9 +594,13 @@ fn run(shared: &Shared) {
         }
         // Exited workers waiting for a zygote's report are re-checked each turn.
         let waiting_status = st.workers.iter().any(|w| w.life == Life::Exited);
-        let mut timeout = st.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        let mut timeout = st
+            .next_deadline()
+            .map(|d| d.saturating_duration_since(Instant::now()));
         if waiting_status {
-            timeout = Some(timeout.map_or(Duration::from_millis(20), |t| t.min(Duration::from_millis(20))));
+            timeout = Some(timeout.map_or(Duration::from_millis(20), |t| {
+                t.min(Duration::from_millis(20))
+            }));
         }
         st.io_sleeping = true;
         drop(st);

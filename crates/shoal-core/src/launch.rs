@@ -99,7 +99,11 @@ impl SpawnLauncher {
     /// A launcher for `program` with `args`. The engine adds
     /// `SHOAL_WORKER_ID` and `SHOAL_PARENT_PID` to the environment.
     pub fn new(program: impl Into<String>, args: Vec<String>) -> Self {
-        SpawnLauncher { program: program.into(), args, env: Vec::new() }
+        SpawnLauncher {
+            program: program.into(),
+            args,
+            env: Vec::new(),
+        }
     }
 
     /// Add an environment variable for every worker.
@@ -122,7 +126,11 @@ impl Launcher for SpawnLauncher {
         let child = cmd.spawn()?;
         let pid = child.id() as i32;
         let pidfd = sys::pidfd_open(pid)?;
-        Ok(Launched { pid, pidfd, child: Some(child) })
+        Ok(Launched {
+            pid,
+            pidfd,
+            child: Some(child),
+        })
     }
 
     fn exit_status(&mut self, w: &mut Launched) -> Option<Exit> {
@@ -163,7 +171,13 @@ pub struct ZygoteLauncher {
 impl ZygoteLauncher {
     /// A launcher talking to the zygote `zygote_pid` over `ctrl`.
     pub fn new(ctrl: OwnedFd, zygote_pid: i32) -> Self {
-        ZygoteLauncher { ctrl, zygote_pid, buf: Vec::new(), exits: HashMap::new(), gone: false }
+        ZygoteLauncher {
+            ctrl,
+            zygote_pid,
+            buf: Vec::new(),
+            exits: HashMap::new(),
+            gone: false,
+        }
     }
 
     /// The zygote's pid.
@@ -174,7 +188,11 @@ impl ZygoteLauncher {
     /// Read what the zygote sent; returns the records (tag, pid, value).
     fn read_records(&mut self, block_for: Option<Duration>) -> io::Result<Vec<(u32, i32, i32)>> {
         let fd = self.ctrl.as_raw_fd();
-        let mut pfd = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+        let mut pfd = [libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         if sys::poll(&mut pfd, block_for.or(Some(Duration::ZERO)))? == 0 {
             return Ok(Vec::new());
         }
@@ -190,7 +208,10 @@ impl ZygoteLauncher {
         }
         if n == 0 {
             self.gone = true;
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote process has exited"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the zygote process has exited",
+            ));
         }
         self.buf.extend_from_slice(&tmp[..n as usize]);
         let mut out = Vec::new();
@@ -216,17 +237,29 @@ impl ZygoteLauncher {
 impl Launcher for ZygoteLauncher {
     fn launch(&mut self, worker_id: u32, channel: OwnedFd) -> io::Result<Launched> {
         if self.gone {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "the zygote process has exited"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the zygote process has exited",
+            ));
         }
-        sys::send_with_fd(self.ctrl.as_raw_fd(), &worker_id.to_le_bytes(), channel.as_raw_fd())?;
+        sys::send_with_fd(
+            self.ctrl.as_raw_fd(),
+            &worker_id.to_le_bytes(),
+            channel.as_raw_fd(),
+        )?;
         drop(channel);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "the zygote did not answer within 30 s"));
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the zygote did not answer within 30 s",
+                ));
             }
-            for (tag, pid, value) in self.read_records(Some(left.min(Duration::from_millis(100))))? {
+            for (tag, pid, value) in
+                self.read_records(Some(left.min(Duration::from_millis(100))))?
+            {
                 if tag == ZYGOTE_FORKED && value as u32 == worker_id {
                     let pidfd = match sys::pidfd_open(pid) {
                         Ok(fd) => fd,
@@ -234,7 +267,11 @@ impl Launcher for ZygoteLauncher {
                         // way, so hand out a descriptor that is readable now.
                         Err(_) => sys::ready_fd()?,
                     };
-                    return Ok(Launched { pid, pidfd, child: None });
+                    return Ok(Launched {
+                        pid,
+                        pidfd,
+                        child: None,
+                    });
                 }
             }
         }
@@ -287,6 +324,9 @@ mod tests {
         assert_eq!(Exit::Code(3).to_string(), "exit code 3");
         assert_eq!(Exit::Signal(9).to_string(), "signal 9 (SIGKILL)");
         assert_eq!(Exit::from_wait_status(3 << 8), Exit::Code(3));
-        assert_eq!(Exit::from_wait_status(libc::SIGSEGV), Exit::Signal(libc::SIGSEGV));
+        assert_eq!(
+            Exit::from_wait_status(libc::SIGSEGV),
+            Exit::Signal(libc::SIGSEGV)
+        );
     }
 }

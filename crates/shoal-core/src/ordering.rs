@@ -22,7 +22,10 @@ pub enum Reorder<T> {
 impl<T> Reorder<T> {
     /// A buffer that releases in index order.
     pub fn ordered() -> Self {
-        Reorder::Ordered { next: 0, waiting: BTreeMap::new() }
+        Reorder::Ordered {
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
     }
 
     /// A buffer that releases in arrival order.

@@ -60,11 +60,18 @@ impl State {
                 .map(|(i, _)| i);
             let Some(slot) = pick else { break };
             let task = self.queue.pop_front().expect("queue checked non-empty");
-            let Some(job) = self.jobs.get(&task.job) else { continue };
+            let Some(job) = self.jobs.get(&task.job) else {
+                continue;
+            };
             if job.released {
                 // The caller gave up on this job; do not run the rest of it.
                 let job = self.jobs.get_mut(&task.job).expect("job present");
-                job.complete(crate::job::Outcome { index: task.index, flags: 0, payload: Vec::new(), duration_ns: 0 });
+                job.complete(crate::job::Outcome {
+                    index: task.index,
+                    flags: 0,
+                    payload: Vec::new(),
+                    duration_ns: 0,
+                });
                 continue;
             }
             let (func, flags) = (job.func.clone(), job.task_flags);
@@ -72,7 +79,14 @@ impl State {
             if w.funcs.insert(task.job) {
                 w.send(Kind::Func, 0, task.job, 0, 0, &func);
             }
-            w.send(Kind::Task, flags, task.job, task.index, u64::from(task.job), &task.payload);
+            w.send(
+                Kind::Task,
+                flags,
+                task.job,
+                task.index,
+                u64::from(task.job),
+                &task.payload,
+            );
             w.assigned += 1;
             w.outstanding.push_back(task);
         }

@@ -22,7 +22,10 @@ const RELAUNCH_BACKOFF: Duration = Duration::from_millis(500);
 impl State {
     /// Workers that are starting or taking tasks.
     pub(crate) fn active_workers(&self) -> usize {
-        self.workers.iter().filter(|w| matches!(w.life, Life::Starting | Life::Ready)).count()
+        self.workers
+            .iter()
+            .filter(|w| matches!(w.life, Life::Starting | Life::Ready))
+            .count()
     }
 
     /// Launch workers until the configured number are active.
@@ -43,7 +46,14 @@ impl State {
             match launched {
                 Ok(mut w) => {
                     self.next_worker_id += 1;
-                    w.send(Kind::Init, 0, 0, 0, u64::from(id), &self.config.init_payload);
+                    w.send(
+                        Kind::Init,
+                        0,
+                        0,
+                        0,
+                        u64::from(id),
+                        &self.config.init_payload,
+                    );
                     self.workers.push(w);
                     self.launch_error = None;
                 }
@@ -59,24 +69,43 @@ impl State {
     /// When no worker can start (launches fail, or every initializer
     /// raises), fail the queued chunks instead of leaving callers waiting.
     pub(crate) fn fail_if_unstartable(&mut self) {
-        if self.queue.is_empty() || self.workers.iter().any(|w| w.was_ready && w.life != Life::Exited) {
+        if self.queue.is_empty()
+            || self
+                .workers
+                .iter()
+                .any(|w| w.was_ready && w.life != Life::Exited)
+        {
             return;
         }
         let threshold = (self.config.workers as u32).max(3);
         let (flag, payload) = if self.launch_error.is_some() && self.active_workers() == 0 {
-            let msg = format!("could not start a worker process: {}", self.launch_error.as_deref().unwrap_or(""));
+            let msg = format!(
+                "could not start a worker process: {}",
+                self.launch_error.as_deref().unwrap_or("")
+            );
             (flags::WORKER_LOST, msg.into_bytes())
         } else if self.init_failures >= threshold {
             match &self.init_error {
                 Some(p) => (flags::CHUNK_FAILED, p.clone()),
-                None => (flags::WORKER_LOST, b"worker processes keep dying during start-up".to_vec()),
+                None => (
+                    flags::WORKER_LOST,
+                    b"worker processes keep dying during start-up".to_vec(),
+                ),
             }
         } else {
             return;
         };
         let queued: Vec<_> = self.queue.drain(..).collect();
         for t in queued {
-            self.complete(t.job, Outcome { index: t.index, flags: flag, payload: payload.clone(), duration_ns: 0 });
+            self.complete(
+                t.job,
+                Outcome {
+                    index: t.index,
+                    flags: flag,
+                    payload: payload.clone(),
+                    duration_ns: 0,
+                },
+            );
         }
     }
 
@@ -111,7 +140,10 @@ impl State {
                 }
                 Kind::Result => {
                     let w = &mut self.workers[i];
-                    let matches_head = w.outstanding.front().is_some_and(|t| t.job == h.job && t.index == h.index);
+                    let matches_head = w
+                        .outstanding
+                        .front()
+                        .is_some_and(|t| t.job == h.job && t.index == h.index);
                     if !matches_head {
                         // Results come back in the order chunks were sent;
                         // anything else means the worker is confused.
@@ -121,7 +153,12 @@ impl State {
                     }
                     w.outstanding.pop_front();
                     w.record_duration(h.aux);
-                    let outcome = Outcome { index: h.index, flags: h.flags, payload, duration_ns: h.aux };
+                    let outcome = Outcome {
+                        index: h.index,
+                        flags: h.flags,
+                        payload,
+                        duration_ns: h.aux,
+                    };
                     self.complete(h.job, outcome);
                 }
                 // Engine-to-worker kinds never arrive here.
@@ -162,8 +199,20 @@ impl State {
                 "worker process {} (worker {}) died with {} while running chunk {} of job {}",
                 w.proc.pid, w.id, exit, running.index, running.job
             );
-            let flag = if self.phase == Phase::Terminating { flags::CANCELLED } else { flags::WORKER_LOST };
-            self.complete(running.job, Outcome { index: running.index, flags: flag, payload: msg.into_bytes(), duration_ns: 0 });
+            let flag = if self.phase == Phase::Terminating {
+                flags::CANCELLED
+            } else {
+                flags::WORKER_LOST
+            };
+            self.complete(
+                running.job,
+                Outcome {
+                    index: running.index,
+                    flags: flag,
+                    payload: msg.into_bytes(),
+                    duration_ns: 0,
+                },
+            );
         }
         // Chunks queued behind it never started: run them elsewhere, first.
         while let Some(t) = w.outstanding.pop_back() {

@@ -18,7 +18,12 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
     cvt(unsafe {
-        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
     })?;
     // SAFETY: both descriptors were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -54,7 +59,14 @@ pub fn set_socket_buffers(fd: RawFd, bytes: i32) {
 pub fn write_some(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes. MSG_NOSIGNAL keeps a
     // closed peer from raising SIGPIPE in the Python parent.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
@@ -92,7 +104,9 @@ impl Waker {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain system call; the result is a fresh descriptor.
         let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        Ok(Waker { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     /// Make the descriptor readable.
@@ -145,7 +159,10 @@ pub fn kill(pid: i32, sig: i32) {
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ms = match timeout {
         None => -1,
-        Some(d) => d.as_millis().min(i32::MAX as u128) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0),
+        Some(d) => {
+            d.as_millis().min(i32::MAX as u128) as i32
+                + i32::from(d.subsec_nanos() % 1_000_000 != 0)
+        }
     };
     // SAFETY: `fds` is a valid slice of pollfd structures.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
@@ -161,7 +178,10 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<u
 
 /// Send `data` and the descriptor `fd` over the Unix socket `sock`.
 pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> io::Result<()> {
-    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut _,
+        iov_len: data.len(),
+    };
     // Room for one cmsghdr carrying one int, aligned as the kernel wants.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
     let mut control = vec![0u64; space.div_ceil(8)];
@@ -232,10 +252,17 @@ mod tests {
     #[test]
     fn waker_wakes_poll() {
         let w = Waker::new().unwrap();
-        let mut fds = [libc::pollfd { fd: w.fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = [libc::pollfd {
+            fd: w.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         assert_eq!(poll(&mut fds, Some(Duration::from_millis(0))).unwrap(), 0);
         w.wake();
-        assert_eq!(poll(&mut fds, Some(Duration::from_millis(1000))).unwrap(), 1);
+        assert_eq!(
+            poll(&mut fds, Some(Duration::from_millis(1000))).unwrap(),
+            1
+        );
         w.drain();
         fds[0].revents = 0;
         assert_eq!(poll(&mut fds, Some(Duration::from_millis(0))).unwrap(), 0);

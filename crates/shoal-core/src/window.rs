@@ -21,7 +21,11 @@ impl Window {
         if let Some(c) = capacity {
             assert!(c > 0, "a window needs room for at least one chunk");
         }
-        Window { capacity, submitted: 0, taken: 0 }
+        Window {
+            capacity,
+            submitted: 0,
+            taken: 0,
+        }
     }
 
     /// How many more chunks may be submitted now.
@@ -46,7 +50,10 @@ impl Window {
 
     /// Record `n` chunks handed back to the caller.
     pub fn take(&mut self, n: u32) {
-        assert!(self.taken + n <= self.submitted, "took more chunks than were submitted");
+        assert!(
+            self.taken + n <= self.submitted,
+            "took more chunks than were submitted"
+        );
         self.taken += n;
     }
 

@@ -147,11 +147,19 @@ impl Worker {
                 }
                 Err(e) => return Err(e),
             }
-            while let Some(f) = self.reader.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            while let Some(f) = self
+                .reader
+                .next_frame()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
                 frames.push(f);
             }
         }
-        while let Some(f) = self.reader.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+        while let Some(f) = self
+            .reader
+            .next_frame()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
             frames.push(f);
         }
         Ok(frames)

@@ -42,6 +42,8 @@ impl PyEngine {
     /// by the zygote listening on `zygote_fd` (which is duplicated, so the
     /// caller keeps and closes its own copy).
     #[new]
+    // The signature is the Python keyword interface; a struct would only move it.
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, zygote_pid=0, max_tasks=None, kill_grace=0.2))]
     fn new(
         py: Python<'_>,
@@ -55,7 +57,9 @@ impl PyEngine {
     ) -> PyResult<Self> {
         let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd) {
             (Some(argv), None) => {
-                let (program, args) = argv.split_first().ok_or_else(|| PyValueError::new_err("argv is empty"))?;
+                let (program, args) = argv
+                    .split_first()
+                    .ok_or_else(|| PyValueError::new_err("argv is empty"))?;
                 Box::new(SpawnLauncher::new(program.clone(), args.to_vec()))
             }
             (None, Some(fd)) => {
@@ -64,22 +68,47 @@ impl PyEngine {
                 if dup < 0 {
                     return Err(PyOSError::new_err(format!("bad zygote descriptor {fd}")));
                 }
-                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(dup) }, zygote_pid))
+                Box::new(ZygoteLauncher::new(
+                    unsafe { OwnedFd::from_raw_fd(dup) },
+                    zygote_pid,
+                ))
             }
-            _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give exactly one of argv and zygote_fd",
+                ))
+            }
         };
         let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
         config.max_tasks_per_worker = max_tasks;
         config.kill_grace = Duration::from_secs_f64(kill_grace.max(0.0));
-        let engine = py.detach(|| Engine::start(config, launcher)).map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(PyEngine { engine, callbacks: Arc::default(), notifier: Mutex::new(false) })
+        let engine = py
+            .detach(|| Engine::start(config, launcher))
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(PyEngine {
+            engine,
+            callbacks: Arc::default(),
+            notifier: Mutex::new(false),
+        })
     }
 
     /// Create a job running the pickled function `func`; returns its id.
     #[pyo3(signature = (func, task_flags, ordered, window=None))]
-    fn new_job(&self, func: &Bound<'_, PyBytes>, task_flags: u8, ordered: bool, window: Option<u32>) -> PyResult<u32> {
-        let order = if ordered { Order::Ordered } else { Order::Unordered };
-        self.engine.new_job(func.as_bytes().to_vec(), task_flags, order, window).map_err(engine_err)
+    fn new_job(
+        &self,
+        func: &Bound<'_, PyBytes>,
+        task_flags: u8,
+        ordered: bool,
+        window: Option<u32>,
+    ) -> PyResult<u32> {
+        let order = if ordered {
+            Order::Ordered
+        } else {
+            Order::Unordered
+        };
+        self.engine
+            .new_job(func.as_bytes().to_vec(), task_flags, order, window)
+            .map_err(engine_err)
     }
 
     /// Add pickled chunks to a job; returns the index of the first.
@@ -102,15 +131,30 @@ impl PyEngine {
     /// for input (`finished=False`) or has every outcome (`finished=True`).
     /// Returns False on timeout. Raises what a signal handler raises.
     #[pyo3(signature = (job, finished, timeout=None))]
-    fn wait(&self, py: Python<'_>, job: u32, finished: bool, timeout: Option<f64>) -> PyResult<bool> {
-        let want = if finished { Want::Finished } else { Want::Progress };
+    fn wait(
+        &self,
+        py: Python<'_>,
+        job: u32,
+        finished: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let want = if finished {
+            Want::Finished
+        } else {
+            Want::Progress
+        };
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         loop {
             let slice = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_CHECK),
                 None => SIGNAL_CHECK,
             };
-            if py.detach(|| self.engine.wait(job, want, slice)).map_err(engine_err)? {
+            if py
+                .detach(|| self.engine.wait(job, want, slice))
+                .map_err(engine_err)?
+            {
                 return Ok(true);
             }
             py.check_signals()?;
@@ -123,7 +167,9 @@ impl PyEngine {
     /// Take up to `max` outcomes as `(index, flags, payload)` tuples.
     fn take<'py>(&self, py: Python<'py>, job: u32, max: usize) -> PyResult<Bound<'py, PyList>> {
         let out = self.engine.take(job, max).map_err(engine_err)?;
-        let items = out.into_iter().map(|o| (o.index, o.flags, PyBytes::new(py, &o.payload)));
+        let items = out
+            .into_iter()
+            .map(|o| (o.index, o.flags, PyBytes::new(py, &o.payload)));
         PyList::new(py, items)
     }
 
@@ -140,7 +186,10 @@ impl PyEngine {
     /// Call `callback(job)` from a background thread when the job finishes.
     fn watch(&self, job: u32, callback: Py<PyAny>) -> PyResult<()> {
         self.start_notifier();
-        self.callbacks.lock().expect("callbacks lock").insert(job, callback);
+        self.callbacks
+            .lock()
+            .expect("callbacks lock")
+            .insert(job, callback);
         self.engine.watch(job).map_err(engine_err)
     }
 
@@ -161,7 +210,9 @@ impl PyEngine {
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         loop {
             let slice = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_CHECK),
                 None => SIGNAL_CHECK,
             };
             if py.detach(|| self.engine.wait_stopped(slice)) {
@@ -243,7 +294,13 @@ fn default_map_chunksize(n: usize, workers: usize) -> usize {
 fn worker_prelude(parent_pid: i32) -> bool {
     // SAFETY: prctl with integer arguments; getppid always succeeds.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         libc::getppid() == parent_pid
     }
 }
