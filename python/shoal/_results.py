@@ -281,6 +281,13 @@ class IMapIterator(Iterator[T]):
                     self._feed()
                     continue
                 if self._input is None and self._engine.finished(self._job):
+                    # Outcomes may have arrived between the take above and
+                    # this check; only an empty take after "finished" means
+                    # everything was handed over.
+                    outcomes = self._engine.take(self._job, TAKE_CHUNKS)
+                    if outcomes:
+                        self._absorb(outcomes)
+                        continue
                     self._finish()
                     if self._input_error is not None:
                         error, self._input_error = self._input_error, None

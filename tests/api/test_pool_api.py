@@ -207,3 +207,11 @@ def test_pool_cannot_be_pickled(pool: shoal.Pool) -> None:
 
     with pytest.raises(NotImplementedError):
         pickle.dumps(pool)
+
+
+def test_iterators_never_end_early(pool: shoal.Pool) -> None:
+    # Regression: an iterator that saw the job finish between two takes
+    # used to stop without the last outcomes.
+    for _ in range(100):
+        assert sorted(pool.imap_unordered(tasks.square, range(10))) == [i * i for i in range(10)]
+        assert list(pool.imap(tasks.square, range(7), chunksize=2)) == [i * i for i in range(7)]
