@@ -287,6 +287,8 @@ class Pool:
         self.terminate()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_owner", None) != os.getpid():
+            return  # a forked child's copy: the pool is the parent's to close
         if getattr(self, "_state", None) == RUN:
             _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
         if getattr(self, "_engine", None) is not None:

@@ -167,16 +167,11 @@ impl Engine {
             st = engine.shared.cond.wait(st).expect("engine lock poisoned");
         }
         if st.workers.is_empty() {
-            let why = st
-                .launch_error
-                .clone()
-                .unwrap_or_else(|| "unknown error".into());
+            let why = st.launch_error.clone().unwrap_or_else(|| "unknown error".into());
             drop(st);
             engine.terminate();
             engine.join();
-            return Err(io::Error::other(format!(
-                "could not start worker processes: {why}"
-            )));
+            return Err(io::Error::other(format!("could not start worker processes: {why}")));
         }
         drop(st);
         Ok(engine)
@@ -208,8 +203,7 @@ impl Engine {
         }
         let id = st.next_job;
         st.next_job = st.next_job.wrapping_add(1).max(1);
-        st.jobs
-            .insert(id, Job::new(func, task_flags, order, window));
+        st.jobs.insert(id, Job::new(func, task_flags, order, window));
         Ok(id)
     }
 
@@ -274,12 +268,7 @@ impl Engine {
             if left.is_zero() {
                 return Ok(false);
             }
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, left)
-                .expect("engine lock poisoned")
-                .0;
+            st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
         }
     }
 
@@ -362,12 +351,7 @@ impl Engine {
             if left.is_zero() {
                 return false;
             }
-            st = self
-                .shared
-                .cond
-                .wait_timeout(st, left)
-                .expect("engine lock poisoned")
-                .0;
+            st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
         }
         true
     }
@@ -398,9 +382,7 @@ impl Engine {
     /// Whether `pid` is one of this engine's live workers.
     pub fn is_alive(&self, pid: i32) -> bool {
         let st = self.lock();
-        st.workers
-            .iter()
-            .any(|w| w.proc.pid == pid && w.life != Life::Exited)
+        st.workers.iter().any(|w| w.proc.pid == pid && w.life != Life::Exited)
     }
 
     /// The zygote's pid and whatever else describes the launcher, for tests.
@@ -492,10 +474,7 @@ impl State {
                 }
             }
         }
-        if self.phase == Phase::Closing
-            && self.queue.is_empty()
-            && self.jobs.values().all(Job::finished)
-        {
+        if self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(Job::finished) {
             for w in &mut self.workers {
                 if matches!(w.life, Life::Ready | Life::Starting) && w.outstanding.is_empty() {
                     w.send(Kind::Exit, 0, 0, 0, 0, &[]);
@@ -519,8 +498,8 @@ impl State {
             }
         }
         if matches!(self.phase, Phase::Closing | Phase::Terminating) && self.workers.is_empty() {
-            let all_done = self.phase == Phase::Terminating
-                || (self.queue.is_empty() && self.jobs.values().all(Job::finished));
+            let all_done =
+                self.phase == Phase::Terminating || (self.queue.is_empty() && self.jobs.values().all(Job::finished));
             if all_done {
                 self.phase = Phase::Stopped;
             }
@@ -568,11 +547,7 @@ fn run(shared: &Shared) {
         pfds.clear();
         sources.clear();
         let mut add = |fd, events, src| {
-            pfds.push(libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            });
+            pfds.push(libc::pollfd { fd, events, revents: 0 });
             sources.push(src);
         };
         add(shared.waker.fd(), libc::POLLIN, Source::Waker);
@@ -594,13 +569,9 @@ fn run(shared: &Shared) {
         }
         // Exited workers waiting for a zygote's report are re-checked each turn.
         let waiting_status = st.workers.iter().any(|w| w.life == Life::Exited);
-        let mut timeout = st
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
+        let mut timeout = st.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
         if waiting_status {
-            timeout = Some(timeout.map_or(Duration::from_millis(20), |t| {
-                t.min(Duration::from_millis(20))
-            }));
+            timeout = Some(timeout.map_or(Duration::from_millis(20), |t| t.min(Duration::from_millis(20))));
         }
         st.io_sleeping = true;
         drop(st);

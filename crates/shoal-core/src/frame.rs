@@ -133,10 +133,7 @@ impl fmt::Display for FrameError {
         match self {
             FrameError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
             FrameError::TooLarge(n) => {
-                write!(
-                    f,
-                    "payload of {n} bytes exceeds the frame limit of {MAX_PAYLOAD} bytes"
-                )
+                write!(f, "payload of {n} bytes exceeds the frame limit of {MAX_PAYLOAD} bytes")
             }
         }
     }
@@ -169,10 +166,7 @@ pub fn encode(
 
 /// Decode a header from the first [`HEADER_LEN`] bytes of `b`.
 pub fn decode_header(b: &[u8]) -> Result<Header, FrameError> {
-    assert!(
-        b.len() >= HEADER_LEN,
-        "decode_header needs {HEADER_LEN} bytes"
-    );
+    assert!(b.len() >= HEADER_LEN, "decode_header needs {HEADER_LEN} bytes");
     let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
     let mut aux = [0u8; 8];
     aux.copy_from_slice(&b[16..24]);
@@ -261,16 +255,7 @@ mod tests {
         let mut wire = Vec::new();
         encode(&mut wire, Kind::Task, flags::STAR, 7, 3, 11, b"hello").unwrap();
         encode(&mut wire, Kind::Exit, 0, 0, 0, 0, b"").unwrap();
-        encode(
-            &mut wire,
-            Kind::Result,
-            1,
-            9,
-            4_000_000,
-            u64::MAX,
-            &[0xAB; 1000],
-        )
-        .unwrap();
+        encode(&mut wire, Kind::Result, 1, 9, 4_000_000, u64::MAX, &[0xAB; 1000]).unwrap();
         // Feed the stream one byte, then three bytes, then the rest.
         let mut r = FrameReader::new();
         let mut got = Vec::new();

@@ -70,10 +70,7 @@ impl Job {
 
     /// Reserve indices for `n` new chunks; returns the first.
     pub fn add_chunks(&mut self, n: u32) -> u32 {
-        assert!(
-            !self.input_done,
-            "chunks added after the input was marked complete"
-        );
+        assert!(!self.input_done, "chunks added after the input was marked complete");
         self.window.submit(n)
     }
 
@@ -176,10 +173,7 @@ mod tests {
         // A completed but untaken outcome still occupies the window.
         assert_eq!(j.room(), 0);
         j.complete(outcome(0));
-        assert_eq!(
-            j.take(10).iter().map(|o| o.index).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(j.take(10).iter().map(|o| o.index).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(j.room(), 2);
         j.finish_input();
         assert!(!j.finished());

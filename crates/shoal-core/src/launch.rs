@@ -242,11 +242,7 @@ impl Launcher for ZygoteLauncher {
                 "the zygote process has exited",
             ));
         }
-        sys::send_with_fd(
-            self.ctrl.as_raw_fd(),
-            &worker_id.to_le_bytes(),
-            channel.as_raw_fd(),
-        )?;
+        sys::send_with_fd(self.ctrl.as_raw_fd(), &worker_id.to_le_bytes(), channel.as_raw_fd())?;
         drop(channel);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -257,9 +253,7 @@ impl Launcher for ZygoteLauncher {
                     "the zygote did not answer within 30 s",
                 ));
             }
-            for (tag, pid, value) in
-                self.read_records(Some(left.min(Duration::from_millis(100))))?
-            {
+            for (tag, pid, value) in self.read_records(Some(left.min(Duration::from_millis(100))))? {
                 if tag == ZYGOTE_FORKED && value as u32 == worker_id {
                     let pidfd = match sys::pidfd_open(pid) {
                         Ok(fd) => fd,
@@ -324,9 +318,6 @@ mod tests {
         assert_eq!(Exit::Code(3).to_string(), "exit code 3");
         assert_eq!(Exit::Signal(9).to_string(), "signal 9 (SIGKILL)");
         assert_eq!(Exit::from_wait_status(3 << 8), Exit::Code(3));
-        assert_eq!(
-            Exit::from_wait_status(libc::SIGSEGV),
-            Exit::Signal(libc::SIGSEGV)
-        );
+        assert_eq!(Exit::from_wait_status(libc::SIGSEGV), Exit::Signal(libc::SIGSEGV));
     }
 }

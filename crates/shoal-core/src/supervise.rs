@@ -46,14 +46,7 @@ impl State {
             match launched {
                 Ok(mut w) => {
                     self.next_worker_id += 1;
-                    w.send(
-                        Kind::Init,
-                        0,
-                        0,
-                        0,
-                        u64::from(id),
-                        &self.config.init_payload,
-                    );
+                    w.send(Kind::Init, 0, 0, 0, u64::from(id), &self.config.init_payload);
                     self.workers.push(w);
                     self.launch_error = None;
                 }
@@ -69,12 +62,7 @@ impl State {
     /// When no worker can start (launches fail, or every initializer
     /// raises), fail the queued chunks instead of leaving callers waiting.
     pub(crate) fn fail_if_unstartable(&mut self) {
-        if self.queue.is_empty()
-            || self
-                .workers
-                .iter()
-                .any(|w| w.was_ready && w.life != Life::Exited)
-        {
+        if self.queue.is_empty() || self.workers.iter().any(|w| w.was_ready && w.life != Life::Exited) {
             return;
         }
         let threshold = (self.config.workers as u32).max(3);

@@ -159,10 +159,7 @@ pub fn kill(pid: i32, sig: i32) {
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ms = match timeout {
         None => -1,
-        Some(d) => {
-            d.as_millis().min(i32::MAX as u128) as i32
-                + i32::from(d.subsec_nanos() % 1_000_000 != 0)
-        }
+        Some(d) => d.as_millis().min(i32::MAX as u128) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0),
     };
     // SAFETY: `fds` is a valid slice of pollfd structures.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
@@ -259,10 +256,7 @@ mod tests {
         }];
         assert_eq!(poll(&mut fds, Some(Duration::from_millis(0))).unwrap(), 0);
         w.wake();
-        assert_eq!(
-            poll(&mut fds, Some(Duration::from_millis(1000))).unwrap(),
-            1
-        );
+        assert_eq!(poll(&mut fds, Some(Duration::from_millis(1000))).unwrap(), 1);
         w.drain();
         fds[0].revents = 0;
         assert_eq!(poll(&mut fds, Some(Duration::from_millis(0))).unwrap(), 0);

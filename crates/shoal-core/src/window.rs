@@ -50,10 +50,7 @@ impl Window {
 
     /// Record `n` chunks handed back to the caller.
     pub fn take(&mut self, n: u32) {
-        assert!(
-            self.taken + n <= self.submitted,
-            "took more chunks than were submitted"
-        );
+        assert!(self.taken + n <= self.submitted, "took more chunks than were submitted");
         self.taken += n;
     }
 

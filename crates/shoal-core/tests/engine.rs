@@ -21,8 +21,7 @@ fn chunks(cmds: impl IntoIterator<Item = String>) -> Vec<Vec<u8>> {
 /// Wait for a finished job and take every outcome.
 fn collect(e: &Engine, job: u32) -> Vec<Outcome> {
     assert!(
-        e.wait(job, Want::Finished, Duration::from_secs(20))
-            .unwrap(),
+        e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap(),
         "job did not finish"
     );
     e.take(job, usize::MAX).unwrap()
@@ -36,8 +35,7 @@ fn text(o: &Outcome) -> String {
 fn ordered_results_come_back_in_order() {
     let e = engine(2);
     let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
-    e.submit(job, chunks((0..200).map(|i| format!("echo:{i}"))))
-        .unwrap();
+    e.submit(job, chunks((0..200).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     let out = collect(&e, job);
     let got: Vec<String> = out.iter().map(text).collect();
@@ -59,33 +57,22 @@ fn a_slow_chunk_does_not_block_the_ones_behind_it() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while first.len() < 6 {
         assert!(Instant::now() < deadline);
-        e.wait(job, Want::Progress, Duration::from_millis(100))
-            .unwrap();
+        e.wait(job, Want::Progress, Duration::from_millis(100)).unwrap();
         first.extend(e.take(job, usize::MAX).unwrap().iter().map(text));
     }
-    assert!(
-        !first.contains(&"slow".to_string()),
-        "slow chunk came first: {first:?}"
-    );
-    assert!(e
-        .wait(job, Want::Finished, Duration::from_secs(10))
-        .unwrap());
+    assert!(!first.contains(&"slow".to_string()), "slow chunk came first: {first:?}");
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
 }
 
 #[test]
 fn a_lazy_job_is_held_to_its_window() {
     let e = engine(2);
-    let job = e
-        .new_job(b"f".to_vec(), 0, Order::Ordered, Some(4))
-        .unwrap();
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, Some(4)).unwrap();
     assert_eq!(e.room(job).unwrap(), 4);
-    e.submit(job, chunks((0..4).map(|i| format!("echo:{i}"))))
-        .unwrap();
+    e.submit(job, chunks((0..4).map(|i| format!("echo:{i}")))).unwrap();
     assert_eq!(e.room(job).unwrap(), 0);
     // Finished outcomes still occupy the window until taken.
-    assert!(e
-        .wait(job, Want::Progress, Duration::from_secs(10))
-        .unwrap());
+    assert!(e.wait(job, Want::Progress, Duration::from_secs(10)).unwrap());
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(e.room(job).unwrap(), 0);
     let taken = e.take(job, 2).unwrap();
@@ -103,9 +90,7 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
     e.submit(job, chunks(cmds)).unwrap();
     e.finish_input(job).unwrap();
     let t0 = Instant::now();
-    assert!(e
-        .wait(job, Want::Finished, Duration::from_secs(10))
-        .unwrap());
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
     assert!(t0.elapsed() < Duration::from_secs(2));
     let out = e.take(job, usize::MAX).unwrap();
     assert_eq!(out.len(), 10);
@@ -133,15 +118,10 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
 fn an_exit_code_is_reported() {
     let e = engine(1);
     let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
-    e.submit(
-        job,
-        chunks(["exit:7".to_string(), "echo:after".to_string()]),
-    )
-    .unwrap();
+    e.submit(job, chunks(["exit:7".to_string(), "echo:after".to_string()]))
+        .unwrap();
     e.finish_input(job).unwrap();
-    assert!(e
-        .wait(job, Want::Finished, Duration::from_secs(10))
-        .unwrap());
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
     let out = e.take(job, usize::MAX).unwrap();
     assert!(text(&out[0]).contains("exit code 7"), "{}", text(&out[0]));
     assert_eq!(text(&out[1]), "after");
@@ -153,12 +133,9 @@ fn workers_retire_after_their_lifespan() {
     config.max_tasks_per_worker = Some(2);
     let e = engine_with(config);
     let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
-    e.submit(job, chunks((0..6).map(|_| "pid".to_string())))
-        .unwrap();
+    e.submit(job, chunks((0..6).map(|_| "pid".to_string()))).unwrap();
     e.finish_input(job).unwrap();
-    assert!(e
-        .wait(job, Want::Finished, Duration::from_secs(20))
-        .unwrap());
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
     let pids: Vec<String> = e.take(job, usize::MAX).unwrap().iter().map(text).collect();
     assert_eq!(pids[0], pids[1]);
     assert_eq!(pids[2], pids[3]);
@@ -170,8 +147,7 @@ fn workers_retire_after_their_lifespan() {
 fn close_finishes_queued_work_then_stops() {
     let e = engine(2);
     let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
-    e.submit(job, chunks((0..20).map(|i| format!("sleep:10:{i}"))))
-        .unwrap();
+    e.submit(job, chunks((0..20).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     e.close();
     assert!(e.new_job(b"f".to_vec(), 0, Order::Ordered, None).is_err());
@@ -207,9 +183,7 @@ fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
     e.submit(job, chunks(["echo:x".to_string()])).unwrap();
     e.finish_input(job).unwrap();
-    assert!(e
-        .wait(job, Want::Finished, Duration::from_secs(20))
-        .unwrap());
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
     let out = e.take(job, usize::MAX).unwrap();
     assert_eq!(out[0].flags, flags::CHUNK_FAILED);
     assert_eq!(text(&out[0]), "init failed on purpose");

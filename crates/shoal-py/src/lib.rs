@@ -11,7 +11,9 @@ use pyo3::types::{PyBytes, PyList};
 use shoal_core::frame::flags;
 use shoal_core::{Engine, EngineConfig, EngineError, Order, SpawnLauncher, Want, ZygoteLauncher};
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,12 +30,40 @@ fn engine_err(e: EngineError) -> PyErr {
 
 type Callbacks = Arc<Mutex<HashMap<u32, Py<PyAny>>>>;
 
+/// Bumped in every forked child. An engine made in another generation
+/// belongs to an ancestor process: its I/O thread does not exist here, its
+/// lock may be held by a thread that vanished in the fork, and its workers
+/// are the ancestor's. Such an engine must not be used or dropped.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+fn foreign_engine() -> PyErr {
+    PyRuntimeError::new_err(
+        "this pool belongs to the process that created it; a forked child cannot use it (create a new Pool in the child)",
+    )
+}
+
 /// A pool's engine: worker processes, scheduling, ordering and the window.
 #[pyclass(frozen, module = "shoal._shoal", name = "Engine")]
 struct PyEngine {
-    engine: Engine,
+    engine: ManuallyDrop<Engine>,
+    generation: u64,
     callbacks: Callbacks,
     notifier: Mutex<bool>,
+}
+
+impl Drop for PyEngine {
+    fn drop(&mut self) {
+        if self.generation == FORK_GENERATION.load(Ordering::SeqCst) {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.engine) };
+        }
+        // In a forked child the engine is leaked on purpose: dropping it
+        // would signal the parent's workers and join a thread that is not here.
+    }
 }
 
 #[pymethods]
@@ -68,16 +98,9 @@ impl PyEngine {
                 if dup < 0 {
                     return Err(PyOSError::new_err(format!("bad zygote descriptor {fd}")));
                 }
-                Box::new(ZygoteLauncher::new(
-                    unsafe { OwnedFd::from_raw_fd(dup) },
-                    zygote_pid,
-                ))
+                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(dup) }, zygote_pid))
             }
-            _ => {
-                return Err(PyValueError::new_err(
-                    "give exactly one of argv and zygote_fd",
-                ))
-            }
+            _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
         };
         let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
         config.max_tasks_per_worker = max_tasks;
@@ -86,7 +109,8 @@ impl PyEngine {
             .detach(|| Engine::start(config, launcher))
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(PyEngine {
-            engine,
+            engine: ManuallyDrop::new(engine),
+            generation: FORK_GENERATION.load(Ordering::SeqCst),
             callbacks: Arc::default(),
             notifier: Mutex::new(false),
         })
@@ -94,19 +118,9 @@ impl PyEngine {
 
     /// Create a job running the pickled function `func`; returns its id.
     #[pyo3(signature = (func, task_flags, ordered, window=None))]
-    fn new_job(
-        &self,
-        func: &Bound<'_, PyBytes>,
-        task_flags: u8,
-        ordered: bool,
-        window: Option<u32>,
-    ) -> PyResult<u32> {
-        let order = if ordered {
-            Order::Ordered
-        } else {
-            Order::Unordered
-        };
-        self.engine
+    fn new_job(&self, func: &Bound<'_, PyBytes>, task_flags: u8, ordered: bool, window: Option<u32>) -> PyResult<u32> {
+        let order = if ordered { Order::Ordered } else { Order::Unordered };
+        self.engine()?
             .new_job(func.as_bytes().to_vec(), task_flags, order, window)
             .map_err(engine_err)
     }
@@ -114,47 +128,33 @@ impl PyEngine {
     /// Add pickled chunks to a job; returns the index of the first.
     fn submit(&self, job: u32, chunks: Vec<Bound<'_, PyBytes>>) -> PyResult<u32> {
         let chunks = chunks.iter().map(|c| c.as_bytes().to_vec()).collect();
-        self.engine.submit(job, chunks).map_err(engine_err)
+        self.engine()?.submit(job, chunks).map_err(engine_err)
     }
 
     /// Mark a job's input complete.
     fn finish_input(&self, job: u32) -> PyResult<()> {
-        self.engine.finish_input(job).map_err(engine_err)
+        self.engine()?.finish_input(job).map_err(engine_err)
     }
 
     /// Chunks that may be added to the job now.
     fn room(&self, job: u32) -> PyResult<u32> {
-        self.engine.room(job).map_err(engine_err)
+        self.engine()?.room(job).map_err(engine_err)
     }
 
     /// Wait, without the GIL, until the job has an outcome to take or room
     /// for input (`finished=False`) or has every outcome (`finished=True`).
     /// Returns False on timeout. Raises what a signal handler raises.
     #[pyo3(signature = (job, finished, timeout=None))]
-    fn wait(
-        &self,
-        py: Python<'_>,
-        job: u32,
-        finished: bool,
-        timeout: Option<f64>,
-    ) -> PyResult<bool> {
-        let want = if finished {
-            Want::Finished
-        } else {
-            Want::Progress
-        };
+    fn wait(&self, py: Python<'_>, job: u32, finished: bool, timeout: Option<f64>) -> PyResult<bool> {
+        let engine = self.engine()?;
+        let want = if finished { Want::Finished } else { Want::Progress };
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         loop {
             let slice = match deadline {
-                Some(d) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(SIGNAL_CHECK),
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
                 None => SIGNAL_CHECK,
             };
-            if py
-                .detach(|| self.engine.wait(job, want, slice))
-                .map_err(engine_err)?
-            {
+            if py.detach(|| engine.wait(job, want, slice)).map_err(engine_err)? {
                 return Ok(true);
             }
             py.check_signals()?;
@@ -166,7 +166,7 @@ impl PyEngine {
 
     /// Take up to `max` outcomes as `(index, flags, payload)` tuples.
     fn take<'py>(&self, py: Python<'py>, job: u32, max: usize) -> PyResult<Bound<'py, PyList>> {
-        let out = self.engine.take(job, max).map_err(engine_err)?;
+        let out = self.engine()?.take(job, max).map_err(engine_err)?;
         let items = out
             .into_iter()
             .map(|o| (o.index, o.flags, PyBytes::new(py, &o.payload)));
@@ -175,48 +175,48 @@ impl PyEngine {
 
     /// Whether every chunk of the job has an outcome.
     fn finished(&self, job: u32) -> PyResult<bool> {
-        self.engine.finished(job).map_err(engine_err)
+        self.engine()?.finished(job).map_err(engine_err)
     }
 
-    /// Let go of a job: unstarted chunks are skipped and outcomes dropped.
-    fn release(&self, job: u32) {
-        self.engine.release(job);
+    /// Let go of a job: its outcomes are dropped as they arrive.
+    fn release(&self, job: u32) -> PyResult<()> {
+        self.engine()?.release(job);
+        Ok(())
     }
 
     /// Call `callback(job)` from a background thread when the job finishes.
     fn watch(&self, job: u32, callback: Py<PyAny>) -> PyResult<()> {
+        let engine = self.engine()?;
         self.start_notifier();
-        self.callbacks
-            .lock()
-            .expect("callbacks lock")
-            .insert(job, callback);
-        self.engine.watch(job).map_err(engine_err)
+        self.callbacks.lock().expect("callbacks lock").insert(job, callback);
+        engine.watch(job).map_err(engine_err)
     }
 
     /// Stop accepting jobs; queued work finishes, then workers exit.
-    fn close(&self) {
-        self.engine.close();
+    fn close(&self) -> PyResult<()> {
+        self.engine()?.close();
+        Ok(())
     }
 
     /// Cancel unfinished work and kill the workers.
-    fn terminate(&self) {
-        self.engine.terminate();
+    fn terminate(&self) -> PyResult<()> {
+        self.engine()?.terminate();
+        Ok(())
     }
 
     /// Wait for the workers and the engine thread to finish. Returns False
     /// on timeout.
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let engine = self.engine()?;
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         loop {
             let slice = match deadline {
-                Some(d) => d
-                    .saturating_duration_since(Instant::now())
-                    .min(SIGNAL_CHECK),
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
                 None => SIGNAL_CHECK,
             };
-            if py.detach(|| self.engine.wait_stopped(slice)) {
-                py.detach(|| self.engine.join());
+            if py.detach(|| engine.wait_stopped(slice)) {
+                py.detach(|| engine.join());
                 return Ok(true);
             }
             py.check_signals()?;
@@ -227,28 +227,37 @@ impl PyEngine {
     }
 
     /// Pids of live worker processes.
-    fn worker_pids(&self) -> Vec<i32> {
-        self.engine.worker_pids()
+    fn worker_pids(&self) -> PyResult<Vec<i32>> {
+        Ok(self.engine()?.worker_pids())
     }
 
     /// Whether `pid` is a live worker of this engine.
-    fn is_alive(&self, pid: i32) -> bool {
-        self.engine.is_alive(pid)
+    fn is_alive(&self, pid: i32) -> PyResult<bool> {
+        Ok(self.engine()?.is_alive(pid))
     }
 
     /// The engine's phase: "running", "closing", "terminating" or "stopped".
     #[getter]
-    fn phase(&self) -> &'static str {
-        match self.engine.phase() {
+    fn phase(&self) -> PyResult<&'static str> {
+        Ok(match self.engine()?.phase() {
             shoal_core::Phase::Running => "running",
             shoal_core::Phase::Closing => "closing",
             shoal_core::Phase::Terminating => "terminating",
             shoal_core::Phase::Stopped => "stopped",
-        }
+        })
     }
 }
 
 impl PyEngine {
+    /// The engine, if this process owns it.
+    fn engine(&self) -> PyResult<&Engine> {
+        if self.generation == FORK_GENERATION.load(Ordering::SeqCst) {
+            Ok(&self.engine)
+        } else {
+            Err(foreign_engine())
+        }
+    }
+
     /// Start the thread that runs watch callbacks, once.
     fn start_notifier(&self) {
         let mut started = self.notifier.lock().expect("notifier lock");
@@ -294,13 +303,7 @@ fn default_map_chunksize(n: usize, workers: usize) -> usize {
 fn worker_prelude(parent_pid: i32) -> bool {
     // SAFETY: prctl with integer arguments; getppid always succeeds.
     unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
         libc::getppid() == parent_pid
     }
 }
@@ -313,6 +316,9 @@ mod _shoal {
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
+        // SAFETY: registers a handler that only bumps an atomic counter,
+        // which is async-signal-safe as a fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(super::after_fork_in_child)) };
         m.add("HEADER_LEN", shoal_core::frame::HEADER_LEN)?;
         m.add("FLAG_STAR", super::flags::STAR)?;
         m.add("FLAG_APPLY", super::flags::APPLY)?;

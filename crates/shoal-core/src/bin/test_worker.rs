@@ -32,16 +32,7 @@ fn main() {
             match h.kind {
                 Kind::Init => {
                     if payload == b"fail" {
-                        frame::encode(
-                            &mut reply,
-                            Kind::InitFailed,
-                            0,
-                            0,
-                            0,
-                            0,
-                            b"init failed on purpose",
-                        )
-                        .unwrap();
+                        frame::encode(&mut reply, Kind::InitFailed, 0, 0, 0, 0, b"init failed on purpose").unwrap();
                         out.write_all(&reply).unwrap();
                         std::process::exit(1);
                     }
@@ -70,8 +61,7 @@ fn main() {
                         panic!("unknown command {cmd:?}");
                     };
                     let ns = t0.elapsed().as_nanos() as u64;
-                    frame::encode(&mut reply, Kind::Result, 0, h.job, h.index, ns, &result)
-                        .unwrap();
+                    frame::encode(&mut reply, Kind::Result, 0, h.job, h.index, ns, &result).unwrap();
                     // Send each result as it is made so timing tests see it.
                     out.write_all(&reply).unwrap();
                     reply.clear();
