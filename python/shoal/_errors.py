@@ -9,9 +9,38 @@ from shoal._pickling import loads
 
 class WorkerLostError(Exception):
     """The worker process running a task died (killed by a signal, the OOM
-    killer, ``os._exit``, a segfault). The message names the pid, the exit
-    code or signal, and the task. Only that task fails; the pool replaces
-    the worker and carries on."""
+    killer, ``os._exit``, a segfault). Only that task fails; the pool
+    replaces the worker and carries on.
+
+    ``pid`` is the worker's pid; ``exitcode`` its exit code if it exited,
+    else ``None``; ``signal`` the number of the signal that killed it, else
+    ``None``. The message names all three and the task.
+    """
+
+    def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None, signal: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal
+
+    def __reduce__(self):  # keep the attributes through pickling
+        return (type(self), (self.args[0], self.pid, self.exitcode, self.signal))
+
+    @classmethod
+    def from_engine(cls, payload: bytes) -> WorkerLostError:
+        """Build from the engine's payload: ``pid kind value`` then the message."""
+        head, _, message = payload.decode("utf-8", "replace").partition("\n")
+        try:
+            pid_s, kind, value_s = head.split()
+            pid, value = int(pid_s), int(value_s)
+        except ValueError:
+            return cls(payload.decode("utf-8", "replace"))
+        return cls(
+            message,
+            pid=pid,
+            exitcode=value if kind == "code" else None,
+            signal=value if kind == "signal" else None,
+        )
 
 
 class PoolTerminatedError(Exception):

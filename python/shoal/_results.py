@@ -8,6 +8,7 @@ unpickled on the thread that asks.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections import deque
@@ -16,7 +17,7 @@ from multiprocessing import TimeoutError
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shoal import _protocol as P
-from shoal._errors import PoolTerminatedError, WorkerLostError, rebuild
+from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError, rebuild
 from shoal._pickling import dumps, loads
 
 if TYPE_CHECKING:
@@ -32,16 +33,16 @@ TAKE_CHUNKS = 64
 def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
     """Turn one chunk's outcome into its values and the errors of the items
     that failed (``None`` when none did)."""
-    if flags == P.OK:
+    if flags in (P.OK, P.ITEM_ERRORS):
         try:
-            return loads(payload), None
-        except Exception as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task
-            return [None] * n_items, dict.fromkeys(range(n_items), exc)
-    if flags == P.ITEM_ERRORS:
-        try:
-            values, errors = loads(payload)
-        except Exception as exc:  # noqa: BLE001
-            return [None] * n_items, dict.fromkeys(range(n_items), exc)
+            loaded = loads(payload)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task
+            return [None] * n_items, dict.fromkeys(range(n_items), _unpickling_failed(exc))
+        if flags == P.OK:
+            return loaded, None
+        values, errors = loaded
         return values, {k: rebuild((blob, tb, rep)) for k, blob, tb, rep in errors}
     if flags == P.CHUNK_FAILED:
         try:
@@ -49,7 +50,7 @@ def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[in
         except Exception as e:  # noqa: BLE001
             exc = e
     elif flags == P.WORKER_LOST:
-        exc = WorkerLostError(payload.decode("utf-8", "replace"))
+        exc = WorkerLostError.from_engine(payload)
     elif flags == P.CANCELLED:
         exc = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:
@@ -58,13 +59,37 @@ def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[in
     return [None] * n_items, {k: _clone(exc) if k else exc for k in range(n_items)}
 
 
+def _unpickling_failed(exc: BaseException) -> BaseException:
+    """The error for a result that reached the parent but could not be
+    unpickled. Ordinary exceptions are kept as they are; ``SystemExit`` and
+    the like become an ordinary exception, so ``get()`` cannot exit the program."""
+    if isinstance(exc, Exception):
+        return exc
+    err = RemoteUnpicklingError(f"unpickling the result in the parent raised {exc!r}")
+    err.__cause__ = exc
+    return err
+
+
 def _clone(exc: BaseException) -> BaseException:
+    import copy
+
     try:
-        twin = type(exc)(*exc.args)
-    except Exception:  # noqa: BLE001
+        twin = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
         return exc
     twin.__cause__ = exc.__cause__
     return twin
+
+
+class _Unraisable:
+    """The argument ``sys.unraisablehook`` expects."""
+
+    def __init__(self, exc: BaseException, message: str, obj: object) -> None:
+        self.exc_type = type(exc)
+        self.exc_value = exc
+        self.exc_traceback = exc.__traceback__
+        self.err_msg = message
+        self.object = obj
 
 
 class ApplyResult(Generic[T]):
@@ -113,11 +138,14 @@ class ApplyResult(Generic[T]):
 
     def _finish(self, success: bool, value: Any) -> None:
         self._success, self._value = success, value
+        callback = self._callback if success else self._error_callback
         try:
-            if success and self._callback is not None:
-                self._callback(value)
-            if not success and self._error_callback is not None:
-                self._error_callback(value)
+            if callback is not None:
+                callback(value)
+        except Exception as exc:  # noqa: BLE001
+            # A failing callback must not stop result delivery; report it the
+            # way Python reports errors it cannot raise anywhere.
+            sys.unraisablehook(_Unraisable(exc, f"Exception in shoal callback {callback!r}", self))
         finally:
             self._event.set()
             self._pool = None  # type: ignore[assignment]

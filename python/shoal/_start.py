@@ -74,6 +74,25 @@ def resolve(context: Any = None, start_method: str | None = None) -> str:
     return start_method
 
 
+# Control sockets of this process's zygotes. A forked child must not keep
+# them open: a zygote exits when its control socket reaches end-of-file, and
+# a copy held by a child would keep it (and its workers) alive after the
+# parent dies.
+_control_fds: set[int] = set()
+
+
+def _close_control_fds_in_child() -> None:
+    for fd in _control_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _control_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_control_fds_in_child)
+
+
 class Zygote:
     """A zygote process and the parent's end of its control socket."""
 
@@ -86,14 +105,14 @@ class Zygote:
         else:
             self.pid = _fork_zygote(ours, theirs)
         theirs.close()
-        self.sock = ours
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
+        # The engine takes this descriptor over; it shuts the socket down
+        # when it stops, which is what makes the zygote exit.
+        self.ctrl_fd = ours.detach()
+        _control_fds.add(self.ctrl_fd)
 
     def close(self) -> None:
-        """Close the control socket (the zygote then exits) and reap it."""
-        self.sock.close()
+        """Reap the zygote; it exits once the engine has shut the socket down."""
+        _control_fds.discard(self.ctrl_fd)
         if self._popen is not None:
             try:
                 self._popen.wait(timeout=5)
@@ -133,9 +152,10 @@ def start_engine(
     zygote = Zygote(method)
     try:
         engine = _shoal.Engine(
-            processes, init_payload, zygote_fd=zygote.fileno(), zygote_pid=zygote.pid, max_tasks=max_tasks
+            processes, init_payload, zygote_fd=zygote.ctrl_fd, zygote_pid=zygote.pid, max_tasks=max_tasks
         )
     except BaseException:
+        # The engine closed the socket as it failed, so the zygote exits.
         zygote.close()
         raise
     return engine, zygote

@@ -19,6 +19,18 @@ use std::time::{Duration, Instant};
 /// several workers in a row died during start-up.
 const RELAUNCH_BACKOFF: Duration = Duration::from_millis(500);
 
+/// The payload of a [`flags::WORKER_LOST`] outcome: a first line the binding
+/// parses (`pid kind value`, kind being `code`, `signal` or `unknown`), then
+/// the message for people.
+pub fn lost_message(pid: i32, exit: Exit, task: &str) -> String {
+    let (kind, value) = match exit {
+        Exit::Code(c) => ("code", c),
+        Exit::Signal(s) => ("signal", s),
+        Exit::Unknown => ("unknown", 0),
+    };
+    format!("{pid} {kind} {value}\nthe worker process {pid} running {task} died with {exit}")
+}
+
 impl State {
     /// Workers that are starting or taking tasks.
     pub(crate) fn active_workers(&self) -> usize {
@@ -183,9 +195,10 @@ impl State {
             }
         }
         if let Some(running) = w.outstanding.pop_front() {
-            let msg = format!(
-                "worker process {} (worker {}) died with {} while running chunk {} of job {}",
-                w.proc.pid, w.id, exit, running.index, running.job
+            let msg = lost_message(
+                w.proc.pid,
+                exit,
+                &format!("task {} of job {}", running.index, running.job),
             );
             let flag = if self.phase == Phase::Terminating {
                 flags::CANCELLED

@@ -99,7 +99,11 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
             assert_eq!(o.flags, flags::WORKER_LOST);
             let msg = text(o);
             assert!(msg.contains("signal 9 (SIGKILL)"), "{msg}");
-            assert!(msg.contains("chunk 4"), "{msg}");
+            assert!(msg.contains("task 4 of job"), "{msg}");
+            assert!(
+                msg.starts_with(&format!("{} signal 9\n", msg.split(' ').next().unwrap())),
+                "{msg}"
+            );
         } else {
             assert_eq!(o.flags, flags::OK, "chunk {i}: {}", text(o));
             assert_eq!(text(o), i.to_string());

@@ -69,8 +69,8 @@ impl Drop for PyEngine {
 #[pymethods]
 impl PyEngine {
     /// Start `processes` workers. Workers are spawned from `argv`, or forked
-    /// by the zygote listening on `zygote_fd` (which is duplicated, so the
-    /// caller keeps and closes its own copy).
+    /// by the zygote listening on `zygote_fd`, which the engine takes over
+    /// and closes.
     #[new]
     // The signature is the Python keyword interface; a struct would only move it.
     #[allow(clippy::too_many_arguments)]
@@ -93,12 +93,11 @@ impl PyEngine {
                 Box::new(SpawnLauncher::new(program.clone(), args.to_vec()))
             }
             (None, Some(fd)) => {
-                // SAFETY: dup gives us a descriptor of our own to own.
-                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-                if dup < 0 {
-                    return Err(PyOSError::new_err(format!("bad zygote descriptor {fd}")));
+                if fd < 0 {
+                    return Err(PyValueError::new_err(format!("bad zygote descriptor {fd}")));
                 }
-                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(dup) }, zygote_pid))
+                // SAFETY: the caller hands the descriptor over (socket.detach()).
+                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) }, zygote_pid))
             }
             _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
         };
