@@ -70,3 +70,102 @@ def read_global(_: object) -> object:
     import tasks
 
     return getattr(tasks, "parent_value", None)
+
+
+# -- faults for the crash matrix ---------------------------------------------
+
+FAULTS = ("error", "exit", "os_exit", "segfault", "sigkill", "sigterm", "keyboard_interrupt", "base_exception")
+
+
+class CustomBase(BaseException):
+    """A BaseException that is neither Exception, SystemExit nor KeyboardInterrupt."""
+
+
+def fault(action: str) -> None:
+    """Fail in the way ``action`` names, wherever this is called."""
+    import ctypes
+    import signal
+    import sys
+
+    if action == "error":
+        raise RuntimeError("fault injected")
+    if action == "exit":
+        sys.exit(3)
+    if action == "os_exit":
+        os._exit(7)
+    if action == "segfault":
+        ctypes.string_at(0)
+    if action == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+    if action == "keyboard_interrupt":
+        raise KeyboardInterrupt
+    if action == "base_exception":
+        raise CustomBase("custom base exception")
+    raise AssertionError(f"unknown fault {action}")
+
+
+def _fault_on_load(action: str) -> None:
+    fault(action)
+
+
+class FaultOnPickle:
+    """Faults when pickled."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __reduce__(self):
+        fault(self.action)
+        return (FaultOnPickle, (self.action,))
+
+
+class FaultOnUnpickle:
+    """Pickles fine; faults when unpickled."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __reduce__(self):
+        return (_fault_on_load, (self.action,))
+
+
+def run_fault(action: str) -> None:
+    fault(action)
+
+
+def return_fault_on_pickle(action: str) -> FaultOnPickle:
+    return FaultOnPickle(action)
+
+
+def return_fault_on_unpickle(action: str) -> FaultOnUnpickle:
+    return FaultOnUnpickle(action)
+
+
+def identity(x: object) -> object:
+    return x
+
+
+class InitOnlyError(Exception):
+    """Cannot be rebuilt from its args: __init__ wants two."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(a + b)
+
+
+def raise_init_only(_: object) -> None:
+    raise InitOnlyError(1, 2)
+
+
+class UnpicklableError(Exception):
+    def __init__(self) -> None:
+        super().__init__("cannot travel")
+        import threading
+
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable(_: object) -> None:
+    raise UnpicklableError
