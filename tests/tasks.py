@@ -169,3 +169,18 @@ class UnpicklableError(Exception):
 
 def raise_unpicklable(_: object) -> None:
     raise UnpicklableError
+
+
+def ignore_sigterm_and_block(ready_path: str) -> None:
+    """Stuck in C code (sleep) with SIGTERM ignored: only SIGKILL stops it.
+    Creates ``ready_path`` once SIGTERM is ignored."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(ready_path, "w").close()
+    time.sleep(120)
+
+
+def touch(path: str) -> None:
+    time.sleep(0.005)
+    open(path, "w").close()

@@ -139,3 +139,15 @@ def test_closures_partials_and_nested_functions(pool: shoal.Pool) -> None:
     # A lambda as an argument and as a result.
     assert pool.apply(lambda f: f(4), (lambda v: v + 1,)) == 5
     assert pool.apply(lambda: lambda: 42)() == 42
+
+
+def test_fire_and_forget_apply_async_still_runs(tmp_path) -> None:
+    # Nobody keeps the AsyncResults; the tasks must run anyway, as with
+    # multiprocessing (a regression: dropped results used to skip queued tasks).
+    p = shoal.Pool(2)
+    for i in range(20):
+        p.apply_async(tasks.touch, (str(tmp_path / f"done-{i}"),))
+    p.map_async(tasks.touch, [str(tmp_path / f"mapped-{i}") for i in range(20)])
+    p.close()
+    p.join()
+    assert len(list(tmp_path.iterdir())) == 40

@@ -291,8 +291,8 @@ impl Engine {
         Ok(st.jobs.get(&job).is_none_or(Job::finished))
     }
 
-    /// Let go of `job`: chunks not yet started are skipped, outcomes are
-    /// dropped, and the job is forgotten once its running chunks end.
+    /// Let go of `job`: its chunks still run, but their outcomes are dropped
+    /// as they arrive, and the job is forgotten once the last one has.
     pub fn release(&self, job: JobId) {
         let mut st = self.lock();
         if let Some(j) = st.jobs.get_mut(&job) {

@@ -63,17 +63,8 @@ impl State {
             let Some(job) = self.jobs.get(&task.job) else {
                 continue;
             };
-            if job.released {
-                // The caller gave up on this job; do not run the rest of it.
-                let job = self.jobs.get_mut(&task.job).expect("job present");
-                job.complete(crate::job::Outcome {
-                    index: task.index,
-                    flags: 0,
-                    payload: Vec::new(),
-                    duration_ns: 0,
-                });
-                continue;
-            }
+            // A released job still runs: the caller dropped its result object,
+            // not its work (fire-and-forget `apply_async`).
             let (func, flags) = (job.func.clone(), job.task_flags);
             let w = &mut self.workers[slot];
             if w.funcs.insert(task.job) {

@@ -202,3 +202,24 @@ fn a_missing_program_is_a_start_error() {
     let err = r.err().expect("start fails").to_string();
     assert!(err.contains("could not start worker processes"), "{err}");
 }
+
+#[test]
+fn a_released_job_still_runs_its_chunks() {
+    let e = engine(1);
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(job, chunks((0..5).map(|i| format!("sleep:10:{i}")))).unwrap();
+    e.finish_input(job).unwrap();
+    e.release(job);
+    let probe = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(probe, chunks(["echo:after".to_string()])).unwrap();
+    e.finish_input(probe).unwrap();
+    // The probe queued behind the released job's five chunks, so it can only
+    // finish after they ran.
+    let t0 = Instant::now();
+    assert!(e.wait(probe, Want::Finished, Duration::from_secs(10)).unwrap());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(45),
+        "released chunks were skipped"
+    );
+    assert!(e.finished(job).unwrap());
+}
