@@ -19,11 +19,16 @@ $(DEPS): $(BIN)/python pyproject.toml
 	touch $@
 
 # Development build (fast to compile) of the extension, installed editable.
+# Bytecode is compiled explicitly, as a wheel install does: with
+# PYTHONDONTWRITEBYTECODE set, every worker would otherwise compile shoal's
+# modules from source at start-up.
 build: $(DEPS)
 	$(BIN)/maturin develop --quiet
+	$(BIN)/python -m compileall -q python/shoal
 
 build-release: $(DEPS)
 	$(BIN)/maturin develop --quiet --release
+	$(BIN)/python -m compileall -q python/shoal
 
 demo: build
 	$(BIN)/python examples/demo.py

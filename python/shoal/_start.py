@@ -12,25 +12,29 @@ None of them forks a process that has engine threads, except ``fork`` when
 another shoal pool is already running (see docs on forking): the zygote
 never calls into the engine, so it does not touch locks those threads hold.
 
-The default is ``forkserver``, chosen by measurement (2 workers, create,
-map 4 items, close, join; median of 5 fresh processes; this 2-core VM,
-CPython 3.11; ``benches/start_methods.py``):
+The default is chosen by measurement (2 workers, create, map 4 items,
+close, join; median of 5 fresh processes; this 2-core VM, CPython 3.11,
+release build; ``benches/start_methods.py``):
 
 ============  ===========  =================  ====================
 method        shoal        multiprocessing    shoal: replace one
 ============  ===========  =================  ====================
-fork          13 ms        32 ms              1.7 ms
-forkserver    35 ms        89 ms              2.3 ms
-spawn         40 ms        101 ms             17 ms
+fork          10.5 ms      21 ms              1.7 ms
+forkserver    38.5 ms      89 ms              4.6 ms
+spawn         30.3 ms      101 ms             13 ms
 ============  ===========  =================  ====================
 
-``fork`` is fastest, but its zygote is a fork of the parent, which is safe
-only while no other pool's engine thread exists. ``forkserver`` costs one
-fresh interpreter per pool (about as long as the stdlib's own ``fork``
-default takes to start a pool), replaces a worker as cheaply as ``fork``,
-and is safe whatever threads the parent has. It is also what CPython 3.14
-made the default. ``multiprocessing.set_start_method``, ``context=`` and
-``start_method=`` choose another.
+A forkserver zygote is a fresh interpreter, and an interpreter takes ~20 ms
+to start here before it forks anything, so forkserver cannot be as fast as
+fork. Forking is safe as long as no engine thread exists (there is then no
+lock a vanished thread could hold), which is true whenever no other shoal
+pool is running: one pool at a time, the common case. So the default is
+``fork`` when this process has no engine thread, and ``forkserver``, which
+is safe with any threads, when it has. The first gives the stdlib's Linux
+default semantics (workers inherit the parent's state) at half its start-up
+cost; ``Pool._start_method`` says which was used.
+``multiprocessing.set_start_method``, ``context=`` and ``start_method=``
+choose explicitly.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ from typing import Any
 from shoal import _shoal
 
 METHODS = ("fork", "spawn", "forkserver")
-DEFAULT_METHOD = "forkserver"
 
 _WORKER_CODE = "from shoal._worker import main; main()"
 _ZYGOTE_CODE = "from shoal._zygote import main; main()"
@@ -68,7 +71,7 @@ def resolve(context: Any = None, start_method: str | None = None) -> str:
     if start_method is None:
         start_method = multiprocessing.get_start_method(allow_none=True)
     if start_method is None:
-        start_method = DEFAULT_METHOD
+        start_method = default_method()
     if start_method not in METHODS:
         raise ValueError(f"start method must be one of {', '.join(METHODS)}, not {start_method!r}")
     return start_method
@@ -91,6 +94,11 @@ def _close_control_fds_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_control_fds_in_child)
+
+
+def default_method() -> str:
+    """``fork`` while no engine thread exists in this process, else ``forkserver``."""
+    return "fork" if _shoal.live_threads() == 0 else "forkserver"
 
 
 class Zygote:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import _signal
 import _socket
-import array
 import os
 import select
 import sys
 
 from shoal import _protocol as P
 from shoal import _worker
+
+_INT = P.struct.Struct("i")
 
 
 def main() -> None:
@@ -33,12 +34,12 @@ def main() -> None:
 
 def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:
     """Receive a 4-byte request and the descriptor attached to it."""
-    fds = array.array("i")
-    msg, ancdata, _, _ = sock.recvmsg(4, _socket.CMSG_SPACE(fds.itemsize))
+    msg, ancdata, _, _ = sock.recvmsg(4, _socket.CMSG_SPACE(4))
+    fds: list[int] = []
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    return msg, list(fds)
+            fds.extend(_INT.unpack_from(data, i)[0] for i in range(0, len(data) - 3, 4))
+    return msg, fds
 
 
 def serve(ctrl_fd: int) -> None:

@@ -99,3 +99,30 @@ def test_interactive_session(tmp_path: Path) -> None:
         [sys.executable, "-i", "-q"], input=session + "\n", capture_output=True, text=True, timeout=100, cwd=tmp_path
     )
     assert "R [0, 3, 6, 9] [0, 1, 2]" in proc.stdout, proc.stderr
+
+
+def test_default_start_method_is_fork_unless_an_engine_is_running(tmp_path: Path) -> None:
+    script = """
+import shoal
+from shoal import _shoal
+
+def square(x):
+    return x * x
+
+assert _shoal.live_threads() == 0
+a = shoal.Pool(1)
+b = shoal.Pool(1)  # a's engine thread is running: forking now would be unsafe
+print("first", a._start_method, "second", b._start_method)
+assert b.apply_async(square, (3,), callback=lambda _: None).get() == 9
+for p in (a, b):
+    p.close()
+    p.join()
+print("threads left", _shoal.live_threads())
+c = shoal.Pool(1)
+print("after", c._start_method)
+c.terminate()
+"""
+    out = _run(["-c", script], tmp_path)
+    assert "first fork second forkserver" in out, out
+    assert "threads left 0" in out, out
+    assert "after fork" in out, out

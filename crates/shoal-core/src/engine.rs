@@ -15,10 +15,32 @@ use crate::worker::{Life, Task, Worker};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Engine threads running in this process, across all engines. A process
+/// with none can be forked safely: no engine lock can be held by a thread
+/// the child would not have.
+static LIVE_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many engine threads are running in this process.
+pub fn live_threads() -> usize {
+    LIVE_THREADS.load(Ordering::SeqCst)
+}
+
+/// Count a thread that is not an engine's own I/O thread (a binding's
+/// callback thread, say) for [`live_threads`]. Call [`thread_ended`] when it ends.
+pub fn thread_started() {
+    LIVE_THREADS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The other half of [`thread_started`].
+pub fn thread_ended() {
+    LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+}
 
 /// How an engine is set up.
 #[derive(Clone, Debug)]
@@ -155,9 +177,16 @@ impl Engine {
             waker: Waker::new()?,
         });
         let s2 = shared.clone();
+        LIVE_THREADS.fetch_add(1, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name("shoal-engine".into())
-            .spawn(move || run(&s2))?;
+            .spawn(move || {
+                run(&s2);
+                LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+            })
+            .inspect_err(|_| {
+                LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
+            })?;
         let engine = Engine {
             shared,
             thread: Mutex::new(Some(thread)),
@@ -603,6 +632,8 @@ fn run(shared: &Shared) {
         st.reap_exited();
     }
     st.launcher.shutdown();
+    // Lets a binding's callback thread, which waits on this, end too.
+    st.done_tx = None;
     drop(st);
     shared.cond.notify_all();
 }

@@ -27,6 +27,6 @@ pub mod sys;
 pub mod window;
 pub mod worker;
 
-pub use engine::{Engine, EngineConfig, EngineError, Phase, Want};
+pub use engine::{live_threads, Engine, EngineConfig, EngineError, Phase, Want};
 pub use job::{JobId, Order, Outcome};
 pub use launch::{Exit, Launcher, SpawnLauncher, ZygoteLauncher};

@@ -267,10 +267,12 @@ impl PyEngine {
         let (tx, rx) = mpsc::channel::<u32>();
         self.engine.set_done_listener(tx);
         let callbacks = self.callbacks.clone();
+        let counted = ThreadCount::new();
         std::thread::Builder::new()
             .name("shoal-callbacks".into())
             .spawn(move || {
-                // Ends when the engine, which holds the sender, is dropped.
+                let _counted = counted;
+                // Ends when the engine stops and drops the sender.
                 for job in rx {
                     let cb = callbacks.lock().expect("callbacks lock").remove(&job);
                     let Some(cb) = cb else { continue };
@@ -288,6 +290,29 @@ impl PyEngine {
             })
             .expect("spawn callback thread");
     }
+}
+
+/// Counts a callback thread in [`shoal_core::live_threads`] from before it
+/// starts until it ends.
+struct ThreadCount;
+
+impl ThreadCount {
+    fn new() -> Self {
+        shoal_core::engine::thread_started();
+        ThreadCount
+    }
+}
+
+impl Drop for ThreadCount {
+    fn drop(&mut self) {
+        shoal_core::engine::thread_ended();
+    }
+}
+
+/// Engine threads (I/O and callback threads) running in this process.
+#[pyfunction]
+fn live_threads() -> usize {
+    shoal_core::live_threads()
 }
 
 /// `multiprocessing.Pool.map`'s default chunk size for `n` items.
@@ -310,7 +335,7 @@ fn worker_prelude(parent_pid: i32) -> bool {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
-    use super::{default_map_chunksize, worker_prelude, PyEngine};
+    use super::{default_map_chunksize, live_threads, worker_prelude, PyEngine};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
