@@ -24,6 +24,8 @@ INIT_FAILED = 66
 # Task flags.
 STAR = 1
 APPLY = 2
+SINGLE = 4  # the payload is one item, not a list of items
+ISOLATE = 8  # run alone: flush results before and after (a crash suspect)
 
 # Result flags.
 OK = 0
@@ -31,6 +33,7 @@ ITEM_ERRORS = 1
 CHUNK_FAILED = 2
 WORKER_LOST = 3
 CANCELLED = 4
+SINGLE_VALUE = 16  # with OK: the payload is one value, not a list
 
 # Zygote reply records: tag, pid, value.
 ZYGOTE_RECORD = struct.Struct("<Iii")

@@ -7,7 +7,6 @@ unpickled on the thread that asks.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import threading
 import time
@@ -17,8 +16,9 @@ from multiprocessing import TimeoutError
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shoal import _protocol as P
+from shoal._chunks import Chunks, task_flags
 from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError, rebuild
-from shoal._pickling import dumps, loads
+from shoal._pickling import loads
 
 if TYPE_CHECKING:
     from shoal.pool import Pool
@@ -33,6 +33,13 @@ TAKE_CHUNKS = 64
 def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
     """Turn one chunk's outcome into its values and the errors of the items
     that failed (``None`` when none did)."""
+    if flags == P.OK | P.SINGLE_VALUE:
+        try:
+            return [loads(payload)], None
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task
+            return [None], {0: _unpickling_failed(exc)}
     if flags in (P.OK, P.ITEM_ERRORS):
         try:
             loaded = loads(payload)
@@ -237,11 +244,11 @@ class IMapIterator(Iterator[T]):
     def __init__(self, pool: Pool, func_payload: bytes, iterable: Iterable[Any], chunksize: int, flags: int) -> None:
         self._pool = pool
         self._engine = pool._engine
-        self._input: Iterator[Any] | None = iter(iterable)
-        self._chunksize = chunksize
-        self._job: int = self._engine.new_job(func_payload, flags, self._ordered, pool._window_chunks())
+        self._chunks: Chunks | None = Chunks(iterable, chunksize)
+        self._job: int = self._engine.new_job(
+            func_payload, task_flags(chunksize, flags), self._ordered, pool._window_chunks()
+        )
         self._chunk_lens: dict[int, int] = {}
-        self._next_chunk = 0
         self._items: deque[tuple[Any, BaseException | None]] = deque()
         self._input_error: BaseException | None = None
         self._done = False
@@ -251,38 +258,38 @@ class IMapIterator(Iterator[T]):
 
     def _feed(self, everything: bool = False) -> None:
         """Read input while the window has room (all of it if ``everything``)."""
-        if self._input is None:
+        chunks = self._chunks
+        if chunks is None:
             return
-        room = 1 << 62 if everything else self._engine.room(self._job)
-        payloads = []
-        size = self._chunksize
-        islice = itertools.islice
-        while room > 0:
-            try:
-                chunk = list(islice(self._input, size))
-                if not chunk:
-                    self._input = None
-                    break
-                payloads.append(dumps(chunk))
-            except Exception as exc:  # noqa: BLE001 - surfaces at this position
-                self._input_error = exc
-                self._input = None
-                break
-            self._chunk_lens[self._next_chunk] = len(chunk)
-            self._next_chunk += 1
-            room -= 1
-            if len(payloads) >= 64:
-                self._engine.submit(self._job, payloads)
-                payloads = []
-        if payloads:
-            self._engine.submit(self._job, payloads)
-        if self._input is None:
-            self._engine.finish_input(self._job)
+        room = self._engine.room(self._job)
+        while everything or room > 0:
+            payloads, lens = chunks.read(64 if everything else min(room, 64))
+            if payloads:
+                first = self._engine.submit(self._job, payloads)
+                if chunks.size != 1:
+                    self._chunk_lens.update(zip(range(first, first + len(lens)), lens, strict=True))
+                room -= len(payloads)
+            if chunks.exhausted:
+                self._input_error = chunks.error
+                self._chunks = None
+                self._engine.finish_input(self._job)
+                return
+            if not payloads:
+                return
 
     def _absorb(self, outcomes: list[tuple[int, int, bytes]]) -> None:
         items = self._items
+        lens = self._chunk_lens
         for index, flags, payload in outcomes:
-            values, errors = decode(flags, payload, self._chunk_lens.pop(index))
+            if flags == P.OK | P.SINGLE_VALUE:
+                try:
+                    items.append((loads(payload), None))
+                    continue
+                except KeyboardInterrupt:
+                    raise
+                except BaseException:  # noqa: BLE001 - decode reports it below
+                    pass
+            values, errors = decode(flags, payload, lens.pop(index) if lens else 1)
             if errors is None:
                 items.extend((v, None) for v in values)
             else:
@@ -308,7 +315,7 @@ class IMapIterator(Iterator[T]):
                     self._absorb(outcomes)
                     self._feed()
                     continue
-                if self._input is None and self._engine.finished(self._job):
+                if self._chunks is None and self._engine.finished(self._job):
                     # Outcomes may have arrived between the take above and
                     # this check; only an empty take after "finished" means
                     # everything was handed over.

@@ -119,6 +119,8 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: list[Any]) -> tuple[
             append(None)
     try:
         if errors is None:
+            if flags & P.SINGLE:
+                return P.OK | P.SINGLE_VALUE, dumps(results[0])
             return P.OK, dumps(results)
         return P.ITEM_ERRORS, dumps((results, errors))
     except BaseException:  # noqa: BLE001 - find the unpicklable items below
@@ -144,6 +146,17 @@ def _chunk_failed(exc: BaseException, where: str) -> bytes:
     return dumps(_describe(exc, where))
 
 
+# Results of short tasks wait in the worker and go out together: a write per
+# result costs ~6 µs here, 0.07 µs in a batch. They go when the worker is
+# about to block on a read, when this many have piled up, or, before the next
+# task starts, when the oldest is FLUSH_NS old. A task longer than
+# FLUSH_AFTER_NS sends its result at once: a write is cheap next to it, and
+# the next task may be long too.
+FLUSH_RESULTS = 256
+FLUSH_NS = 100_000
+FLUSH_AFTER_NS = 50_000
+
+
 def serve(fd: int, parent_pid: int) -> int:
     """Run the worker loop on channel ``fd``. Returns the exit code."""
     from shoal import _shoal
@@ -157,56 +170,84 @@ def serve(fd: int, parent_pid: int) -> int:
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     read = os.read
     now = time.perf_counter_ns
+    pack = _pack
     funcs: dict[int, Any] = {}
     buf = bytearray()
-    while True:
-        try:
-            data = read(fd, 1 << 20)
-        except InterruptedError:
-            continue
-        except OSError:
-            return 0
-        if not data:
-            return 0  # the parent is gone
-        buf += data
-        pos = 0
-        end_of_data = len(buf)
-        while end_of_data - pos >= _HLEN:
-            length, kind, flags, _, job, index, aux = _unpack_from(buf, pos)
-            end = pos + _HLEN + length
-            if end > end_of_data:
-                break
-            payload = bytes(buf[pos + _HLEN : end])
-            pos = end
-            if kind == P.TASK:
-                t0 = now()
-                func = funcs.get(aux)
-                if isinstance(func, _LoadError):
-                    rflags, out = P.CHUNK_FAILED, func.payload
-                else:
-                    try:
-                        items = loads(payload)
-                    except BaseException as exc:  # noqa: BLE001
-                        rflags, out = P.CHUNK_FAILED, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
-                    else:
-                        rflags, out = _run_chunk(func, flags, items)
-                        del items
-                _write_all(fd, _frame(P.RESULT, rflags, job, index, now() - t0, out))
-            elif kind == P.FUNC:
-                try:
-                    funcs[job] = adopt_main(loads(payload))
-                except BaseException as exc:  # noqa: BLE001
-                    funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
-            elif kind == P.FORGET:
-                funcs.pop(job, None)
-            elif kind == P.INIT:
-                reply = _initialise(payload, aux)
-                _write_all(fd, reply)
-                if reply[4] == P.INIT_FAILED:
-                    return 1
-            elif kind == P.EXIT:
+    out: list[bytes] = []  # result frames not yet written
+    out_since = 0  # when the oldest of them was made
+
+    def flush() -> None:
+        _write_all(fd, b"".join(out))
+        out.clear()
+
+    try:
+        while True:
+            if out:
+                flush()
+            try:
+                data = read(fd, 1 << 20)
+            except InterruptedError:
+                continue
+            except OSError:
                 return 0
-        del buf[:pos]
+            if not data:
+                return 0  # the parent is gone
+            buf += data
+            pos = 0
+            end_of_data = len(buf)
+            while end_of_data - pos >= _HLEN:
+                length, kind, flags, _, job, index, aux = _unpack_from(buf, pos)
+                end = pos + _HLEN + length
+                if end > end_of_data:
+                    break
+                payload = bytes(buf[pos + _HLEN : end])
+                pos = end
+                if kind == P.TASK:
+                    t0 = now()
+                    # A suspect (ISOLATE) runs alone: no other result may ride with it.
+                    if out and (flags & P.ISOLATE or t0 - out_since > FLUSH_NS):
+                        flush()
+                    func = funcs.get(aux)
+                    if isinstance(func, _LoadError):
+                        rflags, result = P.CHUNK_FAILED, func.payload
+                    else:
+                        try:
+                            items = loads(payload)
+                        except BaseException as exc:  # noqa: BLE001
+                            rflags = P.CHUNK_FAILED
+                            result = _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+                        else:
+                            if flags & P.SINGLE:
+                                items = (items,)
+                            rflags, result = _run_chunk(func, flags, items)
+                            del items
+                    t1 = now()
+                    if not out:
+                        out_since = t1
+                    out.append(pack(len(result), P.RESULT, rflags, 0, job, index, t1 - t0) + result)
+                    if flags & P.ISOLATE or t1 - t0 > FLUSH_AFTER_NS or len(out) >= FLUSH_RESULTS:
+                        flush()
+                elif kind == P.FUNC:
+                    try:
+                        funcs[job] = adopt_main(loads(payload))
+                    except BaseException as exc:  # noqa: BLE001
+                        funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
+                elif kind == P.FORGET:
+                    funcs.pop(job, None)
+                elif kind == P.INIT:
+                    reply = _initialise(payload, aux)
+                    _write_all(fd, reply)
+                    if reply[4] == P.INIT_FAILED:
+                        return 1
+                elif kind == P.EXIT:
+                    return 0
+            del buf[:pos]
+    finally:
+        if out:
+            try:
+                flush()
+            except OSError:
+                pass
 
 
 def adopt_main(obj: Any, _seen: dict[int, Any] | None = None) -> Any:

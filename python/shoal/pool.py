@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import itertools
 import os
 import sys
 import warnings
@@ -13,6 +12,7 @@ from typing import Any, TypeVar
 
 from shoal import _protocol as P
 from shoal import _shoal, _start
+from shoal._chunks import Chunks, task_flags
 from shoal._pickling import dumps
 from shoal._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 
@@ -138,11 +138,11 @@ class Pool:
         result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
         try:
             func_payload = dumps(func)
-            chunk = dumps([(tuple(args), dict(kwds))])
+            chunk = dumps((tuple(args), dict(kwds)))
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             result._fail_now(exc)
             return result
-        job = self._engine.new_job(func_payload, P.APPLY, True, None)
+        job = self._engine.new_job(func_payload, P.APPLY | P.SINGLE, True, None)
         result._start(job)
         self._engine.submit(job, [chunk])
         self._engine.finish_input(job)
@@ -196,22 +196,20 @@ class Pool:
             chunksize = _shoal.default_map_chunksize(len(iterable), self._processes)  # type: ignore[arg-type]
         elif chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        chunks = Chunks(iterable, chunksize or 1)
         try:
             func_payload = dumps(func)
-            chunks = []
-            it = iter(iterable)
-            while chunk := list(itertools.islice(it, chunksize or 1)):
-                chunks.append(chunk)
-            payloads = [dumps(c) for c in chunks]
+            payloads, lens = chunks.read(1 << 62)
+            if chunks.error is not None:
+                raise chunks.error
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             result: MapResult[T] = MapResult(self, [0], callback, error_callback)
             result._fail_now(exc)
             return result
-        result = MapResult(self, [len(c) for c in chunks], callback, error_callback)
-        if not chunks:
+        result = MapResult(self, lens, callback, error_callback)
+        if not payloads:
             return result
-        del chunks
-        job = self._engine.new_job(func_payload, flags, True, None)
+        job = self._engine.new_job(func_payload, task_flags(chunks.size, flags), True, None)
         result._start(job)
         self._engine.submit(job, payloads)
         self._engine.finish_input(job)

@@ -250,6 +250,7 @@ impl Engine {
                 job,
                 index: first + i as u32,
                 payload,
+                suspect: false,
             });
         }
         self.wake(&mut st);

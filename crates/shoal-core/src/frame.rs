@@ -76,6 +76,12 @@ pub mod flags {
     pub const STAR: u8 = 1;
     /// Task: each item is `(args, kwargs)`; call `f(*args, **kwargs)` (apply).
     pub const APPLY: u8 = 2;
+    /// Task: the payload is one item, not a list of items.
+    pub const SINGLE: u8 = 4;
+    /// Task: run this chunk alone and send its result at once. Set by the
+    /// engine on chunks that were queued on a worker that died, so the one
+    /// that crashed it can be told apart from the others.
+    pub const ISOLATE: u8 = 8;
 
     /// Result: payload is the pickled list of results, all succeeded.
     pub const OK: u8 = 0;
@@ -90,6 +96,8 @@ pub mod flags {
     /// Result made by the engine: the pool was terminated before the chunk
     /// finished. Payload is a UTF-8 message.
     pub const CANCELLED: u8 = 4;
+    /// Result bit, with `OK`: the payload is one pickled value, not a list.
+    pub const SINGLE_VALUE: u8 = 16;
 }
 
 /// A decoded frame header.

@@ -33,7 +33,7 @@ pub fn depth_for(ewma_ns: Option<u64>) -> usize {
     }
 }
 
-fn can_take(w: &Worker, max_tasks: Option<u64>) -> bool {
+fn can_take(w: &Worker, max_tasks: Option<u64>, next_is_suspect: bool) -> bool {
     if w.life != Life::Ready {
         return false;
     }
@@ -43,7 +43,12 @@ fn can_take(w: &Worker, max_tasks: Option<u64>) -> bool {
         }
     }
     let held = w.outstanding.len();
-    held == 0 || (held < depth_for(w.ewma_ns) && w.outstanding_bytes() < MAX_QUEUED_BYTES)
+    if held == 0 {
+        return true;
+    }
+    // A suspect runs alone, and nothing joins a worker running one.
+    let holds_suspect = w.outstanding.front().is_some_and(|t| t.suspect);
+    !next_is_suspect && !holds_suspect && held < depth_for(w.ewma_ns) && w.outstanding_bytes() < MAX_QUEUED_BYTES
 }
 
 impl State {
@@ -51,11 +56,12 @@ impl State {
     pub(crate) fn dispatch(&mut self) {
         while !self.queue.is_empty() {
             let max_tasks = self.config.max_tasks_per_worker;
+            let next_is_suspect = self.queue.front().is_some_and(|t| t.suspect);
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| can_take(w, max_tasks))
+                .filter(|(_, w)| can_take(w, max_tasks, next_is_suspect))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(slot) = pick else { break };
@@ -70,6 +76,11 @@ impl State {
             if w.funcs.insert(task.job) {
                 w.send(Kind::Func, 0, task.job, 0, 0, &func);
             }
+            let flags = if task.suspect {
+                flags | crate::frame::flags::ISOLATE
+            } else {
+                flags
+            };
             w.send(
                 Kind::Task,
                 flags,

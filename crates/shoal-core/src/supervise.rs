@@ -194,29 +194,33 @@ impl State {
                 self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
             }
         }
-        if let Some(running) = w.outstanding.pop_front() {
-            let msg = lost_message(
-                w.proc.pid,
-                exit,
-                &format!("task {} of job {}", running.index, running.job),
-            );
-            let flag = if self.phase == Phase::Terminating {
-                flags::CANCELLED
-            } else {
-                flags::WORKER_LOST
-            };
-            self.complete(
-                running.job,
-                Outcome {
-                    index: running.index,
-                    flags: flag,
-                    payload: msg.into_bytes(),
-                    duration_ns: 0,
-                },
-            );
+        let flag = if self.phase == Phase::Terminating {
+            flags::CANCELLED
+        } else {
+            flags::WORKER_LOST
+        };
+        // A worker sends results in batches, so with several chunks
+        // outstanding it is unknown which one was running: the others may
+        // have finished with their results unsent. Run them all again, each
+        // alone, so the one that kills a worker does it by itself and fails
+        // exactly. With one chunk outstanding there is no doubt.
+        let exact = w.outstanding.len() == 1 || flag == flags::CANCELLED;
+        if exact {
+            if let Some(running) = w.outstanding.pop_front() {
+                let msg = lost_message(w.proc.pid, exit, &format!("task {} of job {}", running.index, running.job));
+                self.complete(
+                    running.job,
+                    Outcome {
+                        index: running.index,
+                        flags: flag,
+                        payload: msg.into_bytes(),
+                        duration_ns: 0,
+                    },
+                );
+            }
         }
-        // Chunks queued behind it never started: run them elsewhere, first.
-        while let Some(t) = w.outstanding.pop_back() {
+        while let Some(mut t) = w.outstanding.pop_back() {
+            t.suspect |= !exact;
             self.queue.push_front(t);
         }
     }

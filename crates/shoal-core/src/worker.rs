@@ -24,6 +24,9 @@ pub struct Task {
     pub index: u32,
     /// The pickled chunk.
     pub payload: Vec<u8>,
+    /// It was queued on a worker that died with more than one chunk, so it
+    /// may be the one that killed it: it runs alone from now on.
+    pub suspect: bool,
 }
 
 /// Where a worker is in its life.

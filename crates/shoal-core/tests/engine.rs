@@ -223,3 +223,28 @@ fn a_released_job_still_runs_its_chunks() {
     );
     assert!(e.finished(job).unwrap());
 }
+
+#[test]
+fn a_crash_among_batched_results_fails_only_the_crashing_chunk() {
+    let e = engine(1);
+    // Short chunks teach the scheduler to queue many on the worker.
+    let warm = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    e.submit(warm, chunks((0..50).map(|i| format!("echo:{i}")))).unwrap();
+    e.finish_input(warm).unwrap();
+    assert!(e.wait(warm, Want::Finished, Duration::from_secs(10)).unwrap());
+    // The worker holds back a and b, then dies: which chunk killed it is
+    // unknown until each suspect has run alone.
+    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let cmds = ["quick:a", "quick:b", "kill", "quick:c", "echo:d"].map(String::from);
+    e.submit(job, chunks(cmds)).unwrap();
+    e.finish_input(job).unwrap();
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
+    let out = e.take(job, usize::MAX).unwrap();
+    let got: Vec<(u8, String)> = out.iter().map(|o| (o.flags, text(o))).collect();
+    assert_eq!(got[0], (flags::OK, "a".into()));
+    assert_eq!(got[1], (flags::OK, "b".into()));
+    assert_eq!(got[2].0, flags::WORKER_LOST, "{got:?}");
+    assert!(got[2].1.contains("task 2 of job"), "{got:?}");
+    assert_eq!(got[3], (flags::OK, "c".into()));
+    assert_eq!(got[4], (flags::OK, "d".into()));
+}

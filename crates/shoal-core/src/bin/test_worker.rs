@@ -6,7 +6,10 @@
 //! - `sleep:MS:TEXT`: sleep MS milliseconds, then echo `TEXT`;
 //! - `exit:CODE`: exit at once with CODE;
 //! - `kill`: SIGKILL itself;
-//! - `pid`: the result is this process's pid.
+//! - `pid`: the result is this process's pid;
+//! - `quick:TEXT`: echo `TEXT`, but hold the result back until the end of the
+//!   batch of frames read together, as the Python worker batches results
+//!   (unless the task carries the `ISOLATE` flag).
 //!
 //! An init payload of `fail` reports `InitFailed` and exits with code 1.
 
@@ -41,6 +44,16 @@ fn main() {
                 Kind::Task => {
                     let t0 = Instant::now();
                     let cmd = String::from_utf8_lossy(&payload).into_owned();
+                    let isolate = h.flags & shoal_core::frame::flags::ISOLATE != 0;
+                    if let Some(text) = cmd.strip_prefix("quick:") {
+                        let ns = t0.elapsed().as_nanos() as u64;
+                        frame::encode(&mut reply, Kind::Result, 0, h.job, h.index, ns, text.as_bytes()).unwrap();
+                        if isolate {
+                            out.write_all(&reply).unwrap();
+                            reply.clear();
+                        }
+                        continue;
+                    }
                     let result: Vec<u8> = if let Some(text) = cmd.strip_prefix("echo:") {
                         text.as_bytes().to_vec()
                     } else if let Some(rest) = cmd.strip_prefix("sleep:") {
@@ -48,10 +61,9 @@ fn main() {
                         std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
                         text.as_bytes().to_vec()
                     } else if let Some(code) = cmd.strip_prefix("exit:") {
-                        out.write_all(&reply).unwrap();
+                        // A sudden death: results held back are lost with it.
                         std::process::exit(code.parse().unwrap());
                     } else if cmd == "kill" {
-                        out.write_all(&reply).unwrap();
                         // SAFETY: signalling ourselves.
                         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
                         unreachable!();
