@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 from shoal import _protocol as P
-from shoal._pickling import dumps
+from shoal._pickling import dumps, dumps_many
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,32 +39,40 @@ class Chunks:
 
     def read(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
         """Up to ``max_chunks`` pickled chunks and their lengths in items."""
+        if self.exhausted:
+            return [], []
+        if self.size == 1:
+            return self._read_single(max_chunks)
         payloads: list[bytes] = []
         lens: list[int] = []
-        if self.exhausted:
-            return payloads, lens
-        append = payloads.append
+        islice, size = itertools.islice, self.size
         try:
-            if self.size == 1:
-                for item in itertools.islice(self._it, max_chunks):
-                    append(dumps(item))
-                lens = [1] * len(payloads)
-                if len(payloads) < max_chunks:
+            for _ in range(max_chunks):
+                chunk = list(islice(self._it, size))
+                if not chunk:
                     self.exhausted = True
-            else:
-                islice, size = itertools.islice, self.size
-                for _ in range(max_chunks):
-                    chunk = list(islice(self._it, size))
-                    if not chunk:
-                        self.exhausted = True
-                        break
-                    append(dumps(chunk))
-                    lens.append(len(chunk))
+                    break
+                payloads.append(dumps(chunk))
+                lens.append(len(chunk))
         except Exception as exc:  # noqa: BLE001 - surfaces at its position
             self.error = exc
             self.exhausted = True
-            if self.size == 1:
-                lens = [1] * len(payloads)  # every chunk read before the error is whole
-            else:
-                del payloads[len(lens) :]
+            del payloads[len(lens) :]
         return payloads, lens
+
+    def _read_single(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
+        items: list[Any] = []
+        try:
+            # extend() keeps what was read before an exception.
+            items.extend(itertools.islice(self._it, max_chunks))
+        except Exception as exc:  # noqa: BLE001 - surfaces at its position
+            self.error = exc
+        if self.error is not None or len(items) < max_chunks:
+            self.exhausted = True
+        try:
+            payloads = dumps_many(items)
+        except Exception as exc:  # noqa: BLE001 - surfaces at its position
+            payloads = dumps_many(items[: getattr(exc, "shoal_index", 0)])
+            self.error = exc
+            self.exhausted = True
+        return payloads, [1] * len(payloads)

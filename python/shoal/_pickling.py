@@ -47,3 +47,24 @@ def dumps(obj: Any) -> bytes:
     if _MAIN in data:
         return _cloud_dumps(obj)
     return data
+
+
+def dumps_many(items: list[Any]) -> list[bytes]:
+    """``[dumps(x) for x in items]``, with the C pickler called straight from
+    a comprehension; the careful path runs only for items that need it.
+    Raises what ``dumps`` raises for the first item that cannot be pickled,
+    with ``index`` set to that item's position as its ``shoal_index``."""
+    try:
+        out = [_dumps(x, PROTOCOL) for x in items]
+    except Exception:  # noqa: BLE001 - one of them needs the careful path
+        out = []
+        for i, x in enumerate(items):
+            try:
+                out.append(dumps(x))
+            except Exception as exc:
+                exc.shoal_index = i  # type: ignore[attr-defined]
+                raise
+        return out
+    if _MAIN in b"".join(out):
+        return [dumps(x) if _MAIN in d else d for x, d in zip(items, out, strict=True)]
+    return out

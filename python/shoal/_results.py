@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Chunk outcomes an iterator moves from the engine to Python at once. Input
-# in flight is bounded by the window plus this.
-TAKE_CHUNKS = 64
+# Chunk outcomes an iterator moves from the engine to Python at once, and
+# chunks it reads and submits at once. Input in flight is bounded by the
+# window plus TAKE_CHUNKS.
+TAKE_CHUNKS = 256
+FEED_CHUNKS = 256
 
 
 def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
@@ -231,6 +233,15 @@ class MapResult(ApplyResult[list[T]]):
         return True, out
 
 
+class _Raise:
+    """Stands in an iterator's queue for an item that failed."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
 class IMapIterator(Iterator[T]):
     """The iterator ``imap`` returns: results in input order, as they arrive.
 
@@ -249,7 +260,7 @@ class IMapIterator(Iterator[T]):
             func_payload, task_flags(chunksize, flags), self._ordered, pool._window_chunks()
         )
         self._chunk_lens: dict[int, int] = {}
-        self._items: deque[tuple[Any, BaseException | None]] = deque()
+        self._items: deque[Any] = deque()  # values, and _Raise for failed items
         self._input_error: BaseException | None = None
         self._done = False
         self._lock = threading.Lock()
@@ -263,7 +274,7 @@ class IMapIterator(Iterator[T]):
             return
         room = self._engine.room(self._job)
         while everything or room > 0:
-            payloads, lens = chunks.read(64 if everything else min(room, 64))
+            payloads, lens = chunks.read(FEED_CHUNKS if everything else min(room, FEED_CHUNKS))
             if payloads:
                 first = self._engine.submit(self._job, payloads)
                 if chunks.size != 1:
@@ -277,51 +288,55 @@ class IMapIterator(Iterator[T]):
             if not payloads:
                 return
 
-    def _absorb(self, outcomes: list[tuple[int, int, bytes]]) -> None:
+    def _absorb(self) -> bool:
+        """Move finished outcomes from the engine into ``_items``; whether any came."""
+        values, rest = self._engine.take_values(self._job, TAKE_CHUNKS, loads)
         items = self._items
+        items.extend(values)
         lens = self._chunk_lens
-        for index, flags, payload in outcomes:
-            if flags == P.OK | P.SINGLE_VALUE:
-                try:
-                    items.append((loads(payload), None))
-                    continue
-                except KeyboardInterrupt:
-                    raise
-                except BaseException:  # noqa: BLE001 - decode reports it below
-                    pass
-            values, errors = decode(flags, payload, lens.pop(index) if lens else 1)
+        for index, flags, payload in rest:
+            decoded, errors = decode(flags, payload, lens.pop(index) if lens else 1)
             if errors is None:
-                items.extend((v, None) for v in values)
+                items.extend(decoded)
             else:
-                items.extend((v, errors.get(k)) for k, v in enumerate(values))
+                items.extend(_Raise(errors[k]) if k in errors else v for k, v in enumerate(decoded))
+        return bool(values or rest)
 
     def __iter__(self) -> IMapIterator[T]:
         return self
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
+        # Fast path, without the lock: deque.popleft is atomic.
+        try:
+            value = self._items.popleft()
+        except IndexError:
+            pass
+        else:
+            if type(value) is _Raise:
+                raise value.exc
+            return value
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
-                if self._items:
-                    value, error = self._items.popleft()
-                    if error is not None:
-                        raise error
+                try:
+                    value = self._items.popleft()
+                except IndexError:
+                    pass
+                else:
+                    if type(value) is _Raise:
+                        raise value.exc
                     return value
                 if self._done:
                     raise StopIteration
-                outcomes = self._engine.take(self._job, TAKE_CHUNKS)
-                if outcomes:
-                    self._absorb(outcomes)
+                if self._absorb():
                     self._feed()
                     continue
                 if self._chunks is None and self._engine.finished(self._job):
                     # Outcomes may have arrived between the take above and
                     # this check; only an empty take after "finished" means
                     # everything was handed over.
-                    outcomes = self._engine.take(self._job, TAKE_CHUNKS)
-                    if outcomes:
-                        self._absorb(outcomes)
+                    if self._absorb():
                         continue
                     self._finish()
                     if self._input_error is not None:

@@ -102,7 +102,9 @@ class Pool:
             )
 
     def _window_chunks(self) -> int:
-        return max(128, 8 * self._processes)
+        # Room for every worker to hold a deep queue of tiny chunks; large
+        # chunks are held back by the engine's byte budget instead.
+        return max(1024, 64 * self._processes)
 
     @property
     def _pool(self) -> list[_WorkerHandle]:

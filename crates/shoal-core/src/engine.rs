@@ -244,7 +244,8 @@ impl Engine {
             return Err(EngineError::NotRunning);
         }
         let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
-        let first = j.add_chunks(payloads.len() as u32);
+        let bytes = payloads.iter().map(Vec::len).sum();
+        let first = j.add_chunks(payloads.len() as u32, bytes);
         for (i, payload) in payloads.into_iter().enumerate() {
             st.queue.push_back(Task {
                 job,
@@ -449,14 +450,20 @@ impl State {
         }
     }
 
-    /// Record a chunk's outcome in its job.
-    pub(crate) fn complete(&mut self, job: JobId, outcome: Outcome) {
-        let Some(j) = self.jobs.get_mut(&job) else {
+    /// Record the outcome of `task` in its job.
+    pub(crate) fn complete(&mut self, task: &Task, flags: u8, payload: Vec<u8>, duration_ns: u64) {
+        let Some(j) = self.jobs.get_mut(&task.job) else {
             return;
         };
-        j.complete(outcome);
+        let outcome = Outcome {
+            index: task.index,
+            flags,
+            payload,
+            duration_ns,
+        };
+        j.complete(outcome, task.payload.len());
         if j.finished() {
-            self.job_finished(job);
+            self.job_finished(task.job);
         }
     }
 
@@ -467,7 +474,7 @@ impl State {
         let queued: Vec<Task> = self.queue.drain(..).collect();
         let mut held = Vec::new();
         for w in &mut self.workers {
-            held.extend(w.outstanding.drain(..));
+            held.extend(w.take_all());
             if w.life != Life::Exited {
                 sys::kill(w.proc.pid, libc::SIGTERM);
                 w.kill_at = Some(Instant::now() + self.config.kill_grace);
@@ -479,15 +486,7 @@ impl State {
             }
         }
         for t in queued.into_iter().chain(held) {
-            self.complete(
-                t.job,
-                Outcome {
-                    index: t.index,
-                    flags: flags::CANCELLED,
-                    payload: msg.clone(),
-                    duration_ns: 0,
-                },
-            );
+            self.complete(&t, flags::CANCELLED, msg.clone(), 0);
         }
     }
 

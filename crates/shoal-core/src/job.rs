@@ -68,9 +68,10 @@ impl Job {
         }
     }
 
-    /// Reserve indices for `n` new chunks; returns the first.
-    pub fn add_chunks(&mut self, n: u32) -> u32 {
+    /// Reserve indices for `n` new chunks of `bytes` input in all; returns the first.
+    pub fn add_chunks(&mut self, n: u32, bytes: usize) -> u32 {
         assert!(!self.input_done, "chunks added after the input was marked complete");
+        self.window.add_bytes(bytes);
         self.window.submit(n)
     }
 
@@ -93,9 +94,10 @@ impl Job {
         }
     }
 
-    /// Record a chunk's outcome.
-    pub fn complete(&mut self, outcome: Outcome) {
+    /// Record a chunk's outcome; its input was `input_bytes` long.
+    pub fn complete(&mut self, outcome: Outcome, input_bytes: usize) {
         self.completed += 1;
+        self.window.release_bytes(input_bytes);
         debug_assert!(self.completed <= self.window.submitted());
         if self.released {
             self.window.take(1);
@@ -167,17 +169,17 @@ mod tests {
     fn lazy_job_is_bounded_by_its_window() {
         let mut j = Job::new(vec![], 0, Order::Ordered, Some(3));
         assert_eq!(j.room(), 3);
-        assert_eq!(j.add_chunks(3), 0);
+        assert_eq!(j.add_chunks(3, 0), 0);
         assert_eq!(j.room(), 0);
-        j.complete(outcome(1));
+        j.complete(outcome(1), 0);
         // A completed but untaken outcome still occupies the window.
         assert_eq!(j.room(), 0);
-        j.complete(outcome(0));
+        j.complete(outcome(0), 0);
         assert_eq!(j.take(10).iter().map(|o| o.index).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(j.room(), 2);
         j.finish_input();
         assert!(!j.finished());
-        j.complete(outcome(2));
+        j.complete(outcome(2), 0);
         assert!(j.finished());
         assert!(!j.drained());
         j.take(1);
@@ -187,11 +189,11 @@ mod tests {
     #[test]
     fn released_job_discards_outcomes() {
         let mut j = Job::new(vec![], 0, Order::Ordered, None);
-        j.add_chunks(3);
-        j.complete(outcome(2));
+        j.add_chunks(3, 0);
+        j.complete(outcome(2), 0);
         j.release();
-        j.complete(outcome(0));
-        j.complete(outcome(1));
+        j.complete(outcome(0), 0);
+        j.complete(outcome(1), 0);
         assert!(j.drained());
         assert!(!j.has_releasable());
     }

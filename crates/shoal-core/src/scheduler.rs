@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Work a worker should have queued ahead of it, in time.
 const TARGET_QUEUED: Duration = Duration::from_micros(500);
 /// Most chunks a worker may hold.
-pub const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 512;
 /// Most payload bytes a worker may hold beyond the chunk it is running.
 const MAX_QUEUED_BYTES: usize = 4 << 20;
 
@@ -48,7 +48,7 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next_is_suspect: bool) -> bool {
     }
     // A suspect runs alone, and nothing joins a worker running one.
     let holds_suspect = w.outstanding.front().is_some_and(|t| t.suspect);
-    !next_is_suspect && !holds_suspect && held < depth_for(w.ewma_ns) && w.outstanding_bytes() < MAX_QUEUED_BYTES
+    !next_is_suspect && !holds_suspect && held < depth_for(w.ewma_ns) && w.held_bytes() < MAX_QUEUED_BYTES
 }
 
 impl State {
@@ -90,7 +90,7 @@ impl State {
                 &task.payload,
             );
             w.assigned += 1;
-            w.outstanding.push_back(task);
+            w.hold(task);
         }
     }
 }
@@ -102,7 +102,8 @@ mod tests {
     #[test]
     fn depth_follows_chunk_duration() {
         assert_eq!(depth_for(None), 1);
-        assert_eq!(depth_for(Some(1_000)), MAX_DEPTH);
+        assert_eq!(depth_for(Some(100)), MAX_DEPTH);
+        assert_eq!(depth_for(Some(1_000)), 501);
         assert_eq!(depth_for(Some(100_000)), 6);
         assert_eq!(depth_for(Some(2_000_000)), 1);
         assert_eq!(depth_for(Some(0)), MAX_DEPTH);

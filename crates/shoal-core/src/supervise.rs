@@ -9,7 +9,6 @@
 
 use crate::engine::{Phase, State};
 use crate::frame::{flags, Kind};
-use crate::job::Outcome;
 use crate::launch::Exit;
 use crate::sys;
 use crate::worker::{Life, Worker};
@@ -97,15 +96,7 @@ impl State {
         };
         let queued: Vec<_> = self.queue.drain(..).collect();
         for t in queued {
-            self.complete(
-                t.job,
-                Outcome {
-                    index: t.index,
-                    flags: flag,
-                    payload: payload.clone(),
-                    duration_ns: 0,
-                },
-            );
+            self.complete(&t, flag, payload.clone(), 0);
         }
     }
 
@@ -151,15 +142,9 @@ impl State {
                         sys::kill(w.proc.pid, libc::SIGKILL);
                         return;
                     }
-                    w.outstanding.pop_front();
+                    let task = w.answered().expect("head checked above");
                     w.record_duration(h.aux);
-                    let outcome = Outcome {
-                        index: h.index,
-                        flags: h.flags,
-                        payload,
-                        duration_ns: h.aux,
-                    };
-                    self.complete(h.job, outcome);
+                    self.complete(&task, h.flags, payload, h.aux);
                 }
                 // Engine-to-worker kinds never arrive here.
                 _ => {}
@@ -206,20 +191,16 @@ impl State {
         // exactly. With one chunk outstanding there is no doubt.
         let exact = w.outstanding.len() == 1 || flag == flags::CANCELLED;
         if exact {
-            if let Some(running) = w.outstanding.pop_front() {
-                let msg = lost_message(w.proc.pid, exit, &format!("task {} of job {}", running.index, running.job));
-                self.complete(
-                    running.job,
-                    Outcome {
-                        index: running.index,
-                        flags: flag,
-                        payload: msg.into_bytes(),
-                        duration_ns: 0,
-                    },
+            if let Some(running) = w.answered() {
+                let msg = lost_message(
+                    w.proc.pid,
+                    exit,
+                    &format!("task {} of job {}", running.index, running.job),
                 );
+                self.complete(&running, flag, msg.into_bytes(), 0);
             }
         }
-        while let Some(mut t) = w.outstanding.pop_back() {
+        for mut t in w.take_all().into_iter().rev() {
             t.suspect |= !exact;
             self.queue.push_front(t);
         }

@@ -6,13 +6,20 @@
 //! wait in the window until the caller takes them, so a slow consumer holds
 //! back the reading of input instead of letting results pile up.
 
-/// Counts chunks submitted and chunks taken, against a capacity.
+/// Counts chunks submitted and chunks taken, against a capacity, and the
+/// input bytes of chunks still running, against a budget: many tiny chunks
+/// may be in flight, but not many large ones.
 #[derive(Debug, Clone)]
 pub struct Window {
     capacity: Option<u32>,
     submitted: u32,
     taken: u32,
+    max_bytes: usize,
+    bytes: usize,
 }
+
+/// Input bytes a bounded window lets run at once.
+pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 
 impl Window {
     /// A window of `capacity` chunks; `None` is unbounded (eager jobs whose
@@ -25,15 +32,34 @@ impl Window {
             capacity,
             submitted: 0,
             taken: 0,
+            max_bytes: DEFAULT_MAX_BYTES,
+            bytes: 0,
         }
     }
 
-    /// How many more chunks may be submitted now.
+    /// How many more chunks may be submitted now. None while the input
+    /// bytes in flight are over budget.
     pub fn room(&self) -> u32 {
         match self.capacity {
             None => u32::MAX,
+            Some(_) if self.bytes >= self.max_bytes => 0,
             Some(c) => c.saturating_sub(self.in_flight()),
         }
+    }
+
+    /// Record `bytes` of input submitted.
+    pub fn add_bytes(&mut self, bytes: usize) {
+        self.bytes += bytes;
+    }
+
+    /// Record `bytes` of input whose chunk has finished.
+    pub fn release_bytes(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+
+    /// Input bytes of chunks submitted and not finished.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Chunks submitted and not yet taken by the caller.
@@ -80,6 +106,16 @@ mod tests {
         w.take(2);
         assert_eq!(w.room(), 2);
         assert_eq!(w.in_flight(), 2);
+    }
+
+    #[test]
+    fn large_inputs_are_bounded_by_bytes() {
+        let mut w = Window::new(Some(1000));
+        w.submit(2);
+        w.add_bytes(DEFAULT_MAX_BYTES);
+        assert_eq!(w.room(), 0);
+        w.release_bytes(1);
+        assert_eq!(w.room(), 998);
     }
 
     #[test]

@@ -52,8 +52,11 @@ pub struct Worker {
     reader: FrameReader,
     out: Vec<u8>,
     out_pos: usize,
-    /// Chunks sent and not yet answered, oldest (running) first.
+    /// Chunks sent and not yet answered, oldest (running) first. Change it
+    /// only through [`Worker::hold`] and [`Worker::answered`], which keep
+    /// [`Worker::held_bytes`] in step.
     pub outstanding: VecDeque<Task>,
+    held_bytes: usize,
     /// Functions (job ids) this worker has been sent.
     pub funcs: HashSet<JobId>,
     /// Chunks sent to it over its life.
@@ -84,6 +87,7 @@ impl Worker {
             out: Vec::new(),
             out_pos: 0,
             outstanding: VecDeque::new(),
+            held_bytes: 0,
             funcs: HashSet::new(),
             assigned: 0,
             life: Life::Starting,
@@ -177,7 +181,26 @@ impl Worker {
     }
 
     /// Bytes of chunk payloads sent and not answered.
-    pub fn outstanding_bytes(&self) -> usize {
-        self.outstanding.iter().map(|t| t.payload.len()).sum()
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Record a chunk sent to this worker.
+    pub fn hold(&mut self, task: Task) {
+        self.held_bytes += task.payload.len();
+        self.outstanding.push_back(task);
+    }
+
+    /// The oldest chunk, answered (or lost): no longer held.
+    pub fn answered(&mut self) -> Option<Task> {
+        let t = self.outstanding.pop_front()?;
+        self.held_bytes -= t.payload.len();
+        Some(t)
+    }
+
+    /// Every chunk held, oldest first; the worker holds none after.
+    pub fn take_all(&mut self) -> Vec<Task> {
+        self.held_bytes = 0;
+        self.outstanding.drain(..).collect()
     }
 }

@@ -5,7 +5,7 @@
 //! call releases the GIL and wakes every 50 ms to let Python run signal
 //! handlers, so Ctrl-C interrupts a wait promptly.
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use shoal_core::frame::flags;
@@ -170,6 +170,41 @@ impl PyEngine {
             .into_iter()
             .map(|o| (o.index, o.flags, PyBytes::new(py, &o.payload)));
         PyList::new(py, items)
+    }
+
+    /// Take up to `max` outcomes, unpickling single successful results on
+    /// the way with `loads`. Returns `(values, rest)`: the values of the
+    /// leading run of such results, then every later outcome taken, as
+    /// `(index, flags, payload)` tuples, for the caller to decode. A result
+    /// whose unpickling fails ends the run and is returned in `rest`.
+    fn take_values<'py>(
+        &self,
+        py: Python<'py>,
+        job: u32,
+        max: usize,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let out = self.engine()?.take(job, max).map_err(engine_err)?;
+        let values = PyList::empty(py);
+        let rest = PyList::empty(py);
+        let mut run = true;
+        for o in out {
+            let payload = PyBytes::new(py, &o.payload);
+            if run && o.flags == flags::OK | flags::SINGLE_VALUE {
+                match loads.call1((&payload,)) {
+                    Ok(v) => {
+                        values.append(v)?;
+                        continue;
+                    }
+                    // Ctrl-C while unpickling is the caller's, not the result's.
+                    Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            run = false;
+            rest.append((o.index, o.flags, payload))?;
+        }
+        Ok((values, rest))
     }
 
     /// Whether every chunk of the job has an outcome.
