@@ -17,7 +17,8 @@ import time
 import types
 
 from shoal import _protocol as P
-from shoal._pickling import dumps, loads
+from shoal._pickling import _MAIN as _MAIN_MARK
+from shoal._pickling import PROTOCOL, _dumps, dumps, loads
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -117,6 +118,11 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: list[Any]) -> tuple[
                 errors = []
             errors.append((len(results), *_describe(exc, _task_note(func, item, flags))))
             append(None)
+    return _encode(results, errors, flags)
+
+
+def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[int, bytes]:
+    """The result flags and payload for a chunk's results and failed items."""
     try:
         if errors is None:
             if flags & P.SINGLE:
@@ -168,86 +174,159 @@ def serve(fd: int, parent_pid: int) -> int:
     import _signal  # the C module: `signal` would import enum, ~5 ms
 
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-    read = os.read
-    now = time.perf_counter_ns
-    pack = _pack
-    funcs: dict[int, Any] = {}
-    buf = bytearray()
-    out: list[bytes] = []  # result frames not yet written
-    out_since = 0  # when the oldest of them was made
-
-    def flush() -> None:
-        _write_all(fd, b"".join(out))
-        out.clear()
-
+    inbox = _Inbox(fd)
+    outbox = _Outbox(fd)
     try:
+        return _loop(inbox, outbox)
+    finally:
+        try:
+            outbox.flush()
+        except OSError:
+            pass
+
+
+class _Inbox:
+    """Frames read from the channel into one reusable buffer: no allocation
+    per read, and payloads are unpickled straight from a view of it."""
+
+    def __init__(self, fd: int, size: int = 1 << 20) -> None:
+        self.fd = fd
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0  # first byte not yet parsed
+        self.end = 0  # one past the last byte read
+
+    def fill(self) -> bool:
+        """Read more bytes, blocking. False at end of stream."""
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buf):
+            self._make_room()
         while True:
-            if out:
-                flush()
             try:
-                data = read(fd, 1 << 20)
+                n = os.readv(self.fd, [self.view[self.end :]])
             except InterruptedError:
                 continue
             except OSError:
-                return 0
-            if not data:
-                return 0  # the parent is gone
-            buf += data
-            pos = 0
-            end_of_data = len(buf)
-            while end_of_data - pos >= _HLEN:
-                length, kind, flags, _, job, index, aux = _unpack_from(buf, pos)
-                end = pos + _HLEN + length
-                if end > end_of_data:
-                    break
-                payload = bytes(buf[pos + _HLEN : end])
-                pos = end
-                if kind == P.TASK:
-                    t0 = now()
-                    # A suspect (ISOLATE) runs alone: no other result may ride with it.
-                    if out and (flags & P.ISOLATE or t0 - out_since > FLUSH_NS):
-                        flush()
-                    func = funcs.get(aux)
-                    if isinstance(func, _LoadError):
-                        rflags, result = P.CHUNK_FAILED, func.payload
+                return False
+            self.end += n
+            return n > 0
+
+    def _make_room(self) -> None:
+        """Move the partial frame at the end to the front, growing the
+        buffer if one frame is larger than it."""
+        pending = self.end - self.start
+        if self.start > 0:
+            self.buf[:pending] = self.buf[self.start : self.end]
+        else:
+            self.view.release()
+            self.buf.extend(bytes(len(self.buf)))
+            self.view = memoryview(self.buf)
+        self.start, self.end = 0, pending
+
+
+class _Outbox:
+    """Result frames waiting to be written, and when the oldest was made."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.parts: list[bytes] = []
+        self.since = 0
+
+    def flush(self) -> None:
+        if self.parts:
+            _write_all(self.fd, b"".join(self.parts))
+            self.parts.clear()
+
+
+def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
+    now = time.perf_counter_ns
+    pack, unpack_from, hlen = _pack, _unpack_from, _HLEN
+    main = _MAIN_MARK
+    plain_single = P.SINGLE
+    funcs: dict[int, Any] = {}
+    parts = outbox.parts
+    while True:
+        outbox.flush()  # about to block: send what is done
+        if not inbox.fill():
+            return 0  # the parent is gone
+        view = inbox.view
+        pos, end = inbox.start, inbox.end
+        while end - pos >= hlen:
+            length, kind, flags, _, job, index, aux = unpack_from(view, pos)
+            stop = pos + hlen + length
+            if stop > end:
+                break
+            payload = view[pos + hlen : stop]
+            pos = stop
+            if kind == P.TASK:
+                t0 = now()
+                # A suspect (ISOLATE) runs alone: no other result may ride with it.
+                if parts and (flags & P.ISOLATE or t0 - outbox.since > FLUSH_NS):
+                    outbox.flush()
+                func = funcs.get(aux)
+                if flags == plain_single and not isinstance(func, _LoadError):
+                    # The common case, inline: one item, f(item). Each stage that
+                    # fails is reported as _run_task would; none is run twice.
+                    try:
+                        item = loads(payload)
+                    except BaseException:  # noqa: BLE001 - _run_task reports it
+                        rflags, result = _run_task(func, flags, payload)
                     else:
                         try:
-                            items = loads(payload)
-                        except BaseException as exc:  # noqa: BLE001
-                            rflags = P.CHUNK_FAILED
-                            result = _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+                            value = func(item)
+                        except BaseException as exc:  # noqa: BLE001 - SystemExit too fails only this task
+                            failed = [(0, *_describe(exc, _task_note(func, item, flags)))]
+                            rflags, result = _encode([None], failed, flags)
                         else:
-                            if flags & P.SINGLE:
-                                items = (items,)
-                            rflags, result = _run_chunk(func, flags, items)
-                            del items
-                    t1 = now()
-                    if not out:
-                        out_since = t1
-                    out.append(pack(len(result), P.RESULT, rflags, 0, job, index, t1 - t0) + result)
-                    if flags & P.ISOLATE or t1 - t0 > FLUSH_AFTER_NS or len(out) >= FLUSH_RESULTS:
-                        flush()
-                elif kind == P.FUNC:
-                    try:
-                        funcs[job] = adopt_main(loads(payload))
-                    except BaseException as exc:  # noqa: BLE001
-                        funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
-                elif kind == P.FORGET:
-                    funcs.pop(job, None)
-                elif kind == P.INIT:
-                    reply = _initialise(payload, aux)
-                    _write_all(fd, reply)
-                    if reply[4] == P.INIT_FAILED:
-                        return 1
-                elif kind == P.EXIT:
-                    return 0
-            del buf[:pos]
-    finally:
-        if out:
-            try:
-                flush()
-            except OSError:
-                pass
+                            try:
+                                result = _dumps(value, PROTOCOL)
+                                careful = main in result
+                            except BaseException:  # noqa: BLE001 - _encode finds out why
+                                careful = True
+                            if careful:
+                                rflags, result = _encode([value], None, flags)
+                            else:
+                                rflags = P.OK | P.SINGLE_VALUE
+                        del item
+                else:
+                    rflags, result = _run_task(func, flags, payload)
+                t1 = now()
+                if not parts:
+                    outbox.since = t1
+                parts.append(pack(len(result), P.RESULT, rflags, 0, job, index, t1 - t0))
+                parts.append(result)
+                if flags & P.ISOLATE or t1 - t0 > FLUSH_AFTER_NS or len(parts) >= 2 * FLUSH_RESULTS:
+                    outbox.flush()
+            elif kind == P.FUNC:
+                try:
+                    funcs[job] = adopt_main(loads(payload))
+                except BaseException as exc:  # noqa: BLE001
+                    funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
+            elif kind == P.FORGET:
+                funcs.pop(job, None)
+            elif kind == P.INIT:
+                reply = _initialise(bytes(payload), aux)
+                _write_all(inbox.fd, reply)
+                if reply[4] == P.INIT_FAILED:
+                    return 1
+            elif kind == P.EXIT:
+                return 0
+            del payload
+        inbox.start = pos
+
+
+def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, bytes]:
+    """Run one chunk on the full path: any flags, errors reported per item."""
+    if isinstance(func, _LoadError):
+        return P.CHUNK_FAILED, func.payload
+    try:
+        items = loads(payload)
+    except BaseException as exc:  # noqa: BLE001
+        return P.CHUNK_FAILED, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+    if flags & P.SINGLE:
+        items = (items,)
+    return _run_chunk(func, flags, items)
 
 
 def adopt_main(obj: Any, _seen: dict[int, Any] | None = None) -> Any:
