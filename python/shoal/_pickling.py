@@ -49,6 +49,19 @@ def dumps(obj: Any) -> bytes:
     return data
 
 
+def dumps_func(func: Any) -> tuple[bytes, bool]:
+    """Pickle a function; also say whether it went by reference (plain
+    pickle, a name any worker can import), which makes it safe to reuse the
+    pickle for later calls with the same function object."""
+    try:
+        data = _dumps(func, PROTOCOL)
+    except Exception:  # noqa: BLE001 - dumps takes the careful path
+        return dumps(func), False
+    if _MAIN in data:
+        return _cloud_dumps(func), False
+    return data, True
+
+
 def dumps_many(items: list[Any]) -> list[bytes]:
     """``[dumps(x) for x in items]``, with the C pickler called straight from
     a comprehension; the careful path runs only for items that need it.

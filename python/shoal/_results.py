@@ -115,8 +115,10 @@ class ApplyResult(Generic[T]):
         self._job: int | None = None
         self._callback = callback
         self._error_callback = error_callback
-        self._event = threading.Event()
+        # Resolving takes the lock; `_done` is set once the value and the
+        # callbacks are through, so a reader that sees it needs no lock.
         self._lock = threading.Lock()
+        self._done = False
         self._success = False
         self._value: Any = None
 
@@ -129,21 +131,26 @@ class ApplyResult(Generic[T]):
     def _on_done(self, _job: int) -> None:
         self._resolve()
 
-    def _collect(self, outcomes: list[tuple[int, int, bytes]]) -> tuple[bool, Any]:
-        _index, flags, payload = outcomes[0]
-        values, errors = decode(flags, payload, 1)
+    def _collect(self) -> tuple[bool, Any]:
+        """Take the finished job's outcome from the engine, and release the job."""
+        return self._decode_one(*self._engine.take_release(self._job, loads))
+
+    @staticmethod
+    def _decode_one(values: list[Any], rest: list[tuple[int, int, bytes]]) -> tuple[bool, Any]:
+        if values:
+            return True, values[0]
+        _index, flags, payload = rest[0]
+        decoded, errors = decode(flags, payload, 1)
         if errors:
             return False, errors[0]
-        return True, values[0]
+        return True, decoded[0]
 
     def _resolve(self) -> None:
         """Fetch the outcome from the engine, set the value, run callbacks."""
         with self._lock:
-            if self._event.is_set():
+            if self._done:
                 return
-            outcomes = self._engine.take(self._job, 1 << 62)
-            self._engine.release(self._job)
-            self._finish(*self._collect(outcomes))
+            self._finish(*self._collect())
 
     def _finish(self, success: bool, value: Any) -> None:
         self._success, self._value = success, value
@@ -156,7 +163,7 @@ class ApplyResult(Generic[T]):
             # way Python reports errors it cannot raise anywhere.
             sys.unraisablehook(_Unraisable(exc, f"Exception in shoal callback {callback!r}", self))
         finally:
-            self._event.set()
+            self._done = True
             self._pool = None  # type: ignore[assignment]
 
     def _fail_now(self, exc: BaseException) -> None:
@@ -167,7 +174,7 @@ class ApplyResult(Generic[T]):
     # -- public API ----------------------------------------------------------
     def ready(self) -> bool:
         """Whether the call has completed."""
-        if self._event.is_set():
+        if self._done:
             return True
         if self._job is not None and self._engine.finished(self._job):
             self._resolve()
@@ -182,17 +189,31 @@ class ApplyResult(Generic[T]):
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the result is available or ``timeout`` seconds pass."""
-        if self._event.is_set():
+        if self._done or self._try_resolve():
             return
         if self._engine.wait(self._job, True, timeout):
             self._resolve()
 
+    def _try_resolve(self) -> bool:
+        """Resolve now if the job has finished, in one call to the engine."""
+        if self._job is None or self._callback is not None or self._error_callback is not None:
+            return False  # callbacks resolve through _resolve, on any thread
+        with self._lock:
+            if self._done:
+                return True
+            got = self._engine.try_collect(self._job, loads)
+            if got is None:
+                return False
+            self._finish(*self._decode_one(*got))
+            return True
+
     def get(self, timeout: float | None = None) -> T:
         """Return the result when it arrives; re-raise the task's exception.
         Raises ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
-        self.wait(timeout)
-        if not self._event.is_set():
-            raise TimeoutError
+        if not self._done:
+            self.wait(timeout)
+            if not self._done:
+                raise TimeoutError
         if self._success:
             return self._value
         raise self._value
@@ -201,7 +222,7 @@ class ApplyResult(Generic[T]):
         # Nobody will read the outcome: let the engine drop it on arrival.
         # The task itself still runs, as with multiprocessing.
         job, engine = getattr(self, "_job", None), getattr(self, "_engine", None)
-        if job is not None and engine is not None and not self._event.is_set():
+        if job is not None and engine is not None and not self._done:
             try:
                 engine.release(job)
             except Exception:  # noqa: BLE001 - interpreter shutdown
@@ -220,7 +241,12 @@ class MapResult(ApplyResult[list[T]]):
         if not chunk_lens:
             self._finish(True, [])
 
-    def _collect(self, outcomes: list[tuple[int, int, bytes]]) -> tuple[bool, Any]:
+    def _try_resolve(self) -> bool:
+        return False  # a map is collected whole, by _resolve
+
+    def _collect(self) -> tuple[bool, Any]:
+        outcomes = self._engine.take(self._job, 1 << 62)
+        self._engine.release(self._job)
         out: list[Any] = []
         first_error: BaseException | None = None
         for index, flags, payload in outcomes:
@@ -252,13 +278,11 @@ class IMapIterator(Iterator[T]):
 
     _ordered = True
 
-    def __init__(self, pool: Pool, func_payload: bytes, iterable: Iterable[Any], chunksize: int, flags: int) -> None:
+    def __init__(self, pool: Pool, func: int, iterable: Iterable[Any], chunksize: int, flags: int) -> None:
         self._pool = pool
         self._engine = pool._engine
         self._chunks: Chunks | None = Chunks(iterable, chunksize)
-        self._job: int = self._engine.new_job(
-            func_payload, task_flags(chunksize, flags), self._ordered, pool._window_chunks()
-        )
+        self._job: int = self._engine.new_job(func, task_flags(chunksize, flags), self._ordered, pool._window_chunks())
         self._chunk_lens: dict[int, int] = {}
         self._items: deque[Any] = deque()  # values, and _Raise for failed items
         self._input_error: BaseException | None = None

@@ -5,15 +5,17 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from shoal import _protocol as P
 from shoal import _shoal, _start
 from shoal._chunks import Chunks, task_flags
-from shoal._pickling import dumps
+from shoal._pickling import dumps, dumps_func
 from shoal._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 
 T = TypeVar("T")
@@ -25,6 +27,9 @@ CLOSE = "CLOSE"
 TERMINATE = "TERMINATE"
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+# How many functions a pool keeps registered for reuse.
+_FUNC_CACHE = 64
 
 
 @atexit.register
@@ -89,17 +94,36 @@ class Pool:
         init = {"sys_path": list(sys.path), "initializer": dumps((initializer, tuple(initargs)))}
         self._engine, self._zygote = _start.start_engine(self._start_method, processes, dumps(init), maxtasksperchild)
         self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
+        # Functions already registered with the engine, by identity.
+        self._funcs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+        self._funcs_lock = threading.Lock()
         self._state = RUN
         _live_pools.add(self)
 
     # -- helpers -------------------------------------------------------------
     def _check_running(self) -> None:
+        # A forked child's copy also reads RUN; the engine refuses it with a
+        # clear error on the first call, without a getpid() here per task.
         if self._state != RUN:
             raise ValueError("Pool not running")
-        if os.getpid() != self._owner:
-            raise RuntimeError(
-                f"this pool belongs to process {self._owner}; a forked child cannot use it (create a new Pool)"
-            )
+
+    def _func_id(self, func: Callable[..., Any]) -> tuple[int, bool]:
+        """The engine's id for ``func``, and whether the caller must release
+        it once its job holds it. Functions that pickle by reference are
+        kept for later calls, so workers receive them once."""
+        hit = self._funcs.get(id(func))  # a dict read is atomic; no lock needed
+        if hit is not None and hit[0] is func:
+            return hit[1], False
+        payload, by_reference = dumps_func(func)
+        fid = self._engine.register_func(payload)
+        if not by_reference:
+            return fid, True
+        with self._funcs_lock:
+            self._funcs[id(func)] = (func, fid)
+            if len(self._funcs) > _FUNC_CACHE:  # oldest first out
+                _, (_, old) = self._funcs.popitem(last=False)
+                self._engine.release_func(old)
+        return fid, False
 
     def _window_chunks(self) -> int:
         # Room for every worker to hold a deep queue of tiny chunks; large
@@ -139,15 +163,20 @@ class Pool:
         self._check_running()
         result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
         try:
-            func_payload = dumps(func)
-            chunk = dumps((tuple(args), dict(kwds)))
+            if type(args) is not tuple:
+                args = tuple(args)
+            if type(kwds) is not dict:
+                kwds = dict(kwds)
+            chunk = dumps((args, kwds))
+            fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             result._fail_now(exc)
             return result
-        job = self._engine.new_job(func_payload, P.APPLY | P.SINGLE, True, None)
-        result._start(job)
-        self._engine.submit(job, [chunk])
-        self._engine.finish_input(job)
+        try:
+            result._start(self._engine.apply(fid, P.APPLY | P.SINGLE, chunk))
+        finally:
+            if owned:
+                self._engine.release_func(fid)
         return result
 
     def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
@@ -200,10 +229,10 @@ class Pool:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunks = Chunks(iterable, chunksize or 1)
         try:
-            func_payload = dumps(func)
             payloads, lens = chunks.read(1 << 62)
             if chunks.error is not None:
                 raise chunks.error
+            fid, owned = self._func_id(func) if payloads else (0, False)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             result: MapResult[T] = MapResult(self, [0], callback, error_callback)
             result._fail_now(exc)
@@ -211,7 +240,11 @@ class Pool:
         result = MapResult(self, lens, callback, error_callback)
         if not payloads:
             return result
-        job = self._engine.new_job(func_payload, task_flags(chunks.size, flags), True, None)
+        try:
+            job = self._engine.new_job(fid, task_flags(chunks.size, flags), True, None)
+        finally:
+            if owned:
+                self._engine.release_func(fid)
         result._start(job)
         self._engine.submit(job, payloads)
         self._engine.finish_input(job)
@@ -234,7 +267,12 @@ class Pool:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        return cls(self, dumps(func), iterable, chunksize, 0)
+        fid, owned = self._func_id(func)
+        try:
+            return cls(self, fid, iterable, chunksize, 0)
+        finally:
+            if owned:
+                self._engine.release_func(fid)
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:

@@ -7,12 +7,15 @@
 //! and payloads are bytes, so no lock here is ever held while waiting for the
 //! GIL.
 
+use crate::fasthash::FastMap;
 use crate::frame::{flags, Kind};
+use crate::funcs::{FuncId, Funcs};
+use crate::io::{read_available, Inbound, Outgoing};
 use crate::job::{Job, JobId, Order, Outcome};
 use crate::launch::Launcher;
 use crate::sys::{self, Waker};
 use crate::worker::{Life, Task, Worker};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,6 +97,8 @@ pub enum Want {
 pub enum EngineError {
     /// No such job (never created, or released and finished).
     UnknownJob(JobId),
+    /// No such function (never registered, or released and unused).
+    UnknownFunc(FuncId),
     /// The engine no longer accepts work.
     NotRunning,
 }
@@ -102,6 +107,7 @@ impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EngineError::UnknownJob(j) => write!(f, "no job with id {j}"),
+            EngineError::UnknownFunc(id) => write!(f, "no function with id {id}"),
             EngineError::NotRunning => write!(f, "Pool not running"),
         }
     }
@@ -113,7 +119,8 @@ impl std::error::Error for EngineError {}
 pub(crate) struct State {
     pub(crate) config: EngineConfig,
     pub(crate) phase: Phase,
-    pub(crate) jobs: HashMap<JobId, Job>,
+    pub(crate) jobs: FastMap<JobId, Job>,
+    pub(crate) funcs: Funcs,
     next_job: JobId,
     /// Chunks waiting for a worker, in submission order.
     pub(crate) queue: VecDeque<Task>,
@@ -130,6 +137,9 @@ pub(crate) struct State {
     pub(crate) launch_after: Option<Instant>,
     done_tx: Option<Sender<JobId>>,
     io_sleeping: bool,
+    /// Callers blocked on the condition variable. Notifying costs a system
+    /// call even with nobody waiting, so the I/O thread checks this first.
+    waiters: u32,
     started: bool,
 }
 
@@ -159,7 +169,8 @@ impl Engine {
             state: Mutex::new(State {
                 config,
                 phase: Phase::Running,
-                jobs: HashMap::new(),
+                jobs: FastMap::default(),
+                funcs: Funcs::default(),
                 next_job: 1,
                 queue: VecDeque::new(),
                 workers: Vec::new(),
@@ -171,6 +182,7 @@ impl Engine {
                 launch_after: None,
                 done_tx: None,
                 io_sleeping: false,
+                waiters: 0,
                 started: false,
             }),
             cond: Condvar::new(),
@@ -217,23 +229,57 @@ impl Engine {
         }
     }
 
-    /// Create a job whose chunks run `func` (a pickled callable) with
-    /// `task_flags`. `window` bounds chunks in flight (`None`: unbounded).
+    /// Wake the I/O thread for new chunks only if a worker can take one.
+    fn wake_for_work(&self, st: &mut State) {
+        if st.io_sleeping && st.could_dispatch() {
+            self.wake(st);
+        }
+    }
+
+    /// Add a pickled function; it is kept until [`Engine::release_func`]
+    /// and no job uses it.
+    pub fn register_func(&self, payload: Vec<u8>) -> FuncId {
+        self.lock().funcs.register(payload)
+    }
+
+    /// Let go of function `id`; workers forget it once no job uses it.
+    pub fn release_func(&self, id: FuncId) {
+        let mut st = self.lock();
+        if st.funcs.unhold(id) {
+            st.forget_func(id);
+            self.wake(&mut st);
+        }
+    }
+
+    /// Create a job whose chunks run function `func` with `task_flags`.
+    /// `window` bounds chunks in flight (`None`: unbounded).
     pub fn new_job(
         &self,
-        func: Vec<u8>,
+        func: FuncId,
         task_flags: u8,
         order: Order,
         window: Option<u32>,
     ) -> Result<JobId, EngineError> {
         let mut st = self.lock();
-        if st.phase != Phase::Running {
-            return Err(EngineError::NotRunning);
-        }
-        let id = st.next_job;
-        st.next_job = st.next_job.wrapping_add(1).max(1);
-        st.jobs.insert(id, Job::new(func, task_flags, order, window));
-        Ok(id)
+        st.create_job(func, task_flags, order, window)
+    }
+
+    /// A job of one chunk, `payload`, input complete: `apply_async` in one
+    /// call. Returns the job's id.
+    pub fn apply(&self, func: FuncId, task_flags: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
+        let mut st = self.lock();
+        let job = st.create_job(func, task_flags, Order::Ordered, None)?;
+        let j = st.jobs.get_mut(&job).expect("just created");
+        let index = j.add_chunks(1, payload.len());
+        j.finish_input();
+        st.queue.push_back(Task {
+            job,
+            index,
+            payload,
+            suspect: false,
+        });
+        self.wake_for_work(&mut st);
+        Ok(job)
     }
 
     /// Add chunks to a job; returns the index of the first. Chunks may be
@@ -254,7 +300,7 @@ impl Engine {
                 suspect: false,
             });
         }
-        self.wake(&mut st);
+        self.wake_for_work(&mut st);
         Ok(first)
     }
 
@@ -299,7 +345,9 @@ impl Engine {
             if left.is_zero() {
                 return Ok(false);
             }
+            st.waiters += 1;
             st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
+            st.waiters -= 1;
         }
     }
 
@@ -329,7 +377,7 @@ impl Engine {
         if let Some(j) = st.jobs.get_mut(&job) {
             j.release();
             if j.finished() {
-                st.job_finished(job);
+                st.forget_job(job);
             }
         }
         self.wake(&mut st);
@@ -382,7 +430,9 @@ impl Engine {
             if left.is_zero() {
                 return false;
             }
+            st.waiters += 1;
             st = self.shared.cond.wait_timeout(st, left).expect("engine lock poisoned").0;
+            st.waiters -= 1;
         }
         true
     }
@@ -439,14 +489,45 @@ impl State {
                 let _ = tx.send(job);
             }
         }
-        let released = j.released;
-        for w in &mut self.workers {
-            if w.funcs.remove(&job) && w.life != Life::Exited {
-                w.send(Kind::Forget, 0, job, 0, 0, &[]);
+        if j.released {
+            self.forget_job(job);
+        }
+    }
+
+    fn create_job(
+        &mut self,
+        func: FuncId,
+        task_flags: u8,
+        order: Order,
+        window: Option<u32>,
+    ) -> Result<JobId, EngineError> {
+        if self.phase != Phase::Running {
+            return Err(EngineError::NotRunning);
+        }
+        if !self.funcs.acquire(func) {
+            return Err(EngineError::UnknownFunc(func));
+        }
+        let id = self.next_job;
+        self.next_job = self.next_job.wrapping_add(1).max(1);
+        self.jobs.insert(id, Job::new(func, task_flags, order, window));
+        Ok(id)
+    }
+
+    /// Drop a finished, released job, and its function if nothing else uses it.
+    fn forget_job(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.remove(&job) {
+            if self.funcs.release(j.func) {
+                self.forget_func(j.func);
             }
         }
-        if released {
-            self.jobs.remove(&job);
+    }
+
+    /// Tell the workers that have function `id` to drop it.
+    fn forget_func(&mut self, id: FuncId) {
+        for w in &mut self.workers {
+            if w.funcs.remove(&id) && w.life != Life::Exited {
+                w.send(Kind::Forget, 0, id, 0, 0, &[]);
+            }
         }
     }
 
@@ -516,9 +597,6 @@ impl State {
         self.fail_if_unstartable();
         self.dispatch();
         for w in &mut self.workers {
-            if w.unsent() > 0 && !w.chan_closed && w.flush().is_err() {
-                w.chan_closed = true;
-            }
             if let Some(at) = w.kill_at {
                 if now >= at && w.life != Life::Exited {
                     sys::kill(w.proc.pid, libc::SIGKILL);
@@ -565,13 +643,26 @@ fn run(shared: &Shared) {
     st.launch_missing();
     st.started = true;
     shared.cond.notify_all();
+    let mut out = Outgoing::default();
     let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
+    let mut inbound: Vec<(usize, Inbound)> = Vec::new();
+    let mut exited: Vec<usize> = Vec::new();
     loop {
         st.step();
-        shared.cond.notify_all();
+        if st.waiters > 0 {
+            shared.cond.notify_all();
+        }
         if st.phase == Phase::Stopped {
             break;
+        }
+        // Take the frames the scheduler encoded; they are written below,
+        // without the lock.
+        for w in &mut st.workers {
+            let bytes = w.take_out();
+            if !bytes.is_empty() && !w.chan_closed {
+                out.queue(w.id, w.chan_fd(), bytes);
+            }
         }
         pfds.clear();
         sources.clear();
@@ -583,7 +674,7 @@ fn run(shared: &Shared) {
         for (i, w) in st.workers.iter().enumerate() {
             if !w.chan_closed {
                 let mut ev = libc::POLLIN;
-                if w.unsent() > 0 {
+                if out.waiting(w.id) {
                     ev |= libc::POLLOUT;
                 }
                 add(w.chan_fd(), ev, Source::Channel(i));
@@ -604,32 +695,59 @@ fn run(shared: &Shared) {
         }
         st.io_sleeping = true;
         drop(st);
+
+        // Without the lock: write, wait, read.
+        let mut broken = out.flush_all();
         let _ = sys::poll(&mut pfds, timeout);
-        st = shared.state.lock().expect("engine lock poisoned");
-        st.io_sleeping = false;
+        inbound.clear();
+        exited.clear();
+        let mut wake = false;
+        let mut launcher_ready = false;
         for (p, src) in pfds.iter().zip(sources.iter()) {
             if p.revents == 0 {
                 continue;
             }
             match *src {
-                Source::Waker => shared.waker.drain(),
-                Source::Launcher => st.launcher.on_readable(),
+                Source::Waker => wake = true,
+                Source::Launcher => launcher_ready = true,
                 Source::Channel(i) => {
-                    if p.revents & libc::POLLOUT != 0 && st.workers[i].flush().is_err() {
-                        st.workers[i].chan_closed = true;
-                    }
                     if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                        st.read_worker(i);
+                        inbound.push((i, read_available(p.fd)));
                     }
                 }
-                Source::Pidfd(i) => {
-                    // Deliver whatever it sent before it died, then mark it.
-                    st.read_worker(i);
-                    st.workers[i].life = Life::Exited;
-                }
+                Source::Pidfd(i) => exited.push(i),
+            }
+        }
+        if wake {
+            shared.waker.drain();
+        }
+        broken.extend(out.flush_all());
+
+        st = shared.state.lock().expect("engine lock poisoned");
+        st.io_sleeping = false;
+        if launcher_ready {
+            st.launcher.on_readable();
+        }
+        for (i, got) in inbound.drain(..) {
+            st.deliver(i, &got.bytes, got.closed);
+        }
+        for &i in &exited {
+            // Deliver whatever it sent before it died, then mark it.
+            let fd = st.workers[i].chan_fd();
+            if !st.workers[i].chan_closed {
+                let got = read_available(fd);
+                st.deliver(i, &got.bytes, got.closed);
+            }
+            st.workers[i].life = Life::Exited;
+        }
+        for w in &mut st.workers {
+            if broken.contains(&w.id) {
+                w.chan_closed = true;
             }
         }
         st.reap_exited();
+        let live: Vec<u32> = st.workers.iter().filter(|w| !w.chan_closed).map(|w| w.id).collect();
+        out.retain(&live);
     }
     st.launcher.shutdown();
     // Lets a binding's callback thread, which waits on this, end too.

@@ -1,14 +1,14 @@
 //! A job: one call such as `map`, `imap` or `apply_async`, split into chunks.
 //!
-//! The job owns its function's pickle (sent to each worker once), its
-//! in-flight [`Window`], and the [`Reorder`] buffer its outcomes wait in until
-//! the caller takes them.
+//! The job names its function (see [`crate::funcs`]) and owns its in-flight
+//! [`Window`] and the [`Reorder`] buffer its outcomes wait in until the
+//! caller takes them.
 
+use crate::funcs::FuncId;
 use crate::ordering::Reorder;
 use crate::window::Window;
-use std::sync::Arc;
 
-/// Identifies a job within an engine. The job's function has the same id.
+/// Identifies a job within an engine.
 pub type JobId = u32;
 
 /// What became of one chunk.
@@ -36,8 +36,8 @@ pub enum Order {
 /// One job's state inside the engine.
 #[derive(Debug)]
 pub struct Job {
-    /// The pickled function, sent to each worker before its first chunk.
-    pub func: Arc<Vec<u8>>,
+    /// The function its chunks run.
+    pub func: FuncId,
     /// Task flags for every chunk ([`crate::frame::flags::STAR`], ...).
     pub task_flags: u8,
     window: Window,
@@ -52,9 +52,9 @@ pub struct Job {
 
 impl Job {
     /// A new job. `window` bounds chunks in flight (`None`: unbounded).
-    pub fn new(func: Vec<u8>, task_flags: u8, order: Order, window: Option<u32>) -> Self {
+    pub fn new(func: FuncId, task_flags: u8, order: Order, window: Option<u32>) -> Self {
         Job {
-            func: Arc::new(func),
+            func,
             task_flags,
             window: Window::new(window),
             reorder: match order {
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn lazy_job_is_bounded_by_its_window() {
-        let mut j = Job::new(vec![], 0, Order::Ordered, Some(3));
+        let mut j = Job::new(0, 0, Order::Ordered, Some(3));
         assert_eq!(j.room(), 3);
         assert_eq!(j.add_chunks(3, 0), 0);
         assert_eq!(j.room(), 0);
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn released_job_discards_outcomes() {
-        let mut j = Job::new(vec![], 0, Order::Ordered, None);
+        let mut j = Job::new(0, 0, Order::Ordered, None);
         j.add_chunks(3, 0);
         j.complete(outcome(2), 0);
         j.release();

@@ -9,6 +9,7 @@
 //! Where things happen:
 //! - [`chunking`]: chunk-size policy;
 //! - [`frame`]: the wire format;
+//! - [`funcs`]: pickled functions, shared by jobs and sent to a worker once;
 //! - [`scheduler`]: which worker gets the next chunk;
 //! - [`supervise`]: launching workers, reading results, noticing deaths;
 //! - [`ordering`] and [`window`]: result order and the bound on work in flight;
@@ -17,7 +18,10 @@
 
 pub mod chunking;
 pub mod engine;
+pub mod fasthash;
 pub mod frame;
+pub mod funcs;
+mod io;
 pub mod job;
 pub mod launch;
 pub mod ordering;
@@ -28,5 +32,6 @@ pub mod window;
 pub mod worker;
 
 pub use engine::{live_threads, Engine, EngineConfig, EngineError, Phase, Want};
+pub use funcs::FuncId;
 pub use job::{JobId, Order, Outcome};
 pub use launch::{Exit, Launcher, SpawnLauncher, ZygoteLauncher};

@@ -52,6 +52,18 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next_is_suspect: bool) -> bool {
 }
 
 impl State {
+    /// Whether a worker could take the chunk at the head of the queue now.
+    /// When none can, new chunks wait for the next result, which wakes the
+    /// I/O thread anyway: waking it for each submission would cost a system
+    /// call and a context switch per `apply_async`.
+    pub(crate) fn could_dispatch(&self) -> bool {
+        let Some(head) = self.queue.front() else {
+            return false;
+        };
+        let max_tasks = self.config.max_tasks_per_worker;
+        self.workers.iter().any(|w| can_take(w, max_tasks, head.suspect))
+    }
+
     /// Hand queued chunks to workers, each to the worker holding the fewest.
     pub(crate) fn dispatch(&mut self) {
         while !self.queue.is_empty() {
@@ -71,24 +83,19 @@ impl State {
             };
             // A released job still runs: the caller dropped its result object,
             // not its work (fire-and-forget `apply_async`).
-            let (func, flags) = (job.func.clone(), job.task_flags);
+            let (fid, flags) = (job.func, job.task_flags);
             let w = &mut self.workers[slot];
-            if w.funcs.insert(task.job) {
-                w.send(Kind::Func, 0, task.job, 0, 0, &func);
+            if !w.funcs.contains(&fid) {
+                w.funcs.insert(fid);
+                let func = self.funcs.payload(fid).expect("a job's function outlives the job");
+                w.send(Kind::Func, 0, fid, 0, 0, func);
             }
             let flags = if task.suspect {
                 flags | crate::frame::flags::ISOLATE
             } else {
                 flags
             };
-            w.send(
-                Kind::Task,
-                flags,
-                task.job,
-                task.index,
-                u64::from(task.job),
-                &task.payload,
-            );
+            w.send(Kind::Task, flags, task.job, task.index, u64::from(fid), &task.payload);
             w.assigned += 1;
             w.hold(task);
         }

@@ -100,12 +100,15 @@ impl State {
         }
     }
 
-    /// Read and handle everything worker `i` has sent.
-    pub(crate) fn read_worker(&mut self, i: usize) {
+    /// Handle `bytes` that worker `i` sent; `closed`: its channel ended.
+    pub(crate) fn deliver(&mut self, i: usize, bytes: &[u8], closed: bool) {
         if self.workers[i].chan_closed {
             return;
         }
-        let frames = match self.workers[i].receive() {
+        if closed {
+            self.workers[i].chan_closed = true;
+        }
+        let frames = match self.workers[i].feed(bytes) {
             Ok(f) => f,
             Err(_) => {
                 // A stream that is not frames: the worker is broken. Kill it;

@@ -6,11 +6,13 @@
 //! have not started. That is how a death fails exactly the chunk that was
 //! running and nothing else.
 
+use crate::fasthash::FastSet;
 use crate::frame::{self, FrameReader, Header, Kind};
+use crate::funcs::FuncId;
 use crate::job::JobId;
 use crate::launch::Launched;
 use crate::sys;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
@@ -51,14 +53,13 @@ pub struct Worker {
     chan: OwnedFd,
     reader: FrameReader,
     out: Vec<u8>,
-    out_pos: usize,
     /// Chunks sent and not yet answered, oldest (running) first. Change it
     /// only through [`Worker::hold`] and [`Worker::answered`], which keep
     /// [`Worker::held_bytes`] in step.
     pub outstanding: VecDeque<Task>,
     held_bytes: usize,
-    /// Functions (job ids) this worker has been sent.
-    pub funcs: HashSet<JobId>,
+    /// Functions this worker has been sent.
+    pub funcs: FastSet<FuncId>,
     /// Chunks sent to it over its life.
     pub assigned: u64,
     /// Where it is in its life.
@@ -85,10 +86,9 @@ impl Worker {
             chan,
             reader: FrameReader::new(),
             out: Vec::new(),
-            out_pos: 0,
             outstanding: VecDeque::new(),
             held_bytes: 0,
-            funcs: HashSet::new(),
+            funcs: FastSet::default(),
             assigned: 0,
             life: Life::Starting,
             chan_closed: false,
@@ -111,57 +111,15 @@ impl Worker {
             .expect("payload size checked at submission");
     }
 
-    /// Bytes queued and not yet written.
-    pub fn unsent(&self) -> usize {
-        self.out.len() - self.out_pos
+    /// Frames encoded since the last call, for the I/O thread to write.
+    pub fn take_out(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
     }
 
-    /// Write queued frames until the socket would block.
-    pub fn flush(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            let n = sys::write_some(self.chan.as_raw_fd(), &self.out[self.out_pos..])?;
-            if n == 0 {
-                break;
-            }
-            self.out_pos += n;
-        }
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        } else if self.out_pos > (1 << 20) {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
-        Ok(())
-    }
-
-    /// Read what the channel has and return the complete frames. Sets
-    /// [`Worker::chan_closed`] at end-of-file.
-    pub fn receive(&mut self) -> io::Result<Vec<(Header, Vec<u8>)>> {
+    /// Feed bytes read from the channel; returns the frames now complete.
+    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<Vec<(Header, Vec<u8>)>> {
+        self.reader.push(bytes);
         let mut frames = Vec::new();
-        loop {
-            match self.reader.read_from(self.chan.as_raw_fd(), 1 << 20) {
-                Ok(0) => {
-                    self.chan_closed = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    self.chan_closed = true;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-            while let Some(f) = self
-                .reader
-                .next_frame()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                frames.push(f);
-            }
-        }
         while let Some(f) = self
             .reader
             .next_frame()

@@ -34,7 +34,9 @@ fn text(o: &Outcome) -> String {
 #[test]
 fn ordered_results_come_back_in_order() {
     let e = engine(2);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks((0..200).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     let out = collect(&e, job);
@@ -47,7 +49,9 @@ fn ordered_results_come_back_in_order() {
 #[test]
 fn a_slow_chunk_does_not_block_the_ones_behind_it() {
     let e = engine(2);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Unordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Unordered, None)
+        .unwrap();
     let mut cmds = vec!["sleep:1500:slow".to_string()];
     cmds.extend((0..6).map(|i| format!("sleep:20:{i}")));
     e.submit(job, chunks(cmds)).unwrap();
@@ -67,7 +71,9 @@ fn a_slow_chunk_does_not_block_the_ones_behind_it() {
 #[test]
 fn a_lazy_job_is_held_to_its_window() {
     let e = engine(2);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, Some(4)).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, Some(4))
+        .unwrap();
     assert_eq!(e.room(job).unwrap(), 4);
     e.submit(job, chunks((0..4).map(|i| format!("echo:{i}")))).unwrap();
     assert_eq!(e.room(job).unwrap(), 0);
@@ -84,7 +90,9 @@ fn a_lazy_job_is_held_to_its_window() {
 fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
     let e = engine(2);
     let before = e.worker_pids();
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     let mut cmds: Vec<String> = (0..10).map(|i| format!("sleep:5:{i}")).collect();
     cmds[4] = "kill".into();
     e.submit(job, chunks(cmds)).unwrap();
@@ -121,7 +129,9 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
 #[test]
 fn an_exit_code_is_reported() {
     let e = engine(1);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks(["exit:7".to_string(), "echo:after".to_string()]))
         .unwrap();
     e.finish_input(job).unwrap();
@@ -136,7 +146,9 @@ fn workers_retire_after_their_lifespan() {
     let mut config = EngineConfig::new(1, b"ok".to_vec());
     config.max_tasks_per_worker = Some(2);
     let e = engine_with(config);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks((0..6).map(|_| "pid".to_string()))).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
@@ -150,11 +162,15 @@ fn workers_retire_after_their_lifespan() {
 #[test]
 fn close_finishes_queued_work_then_stops() {
     let e = engine(2);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks((0..20).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     e.close();
-    assert!(e.new_job(b"f".to_vec(), 0, Order::Ordered, None).is_err());
+    assert!(e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .is_err());
     assert!(e.wait_stopped(Duration::from_secs(20)));
     e.join();
     assert_eq!(e.phase(), Phase::Stopped);
@@ -166,7 +182,9 @@ fn close_finishes_queued_work_then_stops() {
 #[test]
 fn terminate_cancels_everything_promptly() {
     let e = engine(2);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks((0..1000).map(|_| "sleep:60000:x".to_string())))
         .unwrap();
     e.finish_input(job).unwrap();
@@ -184,7 +202,9 @@ fn terminate_cancels_everything_promptly() {
 #[test]
 fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let e = engine_with(EngineConfig::new(2, b"fail".to_vec()));
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks(["echo:x".to_string()])).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
@@ -206,11 +226,15 @@ fn a_missing_program_is_a_start_error() {
 #[test]
 fn a_released_job_still_runs_its_chunks() {
     let e = engine(1);
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(job, chunks((0..5).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     e.release(job);
-    let probe = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let probe = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(probe, chunks(["echo:after".to_string()])).unwrap();
     e.finish_input(probe).unwrap();
     // The probe queued behind the released job's five chunks, so it can only
@@ -228,13 +252,17 @@ fn a_released_job_still_runs_its_chunks() {
 fn a_crash_among_batched_results_fails_only_the_crashing_chunk() {
     let e = engine(1);
     // Short chunks teach the scheduler to queue many on the worker.
-    let warm = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let warm = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     e.submit(warm, chunks((0..50).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(warm).unwrap();
     assert!(e.wait(warm, Want::Finished, Duration::from_secs(10)).unwrap());
     // The worker holds back a and b, then dies: which chunk killed it is
     // unknown until each suspect has run alone.
-    let job = e.new_job(b"f".to_vec(), 0, Order::Ordered, None).unwrap();
+    let job = e
+        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
+        .unwrap();
     let cmds = ["quick:a", "quick:b", "kill", "quick:c", "echo:d"].map(String::from);
     e.submit(job, chunks(cmds)).unwrap();
     e.finish_input(job).unwrap();
@@ -247,4 +275,22 @@ fn a_crash_among_batched_results_fails_only_the_crashing_chunk() {
     assert!(got[2].1.contains("task 2 of job"), "{got:?}");
     assert_eq!(got[3], (flags::OK, "c".into()));
     assert_eq!(got[4], (flags::OK, "d".into()));
+}
+
+#[test]
+fn apply_runs_one_chunk_and_functions_are_shared() {
+    let e = engine(2);
+    let f = e.register_func(b"f".to_vec());
+    let jobs: Vec<u32> = (0..20)
+        .map(|i| e.apply(f, 0, format!("echo:{i}").into_bytes()).unwrap())
+        .collect();
+    e.release_func(f); // the jobs keep it alive
+    for (i, job) in jobs.into_iter().enumerate() {
+        assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
+        let out = e.take(job, 10).unwrap();
+        assert_eq!(text(&out[0]), i.to_string());
+        e.release(job);
+    }
+    // Every job is gone, and with them the function.
+    assert!(e.new_job(f, 0, Order::Ordered, None).is_err());
 }

@@ -24,7 +24,7 @@ const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 fn engine_err(e: EngineError) -> PyErr {
     match e {
         EngineError::NotRunning => PyValueError::new_err("Pool not running"),
-        EngineError::UnknownJob(_) => PyRuntimeError::new_err(e.to_string()),
+        EngineError::UnknownJob(_) | EngineError::UnknownFunc(_) => PyRuntimeError::new_err(e.to_string()),
     }
 }
 
@@ -115,12 +115,31 @@ impl PyEngine {
         })
     }
 
-    /// Create a job running the pickled function `func`; returns its id.
+    /// Add a pickled function; returns its id. Workers receive it once and
+    /// keep it until `release_func` and the end of the last job using it.
+    fn register_func(&self, payload: &Bound<'_, PyBytes>) -> PyResult<u32> {
+        Ok(self.engine()?.register_func(payload.as_bytes().to_vec()))
+    }
+
+    /// Let go of a function registered with `register_func`.
+    fn release_func(&self, func: u32) -> PyResult<()> {
+        self.engine()?.release_func(func);
+        Ok(())
+    }
+
+    /// Create a job running function `func`; returns its id.
     #[pyo3(signature = (func, task_flags, ordered, window=None))]
-    fn new_job(&self, func: &Bound<'_, PyBytes>, task_flags: u8, ordered: bool, window: Option<u32>) -> PyResult<u32> {
+    fn new_job(&self, func: u32, task_flags: u8, ordered: bool, window: Option<u32>) -> PyResult<u32> {
         let order = if ordered { Order::Ordered } else { Order::Unordered };
         self.engine()?
-            .new_job(func.as_bytes().to_vec(), task_flags, order, window)
+            .new_job(func, task_flags, order, window)
+            .map_err(engine_err)
+    }
+
+    /// A job of one chunk, input complete (`apply_async`); returns its id.
+    fn apply(&self, func: u32, task_flags: u8, payload: &Bound<'_, PyBytes>) -> PyResult<u32> {
+        self.engine()?
+            .apply(func, task_flags, payload.as_bytes().to_vec())
             .map_err(engine_err)
     }
 
@@ -205,6 +224,31 @@ impl PyEngine {
             rest.append((o.index, o.flags, payload))?;
         }
         Ok((values, rest))
+    }
+
+    /// `take_values` of everything, then `release`: collect a finished job.
+    fn take_release<'py>(
+        &self,
+        py: Python<'py>,
+        job: u32,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let out = self.take_values(py, job, usize::MAX, loads)?;
+        self.engine()?.release(job);
+        Ok(out)
+    }
+
+    /// `take_release` if the job has finished, else None, without waiting.
+    fn try_collect<'py>(
+        &self,
+        py: Python<'py>,
+        job: u32,
+        loads: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>)>> {
+        if !self.engine()?.finished(job).map_err(engine_err)? {
+            return Ok(None);
+        }
+        self.take_release(py, job, loads).map(Some)
     }
 
     /// Whether every chunk of the job has an outcome.

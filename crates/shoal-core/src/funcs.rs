@@ -1,0 +1,120 @@
+//! The function table: pickled callables by id, shared by the jobs that
+//! run them.
+//!
+//! A function is sent to a worker once, before the first chunk that needs
+//! it, and stays there for every later job that uses it, so a caller that
+//! runs `apply_async(f, ...)` a thousand times ships `f` once per worker. A
+//! function is dropped, and workers told to forget it, when its caller has
+//! let go of it and no job uses it any more.
+
+use crate::fasthash::FastMap;
+use std::sync::Arc;
+
+/// Identifies a function within an engine.
+pub type FuncId = u32;
+
+#[derive(Debug)]
+struct Entry {
+    payload: Arc<Vec<u8>>,
+    /// Jobs using it, plus one while the caller holds it.
+    users: u32,
+    held: bool,
+}
+
+/// Pickled functions by id, with their users counted.
+#[derive(Debug, Default)]
+pub struct Funcs {
+    map: FastMap<FuncId, Entry>,
+    next: FuncId,
+}
+
+impl Funcs {
+    /// Add a function; the caller holds it until [`Funcs::unhold`].
+    pub fn register(&mut self, payload: Vec<u8>) -> FuncId {
+        self.next = self.next.wrapping_add(1).max(1);
+        let id = self.next;
+        let entry = Entry {
+            payload: Arc::new(payload),
+            users: 1,
+            held: true,
+        };
+        self.map.insert(id, entry);
+        id
+    }
+
+    /// The pickle of function `id`.
+    pub fn payload(&self, id: FuncId) -> Option<&Arc<Vec<u8>>> {
+        self.map.get(&id).map(|e| &e.payload)
+    }
+
+    /// A job starts using `id`. False if there is no such function.
+    pub fn acquire(&mut self, id: FuncId) -> bool {
+        match self.map.get_mut(&id) {
+            Some(e) => {
+                e.users += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A job stopped using `id`. True if that dropped the function.
+    pub fn release(&mut self, id: FuncId) -> bool {
+        let Some(e) = self.map.get_mut(&id) else {
+            return false;
+        };
+        e.users -= 1;
+        if e.users == 0 {
+            self.map.remove(&id);
+            return true;
+        }
+        false
+    }
+
+    /// The caller lets go of `id`. True if that dropped the function.
+    pub fn unhold(&mut self, id: FuncId) -> bool {
+        match self.map.get_mut(&id) {
+            Some(e) if e.held => {
+                e.held = false;
+                self.release(id)
+            }
+            _ => false,
+        }
+    }
+
+    /// Functions in the table.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_lives_while_held_or_used() {
+        let mut f = Funcs::default();
+        let id = f.register(b"f".to_vec());
+        assert!(f.acquire(id));
+        assert!(!f.unhold(id), "a job still uses it");
+        assert!(f.payload(id).is_some());
+        assert!(f.release(id), "last user gone");
+        assert!(f.payload(id).is_none());
+        assert!(!f.acquire(id));
+    }
+
+    #[test]
+    fn unhold_twice_is_harmless() {
+        let mut f = Funcs::default();
+        let id = f.register(vec![]);
+        assert!(f.unhold(id));
+        assert!(!f.unhold(id));
+        assert!(f.is_empty());
+    }
+}

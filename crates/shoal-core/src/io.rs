@@ -1,0 +1,121 @@
+//! The I/O thread's side of the worker channels.
+//!
+//! Reading and writing are system calls, and the engine lock is held by
+//! callers too (a caller submitting a task holds the GIL while it waits for
+//! the lock), so they happen here, outside the lock. Under the lock the I/O
+//! thread only moves bytes: frames encoded by the scheduler are taken out of
+//! each worker, and bytes read are fed to each worker's frame reader.
+
+use crate::fasthash::FastMap;
+use crate::sys;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Most bytes read from one channel per turn of the loop, so one busy
+/// worker cannot starve the others.
+const READ_CAP: usize = 8 << 20;
+
+/// Bytes waiting to be written to one channel.
+struct Pending {
+    fd: RawFd,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// Outgoing bytes per worker (by worker id), owned by the I/O thread.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    pending: FastMap<u32, Pending>,
+}
+
+impl Outgoing {
+    /// Queue `bytes` for worker `id` on channel `fd`.
+    pub(crate) fn queue(&mut self, id: u32, fd: RawFd, bytes: Vec<u8>) {
+        let p = self.pending.entry(id).or_insert_with(|| Pending {
+            fd,
+            buf: Vec::new(),
+            pos: 0,
+        });
+        if p.buf.is_empty() {
+            p.buf = bytes;
+            p.pos = 0;
+        } else {
+            p.buf.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Whether worker `id` has bytes waiting.
+    pub(crate) fn waiting(&self, id: u32) -> bool {
+        self.pending.get(&id).is_some_and(|p| p.pos < p.buf.len())
+    }
+
+    /// Write what each channel accepts without blocking. Returns the ids of
+    /// workers whose channel is broken.
+    pub(crate) fn flush_all(&mut self) -> Vec<u32> {
+        let mut broken = Vec::new();
+        for (&id, p) in &mut self.pending {
+            while p.pos < p.buf.len() {
+                match sys::write_some(p.fd, &p.buf[p.pos..]) {
+                    Ok(0) => break,
+                    Ok(n) => p.pos += n,
+                    Err(_) => {
+                        broken.push(id);
+                        break;
+                    }
+                }
+            }
+            if p.pos == p.buf.len() {
+                p.buf.clear();
+                p.pos = 0;
+            }
+        }
+        for id in &broken {
+            self.pending.remove(id);
+        }
+        broken
+    }
+
+    /// Drop the buffers of workers not in `live`.
+    pub(crate) fn retain(&mut self, live: &[u32]) {
+        self.pending.retain(|id, _| live.contains(id));
+    }
+}
+
+/// What one read of a channel found.
+pub(crate) struct Inbound {
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// The worker closed its end (or the channel broke).
+    pub closed: bool,
+}
+
+/// Read whatever `fd` has without blocking, up to [`READ_CAP`].
+pub(crate) fn read_available(fd: RawFd) -> Inbound {
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut closed = false;
+    while bytes.len() < READ_CAP {
+        bytes.reserve(64 << 10);
+        let spare = bytes.spare_capacity_mut();
+        // SAFETY: `read` writes at most `spare.len()` bytes into the spare
+        // capacity, and only what it reports becomes part of the vector.
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+        if n > 0 {
+            unsafe { bytes.set_len(bytes.len() + n as usize) };
+            continue;
+        }
+        if n == 0 {
+            closed = true;
+            break;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => break,
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    Inbound { bytes, closed }
+}
