@@ -19,19 +19,23 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def task_flags(size: int, base: int = 0) -> int:
-    """The job's task flags for chunks of ``size`` items."""
-    return base | P.SINGLE if size == 1 else base
+def task_flags(single: bool, base: int = 0) -> int:
+    """The job's task flags: ``SINGLE`` when its chunks are bare items."""
+    return base | P.SINGLE if single else base
 
 
 class Chunks:
     """Pickled chunks read from ``iterable``, ``size`` items each."""
 
-    __slots__ = ("_it", "error", "exhausted", "size")
+    __slots__ = ("_it", "error", "exhausted", "single", "size")
 
-    def __init__(self, iterable: Any, size: int) -> None:
+    def __init__(self, iterable: Any, size: int, single: bool | None = None) -> None:
         self._it: Iterator[Any] = iter(iterable)
+        # Items per chunk; a caller may change it between reads (adaptive).
         self.size = size
+        # Chunks of one item travel bare (SINGLE). Only for a size fixed at 1:
+        # a job's chunks all share its flags.
+        self.single = size == 1 if single is None else single
         self.exhausted = False
         # An exception raised by the iterable, or by pickling an item. It
         # ends the input and surfaces at this position, as in multiprocessing.
@@ -41,7 +45,7 @@ class Chunks:
         """Up to ``max_chunks`` pickled chunks and their lengths in items."""
         if self.exhausted:
             return [], []
-        if self.size == 1:
+        if self.single:
             return self._read_single(max_chunks)
         payloads: list[bytes] = []
         lens: list[int] = []

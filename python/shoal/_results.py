@@ -30,6 +30,7 @@ T = TypeVar("T")
 # window plus TAKE_CHUNKS.
 TAKE_CHUNKS = 256
 FEED_CHUNKS = 256
+FEED_BYTES = 4 << 20
 
 
 def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
@@ -278,11 +279,15 @@ class IMapIterator(Iterator[T]):
 
     _ordered = True
 
-    def __init__(self, pool: Pool, func: int, iterable: Iterable[Any], chunksize: int, flags: int) -> None:
+    def __init__(self, pool: Pool, func: int, iterable: Iterable[Any], chunksize: int | None, flags: int) -> None:
         self._pool = pool
         self._engine = pool._engine
-        self._chunks: Chunks | None = Chunks(iterable, chunksize)
-        self._job: int = self._engine.new_job(func, task_flags(chunksize, flags), self._ordered, pool._window_chunks())
+        # No chunksize: the engine suggests one per chunk (adaptive).
+        self._adaptive = chunksize is None
+        self._chunks: Chunks | None = Chunks(iterable, chunksize or 1, single=chunksize == 1)
+        self._job: int = self._engine.new_job(
+            func, task_flags(self._chunks.single, flags), self._ordered, pool._window_chunks(self._adaptive)
+        )
         self._chunk_lens: dict[int, int] = {}
         self._items: deque[Any] = deque()  # values, and _Raise for failed items
         self._input_error: BaseException | None = None
@@ -296,18 +301,34 @@ class IMapIterator(Iterator[T]):
         chunks = self._chunks
         if chunks is None:
             return
-        room = self._engine.room(self._job)
+        engine, job = self._engine, self._job
+        room = engine.room(job)
         while everything or room > 0:
-            payloads, lens = chunks.read(FEED_CHUNKS if everything else min(room, FEED_CHUNKS))
+            want = FEED_CHUNKS if everything else min(room, FEED_CHUNKS)
+            payloads: list[bytes] = []
+            lens: list[int] = []
+            size = 0
+            # One chunk at a time when chunks are large or adaptive, so a
+            # batch never holds more than FEED_BYTES of pickles.
+            step = 1 if self._adaptive or chunks.size > 1 else want
+            while len(payloads) < want and size < FEED_BYTES:
+                if self._adaptive:
+                    chunks.size = engine.chunk_hint(job)
+                more, more_lens = chunks.read(min(step, want - len(payloads)))
+                payloads += more
+                lens += more_lens
+                size += sum(map(len, more))
+                if chunks.exhausted or not more:
+                    break
             if payloads:
-                first = self._engine.submit(self._job, payloads)
-                if chunks.size != 1:
+                first = engine.submit(job, payloads, lens)
+                if not chunks.single:
                     self._chunk_lens.update(zip(range(first, first + len(lens)), lens, strict=True))
-                room -= len(payloads)
+                room = engine.room(job)
             if chunks.exhausted:
                 self._input_error = chunks.error
                 self._chunks = None
-                self._engine.finish_input(self._job)
+                engine.finish_input(job)
                 return
             if not payloads:
                 return

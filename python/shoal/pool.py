@@ -125,7 +125,11 @@ class Pool:
                 self._engine.release_func(old)
         return fid, False
 
-    def _window_chunks(self) -> int:
+    def _window_chunks(self, adaptive: bool = False) -> int:
+        if adaptive:
+            # Each chunk is already ~2 ms of work: a few per worker keep them
+            # busy, and input read ahead stays small.
+            return 4 * self._processes + 4
         # Room for every worker to hold a deep queue of tiny chunks; large
         # chunks are held back by the engine's byte budget instead.
         return max(1024, 64 * self._processes)
@@ -241,31 +245,33 @@ class Pool:
         if not payloads:
             return result
         try:
-            job = self._engine.new_job(fid, task_flags(chunks.size, flags), True, None)
+            job = self._engine.new_job(fid, task_flags(chunks.single, flags), True, None)
         finally:
             if owned:
                 self._engine.release_func(fid)
         result._start(job)
-        self._engine.submit(job, payloads)
+        self._engine.submit(job, payloads, lens)
         self._engine.finish_input(job)
         return result
 
-    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1) -> IMapIterator[T]:
+    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator[T]:
         """Like :meth:`map`, but yields results in order as they arrive,
-        reading ``iterable`` only as workers need it."""
+        reading ``iterable`` only as workers need it. With no ``chunksize``,
+        chunks start at one item and grow with the measured time per item,
+        so the first result comes as soon as one task is done."""
         return self._imap(IMapIterator, func, iterable, chunksize)
 
     def imap_unordered(
-        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapUnorderedIterator[T]:
         """Like :meth:`imap`, but yields results as they complete."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize)  # type: ignore[return-value]
 
     def _imap(
-        self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int
+        self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int | None
     ) -> IMapIterator[T]:
         self._check_running()
-        if chunksize < 1:
+        if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         fid, owned = self._func_id(func)
         try:

@@ -141,21 +141,22 @@ def test_input_iterable_exception_surfaces_at_its_position(pool: shoal.Pool) -> 
 
 
 def test_imap_reads_a_generator_only_as_workers_need_it(pool: shoal.Pool) -> None:
-    drawn = itertools.count()
-
-    def endless():
-        for i in itertools.count():
-            next(drawn)
-            yield i
-
-    it = pool.imap(tasks.square, endless())
-    assert [next(it) for _ in range(5)] == [0, 1, 4, 9, 16]
-    read = next(drawn)
-    # Bounded by the window plus one batch taken into Python: nowhere near "everything".
     from shoal._results import TAKE_CHUNKS
 
-    assert read <= pool._window_chunks() + TAKE_CHUNKS + 1
-    del it
+    for chunksize, bound in [(1, pool._window_chunks() + TAKE_CHUNKS + 1), (None, 200_000)]:
+        drawn = itertools.count()
+
+        def endless(drawn=drawn):
+            for i in itertools.count():
+                next(drawn)
+                yield i
+
+        it = pool.imap(tasks.square, endless(), chunksize=chunksize)
+        assert [next(it) for _ in range(5)] == [0, 1, 4, 9, 16]
+        # Bounded by the window plus one batch taken into Python, however
+        # much input there is (this one is endless).
+        assert next(drawn) <= bound, chunksize
+        del it
 
 
 def test_initializer_runs_once_in_every_worker_including_replacements() -> None:

@@ -21,3 +21,103 @@ mod tests {
         assert_eq!(default_map_chunksize(500_000, 2), 62_500);
     }
 }
+
+/// Work a chunk should carry when the chunk size adapts: enough that the
+/// per-chunk cost (a few µs) is well under 1%, little enough that results
+/// keep streaming and the last chunks balance across workers.
+pub const TARGET_CHUNK_NS: u64 = 2_000_000;
+/// Most items in an adaptive chunk.
+pub const MAX_CHUNK_ITEMS: u32 = 4_096;
+/// Most input bytes in an adaptive chunk.
+pub const MAX_CHUNK_BYTES: u64 = 1 << 20;
+
+/// Chunk sizes that adapt to the measured run time per item, for calls
+/// where the caller gave no chunk size.
+///
+/// The first chunks hold one item each, so the first result arrives as soon
+/// as one task is done. Once items have finished, the size aims at
+/// [`TARGET_CHUNK_NS`] of work, growing at most twofold per step (a few
+/// slow items must not be followed by a huge chunk of slow items).
+#[derive(Debug, Clone)]
+pub struct Adaptive {
+    size: u32,
+    done_items: u64,
+    done_ns: u64,
+    sent_items: u64,
+    sent_bytes: u64,
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Adaptive {
+            size: 1,
+            done_items: 0,
+            done_ns: 0,
+            sent_items: 0,
+            sent_bytes: 0,
+        }
+    }
+}
+
+impl Adaptive {
+    /// Chunks of `items` items and `bytes` bytes in all were submitted.
+    pub fn submitted(&mut self, items: u64, bytes: u64) {
+        self.sent_items += items;
+        self.sent_bytes += bytes;
+    }
+
+    /// A chunk of `items` items ran in `ns` nanoseconds.
+    pub fn finished(&mut self, items: u32, ns: u64) {
+        self.done_items += u64::from(items);
+        self.done_ns += ns;
+    }
+
+    /// The size for the next chunk.
+    pub fn next_size(&mut self) -> u32 {
+        if self.done_items == 0 {
+            return self.size;
+        }
+        let per_item = (self.done_ns / self.done_items).max(1);
+        let mut want = (TARGET_CHUNK_NS / per_item).max(1);
+        if let Some(per_item_bytes) = self.sent_bytes.checked_div(self.sent_items) {
+            want = want.min((MAX_CHUNK_BYTES / per_item_bytes.max(1)).max(1));
+        }
+        let want = want.min(u64::from(MAX_CHUNK_ITEMS)) as u32;
+        self.size = want.min(self.size.saturating_mul(2)).max(1);
+        self.size
+    }
+}
+
+#[cfg(test)]
+mod adaptive_tests {
+    use super::*;
+
+    #[test]
+    fn starts_at_one_and_grows_for_short_items() {
+        let mut a = Adaptive::default();
+        assert_eq!(a.next_size(), 1);
+        a.submitted(1, 8);
+        a.finished(1, 1_000); // 1 µs per item
+        let sizes: Vec<u32> = (0..20).map(|_| a.next_size()).collect();
+        assert_eq!(&sizes[..4], &[2, 4, 8, 16]);
+        assert_eq!(*sizes.last().unwrap(), 2_000.min(MAX_CHUNK_ITEMS));
+    }
+
+    #[test]
+    fn stays_at_one_for_long_items() {
+        let mut a = Adaptive::default();
+        a.submitted(1, 8);
+        a.finished(1, 300_000_000);
+        assert_eq!(a.next_size(), 1);
+        assert_eq!(a.next_size(), 1);
+    }
+
+    #[test]
+    fn large_items_are_capped_by_bytes() {
+        let mut a = Adaptive::default();
+        a.submitted(10, 10 * 100_000);
+        a.finished(10, 10);
+        let size = (0..30).map(|_| a.next_size()).last().unwrap();
+        assert_eq!(size, 10);
+    }
+}

@@ -277,6 +277,7 @@ impl Engine {
             index,
             payload,
             suspect: false,
+            items: 1,
         });
         self.wake_for_work(&mut st);
         Ok(job)
@@ -285,19 +286,29 @@ impl Engine {
     /// Add chunks to a job; returns the index of the first. Chunks may be
     /// added while the engine is closing (a lazy job still reading input).
     pub fn submit(&self, job: JobId, payloads: Vec<Vec<u8>>) -> Result<u32, EngineError> {
+        let items = vec![1; payloads.len()];
+        self.submit_items(job, payloads, items)
+    }
+
+    /// [`Engine::submit`], saying how many items each chunk holds, which
+    /// the adaptive chunk size ([`Engine::chunk_hint`]) learns from.
+    pub fn submit_items(&self, job: JobId, payloads: Vec<Vec<u8>>, items: Vec<u32>) -> Result<u32, EngineError> {
         let mut st = self.lock();
         if matches!(st.phase, Phase::Terminating | Phase::Stopped) {
             return Err(EngineError::NotRunning);
         }
         let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
-        let bytes = payloads.iter().map(Vec::len).sum();
+        let bytes: usize = payloads.iter().map(Vec::len).sum();
         let first = j.add_chunks(payloads.len() as u32, bytes);
-        for (i, payload) in payloads.into_iter().enumerate() {
+        j.adaptive
+            .submitted(items.iter().map(|&n| u64::from(n)).sum(), bytes as u64);
+        for (i, (payload, n)) in payloads.into_iter().zip(items).enumerate() {
             st.queue.push_back(Task {
                 job,
                 index: first + i as u32,
                 payload,
                 suspect: false,
+                items: n,
             });
         }
         self.wake_for_work(&mut st);
@@ -316,6 +327,13 @@ impl Engine {
         self.wake(&mut st);
         self.shared.cond.notify_all();
         Ok(())
+    }
+
+    /// The size, in items, for `job`'s next chunk when its caller gave none
+    /// (see [`crate::chunking::Adaptive`]).
+    pub fn chunk_hint(&self, job: JobId) -> u32 {
+        let mut st = self.lock();
+        st.jobs.get_mut(&job).map_or(1, |j| j.adaptive.next_size())
     }
 
     /// Chunks that may be added to `job` now. A job the engine has
@@ -542,6 +560,12 @@ impl State {
             payload,
             duration_ns,
         };
+        if flags == crate::frame::flags::OK
+            || flags == crate::frame::flags::ITEM_ERRORS
+            || flags == crate::frame::flags::OK | crate::frame::flags::SINGLE_VALUE
+        {
+            j.adaptive.finished(task.items, duration_ns);
+        }
         j.complete(outcome, task.payload.len());
         if j.finished() {
             self.job_finished(task.job);

@@ -4,6 +4,7 @@
 //! [`Window`] and the [`Reorder`] buffer its outcomes wait in until the
 //! caller takes them.
 
+use crate::chunking::Adaptive;
 use crate::funcs::FuncId;
 use crate::ordering::Reorder;
 use crate::window::Window;
@@ -44,6 +45,8 @@ pub struct Job {
     reorder: Reorder<Outcome>,
     input_done: bool,
     completed: u32,
+    /// Chunk sizes for a caller that gave none.
+    pub adaptive: Adaptive,
     /// The caller wants to hear when the job finishes.
     pub watched: bool,
     /// The caller has let go of the job: drop its outcomes as they come.
@@ -63,6 +66,7 @@ impl Job {
             },
             input_done: false,
             completed: 0,
+            adaptive: Adaptive::default(),
             watched: false,
             released: false,
         }

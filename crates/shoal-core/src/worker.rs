@@ -29,6 +29,8 @@ pub struct Task {
     /// It was queued on a worker that died with more than one chunk, so it
     /// may be the one that killed it: it runs alone from now on.
     pub suspect: bool,
+    /// Items in the chunk, for the adaptive chunk size.
+    pub items: u32,
 }
 
 /// Where a worker is in its life.

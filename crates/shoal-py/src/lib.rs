@@ -143,10 +143,21 @@ impl PyEngine {
             .map_err(engine_err)
     }
 
-    /// Add pickled chunks to a job; returns the index of the first.
-    fn submit(&self, job: u32, chunks: Vec<Bound<'_, PyBytes>>) -> PyResult<u32> {
+    /// Add pickled chunks to a job; returns the index of the first. `items`
+    /// says how many items each chunk holds (one each if not given).
+    #[pyo3(signature = (job, chunks, items=None))]
+    fn submit(&self, job: u32, chunks: Vec<Bound<'_, PyBytes>>, items: Option<Vec<u32>>) -> PyResult<u32> {
+        let items = items.unwrap_or_else(|| vec![1; chunks.len()]);
+        if items.len() != chunks.len() {
+            return Err(PyValueError::new_err("items must give a count for every chunk"));
+        }
         let chunks = chunks.iter().map(|c| c.as_bytes().to_vec()).collect();
-        self.engine()?.submit(job, chunks).map_err(engine_err)
+        self.engine()?.submit_items(job, chunks, items).map_err(engine_err)
+    }
+
+    /// The size for the job's next chunk when the caller gave none.
+    fn chunk_hint(&self, job: u32) -> PyResult<u32> {
+        Ok(self.engine()?.chunk_hint(job))
     }
 
     /// Mark a job's input complete.
