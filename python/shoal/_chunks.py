@@ -27,10 +27,13 @@ def task_flags(single: bool, base: int = 0) -> int:
 class Chunks:
     """Pickled chunks read from ``iterable``, ``size`` items each."""
 
-    __slots__ = ("_it", "error", "exhausted", "single", "size")
+    __slots__ = ("_it", "_range", "error", "exhausted", "single", "size")
 
     def __init__(self, iterable: Any, size: int, single: bool | None = None) -> None:
         self._it: Iterator[Any] = iter(iterable)
+        # A range is chunked into sub-ranges: a few bytes to pickle per chunk
+        # instead of one pickled int per item, on both sides.
+        self._range: range | None = iterable if type(iterable) is range else None
         # Items per chunk; a caller may change it between reads (adaptive).
         self.size = size
         # Chunks of one item travel bare (SINGLE). Only for a size fixed at 1:
@@ -47,6 +50,8 @@ class Chunks:
             return [], []
         if self.single:
             return self._read_single(max_chunks)
+        if self._range is not None:
+            return self._read_range(max_chunks)
         payloads: list[bytes] = []
         lens: list[int] = []
         islice, size = itertools.islice, self.size
@@ -63,6 +68,15 @@ class Chunks:
             self.exhausted = True
             del payloads[len(lens) :]
         return payloads, lens
+
+    def _read_range(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
+        r, size = self._range, self.size
+        assert r is not None
+        parts = [r[i : i + size] for i in range(0, len(r), size)][:max_chunks]
+        self._range = r[size * len(parts) :]
+        if not self._range:
+            self.exhausted = True
+        return [dumps(p) for p in parts], [len(p) for p in parts]
 
     def _read_single(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
         items: list[Any] = []

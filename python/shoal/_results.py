@@ -234,30 +234,59 @@ AsyncResult = ApplyResult
 
 
 class MapResult(ApplyResult[list[T]]):
-    """The result of ``map_async`` and ``starmap_async``."""
+    """The result of ``map_async`` and ``starmap_async``.
+
+    Waiting on it takes each chunk's outcome as it arrives and unpickles it
+    then, while the workers are still busy with the rest.
+    """
 
     def __init__(self, pool: Pool, chunk_lens: list[int], callback: Any, error_callback: Any) -> None:
         super().__init__(pool, callback, error_callback)
         self._chunk_lens = chunk_lens
+        self._out: list[Any] = []
+        self._taken = 0
+        self._first_error: BaseException | None = None
         if not chunk_lens:
             self._finish(True, [])
 
+    def _absorb(self) -> None:
+        """Decode the chunks that have arrived, in order (call with the lock)."""
+        for index, flags, payload in self._engine.take(self._job, 1 << 30):
+            values, errors = decode(flags, payload, self._chunk_lens[index])
+            if errors and self._first_error is None:
+                self._first_error = errors[min(errors)]
+            self._out.extend(values)
+            self._taken += 1
+
     def _try_resolve(self) -> bool:
-        return False  # a map is collected whole, by _resolve
+        return False
 
     def _collect(self) -> tuple[bool, Any]:
-        outcomes = self._engine.take(self._job, 1 << 62)
+        self._absorb()
         self._engine.release(self._job)
-        out: list[Any] = []
-        first_error: BaseException | None = None
-        for index, flags, payload in outcomes:
-            values, errors = decode(flags, payload, self._chunk_lens[index])
-            if errors and first_error is None:
-                first_error = errors[min(errors)]
-            out.extend(values)
-        if first_error is not None:
-            return False, first_error
+        if self._first_error is not None:
+            return False, self._first_error
+        out, self._out = self._out, []
         return True, out
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is available or ``timeout`` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done:
+            if self._callback is None and self._error_callback is None:
+                with self._lock:
+                    if self._done:
+                        return
+                    self._absorb()
+                    if self._taken == len(self._chunk_lens):
+                        self._finish(*self._collect())
+                        return
+            elif self._engine.finished(self._job):
+                self._resolve()
+                return
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._engine.wait(self._job, False, left) or (left is not None and left <= 0):
+                return
 
 
 class _Raise:

@@ -11,6 +11,7 @@ chunk a dead worker was running.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import sys
 import time
@@ -95,30 +96,40 @@ def _task_note(func: Any, item: Any, flags: int) -> str:
         return ""
 
 
-def _run_chunk(func: Callable[..., Any], flags: int, items: list[Any]) -> tuple[int, bytes]:
+def _run_chunk(func: Callable[..., Any], flags: int, items: Any) -> tuple[int, bytes]:
     results: list[Any] = []
-    append = results.append
     errors: list[tuple[int, bytes | None, str, str]] | None = None
     it = iter(items)
+    # extend(map(...)) runs the loop in C. When func raises on item k,
+    # extend has kept results 0..k-1 and `it` has moved past item k, so the
+    # error is recorded for k and the loop resumes after it, with nothing run twice.
+    if flags & P.APPLY:
+        calls = (func(*a, **k) for a, k in it)
+    elif flags & P.STAR:
+        calls = itertools.starmap(func, it)
+    else:
+        calls = map(func, it)
     while True:
-        item = None
         try:
-            if flags & P.APPLY:
-                for item in it:
-                    append(func(*item[0], **item[1]))
-            elif flags & P.STAR:
-                for item in it:
-                    append(func(*item))
-            else:
-                for item in it:
-                    append(func(item))
+            results.extend(calls)
             break
         except BaseException as exc:  # noqa: BLE001 - SystemExit too fails only this task
+            k = len(results)
             if errors is None:
                 errors = []
-            errors.append((len(results), *_describe(exc, _task_note(func, item, flags))))
-            append(None)
+            errors.append((k, *_describe(exc, _task_note(func, _item_at(items, k), flags))))
+            results.append(None)
+            if flags & P.APPLY:
+                # A generator that raised is finished; start a fresh one after k.
+                calls = (func(*a, **kw) for a, kw in it)
     return _encode(results, errors, flags)
+
+
+def _item_at(items: Any, k: int) -> Any:
+    try:
+        return items[k]
+    except Exception:  # noqa: BLE001 - the note is optional
+        return None
 
 
 def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[int, bytes]:

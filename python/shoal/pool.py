@@ -227,22 +227,21 @@ class Pool:
         self._check_running()
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
+        n = len(iterable)  # type: ignore[arg-type]
         if chunksize is None:
-            chunksize = _shoal.default_map_chunksize(len(iterable), self._processes)  # type: ignore[arg-type]
+            chunksize = _shoal.default_map_chunksize(n, self._processes)
         elif chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunks = Chunks(iterable, chunksize or 1)
-        try:
-            payloads, lens = chunks.read(1 << 62)
-            if chunks.error is not None:
-                raise chunks.error
-            fid, owned = self._func_id(func) if payloads else (0, False)
-        except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
-            result: MapResult[T] = MapResult(self, [0], callback, error_callback)
-            result._fail_now(exc)
+        size = chunksize or 1
+        lens = [size] * (n // size) + ([n % size] if n % size else [])
+        result: MapResult[T] = MapResult(self, lens, callback, error_callback)
+        if not lens:
             return result
-        result = MapResult(self, lens, callback, error_callback)
-        if not payloads:
+        chunks = Chunks(iterable, size)
+        try:
+            fid, owned = self._func_id(func)
+        except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
+            result._fail_now(exc)
             return result
         try:
             job = self._engine.new_job(fid, task_flags(chunks.single, flags), True, None)
@@ -250,7 +249,22 @@ class Pool:
             if owned:
                 self._engine.release_func(fid)
         result._start(job)
-        self._engine.submit(job, payloads, lens)
+        # Submit as chunks are pickled, so workers start on the first while
+        # the parent pickles the rest.
+        sent = 0
+        while sent < len(lens) and not chunks.exhausted:
+            payloads, got = chunks.read(min(len(lens) - sent, 1 if size > 1 else 4096))
+            if payloads:
+                self._engine.submit(job, payloads, got)
+                sent += len(payloads)
+            if chunks.error is not None:
+                # Chunks already sent still run; the call fails with the error.
+                self._engine.finish_input(job)
+                self._engine.release(job)
+                result._fail_now(chunks.error)
+                return result
+            if not payloads:
+                break
         self._engine.finish_input(job)
         return result
 

@@ -20,20 +20,30 @@ pub const MAX_DEPTH: usize = 512;
 /// Most payload bytes a worker may hold beyond the chunk it is running.
 const MAX_QUEUED_BYTES: usize = 4 << 20;
 
-/// How many chunks a worker whose chunks take `ewma_ns` may hold.
-/// Unknown duration: one, so a first long chunk cannot block another.
-pub fn depth_for(ewma_ns: Option<u64>) -> usize {
-    match ewma_ns {
-        None => 1,
-        Some(ns) => {
-            let ns = ns.max(1);
-            let d = (TARGET_QUEUED.as_nanos() as u64 / ns) as usize + 1;
-            d.clamp(1, MAX_DEPTH)
-        }
+/// Whether a worker whose items take `per_item_ns` each (`None`: not
+/// measured yet), holding `held` chunks of `held_items` items of which
+/// `running_items` are in the chunk it runs, may queue a chunk of
+/// `next_items` more: only if the work queued behind the running chunk stays
+/// under [`TARGET_QUEUED`]. The estimate is per item, so a large chunk after
+/// many small ones is not mistaken for a small one.
+pub fn queue_allows(
+    per_item_ns: Option<u64>,
+    held: usize,
+    held_items: u64,
+    running_items: u64,
+    next_items: u64,
+) -> bool {
+    if held == 0 {
+        return true;
     }
+    let Some(per_item) = per_item_ns else {
+        return false;
+    };
+    let queued = (held_items - running_items + next_items).saturating_mul(per_item.max(1));
+    held < MAX_DEPTH && queued <= TARGET_QUEUED.as_nanos() as u64
 }
 
-fn can_take(w: &Worker, max_tasks: Option<u64>, next_is_suspect: bool) -> bool {
+fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task) -> bool {
     if w.life != Life::Ready {
         return false;
     }
@@ -47,8 +57,19 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next_is_suspect: bool) -> bool {
         return true;
     }
     // A suspect runs alone, and nothing joins a worker running one.
-    let holds_suspect = w.outstanding.front().is_some_and(|t| t.suspect);
-    !next_is_suspect && !holds_suspect && held < depth_for(w.ewma_ns) && w.held_bytes() < MAX_QUEUED_BYTES
+    let Some(running) = w.outstanding.front() else {
+        return true;
+    };
+    !next.suspect
+        && !running.suspect
+        && w.held_bytes() < MAX_QUEUED_BYTES
+        && queue_allows(
+            w.ewma_item_ns,
+            held,
+            w.held_items(),
+            u64::from(running.items),
+            u64::from(next.items),
+        )
 }
 
 impl State {
@@ -61,19 +82,19 @@ impl State {
             return false;
         };
         let max_tasks = self.config.max_tasks_per_worker;
-        self.workers.iter().any(|w| can_take(w, max_tasks, head.suspect))
+        self.workers.iter().any(|w| can_take(w, max_tasks, head))
     }
 
     /// Hand queued chunks to workers, each to the worker holding the fewest.
     pub(crate) fn dispatch(&mut self) {
         while !self.queue.is_empty() {
             let max_tasks = self.config.max_tasks_per_worker;
-            let next_is_suspect = self.queue.front().is_some_and(|t| t.suspect);
+            let head = self.queue.front().expect("queue checked non-empty");
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| can_take(w, max_tasks, next_is_suspect))
+                .filter(|(_, w)| can_take(w, max_tasks, head))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(slot) = pick else { break };
@@ -107,12 +128,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn depth_follows_chunk_duration() {
-        assert_eq!(depth_for(None), 1);
-        assert_eq!(depth_for(Some(100)), MAX_DEPTH);
-        assert_eq!(depth_for(Some(1_000)), 501);
-        assert_eq!(depth_for(Some(100_000)), 6);
-        assert_eq!(depth_for(Some(2_000_000)), 1);
-        assert_eq!(depth_for(Some(0)), MAX_DEPTH);
+    fn queue_depth_follows_work_per_item() {
+        // Nothing measured yet: one chunk at a time.
+        assert!(queue_allows(None, 0, 0, 0, 1));
+        assert!(!queue_allows(None, 1, 1, 1, 1));
+        // 1 µs items: hundreds of one-item chunks may queue.
+        assert!(queue_allows(Some(1_000), 100, 100, 1, 1));
+        assert!(!queue_allows(Some(1_000), 600, 600, 1, 1));
+        // The same worker must not queue a 125k-item chunk behind another.
+        assert!(!queue_allows(Some(100), 1, 125_000, 125_000, 125_000));
+        // 2 ms items: never more than the one running.
+        assert!(!queue_allows(Some(2_000_000), 1, 1, 1, 1));
     }
 }

@@ -146,7 +146,7 @@ impl State {
                         return;
                     }
                     let task = w.answered().expect("head checked above");
-                    w.record_duration(h.aux);
+                    w.record_duration(h.aux, task.items);
                     self.complete(&task, h.flags, payload, h.aux);
                 }
                 // Engine-to-worker kinds never arrive here.

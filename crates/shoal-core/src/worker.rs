@@ -60,6 +60,7 @@ pub struct Worker {
     /// [`Worker::held_bytes`] in step.
     pub outstanding: VecDeque<Task>,
     held_bytes: usize,
+    held_items: u64,
     /// Functions this worker has been sent.
     pub funcs: FastSet<FuncId>,
     /// Chunks sent to it over its life.
@@ -70,8 +71,8 @@ pub struct Worker {
     pub chan_closed: bool,
     /// Its initializer finished (it sent `Ready`).
     pub was_ready: bool,
-    /// Smoothed run time of its chunks in ns, once one has finished.
-    pub ewma_ns: Option<u64>,
+    /// Smoothed run time per item in ns, once a chunk has finished.
+    pub ewma_item_ns: Option<u64>,
     /// When it was started.
     pub started: Instant,
     /// When to escalate to SIGKILL if it has not exited (terminate, retire).
@@ -90,12 +91,13 @@ impl Worker {
             out: Vec::new(),
             outstanding: VecDeque::new(),
             held_bytes: 0,
+            held_items: 0,
             funcs: FastSet::default(),
             assigned: 0,
             life: Life::Starting,
             chan_closed: false,
             was_ready: false,
-            ewma_ns: None,
+            ewma_item_ns: None,
             started: Instant::now(),
             kill_at: None,
         })
@@ -133,8 +135,9 @@ impl Worker {
     }
 
     /// Fold a finished chunk's run time into the smoothed estimate.
-    pub fn record_duration(&mut self, ns: u64) {
-        self.ewma_ns = Some(match self.ewma_ns {
+    pub fn record_duration(&mut self, ns: u64, items: u32) {
+        let ns = ns / u64::from(items.max(1));
+        self.ewma_item_ns = Some(match self.ewma_item_ns {
             None => ns,
             Some(prev) => (prev * 3 + ns) / 4,
         });
@@ -145,9 +148,15 @@ impl Worker {
         self.held_bytes
     }
 
+    /// Items in the chunks sent and not answered.
+    pub fn held_items(&self) -> u64 {
+        self.held_items
+    }
+
     /// Record a chunk sent to this worker.
     pub fn hold(&mut self, task: Task) {
         self.held_bytes += task.payload.len();
+        self.held_items += u64::from(task.items);
         self.outstanding.push_back(task);
     }
 
@@ -155,12 +164,14 @@ impl Worker {
     pub fn answered(&mut self) -> Option<Task> {
         let t = self.outstanding.pop_front()?;
         self.held_bytes -= t.payload.len();
+        self.held_items -= u64::from(t.items);
         Some(t)
     }
 
     /// Every chunk held, oldest first; the worker holds none after.
     pub fn take_all(&mut self) -> Vec<Task> {
         self.held_bytes = 0;
+        self.held_items = 0;
         self.outstanding.drain(..).collect()
     }
 }
