@@ -379,28 +379,25 @@ class IMapIterator(Iterator[T]):
     def __iter__(self) -> IMapIterator[T]:
         return self
 
+    def _pop(self) -> T:
+        value = self._items.popleft()
+        if type(value) is _Raise:
+            raise value.exc
+        return value
+
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
         # Fast path, without the lock: deque.popleft is atomic.
-        try:
-            value = self._items.popleft()
-        except IndexError:
-            pass
-        else:
-            if type(value) is _Raise:
-                raise value.exc
-            return value
+        if self._items:
+            try:
+                return self._pop()
+            except IndexError:
+                pass  # another thread took the last one
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:
-                try:
-                    value = self._items.popleft()
-                except IndexError:
-                    pass
-                else:
-                    if type(value) is _Raise:
-                        raise value.exc
-                    return value
+                if self._items:
+                    return self._pop()
                 if self._done:
                     raise StopIteration
                 if self._absorb():

@@ -19,6 +19,8 @@ struct Entry {
     /// Jobs using it, plus one while the caller holds it.
     users: u32,
     held: bool,
+    /// Smoothed run time per item, once one of its chunks has finished.
+    per_item_ns: Option<u64>,
 }
 
 /// Pickled functions by id, with their users counted.
@@ -37,6 +39,7 @@ impl Funcs {
             payload: Arc::new(payload),
             users: 1,
             held: true,
+            per_item_ns: None,
         };
         self.map.insert(id, entry);
         id
@@ -80,6 +83,21 @@ impl Funcs {
             }
             _ => false,
         }
+    }
+
+    /// A chunk of `items` items of function `id` ran in `ns` nanoseconds.
+    pub fn record(&mut self, id: FuncId, ns: u64, items: u32) {
+        if let Some(e) = self.map.get_mut(&id) {
+            let ns = ns / u64::from(items.max(1));
+            e.per_item_ns = Some(e.per_item_ns.map_or(ns, |prev| (prev * 3 + ns) / 4));
+        }
+    }
+
+    /// Smoothed run time per item of function `id`, once measured. It is
+    /// the function's, not the worker's: one function's short items say
+    /// nothing about the next function's.
+    pub fn per_item_ns(&self, id: FuncId) -> Option<u64> {
+        self.map.get(&id).and_then(|e| e.per_item_ns)
     }
 
     /// Functions in the table.

@@ -43,7 +43,7 @@ pub fn queue_allows(
     held < MAX_DEPTH && queued <= TARGET_QUEUED.as_nanos() as u64
 }
 
-fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task) -> bool {
+fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task, per_item_ns: Option<u64>) -> bool {
     if w.life != Life::Ready {
         return false;
     }
@@ -64,7 +64,7 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task) -> b
         && !running.suspect
         && w.held_bytes() < MAX_QUEUED_BYTES
         && queue_allows(
-            w.ewma_item_ns,
+            per_item_ns,
             held,
             w.held_items(),
             u64::from(running.items),
@@ -73,6 +73,11 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task) -> b
 }
 
 impl State {
+    /// Measured run time per item of `job`'s function.
+    fn per_item_ns(&self, job: crate::job::JobId) -> Option<u64> {
+        self.jobs.get(&job).and_then(|j| self.funcs.per_item_ns(j.func))
+    }
+
     /// Whether a worker could take the chunk at the head of the queue now.
     /// When none can, new chunks wait for the next result, which wakes the
     /// I/O thread anyway: waking it for each submission would cost a system
@@ -82,7 +87,8 @@ impl State {
             return false;
         };
         let max_tasks = self.config.max_tasks_per_worker;
-        self.workers.iter().any(|w| can_take(w, max_tasks, head))
+        let per_item = self.per_item_ns(head.job);
+        self.workers.iter().any(|w| can_take(w, max_tasks, head, per_item))
     }
 
     /// Hand queued chunks to workers, each to the worker holding the fewest.
@@ -90,11 +96,12 @@ impl State {
         while !self.queue.is_empty() {
             let max_tasks = self.config.max_tasks_per_worker;
             let head = self.queue.front().expect("queue checked non-empty");
+            let per_item = self.per_item_ns(head.job);
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| can_take(w, max_tasks, head))
+                .filter(|(_, w)| can_take(w, max_tasks, head, per_item))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(slot) = pick else { break };

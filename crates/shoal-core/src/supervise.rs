@@ -147,6 +147,9 @@ impl State {
                     }
                     let task = w.answered().expect("head checked above");
                     w.record_duration(h.aux, task.items);
+                    if let Some(j) = self.jobs.get(&task.job) {
+                        self.funcs.record(j.func, h.aux, task.items);
+                    }
                     self.complete(&task, h.flags, payload, h.aux);
                 }
                 // Engine-to-worker kinds never arrive here.
