@@ -72,7 +72,7 @@ class Chunks:
     def _read_range(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
         r, size = self._range, self.size
         assert r is not None
-        parts = [r[i : i + size] for i in range(0, len(r), size)][:max_chunks]
+        parts = [r[i : i + size] for i in range(0, min(len(r), size * max_chunks), size)]
         self._range = r[size * len(parts) :]
         if not self._range:
             self.exhausted = True
