@@ -483,11 +483,6 @@ impl Engine {
         let st = self.lock();
         st.workers.iter().any(|w| w.proc.pid == pid && w.life != Life::Exited)
     }
-
-    /// The zygote's pid and whatever else describes the launcher, for tests.
-    pub fn queued(&self) -> usize {
-        self.lock().queue.len()
-    }
 }
 
 impl Drop for Engine {

@@ -146,7 +146,6 @@ impl State {
                         return;
                     }
                     let task = w.answered().expect("head checked above");
-                    w.record_duration(h.aux, task.items);
                     if let Some(j) = self.jobs.get(&task.job) {
                         self.funcs.record(j.func, h.aux, task.items);
                     }

@@ -77,23 +77,6 @@ pub fn write_some(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// Write all of `buf`, blocking as needed.
-pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: as in `write_some`.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        buf = &buf[n as usize..];
-    }
-    Ok(())
-}
-
 /// An eventfd used to wake the engine thread out of `poll`.
 pub struct Waker {
     fd: OwnedFd,
@@ -265,7 +248,7 @@ mod tests {
     #[test]
     fn socketpair_carries_bytes() {
         let (a, b) = socketpair().unwrap();
-        write_all(a.as_raw_fd(), b"ping").unwrap();
+        assert_eq!(write_some(a.as_raw_fd(), b"ping").unwrap(), 4);
         let mut r = crate::frame::FrameReader::new();
         let _ = r.read_from(b.as_raw_fd(), 16).unwrap();
         assert_eq!(r.pending(), 4);

@@ -71,8 +71,6 @@ pub struct Worker {
     pub chan_closed: bool,
     /// Its initializer finished (it sent `Ready`).
     pub was_ready: bool,
-    /// Smoothed run time per item in ns, once a chunk has finished.
-    pub ewma_item_ns: Option<u64>,
     /// When it was started.
     pub started: Instant,
     /// When to escalate to SIGKILL if it has not exited (terminate, retire).
@@ -97,7 +95,6 @@ impl Worker {
             life: Life::Starting,
             chan_closed: false,
             was_ready: false,
-            ewma_item_ns: None,
             started: Instant::now(),
             kill_at: None,
         })
@@ -132,15 +129,6 @@ impl Worker {
             frames.push(f);
         }
         Ok(frames)
-    }
-
-    /// Fold a finished chunk's run time into the smoothed estimate.
-    pub fn record_duration(&mut self, ns: u64, items: u32) {
-        let ns = ns / u64::from(items.max(1));
-        self.ewma_item_ns = Some(match self.ewma_item_ns {
-            None => ns,
-            Some(prev) => (prev * 3 + ns) / 4,
-        });
     }
 
     /// Bytes of chunk payloads sent and not answered.
