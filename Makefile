@@ -13,9 +13,9 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(DEPS): $(BIN)/python pyproject.toml
+$(DEPS): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "maturin>=1.9,<2" "cloudpickle>=2.1" "pytest>=8" "pytest-timeout>=2.3" "ruff>=0.6"
+	$(BIN)/pip install --quiet "maturin>=1.9,<2" "cloudpickle>=2.1" "pytest>=8" "pytest-timeout>=2.3" "ruff>=0.6" numpy
 	touch $@
 
 # Development build (fast to compile) of the extension, installed editable.

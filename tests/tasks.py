@@ -184,3 +184,27 @@ def ignore_sigterm_and_block(ready_path: str) -> None:
 def touch(path: str) -> None:
     time.sleep(0.005)
     open(path, "w").close()
+
+
+def array_total(a) -> float:
+    return float(a.sum())
+
+
+def bump_and_total(a) -> float:
+    """Changes its argument in place: the parent's copy must not see it."""
+    a += 1
+    return float(a.sum())
+
+
+def filled(args: tuple[int, float]):
+    import numpy as np
+
+    n, value = args
+    return np.full(n, value)
+
+
+def total_or_die(a) -> float:
+    """Exits the worker, as a crash would, on an array that starts with -1."""
+    if a[0] == -1:
+        os._exit(3)
+    return float(a.sum())

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
+    from shoal._shm import Outbound
+
 
 def task_flags(single: bool, base: int = 0) -> int:
     """The job's task flags: ``SINGLE`` when its chunks are bare items."""
@@ -27,9 +29,9 @@ def task_flags(single: bool, base: int = 0) -> int:
 class Chunks:
     """Pickled chunks read from ``iterable``, ``size`` items each."""
 
-    __slots__ = ("_it", "_range", "error", "exhausted", "single", "size")
+    __slots__ = ("_it", "_range", "error", "exhausted", "oob", "single", "size")
 
-    def __init__(self, iterable: Any, size: int, single: bool | None = None) -> None:
+    def __init__(self, iterable: Any, size: int, single: bool | None = None, oob: Outbound | None = None) -> None:
         self._it: Iterator[Any] = iter(iterable)
         # A range is chunked into sub-ranges: a few bytes to pickle per chunk
         # instead of one pickled int per item, on both sides.
@@ -40,6 +42,8 @@ class Chunks:
         # a job's chunks all share its flags.
         self.single = size == 1 if single is None else single
         self.exhausted = False
+        # Where large buffers go (shared memory), if anywhere.
+        self.oob = oob
         # An exception raised by the iterable, or by pickling an item. It
         # ends the input and surfaces at this position, as in multiprocessing.
         self.error: BaseException | None = None
@@ -61,7 +65,7 @@ class Chunks:
                 if not chunk:
                     self.exhausted = True
                     break
-                payloads.append(dumps(chunk))
+                payloads.append(dumps(chunk, self.oob))
                 lens.append(len(chunk))
         except Exception as exc:  # noqa: BLE001 - surfaces at its position
             self.error = exc
@@ -88,9 +92,9 @@ class Chunks:
         if self.error is not None or len(items) < max_chunks:
             self.exhausted = True
         try:
-            payloads = dumps_many(items)
+            payloads = dumps_many(items, self.oob)
         except Exception as exc:  # noqa: BLE001 - surfaces at its position
-            payloads = dumps_many(items[: getattr(exc, "shoal_index", 0)])
+            payloads = getattr(exc, "shoal_done", [])
             self.error = exc
             self.exhausted = True
         return payloads, [1] * len(payloads)

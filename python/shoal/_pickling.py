@@ -9,6 +9,10 @@ cloudpickle, which pickles them by value:
   notebook or a REPL pickles "fine" by reference, but a worker that did not
   run that ``__main__`` cannot find it. Such a reference always spells the
   module name in the stream, so a substring test finds it cheaply.
+
+Given an ``oob`` (a ``shoal._shm.Outbound``), large buffers leave the stream
+and travel through shared memory; the substring test then scans only what
+stays in the stream.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
     from typing import Any
 
+    from shoal._shm import Outbound
+
 PROTOCOL = 5
 _MAIN = b"__main__"
 
@@ -27,14 +33,16 @@ loads = _pickle.loads
 _dumps = _pickle.dumps
 
 
-def _cloud_dumps(obj: Any) -> bytes:
+def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
     import cloudpickle
 
-    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+    return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
     """Pickle ``obj`` so that any worker, under any start method, can load it."""
+    if oob is not None:
+        return _dumps_oob(obj, oob)
     try:
         data = _dumps(obj, PROTOCOL)
     except Exception as first:  # noqa: BLE001 - any failure: try cloudpickle
@@ -46,6 +54,27 @@ def dumps(obj: Any) -> bytes:
             raise first from None
     if _MAIN in data:
         return _cloud_dumps(obj)
+    return data
+
+
+def _dumps_oob(obj: Any, oob: Outbound) -> bytes:
+    bufs: list[memoryview] = []
+    collect = oob.collector(bufs)
+    try:
+        data = _dumps(obj, PROTOCOL, buffer_callback=collect)
+        careful = _MAIN in data
+    except Exception:  # noqa: BLE001 - try cloudpickle
+        careful = True
+    if careful:
+        bufs.clear()
+        try:
+            data = _cloud_dumps(obj, collect)
+        except Exception:  # noqa: BLE001 - dumps raises the error that names the problem
+            return dumps(obj)
+    if bufs:
+        wrapped = oob.wrap(data, bufs, _dumps)
+        # No room in shared memory: the buffers travel in band.
+        return dumps(obj) if wrapped is None else wrapped
     return data
 
 
@@ -62,20 +91,30 @@ def dumps_func(func: Any) -> tuple[bytes, bool]:
     return data, True
 
 
-def dumps_many(items: list[Any]) -> list[bytes]:
+def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
     """``[dumps(x) for x in items]``, with the C pickler called straight from
     a comprehension; the careful path runs only for items that need it.
     Raises what ``dumps`` raises for the first item that cannot be pickled,
-    with ``index`` set to that item's position as its ``shoal_index``."""
+    with the pickles of the items before it as its ``shoal_done`` (they may
+    hold shared memory, so they are used, not made again)."""
+    big: list[memoryview] = []
     try:
-        out = [_dumps(x, PROTOCOL) for x in items]
+        if oob is None:
+            out = [_dumps(x, PROTOCOL) for x in items]
+        else:
+            collect = oob.collector(big)
+            out = [_dumps(x, PROTOCOL, buffer_callback=collect) for x in items]
+        careful = bool(big)
     except Exception:  # noqa: BLE001 - one of them needs the careful path
+        careful = True
+    if careful:
+        # An item needs the careful path, or has large buffers: item by item.
         out = []
-        for i, x in enumerate(items):
+        for x in items:
             try:
-                out.append(dumps(x))
+                out.append(dumps(x, oob))
             except Exception as exc:
-                exc.shoal_index = i  # type: ignore[attr-defined]
+                exc.shoal_done = out  # type: ignore[attr-defined]
                 raise
         return out
     if _MAIN in b"".join(out):

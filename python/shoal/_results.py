@@ -313,7 +313,7 @@ class IMapIterator(Iterator[T]):
         self._engine = pool._engine
         # No chunksize: the engine suggests one per chunk (adaptive).
         self._adaptive = chunksize is None
-        self._chunks: Chunks | None = Chunks(iterable, chunksize or 1, single=chunksize == 1)
+        self._chunks: Chunks | None = Chunks(iterable, chunksize or 1, single=chunksize == 1, oob=pool._oob)
         self._job: int = self._engine.new_job(
             func, task_flags(self._chunks.single, flags), self._ordered, pool._window_chunks(self._adaptive)
         )

@@ -18,6 +18,7 @@ import time
 import types
 
 from shoal import _protocol as P
+from shoal import _shm
 from shoal._pickling import _MAIN as _MAIN_MARK
 from shoal._pickling import PROTOCOL, _dumps, dumps, loads
 
@@ -25,6 +26,9 @@ TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+# Where results' large buffers go: set by the pool's Init.
+_result_oob: _shm.Outbound | None = None
 
 _pack = P.HEADER.pack
 _unpack_from = P.HEADER.unpack_from
@@ -137,9 +141,9 @@ def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[i
     try:
         if errors is None:
             if flags & P.SINGLE:
-                return P.OK | P.SINGLE_VALUE, dumps(results[0])
-            return P.OK, dumps(results)
-        return P.ITEM_ERRORS, dumps((results, errors))
+                return P.OK | P.SINGLE_VALUE, dumps(results[0], _result_oob)
+            return P.OK, dumps(results, _result_oob)
+        return P.ITEM_ERRORS, dumps((results, errors), _result_oob)
     except BaseException:  # noqa: BLE001 - find the unpicklable items below
         pass
     # Some result cannot be pickled: fail those items, keep the others.
@@ -248,6 +252,9 @@ class _Outbox:
         if self.parts:
             _write_all(self.fd, b"".join(self.parts))
             self.parts.clear()
+        if _shm._pending:
+            # The results of the chunks that used these blocks are out.
+            _shm.release_pending()
 
 
 def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
@@ -257,6 +264,9 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
     plain_single = P.SINGLE
     funcs: dict[int, Any] = {}
     parts = outbox.parts
+    # Large buffers of a result: set up by Init (none before it).
+    big: list[memoryview] = []
+    collect = None
     while True:
         outbox.flush()  # about to block: send what is done
         if not inbox.fill():
@@ -291,11 +301,12 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                             rflags, result = _encode([None], failed, flags)
                         else:
                             try:
-                                result = _dumps(value, PROTOCOL)
-                                careful = main in result
+                                result = _dumps(value, PROTOCOL, buffer_callback=collect)
+                                careful = big or main in result
                             except BaseException:  # noqa: BLE001 - _encode finds out why
                                 careful = True
                             if careful:
+                                big.clear()
                                 rflags, result = _encode([value], None, flags)
                             else:
                                 rflags = P.OK | P.SINGLE_VALUE
@@ -307,7 +318,12 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                     outbox.since = t1
                 parts.append(pack(len(result), P.RESULT, rflags, 0, job, index, t1 - t0))
                 parts.append(result)
-                if flags & P.ISOLATE or t1 - t0 > FLUSH_AFTER_NS or len(parts) >= 2 * FLUSH_RESULTS:
+                if (
+                    flags & P.ISOLATE
+                    or t1 - t0 > FLUSH_AFTER_NS
+                    or len(parts) >= 2 * FLUSH_RESULTS
+                    or _shm._pending  # shared blocks wait for this flush
+                ):
                     outbox.flush()
             elif kind == P.FUNC:
                 try:
@@ -318,6 +334,8 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 funcs.pop(job, None)
             elif kind == P.INIT:
                 reply = _initialise(bytes(payload), aux)
+                if _result_oob is not None:
+                    collect = _result_oob.collector(big)
                 _write_all(inbox.fd, reply)
                 if reply[4] == P.INIT_FAILED:
                     return 1
@@ -391,9 +409,11 @@ class _LoadError:
 
 def _initialise(payload: bytes, worker_id: int) -> bytes:
     """Apply the parent's settings and run the initializer. Returns the reply frame."""
+    global _result_oob
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
+        _result_oob = _shm.attach(settings["shm"])
         initializer, initargs = loads(settings["initializer"])
         if initializer is not None:
             initializer = adopt_main(initializer)

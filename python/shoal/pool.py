@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from shoal import _protocol as P
-from shoal import _shoal, _start
+from shoal import _shm, _shoal, _start
 from shoal._chunks import Chunks, task_flags
 from shoal._pickling import dumps, dumps_func
 from shoal._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
@@ -30,6 +30,9 @@ _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 # How many functions a pool keeps registered for reuse.
 _FUNC_CACHE = 64
+# Result arenas beyond one per worker: a process a task forked keeps its
+# worker's arena locked after the worker is gone.
+_SPARE_RESULT_ARENAS = 2
 
 
 @atexit.register
@@ -91,7 +94,14 @@ class Pool:
         self._start_method = _start.resolve(context, start_method)
         # Two layers: the worker must set sys.path before it can unpickle an
         # initializer that lives in a module only the parent's path finds.
-        init = {"sys_path": list(sys.path), "initializer": dumps((initializer, tuple(initargs)))}
+        # Created before the workers, so that forked ones inherit them mapped.
+        self._buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
+        self._oob = self._buffers.outbound
+        init = {
+            "sys_path": list(sys.path),
+            "initializer": dumps((initializer, tuple(initargs))),
+            "shm": self._buffers.settings(),
+        }
         self._engine, self._zygote = _start.start_engine(self._start_method, processes, dumps(init), maxtasksperchild)
         self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
         # Functions already registered with the engine, by identity.
@@ -171,7 +181,7 @@ class Pool:
                 args = tuple(args)
             if type(kwds) is not dict:
                 kwds = dict(kwds)
-            chunk = dumps((args, kwds))
+            chunk = dumps((args, kwds), self._oob)
             fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             result._fail_now(exc)
@@ -237,7 +247,7 @@ class Pool:
         result: MapResult[T] = MapResult(self, lens, callback, error_callback)
         if not lens:
             return result
-        chunks = Chunks(iterable, size)
+        chunks = Chunks(iterable, size, oob=self._oob)
         try:
             fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
@@ -321,6 +331,7 @@ class Pool:
                 it._feed(everything=True)
         self._engine.join()
         self._close_zygote()
+        self._buffers.close()
 
     def _shutdown(self) -> None:
         """Terminate and reap everything; safe to call more than once."""
@@ -330,6 +341,7 @@ class Pool:
         self._engine.terminate()
         self._engine.join()
         self._close_zygote()
+        self._buffers.close()
 
     def _close_zygote(self) -> None:
         if self._zygote is not None:
