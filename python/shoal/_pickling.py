@@ -58,6 +58,20 @@ def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
 
 
 def _dumps_oob(obj: Any, oob: Outbound) -> bytes:
+    # Most objects have no large buffer: one pass, with a callback shared by
+    # all calls that only counts them (any count, any thread, means "look
+    # again" below).
+    hits = oob.hits
+    try:
+        data = _dumps(obj, PROTOCOL, buffer_callback=oob.spot)
+    except Exception:  # noqa: BLE001 - the careful path says why
+        return _dumps_oob_careful(obj, oob)
+    if oob.hits == hits and _MAIN not in data:
+        return data
+    return _dumps_oob_careful(obj, oob)
+
+
+def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
     bufs: list[memoryview] = []
     collect = oob.collector(bufs)
     try:
@@ -97,14 +111,14 @@ def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
     Raises what ``dumps`` raises for the first item that cannot be pickled,
     with the pickles of the items before it as its ``shoal_done`` (they may
     hold shared memory, so they are used, not made again)."""
-    big: list[memoryview] = []
     try:
         if oob is None:
             out = [_dumps(x, PROTOCOL) for x in items]
+            careful = False
         else:
-            collect = oob.collector(big)
-            out = [_dumps(x, PROTOCOL, buffer_callback=collect) for x in items]
-        careful = bool(big)
+            hits, spot = oob.hits, oob.spot
+            out = [_dumps(x, PROTOCOL, buffer_callback=spot) for x in items]
+            careful = oob.hits != hits
     except Exception:  # noqa: BLE001 - one of them needs the careful path
         careful = True
     if careful:

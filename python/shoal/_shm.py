@@ -214,6 +214,10 @@ class Outbound:
 
     def __init__(self, arena: Arena | Callable[[], Arena | None]) -> None:
         self._arena = arena
+        # Large buffers `spot` has seen, ever; see `spot`.
+        self.hits = 0
+        self._hits_lock = _thread.allocate_lock()  # never lose a count: it only grows
+        self.spot = self._spot
 
     def arena(self) -> Arena | None:
         a = self._arena
@@ -221,6 +225,19 @@ class Outbound:
             return a
         self._arena = a = a()
         return a
+
+    def _spot(self, pb: Any) -> bool:
+        """A ``buffer_callback`` for a first pass that only finds out whether
+        an object has large buffers: it counts them. The pass's stream is
+        kept only if the count did not move."""
+        try:
+            if pb.raw().nbytes < THRESHOLD:
+                return True
+        except BufferError:
+            return True
+        with self._hits_lock:
+            self.hits += 1
+        return False
 
     @staticmethod
     def collector(bufs: list[memoryview]) -> Callable[[Any], bool]:
