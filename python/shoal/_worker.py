@@ -262,6 +262,7 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
     pack, unpack_from, hlen = _pack, _unpack_from, _HLEN
     main = _MAIN_MARK
     plain_single = P.SINGLE
+    star_single = P.STAR | P.SINGLE
     funcs: dict[int, Any] = {}
     parts = outbox.parts
     # Large buffers of a result: set up by Init (none before it).
@@ -286,23 +287,24 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 if parts and (flags & P.ISOLATE or t0 - outbox.since > FLUSH_NS):
                     outbox.flush()
                 func = funcs.get(aux)
-                if flags == plain_single and not isinstance(func, _LoadError):
-                    # The common case, inline: one item, f(item). Each stage that
-                    # fails is reported as _run_task would; none is run twice.
+                if (flags == plain_single or flags == star_single) and not isinstance(func, _LoadError):
+                    # The common cases, inline: one item, f(item) or f(*item)
+                    # (apply_async). Each stage that fails is reported as
+                    # _run_task would; none is run twice.
                     try:
                         item = loads(payload)
                     except BaseException:  # noqa: BLE001 - _run_task reports it
                         rflags, result = _run_task(func, flags, payload)
                     else:
                         try:
-                            value = func(item)
+                            value = func(item) if flags == plain_single else func(*item)
                         except BaseException as exc:  # noqa: BLE001 - SystemExit too fails only this task
                             failed = [(0, *_describe(exc, _task_note(func, item, flags)))]
                             rflags, result = _encode([None], failed, flags)
                         else:
                             try:
                                 result = _dumps(value, PROTOCOL, buffer_callback=collect)
-                                careful = big or main in result
+                                careful = big or result.find(main) >= 0
                             except BaseException:  # noqa: BLE001 - _encode finds out why
                                 careful = True
                             if careful:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from shoal import _protocol as P
 from shoal import _shm, _shoal, _start
 from shoal._chunks import Chunks, task_flags
-from shoal._pickling import dumps, dumps_func
+from shoal._pickling import _MAIN, PROTOCOL, _dumps, dumps, dumps_func
 from shoal._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
 
 T = TypeVar("T")
@@ -174,20 +174,35 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> ApplyResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
-        self._check_running()
+        if self._state != RUN:
+            raise ValueError("Pool not running")
         result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
         try:
             if type(args) is not tuple:
                 args = tuple(args)
-            if type(kwds) is not dict:
-                kwds = dict(kwds)
-            chunk = dumps((args, kwds), self._oob)
+            # Without keywords the call travels as func(*args): a smaller
+            # pickle, and no dict to build and unpack.
+            if kwds:
+                flags, call = P.APPLY | P.SINGLE, (args, dict(kwds))
+            else:
+                flags, call = P.STAR | P.SINGLE, args
+            # dumps(call, oob), with its common case inline: no large buffer,
+            # nothing from __main__.
+            oob = self._oob
+            hits = oob.hits
+            try:
+                chunk = _dumps(call, PROTOCOL, buffer_callback=oob.spot)
+                careful = oob.hits != hits or chunk.find(_MAIN) >= 0
+            except Exception:  # noqa: BLE001 - dumps tries cloudpickle
+                careful = True
+            if careful:
+                chunk = dumps(call, oob)
             fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             result._fail_now(exc)
             return result
         try:
-            result._start(self._engine.apply(fid, P.APPLY | P.SINGLE, chunk))
+            result._start(self._engine.apply(fid, flags, chunk))
         finally:
             if owned:
                 self._engine.release_func(fid)

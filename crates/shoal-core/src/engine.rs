@@ -394,11 +394,27 @@ impl Engine {
         let mut st = self.lock();
         if let Some(j) = st.jobs.get_mut(&job) {
             j.release();
-            if j.finished() {
-                st.forget_job(job);
+            if j.finished() && st.forget_job(job) {
+                self.wake(&mut st);
             }
         }
-        self.wake(&mut st);
+    }
+
+    /// If `job` has finished: all its outcomes, and the job released, in
+    /// one step (`apply_async`'s result); `None` if it has not.
+    pub fn collect(&self, job: JobId) -> Option<Vec<Outcome>> {
+        let mut st = self.lock();
+        let Some(j) = st.jobs.get_mut(&job) else {
+            return Some(Vec::new());
+        };
+        if !j.finished() {
+            return None;
+        }
+        let out = j.take(usize::MAX);
+        if st.forget_job(job) {
+            self.wake(&mut st);
+        }
+        Some(out)
     }
 
     /// Send `job`'s id on the done listener when it finishes.
@@ -527,21 +543,24 @@ impl State {
     }
 
     /// Drop a finished, released job, and its function if nothing else uses it.
-    fn forget_job(&mut self, job: JobId) {
-        if let Some(j) = self.jobs.remove(&job) {
-            if self.funcs.release(j.func) {
-                self.forget_func(j.func);
-            }
+    /// Drop `job`; true if that queued frames for the I/O thread to send.
+    fn forget_job(&mut self, job: JobId) -> bool {
+        match self.jobs.remove(&job) {
+            Some(j) if self.funcs.release(j.func) => self.forget_func(j.func),
+            _ => false,
         }
     }
 
-    /// Tell the workers that have function `id` to drop it.
-    fn forget_func(&mut self, id: FuncId) {
+    /// Tell the workers that have function `id` to drop it; true if any had it.
+    fn forget_func(&mut self, id: FuncId) -> bool {
+        let mut sent = false;
         for w in &mut self.workers {
             if w.funcs.remove(&id) && w.life != Life::Exited {
                 w.send(Kind::Forget, 0, id, 0, 0, &[]);
+                sent = true;
             }
         }
+        sent
     }
 
     /// Record the outcome of `task` in its job.

@@ -294,3 +294,20 @@ fn apply_runs_one_chunk_and_functions_are_shared() {
     // Every job is gone, and with them the function.
     assert!(e.new_job(f, 0, Order::Ordered, None).is_err());
 }
+
+#[test]
+fn collect_takes_a_finished_job_whole_and_forgets_it() {
+    let e = engine(1);
+    let func = e.register_func(b"f".to_vec());
+    let slow = e.apply(func, 0, b"sleep:300:slow".to_vec()).unwrap();
+    let quick = e.apply(func, 0, b"echo:quick".to_vec()).unwrap();
+    // Not finished: nothing is taken and the job stays.
+    assert!(e.collect(quick).is_none());
+    assert!(e.wait(quick, Want::Finished, Duration::from_secs(20)).unwrap());
+    let out = e.collect(quick).expect("finished");
+    assert_eq!(out.iter().map(text).collect::<Vec<_>>(), ["quick"]);
+    // Collected means released: the job is gone.
+    assert!(e.collect(quick).unwrap().is_empty());
+    assert!(e.wait(slow, Want::Finished, Duration::from_secs(20)).unwrap());
+    assert_eq!(e.collect(slow).unwrap().iter().map(text).collect::<Vec<_>>(), ["slow"]);
+}

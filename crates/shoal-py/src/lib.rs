@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use shoal_core::frame::flags;
-use shoal_core::{Engine, EngineConfig, EngineError, Order, SpawnLauncher, Want, ZygoteLauncher};
+use shoal_core::{Engine, EngineConfig, EngineError, Order, Outcome, SpawnLauncher, Want, ZygoteLauncher};
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -20,6 +20,36 @@ use std::time::{Duration, Instant};
 
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// Outcomes as (values, rest): the leading run of plain values unpickled
+/// with `loads`; from the first other outcome on, `(index, flags, payload)`
+/// for the caller to decode.
+fn unpickle_values<'py>(
+    py: Python<'py>,
+    out: Vec<Outcome>,
+    loads: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let values = PyList::empty(py);
+    let rest = PyList::empty(py);
+    let mut run = true;
+    for o in out {
+        let payload = PyBytes::new(py, &o.payload);
+        if run && o.flags == flags::OK | flags::SINGLE_VALUE {
+            match loads.call1((&payload,)) {
+                Ok(v) => {
+                    values.append(v)?;
+                    continue;
+                }
+                // Ctrl-C while unpickling is the caller's, not the result's.
+                Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        run = false;
+        rest.append((o.index, o.flags, payload))?;
+    }
+    Ok((values, rest))
+}
 
 fn engine_err(e: EngineError) -> PyErr {
     match e {
@@ -215,26 +245,7 @@ impl PyEngine {
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let out = self.engine()?.take(job, max).map_err(engine_err)?;
-        let values = PyList::empty(py);
-        let rest = PyList::empty(py);
-        let mut run = true;
-        for o in out {
-            let payload = PyBytes::new(py, &o.payload);
-            if run && o.flags == flags::OK | flags::SINGLE_VALUE {
-                match loads.call1((&payload,)) {
-                    Ok(v) => {
-                        values.append(v)?;
-                        continue;
-                    }
-                    // Ctrl-C while unpickling is the caller's, not the result's.
-                    Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
-                    Err(_) => {}
-                }
-            }
-            run = false;
-            rest.append((o.index, o.flags, payload))?;
-        }
-        Ok((values, rest))
+        unpickle_values(py, out, loads)
     }
 
     /// `take_values` of everything, then `release`: collect a finished job.
@@ -244,9 +255,16 @@ impl PyEngine {
         job: u32,
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let out = self.take_values(py, job, usize::MAX, loads)?;
-        self.engine()?.release(job);
-        Ok(out)
+        let engine = self.engine()?;
+        let out = match engine.collect(job) {
+            Some(out) => out,
+            None => {
+                let out = engine.take(job, usize::MAX).map_err(engine_err)?;
+                engine.release(job);
+                out
+            }
+        };
+        unpickle_values(py, out, loads)
     }
 
     /// `take_release` if the job has finished, else None, without waiting.
@@ -256,10 +274,10 @@ impl PyEngine {
         job: u32,
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>)>> {
-        if !self.engine()?.finished(job).map_err(engine_err)? {
-            return Ok(None);
+        match self.engine()?.collect(job) {
+            Some(out) => unpickle_values(py, out, loads).map(Some),
+            None => Ok(None),
         }
-        self.take_release(py, job, loads).map(Some)
     }
 
     /// Whether every chunk of the job has an outcome.
