@@ -7,6 +7,7 @@ unpickled on the thread that asks.
 
 from __future__ import annotations
 
+import abc
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from multiprocessing import TimeoutError
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shoal import _protocol as P
+from shoal import _shoal
 from shoal._chunks import Chunks, task_flags
 from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError, rebuild
 from shoal._pickling import loads
@@ -102,6 +104,14 @@ class _Unraisable:
         self.object = obj
 
 
+def decode_one(flags: int, payload: bytes) -> tuple[bool, Any]:
+    """One task's outcome as ``(succeeded, value or exception)``."""
+    decoded, errors = decode(flags, payload, 1)
+    if errors:
+        return False, errors[0]
+    return True, decoded[0]
+
+
 class ApplyResult(Generic[T]):
     """The result of ``apply_async``; also the base of ``MapResult``."""
 
@@ -155,10 +165,7 @@ class ApplyResult(Generic[T]):
         if values:
             return True, values[0]
         _index, flags, payload = rest[0]
-        decoded, errors = decode(flags, payload, 1)
-        if errors:
-            return False, errors[0]
-        return True, decoded[0]
+        return decode_one(flags, payload)
 
     def _resolve(self) -> None:
         """Fetch the outcome from the engine, set the value, run callbacks."""
@@ -244,7 +251,26 @@ class ApplyResult(Generic[T]):
                 pass
 
 
-AsyncResult = ApplyResult
+class AsyncResult(abc.ABC, Generic[T]):
+    """What ``apply_async`` returns: an :class:`ApplyResult`, or, when no
+    callbacks are given, the engine's own ``PendingResult`` (the same four
+    methods, made in Rust, because one is made per task)."""
+
+    @abc.abstractmethod
+    def get(self, timeout: float | None = None) -> T: ...
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    @abc.abstractmethod
+    def successful(self) -> bool: ...
+
+
+AsyncResult.register(ApplyResult)
+AsyncResult.register(_shoal.PendingResult)
 
 
 class MapResult(ApplyResult[list[T]]):

@@ -1,6 +1,7 @@
 """Type stubs for the ``shoal._shoal`` extension (crates/shoal-py)."""
 
 from collections.abc import Callable
+from typing import Any
 
 __version__: str
 HEADER_LEN: int
@@ -11,6 +12,14 @@ RESULT_ITEM_ERRORS: int
 RESULT_CHUNK_FAILED: int
 RESULT_WORKER_LOST: int
 RESULT_CANCELLED: int
+
+class PendingResult:
+    """The outcome of one ``apply_async`` call without callbacks."""
+
+    def get(self, timeout: float | None = None) -> Any: ...
+    def wait(self, timeout: float | None = None) -> None: ...
+    def ready(self) -> bool: ...
+    def successful(self) -> bool: ...
 
 class Engine:
     """A pool's engine: worker processes, scheduling, ordering and the window."""
@@ -30,6 +39,14 @@ class Engine:
     def release_func(self, func: int) -> None: ...
     def new_job(self, func: int, task_flags: int, ordered: bool, window: int | None = None) -> int: ...
     def apply(self, func: int, task_flags: int, payload: bytes) -> int: ...
+    def apply_pending(
+        self,
+        func: int,
+        task_flags: int,
+        payload: bytes,
+        loads: Callable[[bytes], Any],
+        decode: Callable[[int, bytes], tuple[bool, Any]],
+    ) -> PendingResult: ...
     def submit(self, job: int, chunks: list[bytes], items: list[int] | None = None) -> int: ...
     def chunk_hint(self, job: int) -> int: ...
     def finish_input(self, job: int) -> None: ...

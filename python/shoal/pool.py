@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from shoal import _protocol as P
 from shoal import _shm, _shoal, _start
 from shoal._chunks import Chunks, task_flags
-from shoal._pickling import _MAIN, PROTOCOL, _dumps, dumps, dumps_func
-from shoal._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult
+from shoal._pickling import _MAIN, PROTOCOL, _dumps, dumps, dumps_func, loads
+from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult, decode_one
 
 T = TypeVar("T")
 
@@ -172,11 +172,10 @@ class Pool:
         kwds: Mapping[str, Any] = {},
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> ApplyResult[T]:
+    ) -> AsyncResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
         if self._state != RUN:
             raise ValueError("Pool not running")
-        result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
         try:
             if type(args) is not tuple:
                 args = tuple(args)
@@ -199,14 +198,20 @@ class Pool:
                 chunk = dumps(call, oob)
             fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
-            result._fail_now(exc)
-            return result
+            failed: ApplyResult[T] = ApplyResult(self, callback, error_callback)
+            failed._fail_now(exc)
+            return failed
         try:
+            if callback is None and error_callback is None:
+                # The common case: a result object made in Rust (see
+                # crates/shoal-py/src/pending.rs).
+                return self._engine.apply_pending(fid, flags, chunk, loads, decode_one)  # type: ignore[return-value]
+            result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
             result._start(self._engine.apply(fid, flags, chunk))
+            return result
         finally:
             if owned:
                 self._engine.release_func(fid)
-        return result
 
     def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
         """Apply ``func`` to every item; return the results in order."""

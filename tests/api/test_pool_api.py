@@ -6,6 +6,7 @@ import itertools
 import multiprocessing
 import multiprocessing.pool
 import os
+import threading
 
 import pytest
 
@@ -216,3 +217,41 @@ def test_iterators_never_end_early(pool: shoal.Pool) -> None:
     for _ in range(100):
         assert sorted(pool.imap_unordered(tasks.square, range(10))) == [i * i for i in range(10)]
         assert list(pool.imap(tasks.square, range(7), chunksize=2)) == [i * i for i in range(7)]
+
+
+def test_an_apply_result_is_shared_safely_between_threads(pool: shoal.Pool, gates) -> None:
+    r = pool.apply_async(tasks.wait_for, (gates.path(0), 7))
+    assert isinstance(r, shoal.AsyncResult)
+    assert isinstance(pool.apply_async(abs, (1,), callback=lambda _: None), shoal.AsyncResult)
+    assert not r.ready()
+    with pytest.raises(ValueError, match="not ready"):
+        r.successful()
+    got: list[object] = []
+    readers = [threading.Thread(target=lambda: got.append(r.get(timeout=30))) for _ in range(4)]
+    for t in readers:
+        t.start()
+    gates.open(0)
+    for t in readers:
+        t.join(timeout=30)
+    assert got == [7, 7, 7, 7]
+    assert r.ready() and r.successful()
+    r.wait()
+
+
+def test_an_apply_result_reraises_every_time(pool: shoal.Pool) -> None:
+    r = pool.apply_async(tasks.fail_on(3), (3,))
+    for _ in range(2):
+        with pytest.raises(ValueError, match="bad item 3") as info:
+            r.get(timeout=30)
+        assert "in the task" in str(info.value.__cause__)
+    assert not r.successful()
+
+
+def test_dropped_apply_results_still_run_and_free_the_pool(pool: shoal.Pool, gates) -> None:
+    for i in range(50):
+        pool.apply_async(tasks.gated, ((gates.path(i), i),))
+    for i in range(50):
+        gates.open(i)
+    # The pool keeps working; the dropped results' jobs are forgotten as they end.
+    assert pool.apply_async(tasks.square, (9,)).get(timeout=30) == 81
+    assert pool.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]

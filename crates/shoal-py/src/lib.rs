@@ -18,6 +18,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod pending;
+use pending::Pending;
+
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
@@ -171,6 +174,25 @@ impl PyEngine {
         self.engine()?
             .apply(func, task_flags, payload.as_bytes().to_vec())
             .map_err(engine_err)
+    }
+
+    /// [`apply`](PyEngine::apply), returning the call's result object:
+    /// `loads` unpickles a plain result, `decode(flags, payload)` gives
+    /// `(succeeded, value)` for any other outcome.
+    fn apply_pending(
+        slf: &Bound<'_, Self>,
+        func: u32,
+        task_flags: u8,
+        payload: &Bound<'_, PyBytes>,
+        loads: Py<PyAny>,
+        decode: Py<PyAny>,
+    ) -> PyResult<Pending> {
+        let job = slf
+            .get()
+            .engine()?
+            .apply(func, task_flags, payload.as_bytes().to_vec())
+            .map_err(engine_err)?;
+        Ok(Pending::new(slf.clone().unbind(), job, loads, decode))
     }
 
     /// Add pickled chunks to a job; returns the index of the first. `items`
@@ -443,7 +465,7 @@ fn worker_prelude(parent_pid: i32) -> bool {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
-    use super::{default_map_chunksize, live_threads, worker_prelude, PyEngine};
+    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PyEngine};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
