@@ -427,12 +427,18 @@ class IMapIterator(Iterator[T]):
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
-        # Fast path, without the lock: deque.popleft is atomic.
-        if self._items:
+        # Fast path, without the lock: deque.popleft is atomic. Inline, as
+        # it runs once per result.
+        items = self._items
+        if items:
             try:
-                return self._pop()
+                value = items.popleft()
             except IndexError:
                 pass  # another thread took the last one
+            else:
+                if type(value) is _Raise:
+                    raise value.exc
+                return value
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:

@@ -1,11 +1,15 @@
 """The worker process: read tasks from the channel, run them, send results.
 
-Pure Python by design. A worker forked from a zygote that was itself forked
-from a threaded parent must not touch the engine's Rust state, so the only
-call into the extension here is ``worker_prelude``, which is a single
-``prctl``. Chunks are run strictly in the order they arrive and each result
-is written before the next chunk starts, so the engine always knows which
-chunk a dead worker was running.
+A worker forked from a zygote that was itself forked from a threaded parent
+must not touch the engine's Rust state. It uses two things from the
+extension that hold none: ``worker_prelude`` (one ``prctl``) and
+``PlainTasks``, the native loop that runs plain tasks (one item, or one
+argument tuple: ``chunksize=1`` and ``apply_async``) with the framing and
+timing around ``loads``, the call and ``dumps`` done in Rust; it hands every
+other frame, and every failing stage, back to this module. Chunks are run
+strictly in the order they arrive and each result is written before the
+next chunk starts, so the engine always knows which chunk a dead worker was
+running.
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ import types
 
 from shoal import _protocol as P
 from shoal import _shm
-from shoal._pickling import _MAIN as _MAIN_MARK
-from shoal._pickling import PROTOCOL, _dumps, dumps, loads
+from shoal._pickling import _dumps, dumps, loads
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -260,14 +263,14 @@ class _Outbox:
 def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
     now = time.perf_counter_ns
     pack, unpack_from, hlen = _pack, _unpack_from, _HLEN
-    main = _MAIN_MARK
-    plain_single = P.SINGLE
-    star_single = P.STAR | P.SINGLE
     funcs: dict[int, Any] = {}
     parts = outbox.parts
     # Large buffers of a result: set up by Init (none before it).
     big: list[memoryview] = []
     collect = None
+    # The native loop for plain tasks (crates/shoal-py/src/worker_loop.rs),
+    # made at Init; this loop takes every frame it leaves.
+    fast = None
     while True:
         outbox.flush()  # about to block: send what is done
         if not inbox.fill():
@@ -275,6 +278,13 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
         view = inbox.view
         pos, end = inbox.start, inbox.end
         while end - pos >= hlen:
+            if fast is not None:
+                pos, outbox.since, flush = fast.run(inbox.buf, pos, end, outbox.since)
+                if flush:
+                    outbox.flush()
+                    continue
+                if end - pos < hlen:
+                    break
             length, kind, flags, _, job, index, aux = unpack_from(view, pos)
             stop = pos + hlen + length
             if stop > end:
@@ -287,34 +297,8 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 if parts and (flags & P.ISOLATE or t0 - outbox.since > FLUSH_NS):
                     outbox.flush()
                 func = funcs.get(aux)
-                if (flags == plain_single or flags == star_single) and not isinstance(func, _LoadError):
-                    # The common cases, inline: one item, f(item) or f(*item)
-                    # (apply_async). Each stage that fails is reported as
-                    # _run_task would; none is run twice.
-                    try:
-                        item = loads(payload)
-                    except BaseException:  # noqa: BLE001 - _run_task reports it
-                        rflags, result = _run_task(func, flags, payload)
-                    else:
-                        try:
-                            value = func(item) if flags == plain_single else func(*item)
-                        except BaseException as exc:  # noqa: BLE001 - SystemExit too fails only this task
-                            failed = [(0, *_describe(exc, _task_note(func, item, flags)))]
-                            rflags, result = _encode([None], failed, flags)
-                        else:
-                            try:
-                                result = _dumps(value, PROTOCOL, buffer_callback=collect)
-                                careful = big or result.find(main) >= 0
-                            except BaseException:  # noqa: BLE001 - _encode finds out why
-                                careful = True
-                            if careful:
-                                big.clear()
-                                rflags, result = _encode([value], None, flags)
-                            else:
-                                rflags = P.OK | P.SINGLE_VALUE
-                        del item
-                else:
-                    rflags, result = _run_task(func, flags, payload)
+                # Plain tasks never get here: the native loop above runs them.
+                rflags, result = _run_task(func, flags, payload)
                 t1 = now()
                 if not parts:
                     outbox.since = t1
@@ -338,6 +322,7 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 reply = _initialise(bytes(payload), aux)
                 if _result_oob is not None:
                     collect = _result_oob.collector(big)
+                fast = _plain_tasks(funcs, parts, collect, big)
                 _write_all(inbox.fd, reply)
                 if reply[4] == P.INIT_FAILED:
                     return 1
@@ -345,6 +330,38 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 return 0
             del payload
         inbox.start = pos
+
+
+def _plain_tasks(funcs: dict[int, Any], parts: list[bytes], collect: Any, big: list[memoryview]) -> Any:
+    """The native loop for plain tasks (one item, or one argument tuple)."""
+    from shoal import _shoal
+
+    return _shoal.PlainTasks(
+        funcs,
+        parts,
+        _shm._pending,
+        loads,
+        _dumps,
+        collect,
+        big,
+        _LoadError,
+        _run_task,
+        _fail_task,
+        _careful_result,
+        FLUSH_NS,
+        FLUSH_AFTER_NS,
+        2 * FLUSH_RESULTS,
+    )
+
+
+def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, bytes]:
+    """A plain task's call raised ``exc``."""
+    return _encode([None], [(0, *_describe(exc, _task_note(func, item, flags)))], flags)
+
+
+def _careful_result(value: Any, flags: int) -> tuple[int, bytes]:
+    """A plain task's result that needs more than the C pickler's first try."""
+    return _encode([value], None, flags)
 
 
 def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, bytes]:

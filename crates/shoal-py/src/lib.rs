@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod pending;
+mod worker_loop;
 use pending::Pending;
+use worker_loop::PlainTasks;
 
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -465,7 +467,7 @@ fn worker_prelude(parent_pid: i32) -> bool {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
-    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PyEngine};
+    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainTasks, PyEngine};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
