@@ -44,7 +44,7 @@ def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
 def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
     """Pickle ``obj`` so that any worker, under any start method, can load it."""
     if oob is not None:
-        return _dumps_oob(obj, oob)
+        return dumps_oob(obj, oob)
     try:
         data = _dumps(obj, PROTOCOL)
     except Exception as first:  # noqa: BLE001 - any failure: try cloudpickle
@@ -59,7 +59,8 @@ def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
     return data
 
 
-def _dumps_oob(obj: Any, oob: Outbound) -> bytes:
+def dumps_oob(obj: Any, oob: Outbound) -> bytes:
+    """``dumps(obj, oob)`` without the dispatch, for ``apply_async``."""
     # Most objects have no large buffer: one pass, with a callback shared by
     # all calls that only counts them (any count, any thread, means "look
     # again" below).

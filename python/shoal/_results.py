@@ -113,21 +113,10 @@ def decode_one(flags: int, payload: bytes) -> tuple[bool, Any]:
 
 
 class ApplyResult(Generic[T]):
-    """The result of ``apply_async``; also the base of ``MapResult``."""
-
-    # One is made per apply_async call: slots make that cheaper.
-    __slots__ = (
-        "__weakref__",
-        "_callback",
-        "_done",
-        "_engine",
-        "_error_callback",
-        "_job",
-        "_lock",
-        "_pool",
-        "_success",
-        "_value",
-    )
+    """The result of ``apply_async`` with callbacks (the engine notifies it),
+    or of a call that failed before it was sent; also the base of
+    ``MapResult``. Without callbacks ``apply_async`` returns the engine's
+    ``PendingResult`` (crates/shoal-py/src/pending.rs)."""
 
     def __init__(
         self,
@@ -211,23 +200,10 @@ class ApplyResult(Generic[T]):
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the result is available or ``timeout`` seconds pass."""
-        if self._done or self._try_resolve():
+        if self._done:
             return
         if self._engine.wait(self._job, True, timeout):
             self._resolve()
-
-    def _try_resolve(self) -> bool:
-        """Resolve now if the job has finished, in one call to the engine."""
-        if self._job is None or self._callback is not None or self._error_callback is not None:
-            return False  # callbacks resolve through _resolve, on any thread
-        with self._lock:
-            if self._done:
-                return True
-            got = self._engine.try_collect(self._job, loads)
-            if got is None:
-                return False
-            self._finish(*self._decode_one(*got))
-            return True
 
     def get(self, timeout: float | None = None) -> T:
         """Return the result when it arrives; re-raise the task's exception.
@@ -297,9 +273,6 @@ class MapResult(ApplyResult[list[T]]):
                 self._first_error = errors[min(errors)]
             self._out.extend(values)
             self._taken += 1
-
-    def _try_resolve(self) -> bool:
-        return False
 
     def _collect(self) -> tuple[bool, Any]:
         self._absorb()

@@ -297,7 +297,8 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 if parts and (flags & P.ISOLATE or t0 - outbox.since > FLUSH_NS):
                     outbox.flush()
                 func = funcs.get(aux)
-                # Plain tasks never get here: the native loop above runs them.
+                # The native loop above runs plain tasks; here come the
+                # rest, and plain tasks whose function failed to load.
                 rflags, result = _run_task(func, flags, payload)
                 t1 = now()
                 if not parts:

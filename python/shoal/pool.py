@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from shoal import _protocol as P
 from shoal import _shm, _shoal, _start
 from shoal._chunks import Chunks, task_flags
-from shoal._pickling import _MAIN, PROTOCOL, _dumps, dumps, dumps_func, loads
+from shoal._pickling import dumps, dumps_func, dumps_oob, loads
 from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult, decode_one
 
 T = TypeVar("T")
@@ -174,8 +174,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
-        if self._state != RUN:
-            raise ValueError("Pool not running")
+        self._check_running()
         try:
             if type(args) is not tuple:
                 args = tuple(args)
@@ -185,17 +184,7 @@ class Pool:
                 flags, call = P.APPLY | P.SINGLE, (args, dict(kwds))
             else:
                 flags, call = P.STAR | P.SINGLE, args
-            # dumps(call, oob), with its common case inline: no large buffer,
-            # nothing from __main__.
-            oob = self._oob
-            hits = oob.hits
-            try:
-                chunk = _dumps(call, PROTOCOL, buffer_callback=oob.spot)
-                careful = oob.hits != hits or chunk.find(_MAIN) >= 0
-            except Exception:  # noqa: BLE001 - dumps tries cloudpickle
-                careful = True
-            if careful:
-                chunk = dumps(call, oob)
+            chunk = dumps_oob(call, self._oob)
             fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             failed: ApplyResult[T] = ApplyResult(self, callback, error_callback)

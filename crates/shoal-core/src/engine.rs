@@ -542,8 +542,8 @@ impl State {
         Ok(id)
     }
 
-    /// Drop a finished, released job, and its function if nothing else uses it.
-    /// Drop `job`; true if that queued frames for the I/O thread to send.
+    /// Drop a finished, released job, and its function if nothing else uses
+    /// it; true if that queued frames for the I/O thread to send.
     fn forget_job(&mut self, job: JobId) -> bool {
         match self.jobs.remove(&job) {
             Some(j) if self.funcs.release(j.func) => self.forget_func(j.func),

@@ -26,6 +26,26 @@ use worker_loop::PlainTasks;
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
+/// A plain outcome (one value, `OK | SINGLE_VALUE`) unpickled with `loads`;
+/// `None` for any other outcome, or if unpickling fails, which the caller's
+/// Python decoder then reports. Ctrl-C while unpickling is the caller's,
+/// not the result's, so it propagates.
+fn unpickle_plain<'py>(
+    py: Python<'py>,
+    result_flags: u8,
+    payload: &Bound<'py, PyBytes>,
+    loads: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if result_flags != flags::OK | flags::SINGLE_VALUE {
+        return Ok(None);
+    }
+    match loads.call1((payload,)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Outcomes as (values, rest): the leading run of plain values unpickled
 /// with `loads`; from the first other outcome on, `(index, flags, payload)`
 /// for the caller to decode.
@@ -39,15 +59,10 @@ fn unpickle_values<'py>(
     let mut run = true;
     for o in out {
         let payload = PyBytes::new(py, &o.payload);
-        if run && o.flags == flags::OK | flags::SINGLE_VALUE {
-            match loads.call1((&payload,)) {
-                Ok(v) => {
-                    values.append(v)?;
-                    continue;
-                }
-                // Ctrl-C while unpickling is the caller's, not the result's.
-                Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
-                Err(_) => {}
+        if run {
+            if let Some(v) = unpickle_plain(py, o.flags, &payload, loads)? {
+                values.append(v)?;
+                continue;
             }
         }
         run = false;
@@ -289,19 +304,6 @@ impl PyEngine {
             }
         };
         unpickle_values(py, out, loads)
-    }
-
-    /// `take_release` if the job has finished, else None, without waiting.
-    fn try_collect<'py>(
-        &self,
-        py: Python<'py>,
-        job: u32,
-        loads: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>)>> {
-        match self.engine()?.collect(job) {
-            Some(out) => unpickle_values(py, out, loads).map(Some),
-            None => Ok(None),
-        }
     }
 
     /// Whether every chunk of the job has an outcome.

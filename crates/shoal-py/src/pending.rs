@@ -5,13 +5,12 @@
 //! the ~5 µs the parent spends per task. Calls with callbacks keep the
 //! Python `ApplyResult`, which the engine notifies.
 
-use crate::PyEngine;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use crate::{unpickle_plain, PyEngine};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyType};
-use shoal_core::frame::flags;
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -52,11 +51,14 @@ impl Pending {
             return Ok(true);
         }
         let _guard = loop {
-            if let Ok(g) = self.collecting.try_lock() {
-                break g;
+            match self.collecting.try_lock() {
+                Ok(g) => break g,
+                // A panic while decoding left it poisoned; the outcome
+                // check below still holds.
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                // Another thread is decoding; let it have the GIL.
+                Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
             }
-            // Another thread is decoding; let it have the GIL.
-            py.detach(std::thread::yield_now);
         };
         if self.outcome.get(py).is_some() {
             return Ok(true);
@@ -67,18 +69,8 @@ impl Pending {
         let outcome = match out.into_iter().next() {
             Some(o) => {
                 let payload = PyBytes::new(py, &o.payload);
-                let plain = if o.flags == flags::OK | flags::SINGLE_VALUE {
-                    match self.loads.call1(py, (&payload,)) {
-                        Ok(v) => Some((true, v)),
-                        // Ctrl-C while unpickling is the caller's, not the result's.
-                        Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
-                        Err(_) => None, // decode says what went wrong
-                    }
-                } else {
-                    None
-                };
-                match plain {
-                    Some(o) => o,
+                match unpickle_plain(py, o.flags, &payload, self.loads.bind(py))? {
+                    Some(v) => (true, v.unbind()),
                     None => self.decode.call1(py, (o.flags, payload))?.extract::<Outcome>(py)?,
                 }
             }
