@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 from shoal import _protocol as P
-from shoal._pickling import dumps, dumps_many
+from shoal._pickling import dumps, dumps_chunk, dumps_many
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class Chunks:
                 if not chunk:
                     self.exhausted = True
                     break
-                payloads.append(dumps(chunk, self.oob))
+                payloads.append(dumps_chunk(chunk, self.oob))
                 lens.append(len(chunk))
         except Exception as exc:  # noqa: BLE001 - surfaces at its position
             self.error = exc

@@ -20,7 +20,7 @@ from shoal import _protocol as P
 from shoal import _shoal
 from shoal._chunks import Chunks, task_flags
 from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError, rebuild
-from shoal._pickling import loads
+from shoal._pickling import loads, loads_chunk
 
 if TYPE_CHECKING:
     from shoal.pool import Pool
@@ -47,7 +47,7 @@ def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[in
             return [None], {0: _unpickling_failed(exc)}
     if flags in (P.OK, P.ITEM_ERRORS):
         try:
-            loaded = loads(payload)
+            loaded = loads_chunk(payload) if flags == P.OK else loads(payload)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task

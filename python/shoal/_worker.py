@@ -23,7 +23,7 @@ import types
 
 from shoal import _protocol as P
 from shoal import _shm
-from shoal._pickling import _dumps, dumps, loads
+from shoal._pickling import _dumps, dumps, dumps_chunk, loads, loads_chunk
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[i
         if errors is None:
             if flags & P.SINGLE:
                 return P.OK | P.SINGLE_VALUE, dumps(results[0], _result_oob)
-            return P.OK, dumps(results, _result_oob)
+            return P.OK, dumps_chunk(results, _result_oob)
         return P.ITEM_ERRORS, dumps((results, errors), _result_oob)
     except BaseException:  # noqa: BLE001 - find the unpicklable items below
         pass
@@ -370,11 +370,9 @@ def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, bytes]:
     if isinstance(func, _LoadError):
         return P.CHUNK_FAILED, func.payload
     try:
-        items = loads(payload)
+        items = (loads(payload),) if flags & P.SINGLE else loads_chunk(payload)
     except BaseException as exc:  # noqa: BLE001
         return P.CHUNK_FAILED, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
-    if flags & P.SINGLE:
-        items = (items,)
     return _run_chunk(func, flags, items)
 
 

@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod packed;
 mod pending;
 mod worker_loop;
 use pending::Pending;
@@ -470,6 +471,8 @@ fn worker_prelude(parent_pid: i32) -> bool {
 mod _shoal {
     #[pymodule_export]
     use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainTasks, PyEngine};
+    #[pymodule_export]
+    use super::packed::{pack_values, unpack_values};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -1,0 +1,93 @@
+"""Chunks of plain ints or floats travel packed (crates/shoal-py/src/packed.rs):
+the values, their types and their order come back exactly as sent."""
+
+from __future__ import annotations
+
+import enum
+import math
+import struct
+
+import pytest
+
+import shoal
+import tasks
+from shoal import _shoal
+from shoal._pickling import dumps_chunk, loads_chunk
+
+pytestmark = pytest.mark.timeout(60)
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+def _same(a: list, b: list) -> bool:
+    """Equal item by item, with the same types; NaN equals NaN, and -0.0
+    differs from 0.0."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, float):
+            if struct.pack("<d", x) != struct.pack("<d", y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+CASES = {
+    "ints": ([0, 1, -1, 256, 257, -5, -6, I64_MIN, I64_MAX], b"q"),
+    "floats": ([0.0, -0.0, 1.5, math.inf, -math.inf, math.nan, 5e-324], b"d"),
+    "big int": ([1, I64_MAX + 1], b"\x80"),
+    "small negative big int": ([1, I64_MIN - 1], b"\x80"),
+    "bool among ints": ([1, True], b"\x80"),
+    "IntEnum among ints": ([Colour.RED, 2], b"\x80"),
+    "int among floats": ([1.0, 2], b"\x80"),
+    "float among ints": ([1, 2.0], b"\x80"),
+    "one item": ([7], b"\x80"),
+    "empty": ([], b"\x80"),
+    "strings": (["a", "b"], b"\x80"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_round_trip_keeps_values_and_types(name: str) -> None:
+    values, first = CASES[name]
+    data = dumps_chunk(list(values))
+    assert data[:1] == first
+    assert _same(loads_chunk(data), values)
+    assert _same(loads_chunk(memoryview(data)), values)
+
+
+def test_a_packed_chunk_is_eight_bytes_a_value() -> None:
+    assert len(dumps_chunk(list(range(1000)))) == 1 + 8 * 1000
+
+
+def test_bad_packed_data_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="not a packed chunk"):
+        _shoal.unpack_values(b"q123")
+    with pytest.raises(ValueError, match="empty packed chunk"):
+        _shoal.unpack_values(b"")
+
+
+def test_map_and_imap_return_exact_values_and_types(pool: shoal.Pool) -> None:
+    # Chunks of 4: some pack, some do not, and the order must hold across both.
+    values: list = [1, 2, 3, 4, 5, True, 7, 8, 1.5, -0.0, math.nan, math.inf]
+    values += [I64_MAX, I64_MAX + 1, 3, 4, Colour.RED, 1, 2, 3, I64_MIN, 0, 0, 0]
+    assert _same(pool.map(tasks.identity, values, chunksize=4), values)
+    assert _same(list(pool.imap(tasks.identity, iter(values), chunksize=4)), values)
+    assert sorted(pool.imap_unordered(tasks.square, (i for i in range(10_000)))) == [i * i for i in range(10_000)]
+
+
+def test_a_failing_item_in_a_chunk_of_ints_fails_only_itself(pool: shoal.Pool) -> None:
+    # A list, not a range, so the arguments travel packed too.
+    it = pool.imap(tasks.fail_on(13), list(range(40)), chunksize=10)
+    for i in range(13):
+        assert next(it) == i * 10
+    with pytest.raises(ValueError, match="bad item 13"):
+        next(it)
+    assert list(it) == [i * 10 for i in range(14, 40)]
