@@ -255,3 +255,23 @@ def test_dropped_apply_results_still_run_and_free_the_pool(pool: shoal.Pool, gat
     # The pool keeps working; the dropped results' jobs are forgotten as they end.
     assert pool.apply_async(tasks.square, (9,)).get(timeout=30) == 81
     assert pool.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_join_returns_only_after_every_callback_ran() -> None:
+    # Slow callbacks queue up behind the workers: join must wait for them,
+    # as multiprocessing's join waits for its result handler thread.
+    import time
+
+    got: list[int] = []
+
+    def slow_append(value: int) -> None:
+        time.sleep(0.002)
+        got.append(value)
+
+    p = shoal.Pool(2)
+    for i in range(100):
+        p.apply_async(tasks.square, (i,), callback=slow_append)
+    p.map_async(tasks.square, range(10), callback=lambda v: got.append(-1))
+    p.close()
+    p.join()
+    assert sorted(got) == [-1] + [i * i for i in range(100)]

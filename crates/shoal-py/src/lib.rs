@@ -103,7 +103,14 @@ struct PyEngine {
     engine: ManuallyDrop<Engine>,
     generation: u64,
     callbacks: Callbacks,
-    notifier: Mutex<bool>,
+    notifier: Mutex<Notifier>,
+}
+
+/// The thread that runs watch callbacks: not started, running, or joined.
+enum Notifier {
+    Idle,
+    Running(std::thread::JoinHandle<()>),
+    Joined,
 }
 
 impl Drop for PyEngine {
@@ -162,7 +169,7 @@ impl PyEngine {
             engine: ManuallyDrop::new(engine),
             generation: FORK_GENERATION.load(Ordering::SeqCst),
             callbacks: Arc::default(),
-            notifier: Mutex::new(false),
+            notifier: Mutex::new(Notifier::Idle),
         })
     }
 
@@ -351,7 +358,7 @@ impl PyEngine {
             };
             if py.detach(|| engine.wait_stopped(slice)) {
                 py.detach(|| engine.join());
-                return Ok(true);
+                return self.join_notifier(py, deadline);
             }
             py.check_signals()?;
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -392,18 +399,52 @@ impl PyEngine {
         }
     }
 
+    /// Wait for the callbacks of finished jobs to run, as
+    /// `multiprocessing.Pool.join` waits for its result handler: the engine
+    /// has stopped, so the thread drains what is queued and ends. Not from
+    /// a callback itself, which would wait for itself.
+    fn join_notifier(&self, py: Python<'_>, deadline: Option<Instant>) -> PyResult<bool> {
+        let handle = {
+            let mut n = self.notifier.lock().expect("notifier lock");
+            match std::mem::replace(&mut *n, Notifier::Joined) {
+                Notifier::Running(h) if h.thread().id() == std::thread::current().id() => {
+                    *n = Notifier::Running(h);
+                    return Ok(true);
+                }
+                Notifier::Running(h) => h,
+                other => {
+                    *n = other;
+                    return Ok(true);
+                }
+            }
+        };
+        // Poll, so Ctrl-C can interrupt a callback that never returns.
+        while !handle.is_finished() {
+            py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+            if let Err(e) = py.check_signals() {
+                *self.notifier.lock().expect("notifier lock") = Notifier::Running(handle);
+                return Err(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                *self.notifier.lock().expect("notifier lock") = Notifier::Running(handle);
+                return Ok(false);
+            }
+        }
+        let _ = handle.join();
+        Ok(true)
+    }
+
     /// Start the thread that runs watch callbacks, once.
     fn start_notifier(&self) {
-        let mut started = self.notifier.lock().expect("notifier lock");
-        if *started {
+        let mut notifier = self.notifier.lock().expect("notifier lock");
+        if !matches!(*notifier, Notifier::Idle) {
             return;
         }
-        *started = true;
         let (tx, rx) = mpsc::channel::<u32>();
         self.engine.set_done_listener(tx);
         let callbacks = self.callbacks.clone();
         let counted = ThreadCount::new();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("shoal-callbacks".into())
             .spawn(move || {
                 let _counted = counted;
@@ -424,6 +465,7 @@ impl PyEngine {
                 }
             })
             .expect("spawn callback thread");
+        *notifier = Notifier::Running(handle);
     }
 }
 
@@ -470,9 +512,9 @@ fn worker_prelude(parent_pid: i32) -> bool {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
-    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainTasks, PyEngine};
-    #[pymodule_export]
     use super::packed::{pack_values, unpack_values};
+    #[pymodule_export]
+    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainTasks, PyEngine};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
