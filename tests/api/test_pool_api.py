@@ -75,12 +75,13 @@ def test_empty_iterables_return_at_once(pool: shoal.Pool) -> None:
     assert pool.map_async(abs, []).get(timeout=1) == []
 
 
-def test_default_map_chunksize_is_the_stdlib_formula() -> None:
-    # ceil(n / (4 * workers)), as multiprocessing.Pool.map computes it.
-    for n, workers in [(0, 2), (1, 2), (8, 2), (9, 2), (500_000, 2), (100, 3)]:
+def test_default_map_chunksize_is_the_stdlib_formula_up_to_8192() -> None:
+    # ceil(n / (4 * workers)), as multiprocessing.Pool.map computes it; a
+    # long input streams back in chunks of 8192 rather than eight huge ones.
+    for n, workers in [(0, 2), (1, 2), (8, 2), (9, 2), (65_536, 2), (65_537, 2), (500_000, 2), (100, 3)]:
         expected, extra = divmod(n, workers * 4)
         expected += bool(extra)
-        assert _shoal.default_map_chunksize(n, workers) == expected
+        assert _shoal.default_map_chunksize(n, workers) == min(expected, 8192)
 
 
 def test_map_default_chunks_keep_runs_on_one_worker(pool: shoal.Pool) -> None:
