@@ -229,9 +229,10 @@ impl Engine {
         }
     }
 
-    /// Wake the I/O thread for new chunks only if a worker can take one.
+    /// Wake the I/O thread for new chunks only if an idle worker can take
+    /// one; busy workers are served when their results wake it.
     fn wake_for_work(&self, st: &mut State) {
-        if st.io_sleeping && st.could_dispatch() {
+        if st.io_sleeping && st.idle_worker_for_head() {
             self.wake(st);
         }
     }

@@ -78,17 +78,22 @@ impl State {
         self.jobs.get(&job).and_then(|j| self.funcs.per_item_ns(j.func))
     }
 
-    /// Whether a worker could take the chunk at the head of the queue now.
-    /// When none can, new chunks wait for the next result, which wakes the
-    /// I/O thread anyway: waking it for each submission would cost a system
-    /// call and a context switch per `apply_async`.
-    pub(crate) fn could_dispatch(&self) -> bool {
+    /// Whether a worker holding nothing could take the chunk at the head of
+    /// the queue: the only case where a submission must wake the I/O thread.
+    /// A worker that holds a chunk will send its result, which wakes the
+    /// thread anyway, and it then hands out everything queued meanwhile in
+    /// one batch. Waking it for each submission instead cost an eventfd
+    /// write, a poll and a send per `apply_async`, about as much CPU as the
+    /// task itself, on the cores the workers need.
+    pub(crate) fn idle_worker_for_head(&self) -> bool {
         let Some(head) = self.queue.front() else {
             return false;
         };
         let max_tasks = self.config.max_tasks_per_worker;
         let per_item = self.per_item_ns(head.job);
-        self.workers.iter().any(|w| can_take(w, max_tasks, head, per_item))
+        self.workers
+            .iter()
+            .any(|w| w.outstanding.is_empty() && can_take(w, max_tasks, head, per_item))
     }
 
     /// Hand queued chunks to workers, each to the worker holding the fewest.
