@@ -362,30 +362,36 @@ def run_one(workload: str, lib: str, timeout: int) -> dict | None:
 
 
 def measure(workloads: list[str], libs: list[str]) -> dict[str, dict[str, dict | None]]:
+    """Each workload's median per library. Runs go in rounds, one run of
+    every library per round, and the order rotates from round to round: this
+    host's speed drifts over minutes, and running all of one library's runs
+    before the next would hand that drift to whichever ran later."""
     results: dict[str, dict[str, dict | None]] = {}
     for name in workloads:
         _fn, title, runs, timeout = WORKLOADS[name]
-        results[name] = {}
-        for lib in libs:
-            if name == "startup" and lib == "serial":
-                continue
-            samples = []
-            for _ in range(runs):
+        todo = [lib for lib in libs if not (name == "startup" and lib == "serial")]
+        samples: dict[str, list[dict]] = {lib: [] for lib in todo}
+        done: dict[str, dict | None] = {}
+        for round_no in range(runs):
+            shift = round_no % len(todo)
+            for lib in todo[shift:] + todo[:shift]:
+                if lib in done:
+                    continue
                 r = run_one(name, lib, timeout)
                 if r is None or r.get("failed"):
-                    samples = [r] if r else []
-                    break  # too slow or failed: do not spend more runs on it
-                samples.append(r)
+                    done[lib] = r  # too slow or failed: do not spend more runs on it
+                    continue
+                samples[lib].append(r)
                 if r["time"] > SLOW_RUN:
-                    break  # one run of a slow figure is enough to rank it
-            if samples and samples[0].get("failed"):
-                results[name][lib] = samples[0]
-            elif not samples or (len(samples) < runs and samples[-1]["time"] <= SLOW_RUN):
-                results[name][lib] = None
+                    done[lib] = r  # one run of a slow figure is enough to rank it
+        results[name] = {}
+        for lib in todo:
+            if lib in done:
+                results[name][lib] = done[lib]
             else:
-                results[name][lib] = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
-            shown = results[name][lib]
-            print(f"{title:60s} {lib:20s} {_fmt(shown, timeout)}", flush=True)
+                got = samples[lib]
+                results[name][lib] = {k: statistics.median(s[k] for s in got) for k in got[0]}
+            print(f"{title:60s} {lib:20s} {_fmt(results[name][lib], timeout)}", flush=True)
     return results
 
 
