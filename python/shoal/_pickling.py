@@ -19,7 +19,8 @@ stays in the stream.
 A chunk (a list of items, or of results) that holds only plain ints or only
 plain floats travels packed, as an array of machine values
 (crates/shoal-py/src/packed.rs), which both sides handle many times faster
-than a pickle.
+than a pickle. So does a single value (one task's item, argument tuple or
+result) that is a plain int, a plain float or a short tuple of them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 # The C module: `pickle` itself imports re and enum, ~8 ms of worker start-up.
 import _pickle
 
-from shoal._shoal import pack_values, unpack_values
+from shoal._shoal import pack_each, pack_one, pack_values, unpack_one, unpack_values
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -116,6 +117,18 @@ def loads_chunk(data: Any) -> Any:
     return loads(data) if data[0] == _PROTO else unpack_values(data)
 
 
+def dumps_one(obj: Any, oob: Outbound | None = None) -> bytes:
+    """One task's item or result, for ``loads_one``: packed if it is a plain
+    number or a short tuple of them, else as ``dumps`` does."""
+    packed = pack_one(obj)
+    return dumps(obj, oob) if packed is None else packed
+
+
+def loads_one(data: Any) -> Any:
+    """The value ``dumps_one`` (or the worker's native loop) made."""
+    return loads(data) if data[0] == _PROTO else unpack_one(data)
+
+
 def dumps_func(func: Any) -> tuple[bytes, bool]:
     """Pickle a function; also say whether it went by reference (plain
     pickle, a name any worker can import), which makes it safe to reuse the
@@ -130,11 +143,15 @@ def dumps_func(func: Any) -> tuple[bytes, bool]:
 
 
 def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
-    """``[dumps(x) for x in items]``, with the C pickler called straight from
-    a comprehension; the careful path runs only for items that need it.
+    """``[dumps_one(x) for x in items]``: all packed if every item packs,
+    else the C pickler called straight from a comprehension, with the
+    careful path only for items that need it.
     Raises what ``dumps`` raises for the first item that cannot be pickled,
     with the pickles of the items before it as its ``shoal_done`` (they may
     hold shared memory, so they are used, not made again)."""
+    packed = pack_each(items)
+    if packed is not None:
+        return packed
     try:
         if oob is None:
             out = [_dumps(x, PROTOCOL) for x in items]

@@ -20,7 +20,7 @@ from shoal import _protocol as P
 from shoal import _shoal
 from shoal._chunks import Chunks, task_flags
 from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError, rebuild
-from shoal._pickling import loads, loads_chunk
+from shoal._pickling import loads, loads_chunk, loads_one
 
 if TYPE_CHECKING:
     from shoal.pool import Pool
@@ -40,7 +40,7 @@ def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[in
     that failed (``None`` when none did)."""
     if flags == P.OK | P.SINGLE_VALUE:
         try:
-            return [loads(payload)], None
+            return [loads_one(payload)], None
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task

@@ -23,7 +23,7 @@ import types
 
 from shoal import _protocol as P
 from shoal import _shm
-from shoal._pickling import _dumps, dumps, dumps_chunk, loads, loads_chunk
+from shoal._pickling import _dumps, dumps, dumps_chunk, loads, loads_chunk, loads_one
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -370,7 +370,7 @@ def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, bytes]:
     if isinstance(func, _LoadError):
         return P.CHUNK_FAILED, func.payload
     try:
-        items = (loads(payload),) if flags & P.SINGLE else loads_chunk(payload)
+        items = (loads_one(payload),) if flags & P.SINGLE else loads_chunk(payload)
     except BaseException as exc:  # noqa: BLE001
         return P.CHUNK_FAILED, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
     return _run_chunk(func, flags, items)

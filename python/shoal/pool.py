@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from shoal import _protocol as P
 from shoal import _shm, _shoal, _start
 from shoal._chunks import Chunks, task_flags
-from shoal._pickling import dumps, dumps_func, dumps_oob, loads
+from shoal._pickling import dumps, dumps_func, dumps_oob, loads, pack_one
 from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult, decode_one
 
 T = TypeVar("T")
@@ -184,12 +184,14 @@ class Pool:
             if type(args) is not tuple:
                 args = tuple(args)
             # Without keywords the call travels as func(*args): a smaller
-            # pickle, and no dict to build and unpack.
+            # pickle, and no dict to build and unpack; plain numbers travel
+            # packed (crates/shoal-py/src/packed.rs).
             if kwds:
-                flags, call = P.APPLY | P.SINGLE, (args, dict(kwds))
+                flags, chunk = P.APPLY | P.SINGLE, dumps_oob((args, dict(kwds)), self._oob)
             else:
-                flags, call = _PLAIN_APPLY, args
-            chunk = dumps_oob(call, self._oob)
+                flags, chunk = _PLAIN_APPLY, pack_one(args)
+                if chunk is None:
+                    chunk = dumps_oob(args, self._oob)
             hit = self._funcs.get(id(func))
             if hit is not None and hit[0] is func:
                 fid, owned = hit[1], False

@@ -1,5 +1,6 @@
-"""Chunks of plain ints or floats travel packed (crates/shoal-py/src/packed.rs):
-the values, their types and their order come back exactly as sent."""
+"""Chunks of plain ints or floats, and single plain numbers or short tuples
+of them, travel packed (crates/shoal-py/src/packed.rs): the values, their
+types and their order come back exactly as sent."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import shoal
 import tasks
 from shoal import _shoal
-from shoal._pickling import dumps_chunk, loads_chunk
+from shoal._pickling import dumps_chunk, dumps_many, dumps_one, loads_chunk, loads_one
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,3 +92,67 @@ def test_a_failing_item_in_a_chunk_of_ints_fails_only_itself(pool: shoal.Pool) -
     with pytest.raises(ValueError, match="bad item 13"):
         next(it)
     assert list(it) == [i * 10 for i in range(14, 40)]
+
+
+ONE_CASES = {
+    "int": (I64_MIN, b"i"),
+    "float": (-0.0, b"f"),
+    "nan": (math.nan, b"f"),
+    "argument tuple": ((1, 2.5, I64_MAX), b"t"),
+    "empty tuple": ((), b"t"),
+    "16 items": (tuple(range(16)), b"t"),
+    "17 items": (tuple(range(17)), b"\x80"),
+    "big int": (I64_MAX + 1, b"\x80"),
+    "bool": (True, b"\x80"),
+    "IntEnum": (Colour.RED, b"\x80"),
+    "tuple with a str": ((1, "a"), b"\x80"),
+    "nested tuple": (((1, 2),), b"\x80"),
+    "tuple of bool": ((1, False), b"\x80"),
+    "None": (None, b"\x80"),
+}
+
+
+@pytest.mark.parametrize("name", ONE_CASES)
+def test_one_value_round_trip_keeps_value_and_type(name: str) -> None:
+    value, first = ONE_CASES[name]
+    data = dumps_one(value)
+    assert data[:1] == first
+    for got in (loads_one(data), loads_one(memoryview(data))):
+        if isinstance(value, tuple):
+            assert type(got) is tuple
+            assert _same(list(got), list(value))
+        else:
+            assert _same([got], [value])
+
+
+def test_dumps_many_packs_only_when_every_item_packs() -> None:
+    assert [d[:1] for d in dumps_many([1, 2.0, (3,)])] == [b"i", b"f", b"t"]
+    assert [d[:1] for d in dumps_many([1, "a"])] == [b"\x80", b"\x80"]
+
+
+def test_bad_packed_value_is_a_clear_error() -> None:
+    for bad in (b"i123", b"t" + b"x" * 9, b"f"):
+        with pytest.raises(ValueError, match="packed value"):
+            _shoal.unpack_one(bad)
+
+
+def test_apply_async_and_chunksize_one_keep_exact_values_and_types(pool: shoal.Pool) -> None:
+    values = [v for v, _ in ONE_CASES.values()]
+    got = [pool.apply_async(tasks.identity, (v,)).get(timeout=30) for v in values]
+    assert _same(got, values)
+    assert pool.apply_async(tasks.mul, (6, 7)).get(timeout=30) == 42
+    assert pool.apply_async(tasks.mul, (1.5, 2)).get(timeout=30) == 3.0
+    singles = [I64_MIN, 2.5, True, I64_MAX + 1, -0.0, Colour.RED]
+    assert _same(list(pool.imap(tasks.identity, singles, chunksize=1)), singles)
+    assert _same(pool.map(tasks.identity, singles, chunksize=1), singles)
+
+
+def test_a_failing_task_with_packed_arguments_fails_only_itself(pool: shoal.Pool) -> None:
+    with pytest.raises(ValueError, match="bad item 3"):
+        pool.apply_async(tasks.fail_on(3), (3,)).get(timeout=30)
+    assert pool.apply_async(tasks.fail_on(3), (4,)).get(timeout=30) == 40
+    it = pool.imap(tasks.fail_on(2), [1, 2, 3], chunksize=1)
+    assert next(it) == 10
+    with pytest.raises(ValueError, match="bad item 2"):
+        next(it)
+    assert next(it) == 30

@@ -27,7 +27,8 @@ use worker_loop::PlainTasks;
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// A plain outcome (one value, `OK | SINGLE_VALUE`) unpickled with `loads`;
+/// A plain outcome (one value, `OK | SINGLE_VALUE`) unpickled with `loads`,
+/// or unpacked if it travelled packed (`packed.rs`);
 /// `None` for any other outcome, or if unpickling fails, which the caller's
 /// Python decoder then reports. Ctrl-C while unpickling is the caller's,
 /// not the result's, so it propagates.
@@ -40,7 +41,13 @@ fn unpickle_plain<'py>(
     if result_flags != flags::OK | flags::SINGLE_VALUE {
         return Ok(None);
     }
-    match loads.call1((payload,)) {
+    let bytes = payload.as_bytes();
+    let loaded = if packed::is_packed_scalar(bytes) {
+        packed::unpack_scalar(py, bytes)
+    } else {
+        loads.call1((payload,))
+    };
+    match loaded {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => Err(e),
         Err(_) => Ok(None),
@@ -512,7 +519,7 @@ fn worker_prelude(parent_pid: i32) -> bool {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
-    use super::packed::{pack_values, unpack_values};
+    use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainTasks, PyEngine};
 

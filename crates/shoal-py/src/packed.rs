@@ -9,14 +9,22 @@
 //! are pickled as before, so a packed chunk always comes back equal and of
 //! the same types.
 //!
+//! The same holds for one value, a task's argument or result at
+//! `chunksize=1` and in `apply_async`: there the cost is creating a pickler
+//! and an unpickler on each side, several times the cost of the call. A
+//! plain int, a plain float, or a short tuple of them (an argument tuple)
+//! travels as tagged 8-byte values instead.
+//!
 //! Layout: one tag byte, then the values, little-endian. A pickle (protocol
 //! 2 and up) always starts with 0x80, so the first byte tells the two apart.
+//! The tags of chunks (`q`, `d`) and of single values (`i`, `f`, `t`) differ,
+//! though the frame's flags already say which of the two a payload is.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 /// Tag of a chunk of 64-bit ints (array typecode `q`).
 const INTS: u8 = b'q';
@@ -116,4 +124,125 @@ pub fn unpack_values<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult
         }
         Ok(list)
     }
+}
+
+// One value: what `apply_async` and `chunksize=1` send for each task, where
+// creating a pickler and an unpickler costs more than the call itself.
+
+/// Tag of one plain int (8 bytes follow).
+const ONE_INT: u8 = b'i';
+/// Tag of one plain float (8 bytes follow).
+const ONE_FLOAT: u8 = b'f';
+/// Tag of a tuple of plain ints and floats, each a tag and 8 bytes.
+const TUPLE: u8 = b't';
+/// Most items in a packed tuple: argument tuples are short.
+const MAX_TUPLE: usize = 16;
+
+/// Appends `obj` as a tag and 8 bytes if it is an exact int within 64 bits
+/// or an exact float; false (and nothing appended) otherwise.
+fn push_scalar(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> bool {
+    let ptr = obj.as_ptr();
+    // SAFETY: type checks and conversions on a live object; no Python code runs.
+    unsafe {
+        if ffi::PyLong_CheckExact(ptr) != 0 {
+            let mut overflow = 0;
+            let v = ffi::PyLong_AsLongLongAndOverflow(ptr, &mut overflow);
+            if overflow != 0 {
+                return false;
+            }
+            out.push(ONE_INT);
+            out.extend_from_slice(&v.to_le_bytes());
+            true
+        } else if ffi::PyFloat_CheckExact(ptr) != 0 {
+            out.push(ONE_FLOAT);
+            out.extend_from_slice(&ffi::PyFloat_AS_DOUBLE(ptr).to_le_bytes());
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `obj` packed, if it is a plain int, a plain float, or an exact tuple of
+/// at most [`MAX_TUPLE`] of them.
+pub fn pack_scalar(obj: &Bound<'_, PyAny>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(9);
+    if push_scalar(obj, &mut out) {
+        return Some(out);
+    }
+    let tuple = obj.cast_exact::<PyTuple>().ok()?;
+    if tuple.len() > MAX_TUPLE {
+        return None;
+    }
+    out.reserve(9 * tuple.len());
+    out.push(TUPLE);
+    for item in tuple.iter() {
+        if !push_scalar(&item, &mut out) {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// Whether `data` starts like a packed single value rather than a pickle.
+pub fn is_packed_scalar(data: &[u8]) -> bool {
+    matches!(data.first(), Some(&(ONE_INT | ONE_FLOAT | TUPLE)))
+}
+
+fn scalar_at<'py>(py: Python<'py>, tag: u8, word: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let word: [u8; 8] = word
+        .try_into()
+        .map_err(|_| PyValueError::new_err("a packed value needs 8 bytes"))?;
+    Ok(match tag {
+        ONE_INT => i64::from_le_bytes(word).into_pyobject(py)?.into_any(),
+        ONE_FLOAT => f64::from_le_bytes(word).into_pyobject(py)?.into_any(),
+        _ => return Err(PyValueError::new_err(format!("not a packed value (tag {tag:#04x})"))),
+    })
+}
+
+/// The value [`pack_scalar`] packed.
+pub fn unpack_scalar<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    match data.split_first() {
+        Some((&TUPLE, body)) if body.len() % 9 == 0 => {
+            let items = body
+                .chunks_exact(9)
+                .map(|c| scalar_at(py, c[0], &c[1..]))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyTuple::new(py, items)?.into_any())
+        }
+        Some((&tag, word)) if tag != TUPLE && word.len() == 8 => scalar_at(py, tag, word),
+        _ => Err(PyValueError::new_err(format!(
+            "not a packed value ({} bytes starting {:?})",
+            data.len(),
+            data.first()
+        ))),
+    }
+}
+
+/// `obj` packed as one value, or `None` if it is not a plain int, a plain
+/// float or a short tuple of them.
+#[pyfunction]
+pub fn pack_one<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    pack_scalar(obj).map(|v| PyBytes::new(py, &v))
+}
+
+/// Each of `items` packed as one value, or `None` unless every item packs.
+#[pyfunction]
+pub fn pack_each<'py>(py: Python<'py>, items: &Bound<'py, PyList>) -> Option<Vec<Bound<'py, PyBytes>>> {
+    items
+        .iter()
+        .map(|item| pack_scalar(&item).map(|v| PyBytes::new(py, &v)))
+        .collect()
+}
+
+/// The value [`pack_one`] packed; `data` is bytes or a contiguous buffer.
+#[pyfunction]
+pub fn unpack_one<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let buf = PyBuffer::<u8>::get(data)?;
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("a packed value must be a contiguous buffer"));
+    }
+    // SAFETY: a contiguous buffer of `len_bytes` bytes, held by `buf`.
+    let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
+    unpack_scalar(py, bytes)
 }

@@ -16,6 +16,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple, PyType};
 use shoal_core::frame::{flags, Kind, HEADER_LEN};
 
+use crate::packed;
+
 /// `time.perf_counter_ns()`: the same clock the Python loop stamps with.
 fn now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -188,7 +190,13 @@ impl PlainTasks {
         payload: &Bound<'py, PyBytes>,
         big: &Bound<'py, PyList>,
     ) -> PyResult<(u8, Bound<'py, PyBytes>)> {
-        let item = match self.loads.bind(py).call1((payload,)) {
+        let bytes = payload.as_bytes();
+        let loaded = if packed::is_packed_scalar(bytes) {
+            packed::unpack_scalar(py, bytes)
+        } else {
+            self.loads.bind(py).call1((payload,))
+        };
+        let item = match loaded {
             Ok(item) => item,
             Err(_) => return self.run_task.bind(py).call1((func, task_flags, payload))?.extract(),
         };
@@ -213,6 +221,9 @@ impl PlainTasks {
                     .extract()
             }
         };
+        if let Some(v) = packed::pack_scalar(&value) {
+            return Ok((flags::OK | flags::SINGLE_VALUE, PyBytes::new(py, &v)));
+        }
         let pickled = self.dumps.bind(py).call((&value, 5), Some(self.dumps_kwargs.bind(py)));
         if let Ok(data) = pickled {
             if let Ok(data) = data.cast_into::<PyBytes>() {
