@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from shoal import _protocol as P
 from shoal import _shm, _shoal, _start
 from shoal._chunks import Chunks, task_flags
-from shoal._pickling import dumps, dumps_func, dumps_oob, loads, pack_one
+from shoal._pickling import dumps, dumps_func, dumps_one, dumps_oob, loads
 from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult, decode_one
 
 T = TypeVar("T")
@@ -30,8 +30,6 @@ _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 # How many functions a pool keeps registered for reuse.
 _FUNC_CACHE = 64
-# Task flags of apply_async without keywords: f(*args), one task.
-_PLAIN_APPLY = P.STAR | P.SINGLE
 # Result arenas beyond one per worker: a process a task forked keeps its
 # worker's arena locked after the worker is gone.
 _SPARE_RESULT_ARENAS = 2
@@ -176,27 +174,18 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
-        # The checks and the function lookup are spelled out inline: this
-        # runs once per task, and each method call costs ~0.1 µs of ~2.
-        if self._state != RUN:
-            raise ValueError("Pool not running")
+        self._check_running()
         try:
             if type(args) is not tuple:
                 args = tuple(args)
             # Without keywords the call travels as func(*args): a smaller
-            # pickle, and no dict to build and unpack; plain numbers travel
-            # packed (crates/shoal-py/src/packed.rs).
+            # pickle (or none: plain numbers travel packed), and no dict to
+            # build and unpack.
             if kwds:
                 flags, chunk = P.APPLY | P.SINGLE, dumps_oob((args, dict(kwds)), self._oob)
             else:
-                flags, chunk = _PLAIN_APPLY, pack_one(args)
-                if chunk is None:
-                    chunk = dumps_oob(args, self._oob)
-            hit = self._funcs.get(id(func))
-            if hit is not None and hit[0] is func:
-                fid, owned = hit[1], False
-            else:
-                fid, owned = self._func_id(func)
+                flags, chunk = P.STAR | P.SINGLE, dumps_one(args, self._oob)
+            fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             failed: ApplyResult[T] = ApplyResult(self, callback, error_callback)
             failed._fail_now(exc)

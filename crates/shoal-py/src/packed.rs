@@ -31,99 +31,105 @@ const INTS: u8 = b'q';
 /// Tag of a chunk of floats (array typecode `d`).
 const FLOATS: u8 = b'd';
 
+/// `obj` as 8 little-endian bytes if it is an exact int within 64 bits.
+fn int_word(obj: *mut ffi::PyObject) -> Option<[u8; 8]> {
+    // SAFETY: a type check and a conversion on a live object that call no
+    // Python code (an exact int has no `__index__` to run).
+    unsafe {
+        if ffi::PyLong_CheckExact(obj) == 0 {
+            return None;
+        }
+        let mut overflow = 0;
+        let v = ffi::PyLong_AsLongLongAndOverflow(obj, &mut overflow);
+        (overflow == 0).then(|| v.to_le_bytes())
+    }
+}
+
+/// `obj` as 8 little-endian bytes if it is an exact float.
+fn float_word(obj: *mut ffi::PyObject) -> Option<[u8; 8]> {
+    // SAFETY: a type check and a field read on a live object.
+    unsafe { (ffi::PyFloat_CheckExact(obj) != 0).then(|| ffi::PyFloat_AS_DOUBLE(obj).to_le_bytes()) }
+}
+
+/// A new int or float object from 8 little-endian bytes.
+fn number<'py>(py: Python<'py>, int: bool, word: [u8; 8]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(if int {
+        i64::from_le_bytes(word).into_pyobject(py)?.into_any()
+    } else {
+        f64::from_le_bytes(word).into_pyobject(py)?.into_any()
+    })
+}
+
+/// The bytes of `data`, bytes or any contiguous buffer, for `f` to read.
+fn with_bytes<T>(data: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<T>) -> PyResult<T> {
+    let buf = PyBuffer::<u8>::get(data)?;
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("packed data must be a contiguous buffer"));
+    }
+    // SAFETY: a contiguous buffer of `len_bytes` bytes, held by `buf` for
+    // as long as `f` runs.
+    f(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) })
+}
+
 /// `values` as a packed chunk, or `None` if any item is not an exact int in
 /// 64 bits (for a list of ints) or an exact float (for a list of floats).
 /// Lists of fewer than two items are never packed: a pickle is as small.
 #[pyfunction]
-pub fn pack_values<'py>(py: Python<'py>, values: &Bound<'py, PyList>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+pub fn pack_values<'py>(py: Python<'py>, values: &Bound<'py, PyList>) -> Option<Bound<'py, PyBytes>> {
     let list = values.as_ptr();
     // SAFETY: `values` is a list (the signature checked it) and the GIL is
     // held, so its size and items are stable while no Python code runs, and
-    // none runs below: the checks and conversions call no Python code.
-    unsafe {
-        let n = ffi::PyList_GET_SIZE(list);
-        if n < 2 {
-            return Ok(None);
-        }
-        let first = ffi::PyList_GET_ITEM(list, 0);
-        let tag = if ffi::PyLong_CheckExact(first) != 0 {
-            INTS
-        } else if ffi::PyFloat_CheckExact(first) != 0 {
-            FLOATS
-        } else {
-            return Ok(None);
-        };
-        let mut out = Vec::<u8>::with_capacity(1 + 8 * n as usize);
-        out.push(tag);
-        for i in 0..n {
-            let item = ffi::PyList_GET_ITEM(list, i);
-            let word = if tag == INTS {
-                if ffi::PyLong_CheckExact(item) == 0 {
-                    return Ok(None);
-                }
-                let mut overflow = 0;
-                let v = ffi::PyLong_AsLongLongAndOverflow(item, &mut overflow);
-                if overflow != 0 {
-                    return Ok(None);
-                }
-                v.to_le_bytes()
-            } else {
-                if ffi::PyFloat_CheckExact(item) == 0 {
-                    return Ok(None);
-                }
-                ffi::PyFloat_AS_DOUBLE(item).to_le_bytes()
-            };
-            out.extend_from_slice(&word);
-        }
-        Ok(Some(PyBytes::new(py, &out)))
+    // none runs below.
+    let n = unsafe { ffi::PyList_GET_SIZE(list) };
+    if n < 2 {
+        return None;
     }
+    // SAFETY: as above; 0 <= i < n.
+    let item = |i| unsafe { ffi::PyList_GET_ITEM(list, i) };
+    let ints = int_word(item(0)).is_some();
+    let mut out = Vec::<u8>::with_capacity(1 + 8 * n as usize);
+    out.push(if ints { INTS } else { FLOATS });
+    for i in 0..n {
+        let word = if ints { int_word(item(i)) } else { float_word(item(i)) };
+        out.extend_from_slice(&word?);
+    }
+    Some(PyBytes::new(py, &out))
 }
 
-/// Whether `data` (bytes or a buffer) is a packed chunk rather than a pickle.
-pub fn is_packed(first: u8) -> bool {
+/// Whether a payload's first byte marks a packed chunk rather than a pickle.
+fn is_packed_chunk(first: u8) -> bool {
     first == INTS || first == FLOATS
 }
 
 /// The list a packed chunk holds. `data` is bytes or any contiguous buffer.
 #[pyfunction]
 pub fn unpack_values<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-    let buf = PyBuffer::<u8>::get(data)?;
-    if !buf.is_c_contiguous() {
-        return Err(PyValueError::new_err("a packed chunk must be a contiguous buffer"));
-    }
-    // SAFETY: a contiguous buffer of `len_bytes` bytes, held by `buf`.
-    let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-    let (&tag, body) = bytes
-        .split_first()
-        .ok_or_else(|| PyValueError::new_err("an empty packed chunk"))?;
-    if !is_packed(tag) || body.len() % 8 != 0 {
-        return Err(PyValueError::new_err(format!(
-            "not a packed chunk (tag {tag:#04x}, {} bytes of values)",
-            body.len()
-        )));
-    }
-    let n = body.len() / 8;
-    // SAFETY: PyList_New returns a new list of n NULL slots (or NULL with an
-    // error set); each slot is filled exactly once below, and on a failed
-    // conversion the list is dropped with its remaining slots NULL, which
-    // list_dealloc allows.
-    unsafe {
-        let list = ffi::PyList_New(n as ffi::Py_ssize_t);
-        let list = Bound::from_owned_ptr_or_err(py, list)?.cast_into_unchecked::<PyList>();
-        for (i, word) in body.chunks_exact(8).enumerate() {
-            let word: [u8; 8] = word.try_into().expect("chunks_exact(8)");
-            let item = if tag == INTS {
-                ffi::PyLong_FromLongLong(i64::from_le_bytes(word))
-            } else {
-                ffi::PyFloat_FromDouble(f64::from_le_bytes(word))
-            };
-            if item.is_null() {
-                return Err(PyErr::fetch(py));
-            }
-            ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item);
+    with_bytes(data, |bytes| {
+        let (&tag, body) = bytes
+            .split_first()
+            .ok_or_else(|| PyValueError::new_err("an empty packed chunk"))?;
+        if !is_packed_chunk(tag) || body.len() % 8 != 0 {
+            return Err(PyValueError::new_err(format!(
+                "not a packed chunk (tag {tag:#04x}, {} bytes of values)",
+                body.len()
+            )));
         }
-        Ok(list)
-    }
+        let n = body.len() / 8;
+        // SAFETY: PyList_New returns a new list of n NULL slots (or NULL with
+        // an error set); each slot is filled exactly once below, and on a
+        // failed conversion the list is dropped with its remaining slots
+        // NULL, which list_dealloc allows.
+        unsafe {
+            let list = Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))?
+                .cast_into_unchecked::<PyList>();
+            for (i, word) in body.chunks_exact(8).enumerate() {
+                let word = word.try_into().expect("chunks_exact(8)");
+                let item = number(py, tag == INTS, word)?;
+                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
+            }
+            Ok(list)
+        }
+    })
 }
 
 // One value: what `apply_async` and `chunksize=1` send for each task, where
@@ -142,25 +148,14 @@ const MAX_TUPLE: usize = 16;
 /// or an exact float; false (and nothing appended) otherwise.
 fn push_scalar(obj: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> bool {
     let ptr = obj.as_ptr();
-    // SAFETY: type checks and conversions on a live object; no Python code runs.
-    unsafe {
-        if ffi::PyLong_CheckExact(ptr) != 0 {
-            let mut overflow = 0;
-            let v = ffi::PyLong_AsLongLongAndOverflow(ptr, &mut overflow);
-            if overflow != 0 {
-                return false;
-            }
-            out.push(ONE_INT);
-            out.extend_from_slice(&v.to_le_bytes());
-            true
-        } else if ffi::PyFloat_CheckExact(ptr) != 0 {
-            out.push(ONE_FLOAT);
-            out.extend_from_slice(&ffi::PyFloat_AS_DOUBLE(ptr).to_le_bytes());
-            true
-        } else {
-            false
-        }
-    }
+    let (tag, word) = match (int_word(ptr), float_word(ptr)) {
+        (Some(w), _) => (ONE_INT, w),
+        (None, Some(w)) => (ONE_FLOAT, w),
+        (None, None) => return false,
+    };
+    out.push(tag);
+    out.extend_from_slice(&word);
+    true
 }
 
 /// `obj` packed, if it is a plain int, a plain float, or an exact tuple of
@@ -193,11 +188,10 @@ fn scalar_at<'py>(py: Python<'py>, tag: u8, word: &[u8]) -> PyResult<Bound<'py, 
     let word: [u8; 8] = word
         .try_into()
         .map_err(|_| PyValueError::new_err("a packed value needs 8 bytes"))?;
-    Ok(match tag {
-        ONE_INT => i64::from_le_bytes(word).into_pyobject(py)?.into_any(),
-        ONE_FLOAT => f64::from_le_bytes(word).into_pyobject(py)?.into_any(),
-        _ => return Err(PyValueError::new_err(format!("not a packed value (tag {tag:#04x})"))),
-    })
+    match tag {
+        ONE_INT | ONE_FLOAT => number(py, tag == ONE_INT, word),
+        _ => Err(PyValueError::new_err(format!("not a packed value (tag {tag:#04x})"))),
+    }
 }
 
 /// The value [`pack_scalar`] packed.
@@ -238,11 +232,5 @@ pub fn pack_each<'py>(py: Python<'py>, items: &Bound<'py, PyList>) -> Option<Vec
 /// The value [`pack_one`] packed; `data` is bytes or a contiguous buffer.
 #[pyfunction]
 pub fn unpack_one<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let buf = PyBuffer::<u8>::get(data)?;
-    if !buf.is_c_contiguous() {
-        return Err(PyValueError::new_err("a packed value must be a contiguous buffer"));
-    }
-    // SAFETY: a contiguous buffer of `len_bytes` bytes, held by `buf`.
-    let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-    unpack_scalar(py, bytes)
+    with_bytes(data, |bytes| unpack_scalar(py, bytes))
 }
