@@ -107,6 +107,7 @@ class Pool:
         # Functions already registered with the engine, by identity.
         self._funcs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._funcs_lock = threading.Lock()
+        self._engine.set_plain_apply(self._funcs, dumps_one, self._oob, loads, decode_one)
         self._state = RUN
         _live_pools.add(self)
 
@@ -174,6 +175,12 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> AsyncResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
+        if callback is None and error_callback is None and not kwds and self._state == RUN:
+            # The common call, once func is cached: wholly in Rust
+            # (apply_plain in crates/shoal-py/src/lib.rs). None: not taken.
+            pending = self._engine.apply_plain(func, args)
+            if pending is not None:
+                return pending  # type: ignore[no-any-return]
         self._check_running()
         try:
             if type(args) is not tuple:

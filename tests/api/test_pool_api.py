@@ -239,6 +239,27 @@ def test_an_apply_result_is_shared_safely_between_threads(pool: shoal.Pool, gate
     r.wait()
 
 
+def test_apply_async_gives_the_same_result_on_every_path(pool: shoal.Pool) -> None:
+    import collections
+
+    Pair = collections.namedtuple("Pair", "a b")
+    got = []
+    # The first call registers square; the later ones find it cached and
+    # run wholly in Rust unless they need keywords, callbacks or a tuple.
+    for args, kwds in [((3,), {}), ((3,), {}), ([3], {}), ((), {"x": 3}), (Pair(3, 4), {}), ((3.5,), {})]:
+        func = tasks.mul if isinstance(args, Pair) else tasks.square
+        got.append(pool.apply_async(func, args, kwds).get(timeout=30))
+    collected: list[object] = []
+    pool.apply_async(tasks.square, (5,), callback=collected.append).wait(timeout=30)
+    assert collected == [25]  # callbacks run before the result is ready, as in multiprocessing
+    assert got == [9, 9, 9, 9, 12, 12.25]
+    assert type(got[0]) is int and type(got[5]) is float
+    r = pool.apply_async(tasks.square, ("x",))
+    with pytest.raises(TypeError):
+        r.get(timeout=30)
+    assert not r.successful()
+
+
 def test_an_apply_result_reraises_every_time(pool: shoal.Pool) -> None:
     r = pool.apply_async(tasks.fail_on(3), (3,))
     for _ in range(2):
