@@ -279,6 +279,8 @@ impl Engine {
             payload,
             suspect: false,
             items: 1,
+            func,
+            flags: task_flags,
         });
         self.wake_for_work(&mut st);
         Ok(job)
@@ -303,6 +305,7 @@ impl Engine {
         let first = j.add_chunks(payloads.len() as u32, bytes);
         j.adaptive
             .submitted(items.iter().map(|&n| u64::from(n)).sum(), bytes as u64);
+        let (func, task_flags) = (j.func, j.task_flags);
         for (i, (payload, n)) in payloads.into_iter().zip(items).enumerate() {
             st.queue.push_back(Task {
                 job,
@@ -310,6 +313,8 @@ impl Engine {
                 payload,
                 suspect: false,
                 items: n,
+                func,
+                flags: task_flags,
             });
         }
         self.wake_for_work(&mut st);

@@ -12,7 +12,11 @@ pub enum Reorder<T> {
     Ordered {
         /// Next index to release.
         next: u32,
-        /// Outcomes that arrived ahead of `next`.
+        /// The outcome for `next`, once it arrived. Outcomes mostly arrive
+        /// in order, and an `apply_async` job has only this one: kept
+        /// inline, it needs no tree node allocated and freed.
+        head: Option<T>,
+        /// Outcomes that arrived further ahead of `next`.
         waiting: BTreeMap<u32, T>,
     },
     /// Release in arrival order.
@@ -24,6 +28,7 @@ impl<T> Reorder<T> {
     pub fn ordered() -> Self {
         Reorder::Ordered {
             next: 0,
+            head: None,
             waiting: BTreeMap::new(),
         }
     }
@@ -36,10 +41,15 @@ impl<T> Reorder<T> {
     /// Add the outcome for chunk `index`.
     pub fn insert(&mut self, index: u32, item: T) {
         match self {
-            Reorder::Ordered { next, waiting } => {
+            Reorder::Ordered { next, head, waiting } => {
                 debug_assert!(index >= *next, "chunk {index} released twice");
-                let old = waiting.insert(index, item);
-                debug_assert!(old.is_none(), "chunk {index} arrived twice");
+                if index == *next {
+                    debug_assert!(head.is_none(), "chunk {index} arrived twice");
+                    *head = Some(item);
+                } else {
+                    let old = waiting.insert(index, item);
+                    debug_assert!(old.is_none(), "chunk {index} arrived twice");
+                }
             }
             Reorder::Unordered(q) => q.push_back(item),
         }
@@ -48,9 +58,12 @@ impl<T> Reorder<T> {
     /// Number of outcomes that can be released now.
     pub fn releasable(&self) -> usize {
         match self {
-            Reorder::Ordered { next, waiting } => {
-                let mut n = 0usize;
-                let mut i = *next;
+            Reorder::Ordered { next, head, waiting } => {
+                if head.is_none() {
+                    return 0;
+                }
+                let mut n = 1usize;
+                let mut i = *next + 1;
                 while waiting.contains_key(&i) {
                     n += 1;
                     i += 1;
@@ -64,23 +77,22 @@ impl<T> Reorder<T> {
     /// Whether at least one outcome can be released now.
     pub fn has_releasable(&self) -> bool {
         match self {
-            Reorder::Ordered { next, waiting } => waiting.contains_key(next),
+            Reorder::Ordered { head, .. } => head.is_some(),
             Reorder::Unordered(q) => !q.is_empty(),
         }
     }
 
     /// Release up to `max` outcomes.
     pub fn release(&mut self, max: usize) -> Vec<T> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.releasable().min(max));
         match self {
-            Reorder::Ordered { next, waiting } => {
+            Reorder::Ordered { next, head, waiting } => {
                 while out.len() < max {
-                    match waiting.remove(next) {
-                        Some(item) => {
-                            out.push(item);
-                            *next += 1;
-                        }
-                        None => break,
+                    let Some(item) = head.take() else { break };
+                    out.push(item);
+                    *next += 1;
+                    if !waiting.is_empty() {
+                        *head = waiting.remove(next);
                     }
                 }
             }
@@ -95,7 +107,7 @@ impl<T> Reorder<T> {
     /// Outcomes held (released or not).
     pub fn len(&self) -> usize {
         match self {
-            Reorder::Ordered { waiting, .. } => waiting.len(),
+            Reorder::Ordered { head, waiting, .. } => waiting.len() + usize::from(head.is_some()),
             Reorder::Unordered(q) => q.len(),
         }
     }

@@ -73,11 +73,6 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task, per_
 }
 
 impl State {
-    /// Measured run time per item of `job`'s function.
-    fn per_item_ns(&self, job: crate::job::JobId) -> Option<u64> {
-        self.jobs.get(&job).and_then(|j| self.funcs.per_item_ns(j.func))
-    }
-
     /// Whether a worker holding nothing could take the chunk at the head of
     /// the queue: the only case where a submission must wake the I/O thread.
     /// A worker that holds a chunk will send its result, which wakes the
@@ -90,7 +85,7 @@ impl State {
             return false;
         };
         let max_tasks = self.config.max_tasks_per_worker;
-        let per_item = self.per_item_ns(head.job);
+        let per_item = self.funcs.per_item_ns(head.func);
         self.workers
             .iter()
             .any(|w| w.outstanding.is_empty() && can_take(w, max_tasks, head, per_item))
@@ -101,7 +96,7 @@ impl State {
         while !self.queue.is_empty() {
             let max_tasks = self.config.max_tasks_per_worker;
             let head = self.queue.front().expect("queue checked non-empty");
-            let per_item = self.per_item_ns(head.job);
+            let per_item = self.funcs.per_item_ns(head.func);
             let pick = self
                 .workers
                 .iter()
@@ -110,13 +105,11 @@ impl State {
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(slot) = pick else { break };
-            let task = self.queue.pop_front().expect("queue checked non-empty");
-            let Some(job) = self.jobs.get(&task.job) else {
-                continue;
-            };
             // A released job still runs: the caller dropped its result object,
-            // not its work (fire-and-forget `apply_async`).
-            let (fid, flags) = (job.func, job.task_flags);
+            // not its work (fire-and-forget `apply_async`). Its job, and so
+            // its function, lasts until its last chunk has an outcome.
+            let task = self.queue.pop_front().expect("queue checked non-empty");
+            let (fid, flags) = (task.func, task.flags);
             let w = &mut self.workers[slot];
             if !w.funcs.contains(&fid) {
                 w.funcs.insert(fid);

@@ -146,9 +146,7 @@ impl State {
                         return;
                     }
                     let task = w.answered().expect("head checked above");
-                    if let Some(j) = self.jobs.get(&task.job) {
-                        self.funcs.record(j.func, h.aux, task.items);
-                    }
+                    self.funcs.record(task.func, h.aux, task.items);
                     self.complete(&task, h.flags, payload, h.aux);
                 }
                 // Engine-to-worker kinds never arrive here.

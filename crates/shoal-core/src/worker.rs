@@ -31,6 +31,11 @@ pub struct Task {
     pub suspect: bool,
     /// Items in the chunk, for the adaptive chunk size.
     pub items: u32,
+    /// Its job's function and task flags, copied here so that sending the
+    /// chunk and recording its run time need no lookup in the job table.
+    pub func: FuncId,
+    /// See [`Task::func`].
+    pub flags: u8,
 }
 
 /// Where a worker is in its life.
