@@ -21,6 +21,20 @@ class PendingResult:
     def ready(self) -> bool: ...
     def successful(self) -> bool: ...
 
+class PlainApply:
+    """``apply_async(func, args)`` without keywords or callbacks, in Rust."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        funcs: dict[int, tuple[Any, int]],
+        dumps_one: Callable[[Any, Any], bytes],
+        oob: Any,
+        loads: Callable[[bytes], Any],
+        decode: Callable[[int, bytes], tuple[bool, Any]],
+    ) -> None: ...
+    def __call__(self, func: Callable[..., Any], args: Any) -> PendingResult | None: ...
+
 class Engine:
     """A pool's engine: worker processes, scheduling, ordering and the window."""
 
@@ -47,15 +61,6 @@ class Engine:
         loads: Callable[[bytes], Any],
         decode: Callable[[int, bytes], tuple[bool, Any]],
     ) -> PendingResult: ...
-    def set_plain_apply(
-        self,
-        funcs: dict[int, tuple[Any, int]],
-        dumps_one: Callable[[Any, Any], bytes],
-        oob: Any,
-        loads: Callable[[bytes], Any],
-        decode: Callable[[int, bytes], tuple[bool, Any]],
-    ) -> None: ...
-    def apply_plain(self, func: Callable[..., Any], args: Any) -> PendingResult | None: ...
     def submit(self, job: int, chunks: list[bytes], items: list[int] | None = None) -> int: ...
     def chunk_hint(self, job: int) -> int: ...
     def finish_input(self, job: int) -> None: ...

@@ -107,7 +107,8 @@ class Pool:
         # Functions already registered with the engine, by identity.
         self._funcs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._funcs_lock = threading.Lock()
-        self._engine.set_plain_apply(self._funcs, dumps_one, self._oob, loads, decode_one)
+        # apply_async's common call, wholly in Rust (crates/shoal-py/src/plain_apply.rs).
+        self._apply_plain = _shoal.PlainApply(self._engine, self._funcs, dumps_one, self._oob, loads, decode_one)
         self._state = RUN
         _live_pools.add(self)
 
@@ -176,9 +177,8 @@ class Pool:
     ) -> AsyncResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
         if callback is None and error_callback is None and not kwds and self._state == RUN:
-            # The common call, once func is cached: wholly in Rust
-            # (apply_plain in crates/shoal-py/src/lib.rs). None: not taken.
-            pending = self._engine.apply_plain(func, args)
+            # The common call, once func is cached. None: not taken.
+            pending = self._apply_plain(func, args)
             if pending is not None:
                 return pending  # type: ignore[no-any-return]
         self._check_running()

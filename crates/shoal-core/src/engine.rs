@@ -18,7 +18,7 @@ use crate::worker::{Life, Task, Worker};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -121,7 +121,8 @@ pub(crate) struct State {
     pub(crate) phase: Phase,
     pub(crate) jobs: FastMap<JobId, Job>,
     pub(crate) funcs: Funcs,
-    next_job: JobId,
+    /// The other buffer of [`Shared::calls`], swapped in when they are taken.
+    spare_calls: Vec<Call>,
     /// Chunks waiting for a worker, in submission order.
     pub(crate) queue: VecDeque<Task>,
     pub(crate) workers: Vec<Worker>,
@@ -147,6 +148,59 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     cond: Condvar,
     waker: Waker,
+    /// `apply` calls not yet in the job table. A caller adds one without
+    /// the state lock, which the I/O thread holds while it handles a batch
+    /// of results: at `apply_async`'s rate the caller blocked on it, and
+    /// each block cost two context switches. Whoever takes the state lock
+    /// next moves them in ([`Shared::lock`]), so no reader of the state
+    /// ever misses one.
+    calls: Mutex<Vec<Call>>,
+    /// The next job id; calls take theirs without the state lock.
+    next_job: AtomicU32,
+    /// Mirrors `phase == Running`, for calls made without the state lock.
+    accepting: AtomicBool,
+    /// The I/O thread is asleep while a worker holds nothing: the next call
+    /// must wake it. Otherwise a worker's result wakes it, and it takes
+    /// every call made meanwhile in one batch.
+    wake_on_call: AtomicBool,
+}
+
+/// An `apply` call waiting in [`Shared::calls`].
+struct Call {
+    job: JobId,
+    func: FuncId,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+impl Shared {
+    /// Lock the state, first moving in the calls made since it was last locked.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        let mut st = self.state.lock().expect("engine lock poisoned");
+        {
+            let mut calls = self.calls.lock().expect("engine lock poisoned");
+            if calls.is_empty() {
+                return st;
+            }
+            std::mem::swap(&mut *calls, &mut st.spare_calls);
+        }
+        let mut calls = std::mem::take(&mut st.spare_calls);
+        for call in calls.drain(..) {
+            st.add_call(call);
+        }
+        st.spare_calls = calls;
+        st
+    }
+
+    /// A fresh job id (0 is never one).
+    fn new_job_id(&self) -> JobId {
+        loop {
+            let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
 }
 
 /// A pool's engine. Dropping it terminates the workers.
@@ -171,7 +225,7 @@ impl Engine {
                 phase: Phase::Running,
                 jobs: FastMap::default(),
                 funcs: Funcs::default(),
-                next_job: 1,
+                spare_calls: Vec::new(),
                 queue: VecDeque::new(),
                 workers: Vec::new(),
                 next_worker_id: 0,
@@ -187,6 +241,10 @@ impl Engine {
             }),
             cond: Condvar::new(),
             waker: Waker::new()?,
+            calls: Mutex::new(Vec::new()),
+            next_job: AtomicU32::new(1),
+            accepting: AtomicBool::new(true),
+            wake_on_call: AtomicBool::new(false),
         });
         let s2 = shared.clone();
         LIVE_THREADS.fetch_add(1, Ordering::SeqCst);
@@ -219,7 +277,7 @@ impl Engine {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.state.lock().expect("engine lock poisoned")
+        self.shared.lock()
     }
 
     fn wake(&self, st: &mut State) {
@@ -261,28 +319,35 @@ impl Engine {
         order: Order,
         window: Option<u32>,
     ) -> Result<JobId, EngineError> {
+        let id = self.shared.new_job_id();
         let mut st = self.lock();
-        st.create_job(func, task_flags, order, window)
+        st.create_job(id, func, task_flags, order, window)?;
+        Ok(id)
     }
 
     /// A job of one chunk, `payload`, input complete: `apply_async` in one
     /// call. Returns the job's id.
+    ///
+    /// It does not take the state lock: the call waits in [`Shared::calls`]
+    /// until the next lock. `func` must stay registered until this returns
+    /// (a function released later is kept for the job, as with any job).
     pub fn apply(&self, func: FuncId, task_flags: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
-        let mut st = self.lock();
-        let job = st.create_job(func, task_flags, Order::Ordered, None)?;
-        let j = st.jobs.get_mut(&job).expect("just created");
-        let index = j.add_chunks(1, payload.len());
-        j.finish_input();
-        st.queue.push_back(Task {
+        let shared = &*self.shared;
+        if !shared.accepting.load(Ordering::Acquire) {
+            return Err(EngineError::NotRunning);
+        }
+        let job = shared.new_job_id();
+        shared.calls.lock().expect("engine lock poisoned").push(Call {
             job,
-            index,
-            payload,
-            suspect: false,
-            items: 1,
             func,
             flags: task_flags,
+            payload,
         });
-        self.wake_for_work(&mut st);
+        // Pairs with the I/O thread's check of `calls` after it sets the
+        // flag: either it sees this call, or this sees the flag.
+        if shared.wake_on_call.swap(false, Ordering::SeqCst) {
+            shared.waker.wake();
+        }
         Ok(job)
     }
 
@@ -446,6 +511,7 @@ impl Engine {
         let mut st = self.lock();
         if st.phase == Phase::Running {
             st.phase = Phase::Closing;
+            self.shared.accepting.store(false, Ordering::Release);
         }
         self.shared.waker.wake();
     }
@@ -454,6 +520,7 @@ impl Engine {
     /// SIGKILL after the grace period).
     pub fn terminate(&self) {
         let mut st = self.lock();
+        self.shared.accepting.store(false, Ordering::Release);
         if matches!(st.phase, Phase::Running | Phase::Closing) {
             st.begin_terminate();
         }
@@ -531,21 +598,58 @@ impl State {
 
     fn create_job(
         &mut self,
+        id: JobId,
         func: FuncId,
         task_flags: u8,
         order: Order,
         window: Option<u32>,
-    ) -> Result<JobId, EngineError> {
+    ) -> Result<(), EngineError> {
         if self.phase != Phase::Running {
             return Err(EngineError::NotRunning);
         }
         if !self.funcs.acquire(func) {
             return Err(EngineError::UnknownFunc(func));
         }
-        let id = self.next_job;
-        self.next_job = self.next_job.wrapping_add(1).max(1);
         self.jobs.insert(id, Job::new(func, task_flags, order, window));
-        Ok(id)
+        Ok(())
+    }
+
+    /// Make the job of an `apply` call and queue its chunk. The call was
+    /// accepted while the engine ran, so it gets a job whatever the phase
+    /// now: one the engine can no longer run, or whose function is gone,
+    /// gets an outcome that says so at once.
+    fn add_call(&mut self, call: Call) {
+        let known = self.funcs.acquire(call.func);
+        let mut j = Job::new(call.func, call.flags, Order::Ordered, None);
+        let index = j.add_chunks(1, call.payload.len());
+        j.finish_input();
+        self.jobs.insert(call.job, j);
+        let task = Task {
+            job: call.job,
+            index,
+            payload: call.payload,
+            suspect: false,
+            items: 1,
+            func: call.func,
+            flags: call.flags,
+        };
+        if !known {
+            let msg = format!("no function with id {} (it was released before the call)", call.func);
+            self.complete(&task, flags::CANCELLED, msg.into_bytes(), 0);
+        } else if matches!(self.phase, Phase::Terminating | Phase::Stopped) {
+            let msg = b"the pool was terminated before this task finished".to_vec();
+            self.complete(&task, flags::CANCELLED, msg, 0);
+        } else {
+            self.queue.push_back(task);
+        }
+    }
+
+    /// Whether a worker holds nothing and could take a chunk.
+    fn has_idle_worker(&self) -> bool {
+        let max_tasks = self.config.max_tasks_per_worker;
+        self.workers
+            .iter()
+            .any(|w| w.life == Life::Ready && w.outstanding.is_empty() && max_tasks.is_none_or(|m| w.assigned < m))
     }
 
     /// Drop a finished, released job, and its function if nothing else uses
@@ -683,7 +787,7 @@ enum Source {
 
 /// The I/O thread's loop.
 fn run(shared: &Shared) {
-    let mut st = shared.state.lock().expect("engine lock poisoned");
+    let mut st = shared.lock();
     st.launch_missing();
     st.started = true;
     shared.cond.notify_all();
@@ -738,6 +842,12 @@ fn run(shared: &Shared) {
             timeout = Some(timeout.map_or(Duration::from_millis(20), |t| t.min(Duration::from_millis(20))));
         }
         st.io_sleeping = true;
+        shared.wake_on_call.store(st.has_idle_worker(), Ordering::SeqCst);
+        // A call made before the flag was set did not wake this thread:
+        // look again at once instead of sleeping on it.
+        if !shared.calls.lock().expect("engine lock poisoned").is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
         drop(st);
 
         // Without the lock: write, wait, read.
@@ -767,8 +877,9 @@ fn run(shared: &Shared) {
         }
         broken.extend(out.flush_all());
 
-        st = shared.state.lock().expect("engine lock poisoned");
+        st = shared.lock();
         st.io_sleeping = false;
+        shared.wake_on_call.store(false, Ordering::SeqCst);
         if launcher_ready {
             st.launcher.on_readable();
         }

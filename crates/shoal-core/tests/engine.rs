@@ -311,3 +311,42 @@ fn collect_takes_a_finished_job_whole_and_forgets_it() {
     assert!(e.wait(slow, Want::Finished, Duration::from_secs(20)).unwrap());
     assert_eq!(e.collect(slow).unwrap().iter().map(text).collect::<Vec<_>>(), ["slow"]);
 }
+
+#[test]
+fn apply_calls_wait_outside_the_lock_and_are_never_lost() {
+    let e = std::sync::Arc::new(engine(2));
+    let f = e.register_func(b"f".to_vec());
+    // Calls from several threads at once, while the I/O thread handles
+    // results: every one runs, and each job gets its own chunk's outcome.
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                (0..500)
+                    .map(|i| {
+                        (
+                            e.apply(f, 0, format!("echo:{t}-{i}").into_bytes()).unwrap(),
+                            format!("{t}-{i}"),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for t in threads {
+        for (job, want) in t.join().unwrap() {
+            assert_eq!(collect(&e, job).iter().map(text).collect::<Vec<_>>(), [want]);
+        }
+    }
+    // A function nobody registered: the call still gets a job, whose
+    // outcome says what went wrong, instead of a hang.
+    let bad = e.apply(9999, 0, b"echo:x".to_vec()).unwrap();
+    let out = collect(&e, bad);
+    assert_eq!(out[0].flags, flags::CANCELLED);
+    assert!(text(&out[0]).contains("no function with id 9999"), "{}", text(&out[0]));
+    // After close, calls are refused, and the queued ones still finish.
+    let last = e.apply(f, 0, b"sleep:50:last".to_vec()).unwrap();
+    e.close();
+    assert!(e.apply(f, 0, b"echo:late".to_vec()).is_err());
+    assert_eq!(collect(&e, last).iter().map(text).collect::<Vec<_>>(), ["last"]);
+}

@@ -7,8 +7,7 @@
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 use shoal_core::frame::flags;
 use shoal_core::{Engine, EngineConfig, EngineError, Order, Outcome, SpawnLauncher, Want, ZygoteLauncher};
 use std::collections::HashMap;
@@ -21,8 +20,10 @@ use std::time::{Duration, Instant};
 
 mod packed;
 mod pending;
+mod plain_apply;
 mod worker_loop;
 use pending::Pending;
+use plain_apply::PlainApply;
 use worker_loop::PlainTasks;
 
 /// Longest a blocking call stays in Rust before checking for signals.
@@ -107,24 +108,11 @@ fn foreign_engine() -> PyErr {
 
 /// A pool's engine: worker processes, scheduling, ordering and the window.
 #[pyclass(frozen, module = "shoal._shoal", name = "Engine")]
-struct PyEngine {
+pub(crate) struct PyEngine {
     engine: ManuallyDrop<Engine>,
     generation: u64,
     callbacks: Callbacks,
     notifier: Mutex<Notifier>,
-    /// What [`PyEngine::apply_plain`] needs from the pool, once given.
-    plain: PyOnceLock<PlainApply>,
-}
-
-/// The pool's pieces that `apply_plain` uses: its function cache
-/// (`id(func) -> (func, fid)`), `dumps_one` with its out-of-band buffers,
-/// and the decoders a [`Pending`] keeps.
-struct PlainApply {
-    funcs: Py<PyDict>,
-    dumps_one: Py<PyAny>,
-    oob: Py<PyAny>,
-    loads: Py<PyAny>,
-    decode: Py<PyAny>,
 }
 
 /// The thread that runs watch callbacks: not started, running, or joined.
@@ -191,7 +179,6 @@ impl PyEngine {
             generation: FORK_GENERATION.load(Ordering::SeqCst),
             callbacks: Arc::default(),
             notifier: Mutex::new(Notifier::Idle),
-            plain: PyOnceLock::new(),
         })
     }
 
@@ -240,77 +227,6 @@ impl PyEngine {
             .apply(func, task_flags, payload.as_bytes().to_vec())
             .map_err(engine_err)?;
         Ok(Pending::new(slf.clone().unbind(), job, loads, decode))
-    }
-
-    /// Give `apply_plain` the pool's function cache, `dumps_one` and its
-    /// `oob` argument, and the decoders for the result objects. Once only.
-    fn set_plain_apply(
-        &self,
-        py: Python<'_>,
-        funcs: Py<PyDict>,
-        dumps_one: Py<PyAny>,
-        oob: Py<PyAny>,
-        loads: Py<PyAny>,
-        decode: Py<PyAny>,
-    ) -> PyResult<()> {
-        let plain = PlainApply {
-            funcs,
-            dumps_one,
-            oob,
-            loads,
-            decode,
-        };
-        self.plain
-            .set(py, plain)
-            .map_err(|_| PyRuntimeError::new_err("set_plain_apply was already called"))
-    }
-
-    /// `apply_async(func, args)` with no keywords or callbacks, wholly in
-    /// Rust: at `chunksize=1` the Python around `apply_pending` cost as much
-    /// as the engine's own work. Returns `None`, having queued nothing,
-    /// when the call needs the general path: `args` not a tuple, arguments
-    /// that fail to pickle, or a function not in the cache yet.
-    fn apply_plain(slf: &Bound<'_, Self>, func: &Bound<'_, PyAny>, args: &Bound<'_, PyAny>) -> PyResult<Option<Pending>> {
-        let py = slf.py();
-        let this = slf.get();
-        let Some(plain) = this.plain.get(py) else {
-            return Ok(None);
-        };
-        if !args.is_exact_instance_of::<PyTuple>() {
-            return Ok(None);
-        }
-        let payload = match packed::pack_scalar(args) {
-            Some(v) => v,
-            None => match plain.dumps_one.bind(py).call1((args, plain.oob.bind(py))) {
-                Ok(data) => match data.cast::<PyBytes>() {
-                    Ok(b) => b.as_bytes().to_vec(),
-                    Err(_) => return Ok(None),
-                },
-                Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => return Err(e),
-                Err(_) => return Ok(None),
-            },
-        };
-        // No Python code runs from this lookup to the job holding the
-        // function, so the cache cannot evict and release it in between.
-        let key = PyInt::new(py, func.as_ptr() as usize);
-        let Some(hit) = plain.funcs.bind(py).get_item(key)? else {
-            return Ok(None);
-        };
-        let hit = hit.cast_into::<PyTuple>()?;
-        if !hit.get_item(0)?.is(func) {
-            return Ok(None);
-        }
-        let fid: u32 = hit.get_item(1)?.extract()?;
-        let job = this
-            .engine()?
-            .apply(fid, flags::STAR | flags::SINGLE, payload)
-            .map_err(engine_err)?;
-        Ok(Some(Pending::new(
-            slf.clone().unbind(),
-            job,
-            plain.loads.clone_ref(py),
-            plain.decode.clone_ref(py),
-        )))
     }
 
     /// Add pickled chunks to a job; returns the index of the first. `items`
@@ -484,7 +400,7 @@ impl PyEngine {
 
 impl PyEngine {
     /// The engine, if this process owns it.
-    fn engine(&self) -> PyResult<&Engine> {
+    pub(crate) fn engine(&self) -> PyResult<&Engine> {
         if self.generation == FORK_GENERATION.load(Ordering::SeqCst) {
             Ok(&self.engine)
         } else {
@@ -607,7 +523,7 @@ mod _shoal {
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
-    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainTasks, PyEngine};
+    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainApply, PlainTasks, PyEngine};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
