@@ -155,6 +155,9 @@ pub(crate) struct Shared {
     /// next moves them in ([`Shared::lock`]), so no reader of the state
     /// ever misses one.
     calls: Mutex<Vec<Call>>,
+    /// Whether `calls` holds any, so that locking the state costs no
+    /// second lock when none are waiting.
+    has_calls: AtomicBool,
     /// The next job id; calls take theirs without the state lock.
     next_job: AtomicU32,
     /// Mirrors `phase == Running`, for calls made without the state lock.
@@ -177,12 +180,13 @@ impl Shared {
     /// Lock the state, first moving in the calls made since it was last locked.
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut st = self.state.lock().expect("engine lock poisoned");
+        if !self.has_calls.load(Ordering::SeqCst) {
+            return st;
+        }
         {
             let mut calls = self.calls.lock().expect("engine lock poisoned");
-            if calls.is_empty() {
-                return st;
-            }
             std::mem::swap(&mut *calls, &mut st.spare_calls);
+            self.has_calls.store(false, Ordering::SeqCst);
         }
         let mut calls = std::mem::take(&mut st.spare_calls);
         for call in calls.drain(..) {
@@ -242,6 +246,7 @@ impl Engine {
             cond: Condvar::new(),
             waker: Waker::new()?,
             calls: Mutex::new(Vec::new()),
+            has_calls: AtomicBool::new(false),
             next_job: AtomicU32::new(1),
             accepting: AtomicBool::new(true),
             wake_on_call: AtomicBool::new(false),
@@ -337,12 +342,16 @@ impl Engine {
             return Err(EngineError::NotRunning);
         }
         let job = shared.new_job_id();
-        shared.calls.lock().expect("engine lock poisoned").push(Call {
-            job,
-            func,
-            flags: task_flags,
-            payload,
-        });
+        {
+            let mut calls = shared.calls.lock().expect("engine lock poisoned");
+            calls.push(Call {
+                job,
+                func,
+                flags: task_flags,
+                payload,
+            });
+            shared.has_calls.store(true, Ordering::SeqCst);
+        }
         // Pairs with the I/O thread's check of `calls` after it sets the
         // flag: either it sees this call, or this sees the flag.
         if shared.wake_on_call.swap(false, Ordering::SeqCst) {
@@ -845,7 +854,7 @@ fn run(shared: &Shared) {
         shared.wake_on_call.store(st.has_idle_worker(), Ordering::SeqCst);
         // A call made before the flag was set did not wake this thread:
         // look again at once instead of sleeping on it.
-        if !shared.calls.lock().expect("engine lock poisoned").is_empty() {
+        if shared.has_calls.load(Ordering::SeqCst) {
             timeout = Some(Duration::ZERO);
         }
         drop(st);
