@@ -119,7 +119,10 @@ impl std::error::Error for EngineError {}
 pub(crate) struct State {
     pub(crate) config: EngineConfig,
     pub(crate) phase: Phase,
-    pub(crate) jobs: FastMap<JobId, Job>,
+    /// Boxed: with 20k `apply_async` jobs in flight, growing a table of
+    /// 160-byte entries copied megabytes under the lock, and each lookup
+    /// strode through them.
+    pub(crate) jobs: FastMap<JobId, Box<Job>>,
     pub(crate) funcs: Funcs,
     /// The other buffer of [`Shared::calls`], swapped in when they are taken.
     spare_calls: Vec<Call>,
@@ -420,7 +423,7 @@ impl Engine {
     /// forgotten (released and finished) has no room.
     pub fn room(&self, job: JobId) -> Result<u32, EngineError> {
         let st = self.lock();
-        Ok(st.jobs.get(&job).map_or(0, Job::room))
+        Ok(st.jobs.get(&job).map_or(0, |j| j.room()))
     }
 
     /// Wait up to `timeout` for `want`. Returns whether it happened. A job
@@ -465,7 +468,7 @@ impl Engine {
     /// Whether every chunk of `job` has an outcome.
     pub fn finished(&self, job: JobId) -> Result<bool, EngineError> {
         let st = self.lock();
-        Ok(st.jobs.get(&job).is_none_or(Job::finished))
+        Ok(st.jobs.get(&job).is_none_or(|j| j.finished()))
     }
 
     /// Let go of `job`: its chunks still run, but their outcomes are dropped
@@ -619,7 +622,8 @@ impl State {
         if !self.funcs.acquire(func) {
             return Err(EngineError::UnknownFunc(func));
         }
-        self.jobs.insert(id, Job::new(func, task_flags, order, window));
+        self.jobs
+            .insert(id, Box::new(Job::new(func, task_flags, order, window)));
         Ok(())
     }
 
@@ -629,7 +633,7 @@ impl State {
     /// gets an outcome that says so at once.
     fn add_call(&mut self, call: Call) {
         let known = self.funcs.acquire(call.func);
-        let mut j = Job::new(call.func, call.flags, Order::Ordered, None);
+        let mut j = Box::new(Job::new(call.func, call.flags, Order::Ordered, None));
         let index = j.add_chunks(1, call.payload.len());
         j.finish_input();
         self.jobs.insert(call.job, j);
@@ -741,7 +745,7 @@ impl State {
                 }
             }
         }
-        if self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(Job::finished) {
+        if self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(|j| j.finished()) {
             for w in &mut self.workers {
                 if matches!(w.life, Life::Ready | Life::Starting) && w.outstanding.is_empty() {
                     w.send(Kind::Exit, 0, 0, 0, 0, &[]);
@@ -763,7 +767,7 @@ impl State {
         }
         if matches!(self.phase, Phase::Closing | Phase::Terminating) && self.workers.is_empty() {
             let all_done =
-                self.phase == Phase::Terminating || (self.queue.is_empty() && self.jobs.values().all(Job::finished));
+                self.phase == Phase::Terminating || (self.queue.is_empty() && self.jobs.values().all(|j| j.finished()));
             if all_done {
                 self.phase = Phase::Stopped;
             }
@@ -774,7 +778,7 @@ impl State {
     pub(crate) fn wants_workers(&self) -> bool {
         match self.phase {
             Phase::Running => true,
-            Phase::Closing => !(self.queue.is_empty() && self.jobs.values().all(Job::finished)),
+            Phase::Closing => !(self.queue.is_empty() && self.jobs.values().all(|j| j.finished())),
             _ => false,
         }
     }
