@@ -24,6 +24,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The outcome of a chunk that terminate stopped before it ran or finished.
+const TERMINATED: &[u8] = b"the pool was terminated before this task finished";
+
 /// Engine threads running in this process, across all engines. A process
 /// with none can be forked safely: no engine lock can be held by a thread
 /// the child would not have.
@@ -298,7 +301,7 @@ impl Engine {
     /// Wake the I/O thread for new chunks only if an idle worker can take
     /// one; busy workers are served when their results wake it.
     fn wake_for_work(&self, st: &mut State) {
-        if st.io_sleeping && st.idle_worker_for_head() {
+        if st.io_sleeping && !st.queue.is_empty() && st.has_idle_worker() {
             self.wake(st);
         }
     }
@@ -650,19 +653,10 @@ impl State {
             let msg = format!("no function with id {} (it was released before the call)", call.func);
             self.complete(&task, flags::CANCELLED, msg.into_bytes(), 0);
         } else if matches!(self.phase, Phase::Terminating | Phase::Stopped) {
-            let msg = b"the pool was terminated before this task finished".to_vec();
-            self.complete(&task, flags::CANCELLED, msg, 0);
+            self.complete(&task, flags::CANCELLED, TERMINATED.to_vec(), 0);
         } else {
             self.queue.push_back(task);
         }
-    }
-
-    /// Whether a worker holds nothing and could take a chunk.
-    fn has_idle_worker(&self) -> bool {
-        let max_tasks = self.config.max_tasks_per_worker;
-        self.workers
-            .iter()
-            .any(|w| w.life == Life::Ready && w.outstanding.is_empty() && max_tasks.is_none_or(|m| w.assigned < m))
     }
 
     /// Drop a finished, released job, and its function if nothing else uses
@@ -712,7 +706,7 @@ impl State {
     /// Cancel every unfinished chunk and signal the workers.
     fn begin_terminate(&mut self) {
         self.phase = Phase::Terminating;
-        let msg = b"the pool was terminated before this task finished".to_vec();
+        let msg = TERMINATED.to_vec();
         let queued: Vec<Task> = self.queue.drain(..).collect();
         let mut held = Vec::new();
         for w in &mut self.workers {

@@ -43,14 +43,14 @@ pub fn queue_allows(
     held < MAX_DEPTH && queued <= TARGET_QUEUED.as_nanos() as u64
 }
 
+/// Whether a worker takes chunks at all: ready, and short of its lifespan.
+fn takes_chunks(w: &Worker, max_tasks: Option<u64>) -> bool {
+    w.life == Life::Ready && max_tasks.is_none_or(|m| w.assigned < m)
+}
+
 fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task, per_item_ns: Option<u64>) -> bool {
-    if w.life != Life::Ready {
+    if !takes_chunks(w, max_tasks) {
         return false;
-    }
-    if let Some(m) = max_tasks {
-        if w.assigned >= m {
-            return false;
-        }
     }
     let held = w.outstanding.len();
     if held == 0 {
@@ -73,22 +73,18 @@ fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task, per_
 }
 
 impl State {
-    /// Whether a worker holding nothing could take the chunk at the head of
-    /// the queue: the only case where a submission must wake the I/O thread.
-    /// A worker that holds a chunk will send its result, which wakes the
-    /// thread anyway, and it then hands out everything queued meanwhile in
-    /// one batch. Waking it for each submission instead cost an eventfd
-    /// write, a poll and a send per `apply_async`, about as much CPU as the
-    /// task itself, on the cores the workers need.
-    pub(crate) fn idle_worker_for_head(&self) -> bool {
-        let Some(head) = self.queue.front() else {
-            return false;
-        };
+    /// Whether a worker holds nothing and may take a chunk: the only case
+    /// where new work must wake the I/O thread. A worker that holds a chunk
+    /// will send its result, which wakes the thread anyway, and it then
+    /// hands out everything queued meanwhile in one batch. Waking it for
+    /// each submission instead cost an eventfd write, a poll and a send per
+    /// `apply_async`, about as much CPU as the task itself, on the cores the
+    /// workers need. Any chunk suits such a worker (`can_take`).
+    pub(crate) fn has_idle_worker(&self) -> bool {
         let max_tasks = self.config.max_tasks_per_worker;
-        let per_item = self.funcs.per_item_ns(head.func);
         self.workers
             .iter()
-            .any(|w| w.outstanding.is_empty() && can_take(w, max_tasks, head, per_item))
+            .any(|w| w.outstanding.is_empty() && takes_chunks(w, max_tasks))
     }
 
     /// Hand queued chunks to workers, each to the worker holding the fewest.

@@ -30,24 +30,23 @@ use worker_loop::PlainTasks;
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// A plain outcome (one value, `OK | SINGLE_VALUE`) unpickled with `loads`,
-/// or unpacked if it travelled packed (`packed.rs`);
+/// or unpacked if it travelled packed (`packed.rs`: no bytes object made);
 /// `None` for any other outcome, or if unpickling fails, which the caller's
 /// Python decoder then reports. Ctrl-C while unpickling is the caller's,
 /// not the result's, so it propagates.
 fn unpickle_plain<'py>(
     py: Python<'py>,
     result_flags: u8,
-    payload: &Bound<'py, PyBytes>,
+    payload: &[u8],
     loads: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     if result_flags != flags::OK | flags::SINGLE_VALUE {
         return Ok(None);
     }
-    let bytes = payload.as_bytes();
-    let loaded = if packed::is_packed_scalar(bytes) {
-        packed::unpack_scalar(py, bytes)
+    let loaded = if packed::is_packed_scalar(payload) {
+        packed::unpack_scalar(py, payload)
     } else {
-        loads.call1((payload,))
+        loads.call1((PyBytes::new(py, payload),))
     };
     match loaded {
         Ok(v) => Ok(Some(v)),
@@ -68,15 +67,14 @@ fn unpickle_values<'py>(
     let rest = PyList::empty(py);
     let mut run = true;
     for o in out {
-        let payload = PyBytes::new(py, &o.payload);
         if run {
-            if let Some(v) = unpickle_plain(py, o.flags, &payload, loads)? {
+            if let Some(v) = unpickle_plain(py, o.flags, &o.payload, loads)? {
                 values.append(v)?;
                 continue;
             }
         }
         run = false;
-        rest.append((o.index, o.flags, payload))?;
+        rest.append((o.index, o.flags, PyBytes::new(py, &o.payload)))?;
     }
     Ok((values, rest))
 }

@@ -5,12 +5,11 @@
 //! the ~5 µs the parent spends per task. Calls with callbacks keep the
 //! Python `ApplyResult`, which the engine notifies.
 
-use crate::{packed, unpickle_plain, PyEngine};
+use crate::{unpickle_plain, PyEngine};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyType};
-use shoal_core::frame::flags;
 use std::sync::{Mutex, TryLockError};
 
 static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -68,23 +67,13 @@ impl Pending {
             return Ok(false);
         };
         let outcome = match out.into_iter().next() {
-            // A plain number travels packed: read it without a bytes object.
-            Some(o) if o.flags == flags::OK | flags::SINGLE_VALUE && packed::is_packed_scalar(&o.payload) => {
-                match packed::unpack_scalar(py, &o.payload) {
-                    Ok(v) => (true, v.unbind()),
-                    Err(_) => self
-                        .decode
-                        .call1(py, (o.flags, PyBytes::new(py, &o.payload)))?
-                        .extract::<Outcome>(py)?,
-                }
-            }
-            Some(o) => {
-                let payload = PyBytes::new(py, &o.payload);
-                match unpickle_plain(py, o.flags, &payload, self.loads.bind(py))? {
-                    Some(v) => (true, v.unbind()),
-                    None => self.decode.call1(py, (o.flags, payload))?.extract::<Outcome>(py)?,
-                }
-            }
+            Some(o) => match unpickle_plain(py, o.flags, &o.payload, self.loads.bind(py))? {
+                Some(v) => (true, v.unbind()),
+                None => self
+                    .decode
+                    .call1(py, (o.flags, PyBytes::new(py, &o.payload)))?
+                    .extract::<Outcome>(py)?,
+            },
             // Taken by a call that was interrupted while decoding it.
             None => (
                 false,
