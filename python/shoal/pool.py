@@ -103,6 +103,7 @@ class Pool:
             "shm": self._buffers.settings(),
         }
         self._engine, self._zygote = _start.start_engine(self._start_method, processes, dumps(init), maxtasksperchild)
+        self._maxtasksperchild = maxtasksperchild
         self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
         # Functions already registered with the engine, by identity.
         self._funcs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
@@ -254,16 +255,22 @@ class Pool:
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         n = len(iterable)  # type: ignore[arg-type]
-        if chunksize is None:
-            chunksize = _shoal.default_map_chunksize(n, self._processes)
-        elif chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        size = chunksize or 1
-        lens = [size] * (n // size) + ([n % size] if n % size else [])
+        if chunksize is None and self._maxtasksperchild is None:
+            # Chunks that shrink towards the end, so the workers finish together.
+            lens = _shoal.guided_map_chunks(n, self._processes)
+        else:
+            if chunksize is None:
+                # maxtasksperchild counts chunks: keep multiprocessing's, so a
+                # worker is replaced as often as it would be there.
+                chunksize = _shoal.default_map_chunksize(n, self._processes)
+            elif chunksize < 1:
+                raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+            size = chunksize or 1
+            lens = [size] * (n // size) + ([n % size] if n % size else [])
         result: MapResult[T] = MapResult(self, lens, callback, error_callback)
         if not lens:
             return result
-        chunks = Chunks(iterable, size, oob=self._oob)
+        chunks = Chunks(iterable, lens[0], oob=self._oob)
         try:
             fid, owned = self._func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
@@ -279,7 +286,11 @@ class Pool:
         # the parent pickles the rest.
         sent = 0
         while sent < len(lens) and not chunks.exhausted:
-            payloads, got = chunks.read(min(len(lens) - sent, 1 if size > 1 else 4096))
+            if chunks.single:
+                payloads, got = chunks.read(min(len(lens) - sent, 4096))
+            else:
+                chunks.size = lens[sent]
+                payloads, got = chunks.read(1)
             if payloads:
                 self._engine.submit(job, payloads, got)
                 sent += len(payloads)

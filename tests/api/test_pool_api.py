@@ -85,10 +85,27 @@ def test_default_map_chunksize_is_the_stdlib_formula_up_to_8192() -> None:
 
 
 def test_map_default_chunks_keep_runs_on_one_worker(pool: shoal.Pool) -> None:
-    out = pool.starmap(tasks.pid_and_product, [(i, 1) for i in range(16)])
-    # 16 items, 2 workers: chunks of 2, each run by one worker.
-    for start in range(0, 16, 2):
-        assert len({pid for pid, _ in out[start : start + 2]}) == 1
+    out = pool.starmap(tasks.pid_and_product, [(i, 1) for i in range(40)])
+    # 40 items, 2 workers: chunks of 5, 5, 4, 4, 3, ... shrinking to single
+    # items, each chunk run by one worker.
+    lens = _shoal.guided_map_chunks(40, 2)
+    assert lens[:4] == [5, 5, 4, 4] and lens[-8:] == [1] * 8
+    start = 0
+    for n in lens:
+        assert len({pid for pid, _ in out[start : start + n]}) == 1, (start, n)
+        start += n
+    assert [product for _, product in out] == list(range(40))
+
+
+def test_map_keeps_multiprocessing_chunks_when_workers_are_replaced() -> None:
+    # maxtasksperchild counts chunks, so map must make as many as
+    # multiprocessing does: 16 items on 2 workers are 8 chunks of 2, and each
+    # chunk gets a fresh worker.
+    with shoal.Pool(2, maxtasksperchild=1) as p:
+        out = p.starmap(tasks.pid_and_product, [(i, 1) for i in range(16)])
+    pids = [pid for pid, _ in out]
+    assert len(set(pids)) == 8
+    assert all(pids[i] == pids[i + 1] for i in range(0, 16, 2))
 
 
 def test_remote_exception_keeps_type_and_traceback(pool: shoal.Pool) -> None:

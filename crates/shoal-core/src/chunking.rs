@@ -20,9 +20,50 @@ pub fn default_map_chunksize(n_items: usize, workers: usize) -> usize {
     n_items.div_ceil(per).min(MAX_MAP_CHUNK)
 }
 
+/// Chunk lengths for `map` when the caller gives no chunk size: guided
+/// self-scheduling.
+///
+/// Each chunk takes a `1 / (4 * workers)` share of the items not yet
+/// chunked (at most [`MAX_MAP_CHUNK`]), so the first chunk is the size
+/// [`default_map_chunksize`] gives and later ones shrink as the input runs
+/// out, down to single items. With equal chunks, one worker can sit idle for
+/// most of a chunk at the end while the other finishes its last one: 25 items
+/// of 5 ms each for 200 items on 2 workers, made worse when the host slows one
+/// worker down. With shrinking chunks the workers finish within about one
+/// item of each other, for about `4 * workers * ln(chunk)` more chunks, a few
+/// microseconds each.
+pub fn guided_map_chunks(n_items: usize, workers: usize) -> Vec<usize> {
+    let per = workers.max(1) * 4;
+    let mut lens = Vec::new();
+    let mut left = n_items;
+    while left > 0 {
+        let len = left.div_ceil(per).min(MAX_MAP_CHUNK);
+        lens.push(len);
+        left -= len;
+    }
+    lens
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guided_chunks_start_at_the_stdlib_size_and_shrink_to_one() {
+        assert!(guided_map_chunks(0, 2).is_empty());
+        assert_eq!(guided_map_chunks(4, 2), [1, 1, 1, 1]);
+        assert_eq!(guided_map_chunks(16, 2), [2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1]);
+        for (n, workers) in [(200, 2), (1_000_000, 2), (12_345, 3), (7, 1)] {
+            let lens = guided_map_chunks(n, workers);
+            assert_eq!(lens.iter().sum::<usize>(), n);
+            assert_eq!(lens[0], default_map_chunksize(n, workers));
+            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "never grows: {lens:?}");
+            // At least the last 4 * workers - 1 chunks are single items.
+            assert!(lens.iter().rev().take(4 * workers - 1).all(|&len| len == 1));
+        }
+        // 200 items on 2 workers: 29 chunks instead of 8 of 25.
+        assert_eq!(guided_map_chunks(200, 2).len(), 29);
+    }
 
     #[test]
     fn matches_the_stdlib_formula_up_to_the_cap() {

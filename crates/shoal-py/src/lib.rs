@@ -505,6 +505,13 @@ fn default_map_chunksize(n: usize, workers: usize) -> usize {
     shoal_core::chunking::default_map_chunksize(n, workers)
 }
 
+/// Chunk lengths for `map` of `n` items with no chunk size given: they
+/// shrink towards the end so the workers finish together.
+#[pyfunction]
+fn guided_map_chunks(n: usize, workers: usize) -> Vec<usize> {
+    shoal_core::chunking::guided_map_chunks(n, workers)
+}
+
 /// Called first in a worker: die with the parent. Returns False if the
 /// parent is already gone.
 #[pyfunction]
@@ -521,7 +528,10 @@ mod _shoal {
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
-    use super::{default_map_chunksize, live_threads, worker_prelude, Pending, PlainApply, PlainTasks, PyEngine};
+    use super::{
+        default_map_chunksize, guided_map_chunks, live_threads, worker_prelude, Pending, PlainApply, PlainTasks,
+        PyEngine,
+    };
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
