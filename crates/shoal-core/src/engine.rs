@@ -8,9 +8,9 @@
 //! GIL.
 
 use crate::fasthash::FastMap;
-use crate::frame::{flags, Kind};
+use crate::frame::{flags, Header, Kind};
 use crate::funcs::{FuncId, Funcs};
-use crate::io::{read_available, Inbound, Outgoing};
+use crate::io::{Inbound, Outgoing, ReadBufs};
 use crate::job::{Job, JobId, Order, Outcome};
 use crate::launch::Launcher;
 use crate::sys::{self, Waker};
@@ -129,6 +129,8 @@ pub(crate) struct State {
     pub(crate) funcs: Funcs,
     /// The other buffer of [`Shared::calls`], swapped in when they are taken.
     spare_calls: Vec<Call>,
+    /// Frames read from a worker and not yet handled (kept for its capacity).
+    pub(crate) frames: Vec<(Header, Vec<u8>)>,
     /// Chunks waiting for a worker, in submission order.
     pub(crate) queue: VecDeque<Task>,
     pub(crate) workers: Vec<Worker>,
@@ -236,6 +238,7 @@ impl Engine {
                 jobs: FastMap::default(),
                 funcs: Funcs::default(),
                 spare_calls: Vec::new(),
+                frames: Vec::new(),
                 queue: VecDeque::new(),
                 workers: Vec::new(),
                 next_worker_id: 0,
@@ -802,7 +805,9 @@ fn run(shared: &Shared) {
     let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
     let mut inbound: Vec<(usize, Inbound)> = Vec::new();
+    let mut read_bufs = ReadBufs::default();
     let mut exited: Vec<usize> = Vec::new();
+    let mut live: Vec<u32> = Vec::new();
     loop {
         st.step();
         if st.waiters > 0 {
@@ -814,9 +819,11 @@ fn run(shared: &Shared) {
         // Take the frames the scheduler encoded; they are written below,
         // without the lock.
         for w in &mut st.workers {
-            let bytes = w.take_out();
-            if !bytes.is_empty() && !w.chan_closed {
-                out.queue(w.id, w.chan_fd(), bytes);
+            if !w.chan_closed {
+                let (id, fd) = (w.id, w.chan_fd());
+                if let Some(bytes) = w.out_frames() {
+                    out.queue(id, fd, bytes);
+                }
             }
         }
         pfds.clear();
@@ -873,7 +880,7 @@ fn run(shared: &Shared) {
                 Source::Launcher => launcher_ready = true,
                 Source::Channel(i) => {
                     if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-                        inbound.push((i, read_available(p.fd)));
+                        inbound.push((i, read_bufs.read(p.fd)));
                     }
                 }
                 Source::Pidfd(i) => exited.push(i),
@@ -892,13 +899,15 @@ fn run(shared: &Shared) {
         }
         for (i, got) in inbound.drain(..) {
             st.deliver(i, &got.bytes, got.closed);
+            read_bufs.recycle(got.bytes);
         }
         for &i in &exited {
             // Deliver whatever it sent before it died, then mark it.
             let fd = st.workers[i].chan_fd();
             if !st.workers[i].chan_closed {
-                let got = read_available(fd);
+                let got = read_bufs.read(fd);
                 st.deliver(i, &got.bytes, got.closed);
+                read_bufs.recycle(got.bytes);
             }
             st.workers[i].life = Life::Exited;
         }
@@ -908,7 +917,8 @@ fn run(shared: &Shared) {
             }
         }
         st.reap_exited();
-        let live: Vec<u32> = st.workers.iter().filter(|w| !w.chan_closed).map(|w| w.id).collect();
+        live.clear();
+        live.extend(st.workers.iter().filter(|w| !w.chan_closed).map(|w| w.id));
         out.retain(&live);
     }
     st.launcher.shutdown();

@@ -29,19 +29,23 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    /// Queue `bytes` for worker `id` on channel `fd`.
-    pub(crate) fn queue(&mut self, id: u32, fd: RawFd, bytes: Vec<u8>) {
+    /// Queue the bytes in `bytes` for worker `id` on channel `fd`, leaving
+    /// `bytes` empty. Buffers are swapped rather than dropped, so both sides
+    /// keep their capacity from one turn to the next: at tens of thousands
+    /// of frames a second, fresh buffers kept the allocator busy.
+    pub(crate) fn queue(&mut self, id: u32, fd: RawFd, bytes: &mut Vec<u8>) {
         let p = self.pending.entry(id).or_insert_with(|| Pending {
             fd,
             buf: Vec::new(),
             pos: 0,
         });
         if p.buf.is_empty() {
-            p.buf = bytes;
+            std::mem::swap(&mut p.buf, bytes);
             p.pos = 0;
         } else {
-            p.buf.extend_from_slice(&bytes);
+            p.buf.extend_from_slice(bytes);
         }
+        bytes.clear();
     }
 
     /// Whether worker `id` has bytes waiting.
@@ -81,6 +85,10 @@ impl Outgoing {
     }
 }
 
+/// A read buffer that grew past this is dropped after use rather than
+/// kept for the next read.
+const KEEP_READ_BUF: usize = 1 << 20;
+
 /// What one read of a channel found.
 pub(crate) struct Inbound {
     /// The bytes read.
@@ -89,12 +97,37 @@ pub(crate) struct Inbound {
     pub closed: bool,
 }
 
-/// Read whatever `fd` has without blocking, up to [`READ_CAP`].
-pub(crate) fn read_available(fd: RawFd) -> Inbound {
-    let mut bytes: Vec<u8> = Vec::new();
+/// Read buffers kept from one turn of the I/O loop to the next. A fresh
+/// 64 KiB buffer per read, freed after use, made glibc consolidate its free
+/// lists on every free (a free that large triggers it).
+#[derive(Default)]
+pub(crate) struct ReadBufs {
+    spare: Vec<Vec<u8>>,
+}
+
+impl ReadBufs {
+    /// Read whatever `fd` has without blocking, up to [`READ_CAP`].
+    pub(crate) fn read(&mut self, fd: RawFd) -> Inbound {
+        read_available(fd, self.spare.pop().unwrap_or_default())
+    }
+
+    /// Take back the buffer of a read that has been handled.
+    pub(crate) fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if bytes.capacity() <= KEEP_READ_BUF {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+    }
+}
+
+/// Read whatever `fd` has without blocking, up to [`READ_CAP`], into `bytes`
+/// (empty, perhaps with capacity).
+fn read_available(fd: RawFd, mut bytes: Vec<u8>) -> Inbound {
     let mut closed = false;
     while bytes.len() < READ_CAP {
-        bytes.reserve(64 << 10);
+        if bytes.capacity() - bytes.len() < (16 << 10) {
+            bytes.reserve(64 << 10);
+        }
         let spare = bytes.spare_capacity_mut();
         // SAFETY: `read` writes at most `spare.len()` bytes into the spare
         // capacity, and only what it reports becomes part of the vector.

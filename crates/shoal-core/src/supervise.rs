@@ -108,8 +108,11 @@ impl State {
         if closed {
             self.workers[i].chan_closed = true;
         }
-        let frames = match self.workers[i].feed(bytes) {
-            Ok(f) => f,
+        // A buffer kept in the state, so a batch of results allocates no list.
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        match self.workers[i].feed(bytes, &mut frames) {
+            Ok(()) => {}
             Err(_) => {
                 // A stream that is not frames: the worker is broken. Kill it;
                 // its death is then handled like any other.
@@ -119,7 +122,7 @@ impl State {
                 return;
             }
         };
-        for (h, payload) in frames {
+        for (h, payload) in frames.drain(..) {
             match h.kind {
                 Kind::Ready => {
                     let w = &mut self.workers[i];
@@ -153,6 +156,7 @@ impl State {
                 _ => {}
             }
         }
+        self.frames = frames;
     }
 
     /// Reap workers whose process has exited and whose exit status is known.

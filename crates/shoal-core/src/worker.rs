@@ -117,15 +117,16 @@ impl Worker {
             .expect("payload size checked at submission");
     }
 
-    /// Frames encoded since the last call, for the I/O thread to write.
-    pub fn take_out(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+    /// Frames encoded since the I/O thread last took them, if any. The I/O
+    /// thread empties the buffer (see `Outgoing::queue`).
+    pub fn out_frames(&mut self) -> Option<&mut Vec<u8>> {
+        (!self.out.is_empty()).then_some(&mut self.out)
     }
 
-    /// Feed bytes read from the channel; returns the frames now complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<Vec<(Header, Vec<u8>)>> {
+    /// Feed bytes read from the channel; the frames now complete are added
+    /// to `frames`.
+    pub fn feed(&mut self, bytes: &[u8], frames: &mut Vec<(Header, Vec<u8>)>) -> io::Result<()> {
         self.reader.push(bytes);
-        let mut frames = Vec::new();
         while let Some(f) = self
             .reader
             .next_frame()
@@ -133,7 +134,7 @@ impl Worker {
         {
             frames.push(f);
         }
-        Ok(frames)
+        Ok(())
     }
 
     /// Bytes of chunk payloads sent and not answered.
