@@ -277,6 +277,20 @@ def test_apply_async_gives_the_same_result_on_every_path(pool: shoal.Pool) -> No
     assert not r.successful()
 
 
+def test_apply_results_are_left_out_of_garbage_collection(pool: shoal.Pool) -> None:
+    import gc
+
+    # Thousands of waiting results must not be walked by every collection;
+    # they hold no references a collection could use.
+    pool.apply(tasks.square, (2,))  # cache the function: the next calls take the Rust path
+    results = [pool.apply_async(tasks.square, (i,)) for i in range(3)]
+    results.append(pool.apply_async(tasks.square, (), {"x": 3}))  # the Python path
+    assert all(type(r) is _shoal.PendingResult for r in results)
+    assert not any(gc.is_tracked(r) for r in results)
+    assert [r.get(timeout=30) for r in results] == [0, 1, 4, 9]
+    assert not any(gc.is_tracked(r) for r in results)
+
+
 def test_an_apply_result_reraises_every_time(pool: shoal.Pool) -> None:
     r = pool.apply_async(tasks.fail_on(3), (3,))
     for _ in range(2):

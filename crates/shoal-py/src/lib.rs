@@ -211,20 +211,20 @@ impl PyEngine {
     /// [`apply`](PyEngine::apply), returning the call's result object:
     /// `loads` unpickles a plain result, `decode(flags, payload)` gives
     /// `(succeeded, value)` for any other outcome.
-    fn apply_pending(
-        slf: &Bound<'_, Self>,
+    fn apply_pending<'py>(
+        slf: &Bound<'py, Self>,
         func: u32,
         task_flags: u8,
         payload: &Bound<'_, PyBytes>,
         loads: Py<PyAny>,
         decode: Py<PyAny>,
-    ) -> PyResult<Pending> {
+    ) -> PyResult<Bound<'py, Pending>> {
         let job = slf
             .get()
             .engine()?
             .apply(func, task_flags, payload.as_bytes().to_vec())
             .map_err(engine_err)?;
-        Ok(Pending::new(slf.clone().unbind(), job, loads, decode))
+        Pending::create(slf.py(), slf.clone().unbind(), job, loads, decode)
     }
 
     /// Add pickled chunks to a job; returns the index of the first. `items`

@@ -50,7 +50,12 @@ impl PlainApply {
     /// Queue `func(*args)` and return its result object, or `None` when the
     /// call needs the general path: `args` not a tuple, arguments that fail
     /// to pickle (the general path reports it), or `func` not cached yet.
-    fn __call__(&self, py: Python<'_>, func: &Bound<'_, PyAny>, args: &Bound<'_, PyAny>) -> PyResult<Option<Pending>> {
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        func: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Bound<'py, Pending>>> {
         if !args.is_exact_instance_of::<PyTuple>() {
             return Ok(None);
         }
@@ -82,12 +87,14 @@ impl PlainApply {
             .engine()?
             .apply(fid, flags::STAR | flags::SINGLE, payload)
             .map_err(engine_err)?;
-        Ok(Some(Pending::new(
+        Pending::create(
+            py,
             self.engine.clone_ref(py),
             job,
             self.loads.clone_ref(py),
             self.decode.clone_ref(py),
-        )))
+        )
+        .map(Some)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
