@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -333,7 +334,8 @@ WORKLOADS: dict[str, tuple[Callable[[str], dict], str, int, int]] = {
     "imap_default": (w_imap_default, "2. imap, generator of 200k ints, defaults", 3, 60),
     "imap_cs1": (w_imap_cs1, "2. imap, generator of 200k ints, chunksize=1", 3, 60),
     "apply_async": (w_apply_async, "3. 20k apply_async, then get", 3, 60),
-    "cpu": (w_cpu, "4. CPU-bound, 200 tasks of ~5 ms", 5, 60),
+    # More runs: the host's speed varies by more than the gaps between the pools.
+    "cpu": (w_cpu, "4. CPU-bound, 200 tasks of ~5 ms", 9, 60),
     "skewed": (w_skewed, "5. skewed, 200 tasks (2 ms, 1 in 10 60 ms), imap_unordered", 5, 60),
     "numpy_args": (w_numpy_args, "6. numpy, 200 x 1 MiB arrays in", 3, 60),
     "numpy_results": (w_numpy_results, "6. numpy, 100 x 1 MiB arrays out", 3, 60),
@@ -346,15 +348,22 @@ WORKLOADS: dict[str, tuple[Callable[[str], dict], str, int, int]] = {
 
 def run_one(workload: str, lib: str, timeout: int) -> dict | None:
     """One run in a fresh interpreter; None if it exceeded ``timeout`` or failed."""
+    # A session of its own, so that a run cut off by the timeout takes its
+    # pool's workers with it (ProcessPoolExecutor's would otherwise linger).
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--one", workload, lib],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", workload, lib],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return None
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if out.returncode != 0:
         print(f"  {workload} {lib} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
         return {"failed": 1.0, "time": 0.0}
@@ -473,11 +482,12 @@ def main() -> None:
     libs = args.libs.split(",") if args.libs else LIBS
     started = time.strftime("%Y-%m-%d %H:%M")
     results = measure(workloads, libs)
+    runs = sorted({WORKLOADS[w][2] for w in workloads})
     header = (
         f"Run {started}: Python {platform.python_version()}, {os.cpu_count()} cores, {WORKERS} workers, "
         f"each library with its defaults (multiprocessing and mpire: fork; shoal: fork, as no other pool "
-        f"runs). Median of 3-5 runs, each in a fresh process; a figure over {SLOW_RUN:.0f} s is one run. "
-        f"Lower is better."
+        f"runs). Median of {'-'.join(map(str, sorted({runs[0], runs[-1]})))} runs, each in a fresh process; "
+        f"a figure over {SLOW_RUN:.0f} s is one run. Lower is better."
     )
     text = header + "\n\n" + table(results, libs) + "\n"
     print("\n" + text)
