@@ -45,7 +45,7 @@ impl Outgoing {
         } else {
             p.buf.extend_from_slice(bytes);
         }
-        bytes.clear();
+        empty_keeping_capacity(bytes);
     }
 
     /// Whether worker `id` has bytes waiting.
@@ -69,7 +69,7 @@ impl Outgoing {
                 }
             }
             if p.pos == p.buf.len() {
-                p.buf.clear();
+                empty_keeping_capacity(&mut p.buf);
                 p.pos = 0;
             }
         }
@@ -85,9 +85,19 @@ impl Outgoing {
     }
 }
 
-/// A read buffer that grew past this is dropped after use rather than
-/// kept for the next read.
-const KEEP_READ_BUF: usize = 1 << 20;
+/// A buffer that grew past this is dropped after use rather than kept for
+/// the next turn.
+const KEEP_BUF: usize = 4 << 20;
+
+/// Empty `buf`, keeping its capacity for reuse unless it is over
+/// [`KEEP_BUF`]: one huge payload must not pin its size for the pool's life.
+fn empty_keeping_capacity(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_BUF {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
+}
 
 /// What one read of a channel found.
 pub(crate) struct Inbound {
@@ -113,10 +123,8 @@ impl ReadBufs {
 
     /// Take back the buffer of a read that has been handled.
     pub(crate) fn recycle(&mut self, mut bytes: Vec<u8>) {
-        if bytes.capacity() <= KEEP_READ_BUF {
-            bytes.clear();
-            self.spare.push(bytes);
-        }
+        empty_keeping_capacity(&mut bytes);
+        self.spare.push(bytes);
     }
 }
 
@@ -151,4 +159,34 @@ fn read_available(fd: RawFd, mut bytes: Vec<u8>) -> Inbound {
         }
     }
     Inbound { bytes, closed }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_unless_they_grew_huge() {
+        let mut bufs = ReadBufs::default();
+        let mut small = Vec::with_capacity(64 << 10);
+        small.extend_from_slice(b"frames");
+        let ptr = small.as_ptr();
+        bufs.recycle(small);
+        // The next read gets the same allocation back, emptied.
+        let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+        r.set_nonblocking(true).unwrap();
+        std::io::Write::write_all(&mut &w, b"abc").unwrap();
+        use std::os::fd::AsRawFd;
+        let got = bufs.read(r.as_raw_fd());
+        assert_eq!(got.bytes, b"abc");
+        assert!(!got.closed);
+        assert_eq!(got.bytes.as_ptr(), ptr);
+
+        let mut huge = vec![0u8; KEEP_BUF + 1];
+        empty_keeping_capacity(&mut huge);
+        assert_eq!(huge.capacity(), 0);
+        let mut kept = vec![0u8; 1024];
+        empty_keeping_capacity(&mut kept);
+        assert!(kept.is_empty() && kept.capacity() >= 1024);
+    }
 }
