@@ -483,10 +483,11 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M")
     results = measure(workloads, libs)
     runs = sorted({WORKLOADS[w][2] for w in workloads})
+    runs_text = f"{runs[0]}-{runs[-1]}" if len(runs) > 1 else str(runs[0])
     header = (
         f"Run {started}: Python {platform.python_version()}, {os.cpu_count()} cores, {WORKERS} workers, "
         f"each library with its defaults (multiprocessing and mpire: fork; shoal: fork, as no other pool "
-        f"runs). Median of {'-'.join(map(str, sorted({runs[0], runs[-1]})))} runs, each in a fresh process; "
+        f"runs). Median of {runs_text} runs, each in a fresh process; "
         f"a figure over {SLOW_RUN:.0f} s is one run. Lower is better."
     )
     text = header + "\n\n" + table(results, libs) + "\n"
