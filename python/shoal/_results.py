@@ -35,38 +35,41 @@ FEED_CHUNKS = 256
 FEED_BYTES = 4 << 20
 
 
-def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[int, BaseException] | None]:
+def decode(
+    status: int, single: bool, payload: bytes, n_items: int
+) -> tuple[list[Any], dict[int, BaseException] | None]:
     """Turn one chunk's outcome into its values and the errors of the items
-    that failed (``None`` when none did)."""
-    if flags == P.OK | P.SINGLE_VALUE:
+    that failed (``None`` when none did). ``single``: the chunk was one bare
+    item, so an ``OK`` payload is one value."""
+    if status == P.OK and single:
         try:
             return [loads_one(payload)], None
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task
             return [None], {0: _unpickling_failed(exc)}
-    if flags in (P.OK, P.ITEM_ERRORS):
+    if status in (P.OK, P.ITEM_ERRORS):
         try:
-            loaded = loads_chunk(payload) if flags == P.OK else loads(payload)
+            loaded = loads_chunk(payload) if status == P.OK else loads(payload)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt fails its task
             return [None] * n_items, dict.fromkeys(range(n_items), _unpickling_failed(exc))
-        if flags == P.OK:
+        if status == P.OK:
             return loaded, None
         values, errors = loaded
         return values, {k: rebuild((blob, tb, rep)) for k, blob, tb, rep in errors}
-    if flags == P.CHUNK_FAILED:
+    if status == P.CHUNK_FAILED:
         try:
             exc = rebuild(loads(payload))
         except Exception as e:  # noqa: BLE001
             exc = e
-    elif flags == P.WORKER_LOST:
+    elif status in (P.WORKER_LOST, P.TIMED_OUT):
         exc = WorkerLostError.from_engine(payload)
-    elif flags == P.CANCELLED:
+    elif status == P.CANCELLED:
         exc = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:
-        exc = RuntimeError(f"unknown result flags {flags}")
+        exc = RuntimeError(f"unknown chunk status {status}")
     # One exception object per item, so each raise gets its own traceback.
     return [None] * n_items, {k: _clone(exc) if k else exc for k in range(n_items)}
 
@@ -104,9 +107,10 @@ class _Unraisable:
         self.object = obj
 
 
-def decode_one(flags: int, payload: bytes) -> tuple[bool, Any]:
-    """One task's outcome as ``(succeeded, value or exception)``."""
-    decoded, errors = decode(flags, payload, 1)
+def decode_one(status: int, payload: bytes) -> tuple[bool, Any]:
+    """One task's outcome (an ``apply`` call: always one bare item) as
+    ``(succeeded, value or exception)``."""
+    decoded, errors = decode(status, True, payload, 1)
     if errors:
         return False, errors[0]
     return True, decoded[0]
@@ -146,15 +150,15 @@ class ApplyResult(Generic[T]):
         self._resolve()
 
     def _collect(self) -> tuple[bool, Any]:
-        """Take the finished job's outcome from the engine, and release the job."""
+        """Take the finished job's outcome from the engine, which forgets the job."""
         return self._decode_one(*self._engine.take_release(self._job, loads))
 
     @staticmethod
-    def _decode_one(values: list[Any], rest: list[tuple[int, int, bytes]]) -> tuple[bool, Any]:
+    def _decode_one(values: list[Any], rest: list[tuple[int, int, bool, bytes]]) -> tuple[bool, Any]:
         if values:
             return True, values[0]
-        _index, flags, payload = rest[0]
-        return decode_one(flags, payload)
+        _index, status, _single, payload = rest[0]
+        return decode_one(status, payload)
 
     def _resolve(self) -> None:
         """Fetch the outcome from the engine, set the value, run callbacks."""
@@ -222,7 +226,7 @@ class ApplyResult(Generic[T]):
         job, engine = getattr(self, "_job", None), getattr(self, "_engine", None)
         if job is not None and engine is not None and not self._done:
             try:
-                engine.release(job)
+                engine.abandon(job)
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
 
@@ -267,8 +271,8 @@ class MapResult(ApplyResult[list[T]]):
 
     def _absorb(self) -> None:
         """Decode the chunks that have arrived, in order (call with the lock)."""
-        for index, flags, payload in self._engine.take(self._job, 1 << 30):
-            values, errors = decode(flags, payload, self._chunk_lens[index])
+        for index, status, single, payload in self._engine.take(self._job, 1 << 30):
+            values, errors = decode(status, single, payload, self._chunk_lens[index])
             if errors and self._first_error is None:
                 self._first_error = errors[min(errors)]
             self._out.extend(values)
@@ -276,7 +280,7 @@ class MapResult(ApplyResult[list[T]]):
 
     def _collect(self) -> tuple[bool, Any]:
         self._absorb()
-        self._engine.release(self._job)
+        self._engine.abandon(self._job)
         if self._first_error is not None:
             return False, self._first_error
         out, self._out = self._out, []
@@ -381,8 +385,8 @@ class IMapIterator(Iterator[T]):
         items = self._items
         items.extend(values)
         lens = self._chunk_lens
-        for index, flags, payload in rest:
-            decoded, errors = decode(flags, payload, lens.pop(index) if lens else 1)
+        for index, status, single, payload in rest:
+            decoded, errors = decode(status, single, payload, lens.pop(index) if lens else 1)
             if errors is None:
                 items.extend(decoded)
             else:
@@ -442,14 +446,14 @@ class IMapIterator(Iterator[T]):
 
     def _finish(self) -> None:
         self._done = True
-        self._engine.release(self._job)
+        self._engine.abandon(self._job)
         self._pool._iterators.discard(self)
 
     def __del__(self) -> None:
         engine = getattr(self, "_engine", None)
         if engine is not None and not getattr(self, "_done", True):
             try:
-                engine.release(self._job)
+                engine.abandon(self._job)
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
 

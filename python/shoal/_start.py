@@ -153,15 +153,14 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket) -> int:
 def start_engine(
     method: str, processes: int, init_payload: bytes, max_tasks: int | None
 ) -> tuple[_shoal.Engine, Zygote | None]:
-    """Start an engine whose workers are started by ``method``."""
+    """Start an engine whose workers are started by ``method``; each is
+    replaced after ``max_tasks`` chunks (``maxtasksperchild``)."""
     if method == "spawn":
         argv = [sys.executable, "-c", _WORKER_CODE]
-        return _shoal.Engine(processes, init_payload, argv=argv, max_tasks=max_tasks), None
+        return _shoal.Engine(processes, init_payload, argv=argv, lifespan_chunks=max_tasks), None
     zygote = Zygote(method)
     try:
-        engine = _shoal.Engine(
-            processes, init_payload, zygote_fd=zygote.ctrl_fd, zygote_pid=zygote.pid, max_tasks=max_tasks
-        )
+        engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, lifespan_chunks=max_tasks)
     except BaseException:
         # The engine closed the socket as it failed, so the zygote exits.
         zygote.close()

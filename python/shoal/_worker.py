@@ -6,10 +6,14 @@ extension that hold none: ``worker_prelude`` (one ``prctl``) and
 ``PlainTasks``, the native loop that runs plain tasks (one item, or one
 argument tuple: ``chunksize=1`` and ``apply_async``) with the framing and
 timing around ``loads``, the call and ``dumps`` done in Rust; it hands every
-other frame, and every failing stage, back to this module. Chunks are run
-strictly in the order they arrive and each result is written before the
-next chunk starts, so the engine always knows which chunk a dead worker was
-running.
+other frame, and every failing stage, back to this module.
+
+Chunks run strictly in the order they arrive. Results of short chunks go out
+in batches (see ``FLUSH_RESULTS``), so when a worker dies holding several
+chunks the engine cannot tell which one was running: it runs each again
+marked ``ISOLATE``, and such a chunk's result goes out alone, before and
+after it. That is how a death fails exactly the chunk that caused it
+(crates/shoal-core/src/supervise.rs).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ if TYPE_CHECKING:
 
 # Where results' large buffers go: set by the pool's Init.
 _result_oob: _shm.Outbound | None = None
+# This worker's slot, 0..processes-1 (a replacement takes its predecessor's):
+# set by Init.
+slot: int | None = None
 
 _pack = P.HEADER.pack
 _unpack_from = P.HEADER.unpack_from
@@ -60,8 +67,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _frame(kind: int, flags: int, job: int, index: int, aux: int, payload: bytes) -> bytes:
-    return _pack(len(payload), kind, flags, 0, job, index, aux) + payload
+def _frame(kind: int, c: int, payload: bytes) -> bytes:
+    """A worker-to-engine frame other than a result: only field ``c`` is used."""
+    return _pack(len(payload), kind, 0, 0, 0, 0, c) + payload
 
 
 def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, str]:
@@ -103,7 +111,7 @@ def _task_note(func: Any, item: Any, flags: int) -> str:
         return ""
 
 
-def _run_chunk(func: Callable[..., Any], flags: int, items: Any) -> tuple[int, bytes]:
+def _run_chunk(func: Callable[..., Any], flags: int, items: Any) -> tuple[int, int, bytes]:
     results: list[Any] = []
     errors: list[tuple[int, bytes | None, str, str]] | None = None
     it = iter(items)
@@ -139,14 +147,15 @@ def _item_at(items: Any, k: int) -> Any:
         return None
 
 
-def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[int, bytes]:
-    """The result flags and payload for a chunk's results and failed items."""
+def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[int, int, bytes]:
+    """The status, the number of items that raised, and the payload for a
+    chunk's results and failed items."""
     try:
         if errors is None:
             if flags & P.SINGLE:
-                return P.OK | P.SINGLE_VALUE, dumps(results[0], _result_oob)
-            return P.OK, dumps_chunk(results, _result_oob)
-        return P.ITEM_ERRORS, dumps((results, errors), _result_oob)
+                return P.OK, 0, dumps(results[0], _result_oob)
+            return P.OK, 0, dumps_chunk(results, _result_oob)
+        return P.ITEM_ERRORS, len(errors), dumps((results, errors), _result_oob)
     except BaseException:  # noqa: BLE001 - find the unpicklable items below
         pass
     # Some result cannot be pickled: fail those items, keep the others.
@@ -163,7 +172,7 @@ def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[i
             errors.append((k, *_describe(MaybeEncodingError(exc, value))))
             results[k] = None
     errors.sort(key=lambda e: e[0])
-    return P.ITEM_ERRORS, dumps((results, errors))
+    return P.ITEM_ERRORS, len(errors), dumps((results, errors))
 
 
 def _chunk_failed(exc: BaseException, where: str) -> bytes:
@@ -299,11 +308,11 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
                 func = funcs.get(aux)
                 # The native loop above runs plain tasks; here come the
                 # rest, and plain tasks whose function failed to load.
-                rflags, result = _run_task(func, flags, payload)
+                status, failed, result = _run_task(func, flags, payload)
                 t1 = now()
                 if not parts:
                     outbox.since = t1
-                parts.append(pack(len(result), P.RESULT, rflags, 0, job, index, t1 - t0))
+                parts.append(pack(len(result), P.RESULT, status, min(failed, 0xFFFF), job, index, t1 - t0))
                 parts.append(result)
                 if (
                     flags & P.ISOLATE
@@ -320,7 +329,7 @@ def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
             elif kind == P.FORGET:
                 funcs.pop(job, None)
             elif kind == P.INIT:
-                reply = _initialise(bytes(payload), aux)
+                reply = _initialise(bytes(payload), job)  # an Init's `a` field is the slot
                 if _result_oob is not None:
                     collect = _result_oob.collector(big)
                 fast = _plain_tasks(funcs, parts, collect, big)
@@ -355,24 +364,24 @@ def _plain_tasks(funcs: dict[int, Any], parts: list[bytes], collect: Any, big: l
     )
 
 
-def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, bytes]:
+def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, int, bytes]:
     """A plain task's call raised ``exc``."""
     return _encode([None], [(0, *_describe(exc, _task_note(func, item, flags)))], flags)
 
 
-def _careful_result(value: Any, flags: int) -> tuple[int, bytes]:
+def _careful_result(value: Any, flags: int) -> tuple[int, int, bytes]:
     """A plain task's result that needs more than the C pickler's first try."""
     return _encode([value], None, flags)
 
 
-def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, bytes]:
+def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, int, bytes]:
     """Run one chunk on the full path: any flags, errors reported per item."""
     if isinstance(func, _LoadError):
-        return P.CHUNK_FAILED, func.payload
+        return P.CHUNK_FAILED, 0, func.payload
     try:
         items = (loads_one(payload),) if flags & P.SINGLE else loads_chunk(payload)
     except BaseException as exc:  # noqa: BLE001
-        return P.CHUNK_FAILED, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+        return P.CHUNK_FAILED, 0, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
     return _run_chunk(func, flags, items)
 
 
@@ -425,14 +434,17 @@ class _LoadError:
         self.payload = payload
 
 
-def _initialise(payload: bytes, worker_id: int) -> bytes:
-    """Apply the parent's settings and run the initializer. Returns the reply frame."""
-    global _result_oob
+def _initialise(payload: bytes, slot_id: int) -> bytes:
+    """Apply the parent's settings and run the initializer, in worker slot
+    ``slot_id``. Returns the reply frame, which says how long the initializer took."""
+    global _result_oob, slot
+    slot = slot_id
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
         _result_oob = _shm.attach(settings["shm"])
         initializer, initargs = loads(settings["initializer"])
+        t0 = time.perf_counter_ns()
         if initializer is not None:
             initializer = adopt_main(initializer)
             initializer(*initargs)
@@ -440,5 +452,5 @@ def _initialise(payload: bytes, worker_id: int) -> bytes:
         import traceback
 
         traceback.print_exc()
-        return _frame(P.INIT_FAILED, 0, 0, 0, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n"))
-    return _frame(P.READY, 0, 0, 0, os.getpid(), b"")
+        return _frame(P.INIT_FAILED, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n"))
+    return _frame(P.READY, time.perf_counter_ns() - t0, b"")

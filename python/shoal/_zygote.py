@@ -63,7 +63,7 @@ def serve(ctrl_fd: int) -> None:
                     msg, fds = b"", []
                 if not msg:
                     return
-                worker_id = int.from_bytes(msg, "little")
+                serial = int.from_bytes(msg, "little")  # the engine's name for this launch
                 chan = fds[0]
                 pid = os.fork()
                 if pid == 0:
@@ -79,7 +79,7 @@ def serve(ctrl_fd: int) -> None:
                         os._exit(code)
                 os.close(chan)
                 children[os.pidfd_open(pid)] = pid
-                sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_FORKED, pid, worker_id))
+                sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_FORKED, pid, serial))
             else:
                 pid = children.pop(r)
                 _, status = os.waitpid(pid, 0)

@@ -297,7 +297,7 @@ class Pool:
             if chunks.error is not None:
                 # Chunks already sent still run; the call fails with the error.
                 self._engine.finish_input(job)
-                self._engine.release(job)
+                self._engine.abandon(job)
                 result._fail_now(chunks.error)
                 return result
             if not payloads:

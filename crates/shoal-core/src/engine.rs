@@ -8,16 +8,18 @@
 //! GIL.
 
 use crate::fasthash::FastMap;
-use crate::frame::{flags, Header, Kind};
+use crate::frame::{task, Header, Status};
 use crate::funcs::{FuncId, Funcs};
 use crate::io::{Inbound, Outgoing, ReadBufs};
-use crate::job::{Job, JobId, Order, Outcome};
+use crate::job::{Job, JobId, JobSpec, Outcome};
 use crate::launch::Launcher;
+use crate::stats::{Snapshot, WorkerStats};
 use crate::sys::{self, Waker};
-use crate::worker::{Life, Task, Worker};
+use crate::worker::{Fate, Life, Task, Worker};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// The outcome of a chunk that terminate stopped before it ran or finished.
 const TERMINATED: &[u8] = b"the pool was terminated before this task finished";
+/// The outcome of a chunk whose job was cancelled before it ran or finished.
+pub(crate) const CANCELLED: &[u8] = b"the task was cancelled";
 
 /// Engine threads running in this process, across all engines. A process
 /// with none can be forked safely: no engine lock can be held by a thread
@@ -48,17 +52,43 @@ pub fn thread_ended() {
     LIVE_THREADS.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// How long a worker may live, in chunks (`maxtasksperchild`) and in
+/// items (MPIRE's `worker_lifespan`). A worker reaching either takes no more
+/// chunks and is replaced once it has answered the ones it holds; so a
+/// chunk may carry it past the item count, as in MPIRE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifespan {
+    /// Chunks a worker runs before it is replaced.
+    pub chunks: Option<u64>,
+    /// Items a worker runs before it is replaced.
+    pub items: Option<u64>,
+}
+
+impl Lifespan {
+    /// Whether a worker given `chunks` chunks of `items` items has lived
+    /// its span.
+    pub(crate) fn reached(&self, chunks: u64, items: u64) -> bool {
+        self.chunks.is_some_and(|m| chunks >= m) || self.items.is_some_and(|m| items >= m)
+    }
+}
+
 /// How an engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Number of worker processes to keep running.
+    /// Number of worker processes to keep running: their slots are
+    /// `0..workers`.
     pub workers: usize,
     /// The payload of the `Init` frame every worker gets first.
     pub init_payload: Vec<u8>,
-    /// Retire a worker after this many chunks (`maxtasksperchild`).
-    pub max_tasks_per_worker: Option<u64>,
-    /// After SIGTERM, how long a worker has before SIGKILL.
+    /// When a worker is replaced by a fresh one.
+    pub lifespan: Lifespan,
+    /// After SIGTERM (terminate), how long a worker has before SIGKILL.
     pub kill_grace: Duration,
+    /// After `Exit` (close, lifespan), how long a worker has to run its
+    /// exit hook and exit before SIGKILL.
+    pub exit_grace: Duration,
+    /// How long a launch may take to be answered before it counts as failed.
+    pub launch_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -67,8 +97,10 @@ impl EngineConfig {
         EngineConfig {
             workers,
             init_payload,
-            max_tasks_per_worker: None,
+            lifespan: Lifespan::default(),
             kill_grace: Duration::from_millis(200),
+            exit_grace: Duration::from_secs(10),
+            launch_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -104,6 +136,8 @@ pub enum EngineError {
     UnknownFunc(FuncId),
     /// The engine no longer accepts work.
     NotRunning,
+    /// The job was cancelled: it takes no more chunks.
+    Cancelled(JobId),
 }
 
 impl fmt::Display for EngineError {
@@ -112,6 +146,7 @@ impl fmt::Display for EngineError {
             EngineError::UnknownJob(j) => write!(f, "no job with id {j}"),
             EngineError::UnknownFunc(id) => write!(f, "no function with id {id}"),
             EngineError::NotRunning => write!(f, "Pool not running"),
+            EngineError::Cancelled(j) => write!(f, "job {j} was cancelled"),
         }
     }
 }
@@ -134,7 +169,17 @@ pub(crate) struct State {
     /// Chunks waiting for a worker, in submission order.
     pub(crate) queue: VecDeque<Task>,
     pub(crate) workers: Vec<Worker>,
-    pub(crate) next_worker_id: u32,
+    /// Launches asked for and not answered yet.
+    pub(crate) starting: Vec<Start>,
+    /// The serial of the next worker launched.
+    pub(crate) next_serial: u32,
+    /// Counters per slot, summed over the workers that held it. Their
+    /// `pid` is filled in only in snapshots.
+    pub(crate) slots: Vec<WorkerStats>,
+    /// Whether each slot has had a worker, so the next one is a restart.
+    pub(crate) slot_filled: Vec<bool>,
+    /// What exit hooks returned, by slot, in the order workers exited.
+    pub(crate) exit_results: Vec<(u32, Vec<u8>)>,
     pub(crate) launcher: Box<dyn Launcher>,
     /// Workers that died before their initializer finished, in a row.
     pub(crate) init_failures: u32,
@@ -180,8 +225,17 @@ pub(crate) struct Shared {
 struct Call {
     job: JobId,
     func: FuncId,
-    flags: u8,
+    task_bits: u8,
     payload: Vec<u8>,
+}
+
+/// A launch the launcher will answer later (see [`Launcher::started`]).
+pub(crate) struct Start {
+    pub(crate) serial: u32,
+    pub(crate) slot: u32,
+    /// Our end of the new worker's channel.
+    pub(crate) chan: OwnedFd,
+    pub(crate) since: Instant,
 }
 
 impl Shared {
@@ -222,8 +276,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Start the I/O thread and the workers. Returns once every worker has
-    /// been launched (not necessarily initialised), or the launch error.
+    /// Start the I/O thread and the workers. Returns once every first
+    /// launch has been answered (the workers need not be initialised yet),
+    /// or with the launch error if none started.
     pub fn start(config: EngineConfig, launcher: Box<dyn Launcher>) -> io::Result<Engine> {
         if config.workers == 0 {
             return Err(io::Error::new(
@@ -231,6 +286,7 @@ impl Engine {
                 "an engine needs at least one worker",
             ));
         }
+        let config_workers = config.workers;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 config,
@@ -241,7 +297,16 @@ impl Engine {
                 frames: Vec::new(),
                 queue: VecDeque::new(),
                 workers: Vec::new(),
-                next_worker_id: 0,
+                starting: Vec::new(),
+                next_serial: 0,
+                slots: (0..config_workers)
+                    .map(|slot| WorkerStats {
+                        slot: slot as u32,
+                        ..WorkerStats::default()
+                    })
+                    .collect(),
+                slot_filled: vec![false; config_workers],
+                exit_results: Vec::new(),
                 launcher,
                 init_failures: 0,
                 init_error: None,
@@ -324,18 +389,11 @@ impl Engine {
         }
     }
 
-    /// Create a job whose chunks run function `func` with `task_flags`.
-    /// `window` bounds chunks in flight (`None`: unbounded).
-    pub fn new_job(
-        &self,
-        func: FuncId,
-        task_flags: u8,
-        order: Order,
-        window: Option<u32>,
-    ) -> Result<JobId, EngineError> {
+    /// Create a job as `spec` says.
+    pub fn new_job(&self, spec: JobSpec) -> Result<JobId, EngineError> {
         let id = self.shared.new_job_id();
         let mut st = self.lock();
-        st.create_job(id, func, task_flags, order, window)?;
+        st.create_job(id, spec)?;
         Ok(id)
     }
 
@@ -345,7 +403,7 @@ impl Engine {
     /// It does not take the state lock: the call waits in [`Shared::calls`]
     /// until the next lock. `func` must stay registered until this returns
     /// (a function released later is kept for the job, as with any job).
-    pub fn apply(&self, func: FuncId, task_flags: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
+    pub fn apply(&self, func: FuncId, task_bits: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
         let shared = &*self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
             return Err(EngineError::NotRunning);
@@ -356,7 +414,7 @@ impl Engine {
             calls.push(Call {
                 job,
                 func,
-                flags: task_flags,
+                task_bits,
                 payload,
             });
             shared.has_calls.store(true, Ordering::SeqCst);
@@ -376,32 +434,101 @@ impl Engine {
         self.submit_items(job, payloads, items)
     }
 
-    /// [`Engine::submit`], saying how many items each chunk holds, which
-    /// the adaptive chunk size ([`Engine::chunk_hint`]) learns from.
+    /// [`Engine::submit`], saying how many items each chunk holds: the
+    /// adaptive chunk size ([`Engine::chunk_hint`]), item lifespans and the
+    /// counters count them.
     pub fn submit_items(&self, job: JobId, payloads: Vec<Vec<u8>>, items: Vec<u32>) -> Result<u32, EngineError> {
+        assert_eq!(payloads.len(), items.len(), "one item count per chunk");
         let mut st = self.lock();
         if matches!(st.phase, Phase::Terminating | Phase::Stopped) {
             return Err(EngineError::NotRunning);
         }
         let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        if j.cancelled {
+            return Err(EngineError::Cancelled(job));
+        }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
-        let first = j.add_chunks(payloads.len() as u32, bytes);
+        let (first, starts) = j.add_chunks(&items, bytes);
         j.adaptive
             .submitted(items.iter().map(|&n| u64::from(n)).sum(), bytes as u64);
-        let (func, task_flags) = (j.func, j.task_flags);
-        for (i, (payload, n)) in payloads.into_iter().zip(items).enumerate() {
+        let spec = j.spec;
+        for (i, ((payload, n), first_item)) in payloads.into_iter().zip(items).zip(starts).enumerate() {
             st.queue.push_back(Task {
                 job,
                 index: first + i as u32,
                 payload,
                 suspect: false,
                 items: n,
-                func,
-                flags: task_flags,
+                first_item,
+                func: spec.func,
+                task_bits: spec.task_bits,
+                timeout: spec.timeout,
             });
         }
         self.wake_for_work(&mut st);
         Ok(first)
+    }
+
+    /// Cancel `job`: its queued chunks end as cancelled at once, and no
+    /// more may be added. With `kill_running`, the workers running its
+    /// chunks are killed (SIGKILL, so C code stops too) and replaced: those
+    /// chunks end as cancelled, and the other jobs' chunks those workers
+    /// held run again elsewhere. Without it, chunks already sent to a
+    /// worker run and deliver as usual, like `concurrent.futures`' cancel.
+    pub fn cancel(&self, job: JobId, kill_running: bool) -> Result<(), EngineError> {
+        let mut st = self.lock();
+        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        j.cancelled = true;
+        j.finish_input();
+        let queue = std::mem::take(&mut st.queue);
+        let (dropped, kept): (VecDeque<Task>, VecDeque<Task>) = queue.into_iter().partition(|t| t.job == job);
+        st.queue = kept;
+        for t in dropped {
+            st.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
+        }
+        if kill_running {
+            for w in &mut st.workers {
+                let runs_it = w.outstanding.iter().any(|t| t.job == job);
+                if runs_it && w.life != Life::Exited && w.fate.is_none() {
+                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    w.fate = Some(Fate::Cancelled);
+                }
+            }
+        }
+        if st.jobs.get(&job).is_some_and(|j| j.finished()) {
+            st.job_finished(job);
+        }
+        self.wake(&mut st);
+        self.shared.cond.notify_all();
+        Ok(())
+    }
+
+    /// Every counter, copied at one moment, with `job`'s if it is given and
+    /// still known.
+    pub fn stats(&self, job: Option<JobId>) -> Snapshot {
+        let st = self.lock();
+        let now = Instant::now();
+        let mut workers = st.slots.clone();
+        for w in &st.workers {
+            let s = &mut workers[w.slot as usize];
+            if matches!(w.life, Life::Starting | Life::Ready) {
+                s.pid = Some(w.proc.pid);
+            }
+            // The stretch of idleness under way counts too.
+            if let Some(since) = w.idle_since {
+                s.idle += now.saturating_duration_since(since);
+            }
+        }
+        Snapshot {
+            workers,
+            job: job.and_then(|j| st.jobs.get(&j)).map(|j| j.stats.clone()),
+        }
+    }
+
+    /// What workers' exit hooks returned since the last call, as
+    /// `(slot, payload)` in the order they exited.
+    pub fn take_exit_results(&self) -> Vec<(u32, Vec<u8>)> {
+        std::mem::take(&mut self.lock().exit_results)
     }
 
     /// Mark a job's input complete.
@@ -442,7 +569,7 @@ impl Engine {
                 return Ok(true);
             };
             let ok = match want {
-                Want::Progress => j.has_releasable() || j.room() > 0 || j.finished(),
+                Want::Progress => j.has_ready() || j.room() > 0 || j.finished(),
                 Want::Finished => j.finished(),
             };
             if ok {
@@ -479,17 +606,17 @@ impl Engine {
 
     /// Let go of `job`: its chunks still run, but their outcomes are dropped
     /// as they arrive, and the job is forgotten once the last one has.
-    pub fn release(&self, job: JobId) {
+    pub fn abandon(&self, job: JobId) {
         let mut st = self.lock();
         if let Some(j) = st.jobs.get_mut(&job) {
-            j.release();
+            j.abandon();
             if j.finished() && st.forget_job(job) {
                 self.wake(&mut st);
             }
         }
     }
 
-    /// If `job` has finished: all its outcomes, and the job released, in
+    /// If `job` has finished: all its outcomes, and the job forgotten, in
     /// one step (`apply_async`'s result); `None` if it has not.
     pub fn collect(&self, job: JobId) -> Option<Vec<Outcome>> {
         let mut st = self.lock();
@@ -575,7 +702,8 @@ impl Engine {
         self.lock().phase
     }
 
-    /// Pids of the worker processes that are alive or starting.
+    /// Pids of the worker processes that are alive or starting, by slot
+    /// order of their workers' launch.
     pub fn worker_pids(&self) -> Vec<i32> {
         let st = self.lock();
         st.workers
@@ -609,27 +737,19 @@ impl State {
                 let _ = tx.send(job);
             }
         }
-        if j.released {
+        if j.abandoned {
             self.forget_job(job);
         }
     }
 
-    fn create_job(
-        &mut self,
-        id: JobId,
-        func: FuncId,
-        task_flags: u8,
-        order: Order,
-        window: Option<u32>,
-    ) -> Result<(), EngineError> {
+    fn create_job(&mut self, id: JobId, spec: JobSpec) -> Result<(), EngineError> {
         if self.phase != Phase::Running {
             return Err(EngineError::NotRunning);
         }
-        if !self.funcs.acquire(func) {
-            return Err(EngineError::UnknownFunc(func));
+        if !self.funcs.add_user(spec.func) {
+            return Err(EngineError::UnknownFunc(spec.func));
         }
-        self.jobs
-            .insert(id, Box::new(Job::new(func, task_flags, order, window)));
+        self.jobs.insert(id, Box::new(Job::new(id, spec)));
         Ok(())
     }
 
@@ -638,9 +758,9 @@ impl State {
     /// now: one the engine can no longer run, or whose function is gone,
     /// gets an outcome that says so at once.
     fn add_call(&mut self, call: Call) {
-        let known = self.funcs.acquire(call.func);
-        let mut j = Box::new(Job::new(call.func, call.flags, Order::Ordered, None));
-        let index = j.add_chunks(1, call.payload.len());
+        let known = self.funcs.add_user(call.func);
+        let mut j = Box::new(Job::new(call.job, JobSpec::new(call.func, call.task_bits)));
+        let (index, _) = j.add_chunks(&[1], call.payload.len());
         j.finish_input();
         self.jobs.insert(call.job, j);
         let task = Task {
@@ -649,14 +769,16 @@ impl State {
             payload: call.payload,
             suspect: false,
             items: 1,
+            first_item: 0,
             func: call.func,
-            flags: call.flags,
+            task_bits: call.task_bits,
+            timeout: None,
         };
         if !known {
             let msg = format!("no function with id {} (it was released before the call)", call.func);
-            self.complete(&task, flags::CANCELLED, msg.into_bytes(), 0);
+            self.complete(&task, Status::Cancelled, msg.into_bytes(), 0, 0);
         } else if matches!(self.phase, Phase::Terminating | Phase::Stopped) {
-            self.complete(&task, flags::CANCELLED, TERMINATED.to_vec(), 0);
+            self.complete(&task, Status::Cancelled, TERMINATED.to_vec(), 0, 0);
         } else {
             self.queue.push_back(task);
         }
@@ -666,7 +788,7 @@ impl State {
     /// it; true if that queued frames for the I/O thread to send.
     fn forget_job(&mut self, job: JobId) -> bool {
         match self.jobs.remove(&job) {
-            Some(j) if self.funcs.release(j.func) => self.forget_func(j.func),
+            Some(j) if self.funcs.drop_user(j.spec.func) => self.forget_func(j.spec.func),
             _ => false,
         }
     }
@@ -676,31 +798,30 @@ impl State {
         let mut sent = false;
         for w in &mut self.workers {
             if w.funcs.remove(&id) && w.life != Life::Exited {
-                w.send(Kind::Forget, 0, id, 0, 0, &[]);
+                w.send(Header::forget(id), &[]);
                 sent = true;
             }
         }
         sent
     }
 
-    /// Record the outcome of `task` in its job.
-    pub(crate) fn complete(&mut self, task: &Task, flags: u8, payload: Vec<u8>, duration_ns: u64) {
+    /// Record the outcome of `task` in its job: `status`, after `run_ns`,
+    /// with `failed` of its items having raised.
+    pub(crate) fn complete(&mut self, task: &Task, status: Status, payload: Vec<u8>, run_ns: u64, failed: u32) {
         let Some(j) = self.jobs.get_mut(&task.job) else {
             return;
         };
         let outcome = Outcome {
             index: task.index,
-            flags,
+            status,
+            single: task.task_bits & task::SINGLE != 0,
             payload,
-            duration_ns,
+            run_ns,
         };
-        if flags == crate::frame::flags::OK
-            || flags == crate::frame::flags::ITEM_ERRORS
-            || flags == crate::frame::flags::OK | crate::frame::flags::SINGLE_VALUE
-        {
-            j.adaptive.finished(task.items, duration_ns);
+        if status.ran() {
+            j.adaptive.finished(task.items, run_ns);
         }
-        j.complete(outcome, task.payload.len());
+        j.complete(outcome, task.payload.len(), task.items, task.first_item, failed);
         if j.finished() {
             self.job_finished(task.job);
         }
@@ -717,48 +838,50 @@ impl State {
             if w.life != Life::Exited {
                 sys::kill(w.proc.pid, libc::SIGTERM);
                 w.kill_at = Some(Instant::now() + self.config.kill_grace);
-                w.life = if w.life == Life::Exited {
-                    Life::Exited
-                } else {
-                    Life::Retiring
-                };
+                w.life = Life::Retiring;
             }
         }
+        // Launches still unanswered: their workers will find the channel
+        // closed and exit.
+        self.starting.clear();
         for t in queued.into_iter().chain(held) {
-            self.complete(&t, flags::CANCELLED, msg.clone(), 0);
+            self.complete(&t, Status::Cancelled, msg.clone(), 0, 0);
         }
     }
 
-    /// Work to do before sleeping: retire, launch, dispatch, close.
+    /// Work to do before sleeping: retire, launch, dispatch, kill, close.
     fn step(&mut self) {
         let now = Instant::now();
+        let grace = self.config.exit_grace;
         // Retire workers that reached their lifespan once they are idle.
-        if let Some(max) = self.config.max_tasks_per_worker {
-            for w in &mut self.workers {
-                if w.life == Life::Ready && w.assigned >= max && w.outstanding.is_empty() {
-                    w.send(Kind::Exit, 0, 0, 0, 0, &[]);
-                    w.life = Life::Retiring;
-                    w.kill_at = Some(now + Duration::from_secs(10));
-                }
-            }
-        }
-        if self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(|j| j.finished()) {
-            for w in &mut self.workers {
-                if matches!(w.life, Life::Ready | Life::Starting) && w.outstanding.is_empty() {
-                    w.send(Kind::Exit, 0, 0, 0, 0, &[]);
-                    w.life = Life::Retiring;
-                    w.kill_at = Some(now + Duration::from_secs(10));
-                }
+        let lifespan = self.config.lifespan;
+        let closing = self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(|j| j.finished());
+        for w in &mut self.workers {
+            let spent = w.life == Life::Ready && lifespan.reached(w.assigned_chunks, w.assigned_items);
+            let done = closing && matches!(w.life, Life::Ready | Life::Starting);
+            if (spent || done) && w.outstanding.is_empty() {
+                w.retire(now, grace, &mut self.slots[w.slot as usize]);
             }
         }
         self.launch_missing();
         self.fail_if_unstartable();
         self.dispatch();
         for w in &mut self.workers {
+            if w.life == Life::Exited {
+                continue;
+            }
             if let Some(at) = w.kill_at {
-                if now >= at && w.life != Life::Exited {
+                if now >= at {
                     sys::kill(w.proc.pid, libc::SIGKILL);
                     w.kill_at = None;
+                }
+            }
+            // A chunk past its job's deadline: kill its worker, even inside
+            // C code; the death is then handled as a time-out.
+            if let Some((at, limit)) = w.deadline {
+                if now >= at && w.fate.is_none() {
+                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    w.fate = Some(Fate::TimedOut(limit));
                 }
             }
         }
@@ -782,7 +905,13 @@ impl State {
 
     fn next_deadline(&self) -> Option<Instant> {
         let kills = self.workers.iter().filter_map(|w| w.kill_at);
-        kills.chain(self.launch_after).min()
+        let deadlines = self
+            .workers
+            .iter()
+            .filter(|w| w.fate.is_none())
+            .filter_map(|w| w.deadline.map(|(at, _)| at));
+        let launches = self.starting.iter().map(|s| s.since + self.config.launch_timeout);
+        kills.chain(deadlines).chain(launches).chain(self.launch_after).min()
     }
 }
 
@@ -799,8 +928,6 @@ enum Source {
 fn run(shared: &Shared) {
     let mut st = shared.lock();
     st.launch_missing();
-    st.started = true;
-    shared.cond.notify_all();
     let mut out = Outgoing::default();
     let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
@@ -810,6 +937,11 @@ fn run(shared: &Shared) {
     let mut live: Vec<u32> = Vec::new();
     loop {
         st.step();
+        if !st.started && st.starting.is_empty() {
+            // Every first launch is answered: `Engine::start` may return.
+            st.started = true;
+            shared.cond.notify_all();
+        }
         if st.waiters > 0 {
             shared.cond.notify_all();
         }
@@ -820,9 +952,9 @@ fn run(shared: &Shared) {
         // without the lock.
         for w in &mut st.workers {
             if !w.chan_closed {
-                let (id, fd) = (w.id, w.chan_fd());
+                let (serial, fd) = (w.serial, w.chan_fd());
                 if let Some(bytes) = w.out_frames() {
-                    out.queue(id, fd, bytes);
+                    out.queue(serial, fd, bytes);
                 }
             }
         }
@@ -836,7 +968,7 @@ fn run(shared: &Shared) {
         for (i, w) in st.workers.iter().enumerate() {
             if !w.chan_closed {
                 let mut ev = libc::POLLIN;
-                if out.waiting(w.id) {
+                if out.waiting(w.serial) {
                     ev |= libc::POLLOUT;
                 }
                 add(w.chan_fd(), ev, Source::Channel(i));
@@ -896,6 +1028,7 @@ fn run(shared: &Shared) {
         shared.wake_on_call.store(false, Ordering::SeqCst);
         if launcher_ready {
             st.launcher.on_readable();
+            st.adopt_started();
         }
         for (i, got) in inbound.drain(..) {
             st.deliver(i, &got.bytes, got.closed);
@@ -912,13 +1045,13 @@ fn run(shared: &Shared) {
             st.workers[i].life = Life::Exited;
         }
         for w in &mut st.workers {
-            if broken.contains(&w.id) {
+            if broken.contains(&w.serial) {
                 w.chan_closed = true;
             }
         }
         st.reap_exited();
         live.clear();
-        live.extend(st.workers.iter().filter(|w| !w.chan_closed).map(|w| w.id));
+        live.extend(st.workers.iter().filter(|w| !w.chan_closed).map(|w| w.serial));
         out.retain(&live);
     }
     st.launcher.shutdown();

@@ -1,4 +1,7 @@
-//! The wire format between the engine and a worker.
+//! The wire format between the engine and a worker: the one codec both
+//! sides use (the binding's native worker loop calls it too; the Python
+//! worker packs the same layout with `struct` and takes every constant from
+//! the extension, and `tests/api/test_protocol.py` checks the two agree).
 //!
 //! Every message is a frame: a fixed 24-byte little-endian header followed by
 //! `len` payload bytes. Payloads are opaque to the engine (pickles, made and
@@ -9,15 +12,17 @@
 //! offset  size  field
 //!      0     4  len     payload length in bytes
 //!      4     1  kind    see [`Kind`]
-//!      5     1  flags   kind-specific bits, see [`flags`]
-//!      6     2  reserved, zero
-//!      8     4  job     job id (or function id for Func/Forget)
-//!     12     4  index   chunk index within the job
-//!     16     8  aux     function id for Task; run time in ns for Result
+//!      5     1  flags   Task: task bits ([`task`]); Result: a [`Status`]
+//!      6     2  failed  Result: items of the chunk that raised (saturating)
+//!      8     4  a       job id (Task, Result), function id (Func, Forget),
+//!                       worker slot (Init)
+//!     12     4  b       chunk index (Task, Result)
+//!     16     8  c       function id (Task), run time in ns (Result),
+//!                       initializer run time in ns (Ready), worker serial (Init)
 //! ```
 //!
-//! The Python worker (`python/shoal/_worker.py`) implements the same layout
-//! with `struct.Struct("<IBBHIIQ")`; `tests/api/test_protocol.py` checks the two agree.
+//! Callers never read `a`, `b` or `c` by position: [`Header`]'s constructors
+//! and accessors name what each holds for each kind.
 
 use std::fmt;
 
@@ -32,97 +37,296 @@ pub const MAX_PAYLOAD: usize = u32::MAX as usize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// Engine to worker, first frame: the pickled start-up settings
-    /// (sys.path, initializer, worker id). `aux` is the worker id.
+    /// Engine to worker, first frame: the pickled start-up settings.
     Init = 1,
-    /// Engine to worker: define function `job` from the pickled payload.
-    /// Sent once per job and worker, before that job's first task.
+    /// Engine to worker: define a function from the pickled payload. Sent
+    /// once per function and worker, before the first task that runs it.
     Func = 2,
-    /// Engine to worker: run chunk `index` of job `job` with function `aux`.
+    /// Engine to worker: run one chunk.
     Task = 3,
-    /// Engine to worker: function `job` is no longer needed.
+    /// Engine to worker: a function is no longer needed.
     Forget = 4,
-    /// Engine to worker: finish and exit.
+    /// Engine to worker: run the exit hook, send its result, and exit.
     Exit = 5,
-    /// Worker to engine: start-up done (initializer ran). `aux` is the pid.
+    /// Worker to engine: start-up done (the initializer ran).
     Ready = 64,
-    /// Worker to engine: the outcome of chunk `index` of job `job`.
+    /// Worker to engine: the outcome of one chunk.
     Result = 65,
-    /// Worker to engine: the initializer raised; payload describes it.
+    /// Worker to engine: the initializer raised; the payload describes it.
     InitFailed = 66,
+    /// Worker to engine, last frame: the exit hook's pickled result.
+    ExitResult = 67,
 }
 
 impl Kind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [Kind; 9] = [
+        Kind::Init,
+        Kind::Func,
+        Kind::Task,
+        Kind::Forget,
+        Kind::Exit,
+        Kind::Ready,
+        Kind::Result,
+        Kind::InitFailed,
+        Kind::ExitResult,
+    ];
+
     /// Decode a kind byte.
     pub fn from_u8(v: u8) -> Option<Kind> {
-        Some(match v {
-            1 => Kind::Init,
-            2 => Kind::Func,
-            3 => Kind::Task,
-            4 => Kind::Forget,
-            5 => Kind::Exit,
-            64 => Kind::Ready,
-            65 => Kind::Result,
-            66 => Kind::InitFailed,
-            _ => return None,
-        })
+        Kind::ALL.into_iter().find(|k| *k as u8 == v)
     }
 }
 
-/// Flag bits. Task flags say how the worker calls the function; result
-/// flags say how the payload is laid out.
-pub mod flags {
-    /// Task: call `f(*item)` for each item (starmap).
+/// Task bits: how the worker calls the function on a chunk's items.
+pub mod task {
+    /// Call `f(*item)` for each item (starmap).
     pub const STAR: u8 = 1;
-    /// Task: each item is `(args, kwargs)`; call `f(*args, **kwargs)` (apply).
+    /// Each item is `(args, kwargs)`; call `f(*args, **kwargs)`.
     pub const APPLY: u8 = 2;
-    /// Task: the payload is one item, not a list of items.
+    /// The payload is one item, not a list of items, and an `Ok` result is
+    /// one value, not a list of values.
     pub const SINGLE: u8 = 4;
-    /// Task: run this chunk alone and send its result at once. Set by the
-    /// engine on chunks that were queued on a worker that died, so the one
-    /// that crashed it can be told apart from the others.
+    /// Run this chunk alone and send its result at once. Set by the engine
+    /// on chunks that were queued on a worker that died, so the one that
+    /// crashed it can be told apart from the others.
     pub const ISOLATE: u8 = 8;
-
-    /// Result: payload is the pickled list of results, all succeeded.
-    pub const OK: u8 = 0;
-    /// Result: payload is `(results, errors)`; some items raised.
-    pub const ITEM_ERRORS: u8 = 1;
-    /// Result: the whole chunk failed before any item ran (for example the
-    /// task could not be unpickled); payload describes the error.
-    pub const CHUNK_FAILED: u8 = 2;
-    /// Result made by the engine, not a worker: the worker running the chunk
-    /// died. Payload is a UTF-8 message naming the pid, exit status and task.
-    pub const WORKER_LOST: u8 = 3;
-    /// Result made by the engine: the pool was terminated before the chunk
-    /// finished. Payload is a UTF-8 message.
-    pub const CANCELLED: u8 = 4;
-    /// Result bit, with `OK`: the payload is one pickled value, not a list.
-    pub const SINGLE_VALUE: u8 = 16;
 }
 
-/// A decoded frame header.
+/// What became of a chunk. A worker reports the first three; the engine
+/// makes the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Status {
+    /// Every item succeeded: the payload is the pickled list of results, or
+    /// the one result of a [`task::SINGLE`] chunk.
+    Ok = 0,
+    /// Some items raised: the payload is `(results, errors)`.
+    ItemErrors = 1,
+    /// The whole chunk failed before any item ran (it could not be
+    /// unpickled, or the initializer raised); the payload describes it.
+    ChunkFailed = 2,
+    /// The worker running the chunk died. The payload is UTF-8: a first
+    /// line `pid kind value` (kind being `code`, `signal` or `unknown`),
+    /// then the message for people.
+    WorkerLost = 3,
+    /// The chunk was cancelled, or the pool terminated, before it finished.
+    /// The payload is a UTF-8 message.
+    Cancelled = 4,
+    /// The chunk ran past its job's deadline and its worker was killed.
+    /// The payload is laid out as for [`Status::WorkerLost`].
+    TimedOut = 5,
+}
+
+impl Status {
+    /// Every status, for tables and tests.
+    pub const ALL: [Status; 6] = [
+        Status::Ok,
+        Status::ItemErrors,
+        Status::ChunkFailed,
+        Status::WorkerLost,
+        Status::Cancelled,
+        Status::TimedOut,
+    ];
+
+    /// Decode a status byte.
+    pub fn from_u8(v: u8) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| *s as u8 == v)
+    }
+
+    /// Whether the worker ran the chunk to the end (its items' run time
+    /// says something about the function).
+    pub fn ran(self) -> bool {
+        matches!(self, Status::Ok | Status::ItemErrors)
+    }
+}
+
+/// A decoded frame header. Build one with the constructor for its kind and
+/// read it with the accessors, which name what each field holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// Payload length in bytes.
     pub len: u32,
     /// Frame kind.
     pub kind: Kind,
-    /// Kind-specific flag bits.
-    pub flags: u8,
-    /// Job id, or function id for `Func`/`Forget`.
-    pub job: u32,
-    /// Chunk index within the job.
-    pub index: u32,
-    /// Function id for `Task`, run time in ns for `Result`, pid for `Ready`.
-    pub aux: u64,
+    flags: u8,
+    failed: u16,
+    a: u32,
+    b: u32,
+    c: u64,
+}
+
+impl Header {
+    fn new(kind: Kind, len: usize) -> Header {
+        Header {
+            len: len as u32,
+            kind,
+            flags: 0,
+            failed: 0,
+            a: 0,
+            b: 0,
+            c: 0,
+        }
+    }
+
+    /// `Init` for the worker in `slot` (0..n-1, reused by replacements),
+    /// the `serial`-th worker the engine started.
+    pub fn init(slot: u32, serial: u32, len: usize) -> Header {
+        Header {
+            a: slot,
+            c: u64::from(serial),
+            ..Header::new(Kind::Init, len)
+        }
+    }
+
+    /// `Func` defining function `func`.
+    pub fn func(func: u32, len: usize) -> Header {
+        Header {
+            a: func,
+            ..Header::new(Kind::Func, len)
+        }
+    }
+
+    /// `Task`: run chunk `index` of `job` with function `func`.
+    pub fn task(job: u32, index: u32, func: u32, task_bits: u8, len: usize) -> Header {
+        Header {
+            flags: task_bits,
+            a: job,
+            b: index,
+            c: u64::from(func),
+            ..Header::new(Kind::Task, len)
+        }
+    }
+
+    /// `Forget` function `func`.
+    pub fn forget(func: u32) -> Header {
+        Header {
+            a: func,
+            ..Header::new(Kind::Forget, 0)
+        }
+    }
+
+    /// `Exit`.
+    pub fn exit() -> Header {
+        Header::new(Kind::Exit, 0)
+    }
+
+    /// `Ready`, after an initializer that ran `init_ns`.
+    pub fn ready(init_ns: u64) -> Header {
+        Header {
+            c: init_ns,
+            ..Header::new(Kind::Ready, 0)
+        }
+    }
+
+    /// `Result` of chunk `index` of `job`: `status`, with `failed` items
+    /// that raised, after `run_ns` of work.
+    pub fn result(job: u32, index: u32, status: Status, failed: u32, run_ns: u64, len: usize) -> Header {
+        Header {
+            flags: status as u8,
+            failed: failed.min(u32::from(u16::MAX)) as u16,
+            a: job,
+            b: index,
+            c: run_ns,
+            ..Header::new(Kind::Result, len)
+        }
+    }
+
+    /// `InitFailed`.
+    pub fn init_failed(len: usize) -> Header {
+        Header::new(Kind::InitFailed, len)
+    }
+
+    /// `ExitResult`.
+    pub fn exit_result(len: usize) -> Header {
+        Header::new(Kind::ExitResult, len)
+    }
+
+    /// Task, Result: the job.
+    pub fn job(&self) -> u32 {
+        self.a
+    }
+
+    /// Task, Result: the chunk's index in its job.
+    pub fn index(&self) -> u32 {
+        self.b
+    }
+
+    /// Task: the function to run; Func, Forget: the function defined or forgotten.
+    pub fn func_id(&self) -> u32 {
+        match self.kind {
+            Kind::Task => self.c as u32,
+            _ => self.a,
+        }
+    }
+
+    /// Task: the task bits ([`task`]).
+    pub fn task_bits(&self) -> u8 {
+        self.flags
+    }
+
+    /// Result: the status; `None` if the byte is not one.
+    pub fn status(&self) -> Option<Status> {
+        Status::from_u8(self.flags)
+    }
+
+    /// Result: items that raised (saturating at 65535).
+    pub fn failed(&self) -> u32 {
+        u32::from(self.failed)
+    }
+
+    /// Result: the chunk's run time; Ready: the initializer's.
+    pub fn run_ns(&self) -> u64 {
+        self.c
+    }
+
+    /// Init: the worker's slot.
+    pub fn slot(&self) -> u32 {
+        self.a
+    }
+
+    /// Init: the worker's serial number.
+    pub fn serial(&self) -> u32 {
+        self.c as u32
+    }
+
+    /// The header's 24 bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[0..4].copy_from_slice(&self.len.to_le_bytes());
+        out[4] = self.kind as u8;
+        out[5] = self.flags;
+        out[6..8].copy_from_slice(&self.failed.to_le_bytes());
+        out[8..12].copy_from_slice(&self.a.to_le_bytes());
+        out[12..16].copy_from_slice(&self.b.to_le_bytes());
+        out[16..24].copy_from_slice(&self.c.to_le_bytes());
+        out
+    }
+
+    /// Decode a header from the first [`HEADER_LEN`] bytes of `b`.
+    pub fn parse(b: &[u8]) -> Result<Header, FrameError> {
+        assert!(b.len() >= HEADER_LEN, "a header needs {HEADER_LEN} bytes");
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&b[16..24]);
+        Ok(Header {
+            len: u32_at(0),
+            kind: Kind::from_u8(b[4]).ok_or(FrameError::UnknownKind(b[4]))?,
+            flags: b[5],
+            failed: u16::from_le_bytes([b[6], b[7]]),
+            a: u32_at(8),
+            b: u32_at(12),
+            c: u64::from_le_bytes(c),
+        })
+    }
 }
 
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:?}(job={} index={} flags={} aux={} len={})",
-            self.kind, self.job, self.index, self.flags, self.aux, self.len
+            "{:?}(flags={} failed={} a={} b={} c={} len={})",
+            self.kind, self.flags, self.failed, self.a, self.b, self.c, self.len
         )
     }
 }
@@ -149,43 +353,14 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Append one frame to `out`.
-pub fn encode(
-    out: &mut Vec<u8>,
-    kind: Kind,
-    flags: u8,
-    job: u32,
-    index: u32,
-    aux: u64,
-    payload: &[u8],
-) -> Result<(), FrameError> {
-    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
+/// Append one frame, `header` then `payload`, to `out`. The header's `len`
+/// is set from the payload.
+pub fn encode(out: &mut Vec<u8>, mut header: Header, payload: &[u8]) -> Result<(), FrameError> {
+    header.len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
     out.reserve(HEADER_LEN + payload.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.push(kind as u8);
-    out.push(flags);
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&job.to_le_bytes());
-    out.extend_from_slice(&index.to_le_bytes());
-    out.extend_from_slice(&aux.to_le_bytes());
+    out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(payload);
     Ok(())
-}
-
-/// Decode a header from the first [`HEADER_LEN`] bytes of `b`.
-pub fn decode_header(b: &[u8]) -> Result<Header, FrameError> {
-    assert!(b.len() >= HEADER_LEN, "decode_header needs {HEADER_LEN} bytes");
-    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    let mut aux = [0u8; 8];
-    aux.copy_from_slice(&b[16..24]);
-    Ok(Header {
-        len: u32_at(0),
-        kind: Kind::from_u8(b[4]).ok_or(FrameError::UnknownKind(b[4]))?,
-        flags: b[5],
-        job: u32_at(8),
-        index: u32_at(12),
-        aux: u64::from_le_bytes(aux),
-    })
 }
 
 /// Reassembles frames from a byte stream that arrives in arbitrary pieces.
@@ -231,7 +406,7 @@ impl FrameReader {
         if avail.len() < HEADER_LEN {
             return Ok(None);
         }
-        let h = decode_header(avail)?;
+        let h = Header::parse(avail)?;
         let total = HEADER_LEN + h.len as usize;
         if avail.len() < total {
             return Ok(None);
@@ -261,9 +436,10 @@ mod tests {
     #[test]
     fn round_trip_in_odd_pieces() {
         let mut wire = Vec::new();
-        encode(&mut wire, Kind::Task, flags::STAR, 7, 3, 11, b"hello").unwrap();
-        encode(&mut wire, Kind::Exit, 0, 0, 0, 0, b"").unwrap();
-        encode(&mut wire, Kind::Result, 1, 9, 4_000_000, u64::MAX, &[0xAB; 1000]).unwrap();
+        encode(&mut wire, Header::task(7, 3, 11, task::STAR, 0), b"hello").unwrap();
+        encode(&mut wire, Header::exit(), b"").unwrap();
+        let result = Header::result(9, 4_000_000, Status::ItemErrors, 70_000, u64::MAX, 0);
+        encode(&mut wire, result, &[0xAB; 1000]).unwrap();
         // Feed the stream one byte, then three bytes, then the rest.
         let mut r = FrameReader::new();
         let mut got = Vec::new();
@@ -274,13 +450,16 @@ mod tests {
             }
         }
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0].0.kind, Kind::Task);
-        assert_eq!((got[0].0.job, got[0].0.index, got[0].0.aux), (7, 3, 11));
-        assert_eq!(got[0].1, b"hello");
+        let (t, payload) = &got[0];
+        assert_eq!(t.kind, Kind::Task);
+        assert_eq!((t.job(), t.index(), t.func_id(), t.task_bits()), (7, 3, 11, task::STAR));
+        assert_eq!(payload, b"hello");
         assert_eq!(got[1].0.kind, Kind::Exit);
         assert!(got[1].1.is_empty());
-        assert_eq!(got[2].0.index, 4_000_000);
-        assert_eq!(got[2].0.aux, u64::MAX);
+        let r0 = got[2].0;
+        assert_eq!((r0.job(), r0.index(), r0.run_ns()), (9, 4_000_000, u64::MAX));
+        assert_eq!(r0.status(), Some(Status::ItemErrors));
+        assert_eq!(r0.failed(), 65_535, "saturates");
         assert_eq!(got[2].1.len(), 1000);
         assert_eq!(r.pending(), 0);
     }
@@ -288,18 +467,43 @@ mod tests {
     #[test]
     fn header_layout_is_fixed() {
         let mut wire = Vec::new();
-        encode(&mut wire, Kind::Result, 2, 0x0102_0304, 5, 6, b"xy").unwrap();
+        encode(
+            &mut wire,
+            Header::result(0x0102_0304, 5, Status::ChunkFailed, 3, 6, 0),
+            b"xy",
+        )
+        .unwrap();
         assert_eq!(wire.len(), HEADER_LEN + 2);
         assert_eq!(&wire[0..4], &2u32.to_le_bytes());
         assert_eq!(wire[4], 65);
         assert_eq!(wire[5], 2);
+        assert_eq!(&wire[6..8], &3u16.to_le_bytes());
         assert_eq!(&wire[8..12], &0x0102_0304u32.to_le_bytes());
+        assert_eq!(&wire[12..16], &5u32.to_le_bytes());
+        assert_eq!(&wire[16..24], &6u64.to_le_bytes());
+        let init = Header::init(1, 9, 0).to_bytes();
+        assert_eq!((&init[8..12], init[16]), (&1u32.to_le_bytes()[..], 9));
+    }
+
+    #[test]
+    fn every_code_decodes_to_itself_and_status_is_apart_from_task_bits() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_u8(k as u8), Some(k));
+        }
+        for s in Status::ALL {
+            assert_eq!(Status::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(Status::from_u8(200), None);
+        // Task bits and a status never share a byte of the same frame: a
+        // Task carries bits, a Result a status.
+        let t = Header::task(1, 0, 1, task::SINGLE | task::STAR, 0);
+        assert_eq!(t.task_bits(), task::SINGLE | task::STAR);
     }
 
     #[test]
     fn unknown_kind_is_an_error() {
         let mut wire = Vec::new();
-        encode(&mut wire, Kind::Exit, 0, 0, 0, 0, b"").unwrap();
+        encode(&mut wire, Header::exit(), b"").unwrap();
         wire[4] = 200;
         let mut r = FrameReader::new();
         r.push(&wire);

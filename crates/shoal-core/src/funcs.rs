@@ -51,7 +51,7 @@ impl Funcs {
     }
 
     /// A job starts using `id`. False if there is no such function.
-    pub fn acquire(&mut self, id: FuncId) -> bool {
+    pub fn add_user(&mut self, id: FuncId) -> bool {
         match self.map.get_mut(&id) {
             Some(e) => {
                 e.users += 1;
@@ -62,7 +62,7 @@ impl Funcs {
     }
 
     /// A job stopped using `id`. True if that dropped the function.
-    pub fn release(&mut self, id: FuncId) -> bool {
+    pub fn drop_user(&mut self, id: FuncId) -> bool {
         let Some(e) = self.map.get_mut(&id) else {
             return false;
         };
@@ -79,7 +79,7 @@ impl Funcs {
         match self.map.get_mut(&id) {
             Some(e) if e.held => {
                 e.held = false;
-                self.release(id)
+                self.drop_user(id)
             }
             _ => false,
         }
@@ -99,16 +99,6 @@ impl Funcs {
     pub fn per_item_ns(&self, id: FuncId) -> Option<u64> {
         self.map.get(&id).and_then(|e| e.per_item_ns)
     }
-
-    /// Functions in the table.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -119,12 +109,12 @@ mod tests {
     fn a_function_lives_while_held_or_used() {
         let mut f = Funcs::default();
         let id = f.register(b"f".to_vec());
-        assert!(f.acquire(id));
+        assert!(f.add_user(id));
         assert!(!f.unhold(id), "a job still uses it");
         assert!(f.payload(id).is_some());
-        assert!(f.release(id), "last user gone");
+        assert!(f.drop_user(id), "last user gone");
         assert!(f.payload(id).is_none());
-        assert!(!f.acquire(id));
+        assert!(!f.add_user(id));
     }
 
     #[test]
@@ -133,6 +123,6 @@ mod tests {
         let id = f.register(vec![]);
         assert!(f.unhold(id));
         assert!(!f.unhold(id));
-        assert!(f.is_empty());
+        assert!(f.payload(id).is_none());
     }
 }

@@ -20,7 +20,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// How a worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,9 +66,21 @@ pub struct Launched {
 }
 
 /// Starts worker processes and learns how they ended.
+///
+/// A launch must not block: the engine calls it with its lock held, and
+/// callers wait for that lock holding the GIL. A launcher that needs an
+/// answer from elsewhere returns `None` and reports the start later
+/// through [`Launcher::started`].
 pub trait Launcher: Send {
-    /// Start worker `worker_id` whose end of the channel is `channel`.
-    fn launch(&mut self, worker_id: u32, channel: OwnedFd) -> io::Result<Launched>;
+    /// Start the `serial`-th worker, for `slot`, whose end of the channel
+    /// is `channel`. `Some`: it started; `None`: [`Launcher::started`] will
+    /// say how it went.
+    fn launch(&mut self, serial: u32, slot: u32, channel: OwnedFd) -> io::Result<Option<Launched>>;
+
+    /// Launches that finished since the last call, by serial.
+    fn started(&mut self) -> Vec<(u32, io::Result<Launched>)> {
+        Vec::new()
+    }
 
     /// How `w` ended, once its pidfd is readable. `None`: not known yet
     /// (a zygote's report is still on its way); call again after
@@ -96,8 +107,8 @@ pub struct SpawnLauncher {
 }
 
 impl SpawnLauncher {
-    /// A launcher for `program` with `args`. The engine adds
-    /// `SHOAL_WORKER_ID` and `SHOAL_PARENT_PID` to the environment.
+    /// A launcher for `program` with `args`. Each worker gets its slot as
+    /// `SHOAL_WORKER_ID` and the engine's pid as `SHOAL_PARENT_PID`.
     pub fn new(program: impl Into<String>, args: Vec<String>) -> Self {
         SpawnLauncher {
             program: program.into(),
@@ -114,11 +125,11 @@ impl SpawnLauncher {
 }
 
 impl Launcher for SpawnLauncher {
-    fn launch(&mut self, worker_id: u32, channel: OwnedFd) -> io::Result<Launched> {
+    fn launch(&mut self, _serial: u32, slot: u32, channel: OwnedFd) -> io::Result<Option<Launched>> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(Stdio::from(channel))
-            .env("SHOAL_WORKER_ID", worker_id.to_string())
+            .env("SHOAL_WORKER_ID", slot.to_string())
             .env("SHOAL_PARENT_PID", sys::getpid().to_string());
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -126,11 +137,11 @@ impl Launcher for SpawnLauncher {
         let child = cmd.spawn()?;
         let pid = child.id() as i32;
         let pidfd = sys::pidfd_open(pid)?;
-        Ok(Launched {
+        Ok(Some(Launched {
             pid,
             pidfd,
             child: Some(child),
-        })
+        }))
     }
 
     fn exit_status(&mut self, w: &mut Launched) -> Option<Exit> {
@@ -155,127 +166,131 @@ const ZYGOTE_RECORD: usize = 12;
 
 /// Starts workers by asking a zygote process to fork.
 ///
-/// Protocol, over a Unix stream socket: the engine sends 4 bytes (the worker
-/// id, little-endian) with the worker's channel attached as `SCM_RIGHTS`.
-/// The zygote answers with 12-byte records `(tag, pid, value)`: tag 1 =
-/// forked worker `value` as `pid`; tag 2 = `pid` exited with raw wait status
-/// `value`. `python/shoal/_zygote.py` is the other side.
+/// Protocol, over a Unix stream socket: the engine sends 4 bytes (the
+/// worker's serial, little-endian) with the worker's channel attached as
+/// `SCM_RIGHTS`. The zygote answers with 12-byte records `(tag, pid,
+/// value)`: tag 1 = forked worker `value` as `pid`; tag 2 = `pid` exited
+/// with raw wait status `value`. `python/shoal/_zygote.py` is the other side.
+/// A request is answered later, through [`Launcher::started`], so a slow
+/// fork never holds up the engine (which gives up on an answer that takes
+/// too long).
 pub struct ZygoteLauncher {
     ctrl: OwnedFd,
-    zygote_pid: i32,
     buf: Vec<u8>,
+    /// Serials of requests sent and not answered.
+    asked: Vec<u32>,
+    started: Vec<(u32, io::Result<Launched>)>,
     exits: HashMap<i32, Exit>,
     gone: bool,
 }
 
 impl ZygoteLauncher {
-    /// A launcher talking to the zygote `zygote_pid` over `ctrl`.
-    pub fn new(ctrl: OwnedFd, zygote_pid: i32) -> Self {
+    /// A launcher talking to a zygote over `ctrl`.
+    pub fn new(ctrl: OwnedFd) -> Self {
         ZygoteLauncher {
             ctrl,
-            zygote_pid,
             buf: Vec::new(),
+            asked: Vec::new(),
+            started: Vec::new(),
             exits: HashMap::new(),
             gone: false,
         }
     }
 
-    /// The zygote's pid.
-    pub fn zygote_pid(&self) -> i32 {
-        self.zygote_pid
+    /// Read what the zygote sent, without blocking, and sort it into
+    /// started workers and exit statuses.
+    fn read_records(&mut self) {
+        let fd = self.ctrl.as_raw_fd();
+        loop {
+            let mut tmp = [0u8; 4096];
+            // SAFETY: reading into a live stack buffer of the given size.
+            let n = unsafe { libc::recv(fd, tmp.as_mut_ptr().cast(), tmp.len(), libc::MSG_DONTWAIT) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    self.zygote_gone();
+                }
+                break;
+            }
+            if n == 0 {
+                self.zygote_gone();
+                break;
+            }
+            self.buf.extend_from_slice(&tmp[..n as usize]);
+        }
+        let whole = self.buf.len() / ZYGOTE_RECORD * ZYGOTE_RECORD;
+        let records: Vec<(u32, i32, i32)> = self.buf[..whole]
+            .chunks_exact(ZYGOTE_RECORD)
+            .map(|rec| {
+                let word = |i: usize| [rec[i], rec[i + 1], rec[i + 2], rec[i + 3]];
+                (
+                    u32::from_le_bytes(word(0)),
+                    i32::from_le_bytes(word(4)),
+                    i32::from_le_bytes(word(8)),
+                )
+            })
+            .collect();
+        self.buf.drain(..whole);
+        for (tag, pid, value) in records {
+            match tag {
+                ZYGOTE_FORKED => {
+                    let serial = value as u32;
+                    self.asked.retain(|s| *s != serial);
+                    let pidfd = match sys::pidfd_open(pid) {
+                        Ok(fd) => Ok(fd),
+                        // Already gone and reaped: its exit report is on its
+                        // way, so hand out a descriptor that is readable now.
+                        Err(_) => sys::ready_fd(),
+                    };
+                    let launched = pidfd.map(|pidfd| Launched {
+                        pid,
+                        pidfd,
+                        child: None,
+                    });
+                    self.started.push((serial, launched));
+                }
+                ZYGOTE_EXITED => {
+                    self.exits.insert(pid, Exit::from_wait_status(value));
+                }
+                _ => {}
+            }
+        }
     }
 
-    /// Read what the zygote sent; returns the records (tag, pid, value).
-    fn read_records(&mut self, block_for: Option<Duration>) -> io::Result<Vec<(u32, i32, i32)>> {
-        let fd = self.ctrl.as_raw_fd();
-        let mut pfd = [libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        if sys::poll(&mut pfd, block_for.or(Some(Duration::ZERO)))? == 0 {
-            return Ok(Vec::new());
+    fn zygote_gone(&mut self) {
+        self.gone = true;
+        for serial in self.asked.drain(..) {
+            let err = io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote process has exited");
+            self.started.push((serial, Err(err)));
         }
-        let mut tmp = [0u8; 4096];
-        // SAFETY: reading into a live stack buffer of the given size.
-        let n = unsafe { libc::recv(fd, tmp.as_mut_ptr().cast(), tmp.len(), libc::MSG_DONTWAIT) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted {
-                return Ok(Vec::new());
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            self.gone = true;
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the zygote process has exited",
-            ));
-        }
-        self.buf.extend_from_slice(&tmp[..n as usize]);
-        let mut out = Vec::new();
-        let whole = self.buf.len() / ZYGOTE_RECORD * ZYGOTE_RECORD;
-        for rec in self.buf[..whole].chunks_exact(ZYGOTE_RECORD) {
-            let word = |i: usize| [rec[i], rec[i + 1], rec[i + 2], rec[i + 3]];
-            out.push((
-                u32::from_le_bytes(word(0)),
-                i32::from_le_bytes(word(4)),
-                i32::from_le_bytes(word(8)),
-            ));
-        }
-        self.buf.drain(..whole);
-        for &(tag, pid, value) in &out {
-            if tag == ZYGOTE_EXITED {
-                self.exits.insert(pid, Exit::from_wait_status(value));
-            }
-        }
-        Ok(out)
     }
 }
 
 impl Launcher for ZygoteLauncher {
-    fn launch(&mut self, worker_id: u32, channel: OwnedFd) -> io::Result<Launched> {
+    fn launch(&mut self, serial: u32, _slot: u32, channel: OwnedFd) -> io::Result<Option<Launched>> {
         if self.gone {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the zygote process has exited",
             ));
         }
-        sys::send_with_fd(self.ctrl.as_raw_fd(), &worker_id.to_le_bytes(), channel.as_raw_fd())?;
-        drop(channel);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the zygote did not answer within 30 s",
-                ));
-            }
-            for (tag, pid, value) in self.read_records(Some(left.min(Duration::from_millis(100))))? {
-                if tag == ZYGOTE_FORKED && value as u32 == worker_id {
-                    let pidfd = match sys::pidfd_open(pid) {
-                        Ok(fd) => fd,
-                        // Already gone and reaped: its exit report is on its
-                        // way, so hand out a descriptor that is readable now.
-                        Err(_) => sys::ready_fd()?,
-                    };
-                    return Ok(Launched {
-                        pid,
-                        pidfd,
-                        child: None,
-                    });
-                }
-            }
-        }
+        sys::send_with_fd(self.ctrl.as_raw_fd(), &serial.to_le_bytes(), channel.as_raw_fd())?;
+        self.asked.push(serial);
+        Ok(None)
+    }
+
+    fn started(&mut self) -> Vec<(u32, io::Result<Launched>)> {
+        std::mem::take(&mut self.started)
     }
 
     fn exit_status(&mut self, w: &mut Launched) -> Option<Exit> {
         if let Some(e) = self.exits.remove(&w.pid) {
             return Some(e);
         }
-        let _ = self.read_records(None);
+        self.read_records();
         if let Some(e) = self.exits.remove(&w.pid) {
             return Some(e);
         }
@@ -294,7 +309,7 @@ impl Launcher for ZygoteLauncher {
     }
 
     fn on_readable(&mut self) {
-        let _ = self.read_records(None);
+        self.read_records();
     }
 
     fn shutdown(&mut self) {

@@ -3,35 +3,44 @@
 //! An [`Engine`] runs a pool of worker processes. Callers create jobs, add
 //! chunks of opaque bytes to them, and take the outcomes back, in order or as
 //! they complete. The engine decides which worker runs each chunk, keeps each
-//! job's in-flight window, orders results, and notices at once when a worker
-//! dies, failing exactly the chunk it was running.
+//! job's in-flight window, orders results, kills a chunk that runs past its
+//! job's deadline or is cancelled, counts what every worker and job did, and
+//! notices at once when a worker dies, failing exactly the chunk that killed
+//! it.
 //!
 //! Where things happen:
-//! - [`chunking`]: chunk-size policy;
-//! - [`frame`]: the wire format;
-//! - [`funcs`]: pickled functions, shared by jobs and sent to a worker once;
-//! - [`scheduler`]: which worker gets the next chunk;
-//! - [`supervise`]: launching workers, reading results, noticing deaths;
-//! - [`ordering`] and [`window`]: result order and the bound on work in flight;
+//! - `chunking`: chunk-size policy ([`chunking`] is public: the binding asks it);
+//! - [`frame`]: the wire format, the one codec for both sides;
+//! - `funcs`: pickled functions, shared by jobs and sent to a worker once;
+//! - `scheduler`: which worker gets the next chunk;
+//! - `supervise`: launching workers, reading results, noticing deaths,
+//!   settling what a dead worker held;
+//! - `ordering` and `window`: result order and the bound on work in flight;
+//! - `stats`: the counters;
 //! - [`launch`]: how worker processes are started;
-//! - [`engine`]: the I/O thread and the public API.
+//! - `engine`: the I/O thread, deadlines, cancel, and the public API.
 
 pub mod chunking;
-pub mod engine;
-pub mod fasthash;
+mod engine;
+mod fasthash;
 pub mod frame;
-pub mod funcs;
+mod funcs;
 mod io;
-pub mod job;
+mod job;
 pub mod launch;
-pub mod ordering;
-pub mod scheduler;
-pub mod supervise;
-pub mod sys;
-pub mod window;
-pub mod worker;
+mod ordering;
+mod scheduler;
+mod stats;
+mod supervise;
+mod sys;
+mod window;
+mod worker;
 
-pub use engine::{live_threads, Engine, EngineConfig, EngineError, Phase, Want};
+pub use engine::{
+    live_threads, thread_ended, thread_started, Engine, EngineConfig, EngineError, Lifespan, Phase, Want,
+};
+pub use frame::Status;
 pub use funcs::FuncId;
-pub use job::{JobId, Order, Outcome};
+pub use job::{JobId, JobSpec, Order, Outcome};
 pub use launch::{Exit, Launcher, SpawnLauncher, ZygoteLauncher};
+pub use stats::{Counts, JobStats, Slow, Slowest, Snapshot, Tally, WorkerStats, SLOWEST};

@@ -1,16 +1,16 @@
-//! Result ordering: hands chunk outcomes back either in input order (`map`,
+//! Result ordering: hands chunk outcomes out either in input order (`map`,
 //! `imap`) or as they complete (`imap_unordered`).
 
 use std::collections::{BTreeMap, VecDeque};
 
-/// Buffers outcomes that arrive in any order and releases them in the order
+/// Buffers outcomes that arrive in any order and hands them out in the order
 /// the job asks for.
 #[derive(Debug)]
 pub enum Reorder<T> {
-    /// Release strictly by index: an outcome waits until every lower index
-    /// has been released.
+    /// Strictly by index: an outcome waits until every lower index has been
+    /// handed out.
     Ordered {
-        /// Next index to release.
+        /// Next index to hand out.
         next: u32,
         /// The outcome for `next`, once it arrived. Outcomes mostly arrive
         /// in order, and an `apply_async` job has only this one: kept
@@ -19,12 +19,12 @@ pub enum Reorder<T> {
         /// Outcomes that arrived further ahead of `next`.
         waiting: BTreeMap<u32, T>,
     },
-    /// Release in arrival order.
+    /// In arrival order.
     Unordered(VecDeque<T>),
 }
 
 impl<T> Reorder<T> {
-    /// A buffer that releases in index order.
+    /// A buffer that hands out in index order.
     pub fn ordered() -> Self {
         Reorder::Ordered {
             next: 0,
@@ -33,7 +33,7 @@ impl<T> Reorder<T> {
         }
     }
 
-    /// A buffer that releases in arrival order.
+    /// A buffer that hands out in arrival order.
     pub fn unordered() -> Self {
         Reorder::Unordered(VecDeque::new())
     }
@@ -42,7 +42,7 @@ impl<T> Reorder<T> {
     pub fn insert(&mut self, index: u32, item: T) {
         match self {
             Reorder::Ordered { next, head, waiting } => {
-                debug_assert!(index >= *next, "chunk {index} released twice");
+                debug_assert!(index >= *next, "chunk {index} handed out twice");
                 if index == *next {
                     debug_assert!(head.is_none(), "chunk {index} arrived twice");
                     *head = Some(item);
@@ -55,8 +55,9 @@ impl<T> Reorder<T> {
         }
     }
 
-    /// Number of outcomes that can be released now.
-    pub fn releasable(&self) -> usize {
+    /// Number of outcomes that can be handed out now.
+    #[cfg(test)]
+    pub fn ready_count(&self) -> usize {
         match self {
             Reorder::Ordered { next, head, waiting } => {
                 if head.is_none() {
@@ -74,16 +75,16 @@ impl<T> Reorder<T> {
         }
     }
 
-    /// Whether at least one outcome can be released now.
-    pub fn has_releasable(&self) -> bool {
+    /// Whether at least one outcome can be handed out now.
+    pub fn has_ready(&self) -> bool {
         match self {
             Reorder::Ordered { head, .. } => head.is_some(),
             Reorder::Unordered(q) => !q.is_empty(),
         }
     }
 
-    /// Release up to `max` outcomes.
-    pub fn release(&mut self, max: usize) -> Vec<T> {
+    /// Hand out up to `max` outcomes.
+    pub fn pop_ready(&mut self, max: usize) -> Vec<T> {
         let mut out = Vec::new();
         match self {
             Reorder::Ordered { next, head, waiting } => {
@@ -104,7 +105,21 @@ impl<T> Reorder<T> {
         out
     }
 
-    /// Outcomes held (released or not).
+    /// Drop every outcome held, ready or not; returns how many there were.
+    pub fn clear(&mut self) -> usize {
+        let n = self.len();
+        match self {
+            Reorder::Ordered { head, waiting, .. } => {
+                // The next index stays: those chunks are accounted as taken.
+                *head = None;
+                waiting.clear();
+            }
+            Reorder::Unordered(q) => q.clear(),
+        }
+        n
+    }
+
+    /// Outcomes held (ready to hand out or not).
     pub fn len(&self) -> usize {
         match self {
             Reorder::Ordered { head, waiting, .. } => waiting.len() + usize::from(head.is_some()),
@@ -113,6 +128,7 @@ impl<T> Reorder<T> {
     }
 
     /// Whether nothing is held.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -127,28 +143,28 @@ mod tests {
         let mut r = Reorder::ordered();
         r.insert(2, "c");
         r.insert(1, "b");
-        assert!(!r.has_releasable());
-        assert_eq!(r.release(10), Vec::<&str>::new());
+        assert!(!r.has_ready());
+        assert_eq!(r.pop_ready(10), Vec::<&str>::new());
         r.insert(0, "a");
-        assert_eq!(r.releasable(), 3);
-        assert_eq!(r.release(2), vec!["a", "b"]);
-        assert_eq!(r.release(2), vec!["c"]);
+        assert_eq!(r.ready_count(), 3);
+        assert_eq!(r.pop_ready(2), vec!["a", "b"]);
+        assert_eq!(r.pop_ready(2), vec!["c"]);
         assert!(r.is_empty());
     }
 
     #[test]
-    fn unordered_releases_in_arrival_order() {
+    fn unordered_hands_out_in_arrival_order() {
         let mut r = Reorder::unordered();
         r.insert(5, 5);
         r.insert(0, 0);
         r.insert(3, 3);
-        assert_eq!(r.release(2), vec![5, 0]);
-        assert_eq!(r.release(2), vec![3]);
+        assert_eq!(r.pop_ready(2), vec![5, 0]);
+        assert_eq!(r.pop_ready(2), vec![3]);
     }
 
     #[test]
     fn ordered_is_a_permutation_inverse() {
-        // Any arrival order releases 0..n in order.
+        // Any arrival order hands out 0..n in order.
         let n = 200u32;
         let mut order: Vec<u32> = (0..n).collect();
         // A fixed pseudo-random shuffle (xorshift), no dependency needed.
@@ -163,7 +179,7 @@ mod tests {
         let mut out = Vec::new();
         for i in order {
             r.insert(i, i);
-            out.extend(r.release(usize::MAX));
+            out.extend(r.pop_ready(usize::MAX));
         }
         assert_eq!(out, (0..n).collect::<Vec<_>>());
     }

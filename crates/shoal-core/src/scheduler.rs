@@ -6,17 +6,18 @@
 //! running only when chunks are short: one queued behind a long chunk would
 //! wait for it while another worker idles (head-of-line blocking), but a
 //! worker with nothing queued behind a 5 µs chunk would idle for a whole
-//! round trip.
+//! round trip. A chunk with a deadline goes only to a worker holding
+//! nothing, and nothing joins it, so its deadline runs from when it starts.
 
-use crate::engine::State;
-use crate::frame::Kind;
-use crate::worker::{Life, Worker};
-use std::time::Duration;
+use crate::engine::{Lifespan, State};
+use crate::frame::{task, Header};
+use crate::worker::{Life, Task, Worker};
+use std::time::{Duration, Instant};
 
 /// Work a worker should have queued ahead of it, in time.
 const TARGET_QUEUED: Duration = Duration::from_micros(500);
 /// Most chunks a worker may hold.
-pub const MAX_DEPTH: usize = 512;
+const MAX_DEPTH: usize = 512;
 /// Most payload bytes a worker may hold beyond the chunk it is running.
 const MAX_QUEUED_BYTES: usize = 4 << 20;
 
@@ -26,13 +27,7 @@ const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// `next_items` more: only if the work queued behind the running chunk stays
 /// under [`TARGET_QUEUED`]. The estimate is per item, so a large chunk after
 /// many small ones is not mistaken for a small one.
-pub fn queue_allows(
-    per_item_ns: Option<u64>,
-    held: usize,
-    held_items: u64,
-    running_items: u64,
-    next_items: u64,
-) -> bool {
+fn queue_allows(per_item_ns: Option<u64>, held: usize, held_items: u64, running_items: u64, next_items: u64) -> bool {
     if held == 0 {
         return true;
     }
@@ -44,28 +39,26 @@ pub fn queue_allows(
 }
 
 /// Whether a worker takes chunks at all: ready, and short of its lifespan.
-fn takes_chunks(w: &Worker, max_tasks: Option<u64>) -> bool {
-    w.life == Life::Ready && max_tasks.is_none_or(|m| w.assigned < m)
+fn takes_chunks(w: &Worker, lifespan: Lifespan) -> bool {
+    w.life == Life::Ready && !lifespan.reached(w.assigned_chunks, w.assigned_items)
 }
 
-fn can_take(w: &Worker, max_tasks: Option<u64>, next: &crate::worker::Task, per_item_ns: Option<u64>) -> bool {
-    if !takes_chunks(w, max_tasks) {
+fn can_take(w: &Worker, lifespan: Lifespan, next: &Task, per_item_ns: Option<u64>) -> bool {
+    if !takes_chunks(w, lifespan) {
         return false;
     }
-    let held = w.outstanding.len();
-    if held == 0 {
-        return true;
-    }
-    // A suspect runs alone, and nothing joins a worker running one.
+    // Holding nothing, a worker takes anything.
     let Some(running) = w.outstanding.front() else {
         return true;
     };
-    !next.suspect
-        && !running.suspect
+    // A suspect runs alone, and so does a chunk with a deadline.
+    let alone = |t: &Task| t.suspect || t.timeout.is_some();
+    !alone(next)
+        && !alone(running)
         && w.held_bytes() < MAX_QUEUED_BYTES
         && queue_allows(
             per_item_ns,
-            held,
+            w.outstanding.len(),
             w.held_items(),
             u64::from(running.items),
             u64::from(next.items),
@@ -81,45 +74,46 @@ impl State {
     /// `apply_async`, about as much CPU as the task itself, on the cores the
     /// workers need. Any chunk suits such a worker (`can_take`).
     pub(crate) fn has_idle_worker(&self) -> bool {
-        let max_tasks = self.config.max_tasks_per_worker;
+        let lifespan = self.config.lifespan;
         self.workers
             .iter()
-            .any(|w| w.outstanding.is_empty() && takes_chunks(w, max_tasks))
+            .any(|w| w.outstanding.is_empty() && takes_chunks(w, lifespan))
     }
 
     /// Hand queued chunks to workers, each to the worker holding the fewest.
     pub(crate) fn dispatch(&mut self) {
-        while !self.queue.is_empty() {
-            let max_tasks = self.config.max_tasks_per_worker;
-            let head = self.queue.front().expect("queue checked non-empty");
+        let now = Instant::now();
+        let lifespan = self.config.lifespan;
+        while let Some(head) = self.queue.front() {
             let per_item = self.funcs.per_item_ns(head.func);
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| can_take(w, max_tasks, head, per_item))
+                .filter(|(_, w)| can_take(w, lifespan, head, per_item))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
-            let Some(slot) = pick else { break };
-            // A released job still runs: the caller dropped its result object,
-            // not its work (fire-and-forget `apply_async`). Its job, and so
-            // its function, lasts until its last chunk has an outcome.
+            let Some(i) = pick else { break };
+            // An abandoned job still runs: the caller dropped its result
+            // object, not its work (fire-and-forget `apply_async`). Its job,
+            // and so its function, lasts until its last chunk has an outcome.
             let task = self.queue.pop_front().expect("queue checked non-empty");
-            let (fid, flags) = (task.func, task.flags);
-            let w = &mut self.workers[slot];
-            if !w.funcs.contains(&fid) {
-                w.funcs.insert(fid);
-                let func = self.funcs.payload(fid).expect("a job's function outlives the job");
-                w.send(Kind::Func, 0, fid, 0, 0, func);
+            let w = &mut self.workers[i];
+            if w.funcs.insert(task.func) {
+                let func = self
+                    .funcs
+                    .payload(task.func)
+                    .expect("a job's function outlives the job");
+                w.send(Header::func(task.func, func.len()), func);
             }
-            let flags = if task.suspect {
-                flags | crate::frame::flags::ISOLATE
+            let bits = if task.suspect {
+                task.task_bits | task::ISOLATE
             } else {
-                flags
+                task.task_bits
             };
-            w.send(Kind::Task, flags, task.job, task.index, u64::from(fid), &task.payload);
-            w.assigned += 1;
-            w.hold(task);
+            let header = Header::task(task.job, task.index, task.func, bits, task.payload.len());
+            w.send(header, &task.payload);
+            w.hold(task, now, &mut self.slots[w.slot as usize]);
         }
     }
 }

@@ -2,71 +2,144 @@
 //! handling their deaths.
 //!
 //! A death is noticed through the worker's pidfd the moment the process
-//! exits. Frames it sent before dying are read first and delivered; then the
-//! chunk it was running (the head of its outstanding list) fails with a
-//! message naming the pid, the exit status and the chunk, and the chunks
-//! queued behind it, which never started, go back to the front of the queue.
+//! exits. Frames it sent before dying are read first and delivered. Then
+//! what it held is settled: a worker holding one chunk was running it, so
+//! that chunk fails (worker lost, or timed out when the engine killed it at
+//! its deadline, or cancelled when the engine killed it for a cancel); a
+//! worker holding several sends results in batches, so which one was
+//! running is unknown, and each runs again alone (a suspect).
+//! The worker's slot is then filled by a fresh worker.
+//!
 
-use crate::engine::{Phase, State};
-use crate::frame::{flags, Kind};
-use crate::launch::Exit;
+use crate::engine::{Phase, Start, State, CANCELLED};
+use crate::frame::{Header, Kind, Status};
+use crate::launch::{Exit, Launched};
+use crate::stats::Slow;
 use crate::sys;
-use crate::worker::{Life, Worker};
+use crate::worker::{Fate, Life, Task, Worker};
 use std::time::{Duration, Instant};
 
 /// Wait this long before launching again after a failed launch, or after
 /// several workers in a row died during start-up.
 const RELAUNCH_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The payload of a [`flags::WORKER_LOST`] outcome: a first line the binding
-/// parses (`pid kind value`, kind being `code`, `signal` or `unknown`), then
-/// the message for people.
-pub fn lost_message(pid: i32, exit: Exit, task: &str) -> String {
+/// The payload of a [`Status::WorkerLost`] or [`Status::TimedOut`]
+/// outcome: a first line the binding parses (`pid kind value`, kind being
+/// `code`, `signal` or `unknown`), then the message for people.
+pub(crate) fn lost_message(pid: i32, exit: Exit, what: &str) -> String {
     let (kind, value) = match exit {
         Exit::Code(c) => ("code", c),
         Exit::Signal(s) => ("signal", s),
         Exit::Unknown => ("unknown", 0),
     };
-    format!("{pid} {kind} {value}\nthe worker process {pid} running {task} died with {exit}")
+    format!("{pid} {kind} {value}\n{what}")
 }
 
 impl State {
-    /// Workers that are starting or taking tasks.
+    /// Workers that are starting or taking tasks, and launches under way.
     pub(crate) fn active_workers(&self) -> usize {
-        self.workers
+        let live = self
+            .workers
             .iter()
             .filter(|w| matches!(w.life, Life::Starting | Life::Ready))
-            .count()
+            .count();
+        live + self.starting.len()
     }
 
-    /// Launch workers until the configured number are active.
+    /// The lowest slot no active worker or launch holds.
+    fn free_slot(&self) -> Option<u32> {
+        (0..self.config.workers as u32).find(|&slot| {
+            !self
+                .workers
+                .iter()
+                .any(|w| w.slot == slot && matches!(w.life, Life::Starting | Life::Ready))
+                && !self.starting.iter().any(|s| s.slot == slot)
+        })
+    }
+
+    /// Launch workers until every slot is filled. Launches never wait:
+    /// one the launcher answers later waits in [`State::starting`].
     pub(crate) fn launch_missing(&mut self) {
+        let now = Instant::now();
+        // Launches unanswered for too long have failed.
+        let timeout = self.config.launch_timeout;
+        let late = self.starting.iter().any(|s| now.duration_since(s.since) > timeout);
+        if late {
+            self.starting.retain(|s| now.duration_since(s.since) <= timeout);
+            self.launch_failed(format!("a worker did not start within {} s", timeout.as_secs()));
+        }
         if let Some(at) = self.launch_after {
-            if Instant::now() < at {
+            if now < at {
                 return;
             }
             self.launch_after = None;
         }
-        while self.wants_workers() && self.active_workers() < self.config.workers {
-            let id = self.next_worker_id;
+        while self.wants_workers() {
+            let Some(slot) = self.free_slot() else { break };
+            let serial = self.next_serial;
             let launched = sys::socketpair().and_then(|(ours, theirs)| {
                 sys::set_socket_buffers(std::os::fd::AsRawFd::as_raw_fd(&ours), 1 << 20);
-                let proc = self.launcher.launch(id, theirs)?;
-                Worker::new(id, proc, ours)
+                Ok((self.launcher.launch(serial, slot, theirs)?, ours))
             });
             match launched {
-                Ok(mut w) => {
-                    self.next_worker_id += 1;
-                    w.send(Kind::Init, 0, 0, 0, u64::from(id), &self.config.init_payload);
-                    self.workers.push(w);
-                    self.launch_error = None;
+                Ok((proc, chan)) => {
+                    self.next_serial += 1;
+                    let start = Start {
+                        serial,
+                        slot,
+                        chan,
+                        since: now,
+                    };
+                    match proc {
+                        Some(proc) => self.adopt(start, proc),
+                        None => self.starting.push(start),
+                    }
                 }
                 Err(e) => {
-                    self.launch_error = Some(e.to_string());
-                    self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
+                    self.launch_failed(e.to_string());
                     break;
                 }
             }
+        }
+    }
+
+    fn launch_failed(&mut self, why: String) {
+        self.launch_error = Some(why);
+        self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
+    }
+
+    /// Take in the launches the launcher has answered.
+    pub(crate) fn adopt_started(&mut self) {
+        for (serial, result) in self.launcher.started() {
+            let Some(at) = self.starting.iter().position(|s| s.serial == serial) else {
+                // Given up on: the worker finds its channel closed and exits.
+                continue;
+            };
+            let start = self.starting.swap_remove(at);
+            match result {
+                Ok(proc) => self.adopt(start, proc),
+                Err(e) => self.launch_failed(e.to_string()),
+            }
+        }
+    }
+
+    /// A launched worker joins the pool and is sent its settings.
+    fn adopt(&mut self, start: Start, proc: Launched) {
+        match Worker::new(start.serial, start.slot, proc, start.chan, start.since) {
+            Ok(mut w) => {
+                w.send(
+                    Header::init(start.slot, start.serial, self.config.init_payload.len()),
+                    &self.config.init_payload,
+                );
+                let filled = &mut self.slot_filled[start.slot as usize];
+                if *filled {
+                    self.slots[start.slot as usize].restarts += 1;
+                }
+                *filled = true;
+                self.workers.push(w);
+                self.launch_error = None;
+            }
+            Err(e) => self.launch_failed(e.to_string()),
         }
     }
 
@@ -77,17 +150,17 @@ impl State {
             return;
         }
         let threshold = (self.config.workers as u32).max(3);
-        let (flag, payload) = if self.launch_error.is_some() && self.active_workers() == 0 {
+        let (status, payload) = if self.launch_error.is_some() && self.active_workers() == 0 {
             let msg = format!(
                 "could not start a worker process: {}",
                 self.launch_error.as_deref().unwrap_or("")
             );
-            (flags::WORKER_LOST, msg.into_bytes())
+            (Status::WorkerLost, msg.into_bytes())
         } else if self.init_failures >= threshold {
             match &self.init_error {
-                Some(p) => (flags::CHUNK_FAILED, p.clone()),
+                Some(p) => (Status::ChunkFailed, p.clone()),
                 None => (
-                    flags::WORKER_LOST,
+                    Status::WorkerLost,
                     b"worker processes keep dying during start-up".to_vec(),
                 ),
             }
@@ -96,7 +169,7 @@ impl State {
         };
         let queued: Vec<_> = self.queue.drain(..).collect();
         for t in queued {
-            self.complete(&t, flag, payload.clone(), 0);
+            self.complete(&t, status, payload.clone(), 0, 0);
         }
     }
 
@@ -111,17 +184,13 @@ impl State {
         // A buffer kept in the state, so a batch of results allocates no list.
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
-        match self.workers[i].feed(bytes, &mut frames) {
-            Ok(()) => {}
-            Err(_) => {
-                // A stream that is not frames: the worker is broken. Kill it;
-                // its death is then handled like any other.
-                let w = &mut self.workers[i];
-                w.chan_closed = true;
-                sys::kill(w.proc.pid, libc::SIGKILL);
-                return;
-            }
-        };
+        if self.workers[i].feed(bytes, &mut frames).is_err() {
+            // A stream that is not frames: the worker is broken. Kill it;
+            // its death is then handled like any other.
+            self.disown(i);
+            return;
+        }
+        let now = Instant::now();
         for (h, payload) in frames.drain(..) {
             match h.kind {
                 Kind::Ready => {
@@ -130,33 +199,65 @@ impl State {
                         w.life = Life::Ready;
                     }
                     w.was_ready = true;
+                    let stats = &mut self.slots[w.slot as usize];
+                    stats.start_up += now.saturating_duration_since(w.launched_at);
+                    stats.init += Duration::from_nanos(h.run_ns());
                     self.init_failures = 0;
                 }
                 Kind::InitFailed => {
                     self.init_error = Some(payload);
+                }
+                Kind::ExitResult => {
+                    let slot = self.workers[i].slot;
+                    self.exit_results.push((slot, payload));
                 }
                 Kind::Result => {
                     let w = &mut self.workers[i];
                     let matches_head = w
                         .outstanding
                         .front()
-                        .is_some_and(|t| t.job == h.job && t.index == h.index);
+                        .is_some_and(|t| t.job == h.job() && t.index == h.index());
+                    let Some(status) = h.status().filter(|s| s.ran() || *s == Status::ChunkFailed) else {
+                        self.disown(i);
+                        return;
+                    };
                     if !matches_head {
                         // Results come back in the order chunks were sent;
                         // anything else means the worker is confused.
-                        w.chan_closed = true;
-                        sys::kill(w.proc.pid, libc::SIGKILL);
+                        self.disown(i);
                         return;
                     }
                     let task = w.answered().expect("head checked above");
-                    self.funcs.record(task.func, h.aux, task.items);
-                    self.complete(&task, h.flags, payload, h.aux);
+                    let stats = &mut self.slots[w.slot as usize];
+                    stats.tally.count(status, u64::from(task.items), u64::from(h.failed()));
+                    if status.ran() {
+                        let run = Duration::from_nanos(h.run_ns());
+                        stats.busy += run;
+                        stats.slowest.offer(Slow {
+                            run,
+                            job: task.job,
+                            chunk: task.index,
+                            first_item: task.first_item,
+                            items: task.items,
+                        });
+                    }
+                    self.funcs.record(task.func, h.run_ns(), task.items);
+                    self.complete(&task, status, payload, h.run_ns(), h.failed());
                 }
                 // Engine-to-worker kinds never arrive here.
-                _ => {}
+                Kind::Init | Kind::Func | Kind::Task | Kind::Forget | Kind::Exit => {}
             }
         }
+        self.workers[i].maybe_idle(now);
         self.frames = frames;
+    }
+
+    /// Stop listening to worker `i` and kill it; its death is then handled
+    /// like any other.
+    fn disown(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        w.chan_closed = true;
+        sys::kill(w.proc.pid, libc::SIGKILL);
     }
 
     /// Reap workers whose process has exited and whose exit status is known.
@@ -180,36 +281,89 @@ impl State {
     }
 
     fn worker_died(&mut self, mut w: Worker, exit: Exit) {
+        let now = Instant::now();
+        let stats = &mut self.slots[w.slot as usize];
+        w.stop_idling(now, Some(stats));
+        if let Some(at) = w.exit_sent_at {
+            stats.exit += now.saturating_duration_since(at);
+        }
         if !w.was_ready && self.phase == Phase::Running {
             self.init_failures += 1;
             if self.init_failures >= (self.config.workers as u32).max(3) {
                 self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
             }
         }
-        let flag = if self.phase == Phase::Terminating {
-            flags::CANCELLED
-        } else {
-            flags::WORKER_LOST
-        };
-        // A worker sends results in batches, so with several chunks
-        // outstanding it is unknown which one was running: the others may
-        // have finished with their results unsent. Run them all again, each
-        // alone, so the one that kills a worker does it by itself and fails
-        // exactly. With one chunk outstanding there is no doubt.
-        let exact = w.outstanding.len() == 1 || flag == flags::CANCELLED;
-        if exact {
-            if let Some(running) = w.answered() {
-                let msg = lost_message(
-                    w.proc.pid,
-                    exit,
-                    &format!("task {} of job {}", running.index, running.job),
-                );
-                self.complete(&running, flag, msg.into_bytes(), 0);
+        let pid = w.proc.pid;
+        if self.phase == Phase::Terminating {
+            for t in w.take_all() {
+                self.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
+            }
+            return;
+        }
+        match w.fate {
+            // Killed at its deadline: it held that one chunk alone.
+            Some(Fate::TimedOut(limit)) => {
+                if let Some(t) = w.answered() {
+                    let what = format!(
+                        "task {} of job {} ran past its timeout of {:.3} s; the worker process {pid} running it was killed",
+                        t.index,
+                        t.job,
+                        limit.as_secs_f64()
+                    );
+                    self.settle(
+                        &t,
+                        w.slot,
+                        Status::TimedOut,
+                        lost_message(pid, exit, &what).into_bytes(),
+                    );
+                }
+            }
+            // Killed for a cancel: its chunks of cancelled jobs are
+            // cancelled; the others never failed, so they run again as
+            // they were.
+            Some(Fate::Cancelled) => {
+                let held = w.take_all();
+                for t in held.into_iter().rev() {
+                    if self.jobs.get(&t.job).is_some_and(|j| j.cancelled) {
+                        self.settle(&t, w.slot, Status::Cancelled, CANCELLED.to_vec());
+                    } else {
+                        self.queue.push_front(t);
+                    }
+                }
+                return;
+            }
+            None => {
+                // A worker sends results in batches, so with several chunks
+                // outstanding it is unknown which one was running: the others
+                // may have finished with their results unsent. Run them all
+                // again, each alone, so the one that kills a worker does it by
+                // itself and fails exactly. With one chunk outstanding there is
+                // no doubt.
+                if w.outstanding.len() == 1 {
+                    let t = w.answered().expect("one chunk held");
+                    let what = format!(
+                        "the worker process {pid} running task {} of job {} died with {exit}",
+                        t.index, t.job
+                    );
+                    self.settle(
+                        &t,
+                        w.slot,
+                        Status::WorkerLost,
+                        lost_message(pid, exit, &what).into_bytes(),
+                    );
+                }
             }
         }
+        let suspect = w.outstanding.len() > 1;
         for mut t in w.take_all().into_iter().rev() {
-            t.suspect |= !exact;
+            t.suspect |= suspect;
             self.queue.push_front(t);
         }
+    }
+
+    /// A chunk that worker `slot` held ends with `status` and `message`.
+    fn settle(&mut self, t: &Task, slot: u32, status: Status, message: Vec<u8>) {
+        self.slots[slot as usize].tally.count(status, u64::from(t.items), 0);
+        self.complete(t, status, message, 0, 0);
     }
 }

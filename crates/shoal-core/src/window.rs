@@ -53,13 +53,8 @@ impl Window {
     }
 
     /// Record `bytes` of input whose chunk has finished.
-    pub fn release_bytes(&mut self, bytes: usize) {
+    pub fn finish_bytes(&mut self, bytes: usize) {
         self.bytes = self.bytes.saturating_sub(bytes);
-    }
-
-    /// Input bytes of chunks submitted and not finished.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     /// Chunks submitted and not yet taken by the caller.
@@ -83,11 +78,6 @@ impl Window {
     /// Chunks submitted so far.
     pub fn submitted(&self) -> u32 {
         self.submitted
-    }
-
-    /// Chunks handed back so far.
-    pub fn taken(&self) -> u32 {
-        self.taken
     }
 }
 
@@ -114,7 +104,7 @@ mod tests {
         w.submit(2);
         w.add_bytes(DEFAULT_MAX_BYTES);
         assert_eq!(w.room(), 0);
-        w.release_bytes(1);
+        w.finish_bytes(1);
         assert_eq!(w.room(), 998);
     }
 

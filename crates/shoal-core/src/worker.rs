@@ -1,46 +1,55 @@
 //! The engine's view of one worker process: its channel, what it holds, and
 //! its timing.
 //!
-//! A worker runs its chunks strictly in the order they were sent, so the
-//! head of [`Worker::outstanding`] is the chunk it is running now and the rest
-//! have not started. That is how a death fails exactly the chunk that was
-//! running and nothing else.
+//! A worker runs its chunks strictly in the order they were sent, and sends
+//! results in batches. So the chunk it is running is one of those it holds
+//! ([`Worker::outstanding`], oldest first): the oldest, unless results for
+//! the ones before it are still waiting in its batch. When a worker holding
+//! one chunk dies, that chunk killed it; when it held several, each runs
+//! again alone (see `supervise.rs`), so a death always fails exactly the
+//! chunk that caused it.
 
 use crate::fasthash::FastSet;
-use crate::frame::{self, FrameReader, Header, Kind};
+use crate::frame::{self, FrameReader, Header};
 use crate::funcs::FuncId;
 use crate::job::JobId;
 use crate::launch::Launched;
+use crate::stats::WorkerStats;
 use crate::sys;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A chunk waiting in the queue or held by a worker.
 #[derive(Debug)]
-pub struct Task {
+pub(crate) struct Task {
     /// The job it belongs to.
-    pub job: JobId,
+    pub(crate) job: JobId,
     /// Its index in the job.
-    pub index: u32,
+    pub(crate) index: u32,
     /// The pickled chunk.
-    pub payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
     /// It was queued on a worker that died with more than one chunk, so it
     /// may be the one that killed it: it runs alone from now on.
-    pub suspect: bool,
-    /// Items in the chunk, for the adaptive chunk size.
-    pub items: u32,
-    /// Its job's function and task flags, copied here so that sending the
-    /// chunk and recording its run time need no lookup in the job table.
-    pub func: FuncId,
+    pub(crate) suspect: bool,
+    /// Items in the chunk.
+    pub(crate) items: u32,
+    /// The input index of its first item.
+    pub(crate) first_item: u64,
+    /// Its job's function, task bits and deadline, copied here so that
+    /// sending the chunk and recording its run time need no lookup in the
+    /// job table.
+    pub(crate) func: FuncId,
     /// See [`Task::func`].
-    pub flags: u8,
+    pub(crate) task_bits: u8,
+    /// See [`Task::func`].
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// Where a worker is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Life {
+pub(crate) enum Life {
     /// Started; its initializer has not reported back yet.
     Starting,
     /// Taking tasks.
@@ -51,43 +60,67 @@ pub enum Life {
     Exited,
 }
 
+/// Why the engine killed a worker itself, which decides what becomes of
+/// the chunks it held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Its chunk ran past the job's deadline.
+    TimedOut(Duration),
+    /// It was running a chunk of a job cancelled with `kill_running`.
+    Cancelled,
+}
+
 /// One worker process as the engine sees it.
-pub struct Worker {
-    /// Unique id of this worker over the engine's life (replacements get new ids).
-    pub id: u32,
+pub(crate) struct Worker {
+    /// Unique over the engine's life; replacements get new ones.
+    pub(crate) serial: u32,
+    /// Its slot, `0..workers`: a replacement takes the slot of the worker
+    /// it replaces.
+    pub(crate) slot: u32,
     /// The process.
-    pub proc: Launched,
+    pub(crate) proc: Launched,
     chan: OwnedFd,
     reader: FrameReader,
     out: Vec<u8>,
-    /// Chunks sent and not yet answered, oldest (running) first. Change it
-    /// only through [`Worker::hold`] and [`Worker::answered`], which keep
-    /// [`Worker::held_bytes`] in step.
-    pub outstanding: VecDeque<Task>,
+    /// Chunks sent and not yet answered, oldest first. Change it only
+    /// through [`Worker::hold`] and [`Worker::answered`], which keep the
+    /// held totals in step.
+    pub(crate) outstanding: VecDeque<Task>,
     held_bytes: usize,
     held_items: u64,
     /// Functions this worker has been sent.
-    pub funcs: FastSet<FuncId>,
-    /// Chunks sent to it over its life.
-    pub assigned: u64,
+    pub(crate) funcs: FastSet<FuncId>,
+    /// Chunks and items sent to it over its life, for lifespans.
+    pub(crate) assigned_chunks: u64,
+    /// See [`Worker::assigned_chunks`].
+    pub(crate) assigned_items: u64,
     /// Where it is in its life.
-    pub life: Life,
+    pub(crate) life: Life,
     /// Its end of the channel reached end-of-file.
-    pub chan_closed: bool,
+    pub(crate) chan_closed: bool,
     /// Its initializer finished (it sent `Ready`).
-    pub was_ready: bool,
-    /// When it was started.
-    pub started: Instant,
+    pub(crate) was_ready: bool,
     /// When to escalate to SIGKILL if it has not exited (terminate, retire).
-    pub kill_at: Option<Instant>,
+    pub(crate) kill_at: Option<Instant>,
+    /// When the chunk it holds must have finished (jobs with a timeout).
+    pub(crate) deadline: Option<(Instant, Duration)>,
+    /// The engine killed it, and why.
+    pub(crate) fate: Option<Fate>,
+    /// When it was launched.
+    pub(crate) launched_at: Instant,
+    /// When it became idle (ready and holding nothing), while it is.
+    pub(crate) idle_since: Option<Instant>,
+    /// When it was told to exit.
+    pub(crate) exit_sent_at: Option<Instant>,
 }
 
 impl Worker {
     /// Wrap a launched process whose channel end (ours) is `chan`.
-    pub fn new(id: u32, proc: Launched, chan: OwnedFd) -> io::Result<Self> {
+    pub(crate) fn new(serial: u32, slot: u32, proc: Launched, chan: OwnedFd, launched_at: Instant) -> io::Result<Self> {
         sys::set_nonblocking(chan.as_raw_fd())?;
         Ok(Worker {
-            id,
+            serial,
+            slot,
             proc,
             chan,
             reader: FrameReader::new(),
@@ -96,36 +129,49 @@ impl Worker {
             held_bytes: 0,
             held_items: 0,
             funcs: FastSet::default(),
-            assigned: 0,
+            assigned_chunks: 0,
+            assigned_items: 0,
             life: Life::Starting,
             chan_closed: false,
             was_ready: false,
-            started: Instant::now(),
             kill_at: None,
+            deadline: None,
+            fate: None,
+            launched_at,
+            idle_since: None,
+            exit_sent_at: None,
         })
     }
 
     /// The channel descriptor.
-    pub fn chan_fd(&self) -> RawFd {
+    pub(crate) fn chan_fd(&self) -> RawFd {
         self.chan.as_raw_fd()
     }
 
     /// Queue a frame for sending.
-    pub fn send(&mut self, kind: Kind, flags: u8, job: u32, index: u32, aux: u64, payload: &[u8]) {
+    pub(crate) fn send(&mut self, header: Header, payload: &[u8]) {
         // Payloads over 4 GiB are rejected in the Python layer before they get here.
-        frame::encode(&mut self.out, kind, flags, job, index, aux, payload)
-            .expect("payload size checked at submission");
+        frame::encode(&mut self.out, header, payload).expect("payload size checked at submission");
+    }
+
+    /// Tell it to run its exit hook and exit; SIGKILL after `grace`.
+    pub(crate) fn retire(&mut self, now: Instant, grace: Duration, stats: &mut WorkerStats) {
+        self.send(Header::exit(), &[]);
+        self.life = Life::Retiring;
+        self.kill_at = Some(now + grace);
+        self.exit_sent_at = Some(now);
+        self.stop_idling(now, Some(stats));
     }
 
     /// Frames encoded since the I/O thread last took them, if any. The I/O
     /// thread empties the buffer (see `Outgoing::queue`).
-    pub fn out_frames(&mut self) -> Option<&mut Vec<u8>> {
+    pub(crate) fn out_frames(&mut self) -> Option<&mut Vec<u8>> {
         (!self.out.is_empty()).then_some(&mut self.out)
     }
 
     /// Feed bytes read from the channel; the frames now complete are added
     /// to `frames`.
-    pub fn feed(&mut self, bytes: &[u8], frames: &mut Vec<(Header, Vec<u8>)>) -> io::Result<()> {
+    pub(crate) fn feed(&mut self, bytes: &[u8], frames: &mut Vec<(Header, Vec<u8>)>) -> io::Result<()> {
         self.reader.push(bytes);
         while let Some(f) = self
             .reader
@@ -138,34 +184,60 @@ impl Worker {
     }
 
     /// Bytes of chunk payloads sent and not answered.
-    pub fn held_bytes(&self) -> usize {
+    pub(crate) fn held_bytes(&self) -> usize {
         self.held_bytes
     }
 
     /// Items in the chunks sent and not answered.
-    pub fn held_items(&self) -> u64 {
+    pub(crate) fn held_items(&self) -> u64 {
         self.held_items
     }
 
-    /// Record a chunk sent to this worker.
-    pub fn hold(&mut self, task: Task) {
+    /// Record a chunk sent to this worker at `now`.
+    pub(crate) fn hold(&mut self, task: Task, now: Instant, stats: &mut WorkerStats) {
         self.held_bytes += task.payload.len();
         self.held_items += u64::from(task.items);
+        self.assigned_chunks += 1;
+        self.assigned_items += u64::from(task.items);
+        if let Some(t) = task.timeout {
+            self.deadline = Some((now + t, t));
+        }
+        self.stop_idling(now, Some(stats));
         self.outstanding.push_back(task);
     }
 
     /// The oldest chunk, answered (or lost): no longer held.
-    pub fn answered(&mut self) -> Option<Task> {
+    pub(crate) fn answered(&mut self) -> Option<Task> {
         let t = self.outstanding.pop_front()?;
         self.held_bytes -= t.payload.len();
         self.held_items -= u64::from(t.items);
+        if t.timeout.is_some() {
+            self.deadline = None;
+        }
         Some(t)
     }
 
     /// Every chunk held, oldest first; the worker holds none after.
-    pub fn take_all(&mut self) -> Vec<Task> {
+    pub(crate) fn take_all(&mut self) -> Vec<Task> {
         self.held_bytes = 0;
         self.held_items = 0;
+        self.deadline = None;
         self.outstanding.drain(..).collect()
+    }
+
+    /// Start counting idle time if it is ready and holds nothing.
+    pub(crate) fn maybe_idle(&mut self, now: Instant) {
+        if self.life == Life::Ready && self.outstanding.is_empty() && self.idle_since.is_none() {
+            self.idle_since = Some(now);
+        }
+    }
+
+    /// Stop counting idle time, adding the stretch to `stats` if given.
+    pub(crate) fn stop_idling(&mut self, now: Instant, stats: Option<&mut WorkerStats>) {
+        if let Some(since) = self.idle_since.take() {
+            if let Some(s) = stats {
+                s.idle += now.saturating_duration_since(since);
+            }
+        }
     }
 }

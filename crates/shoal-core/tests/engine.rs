@@ -1,7 +1,6 @@
 //! The engine driven end to end with the protocol-speaking test worker.
 
-use shoal_core::frame::flags;
-use shoal_core::{Engine, EngineConfig, Order, Outcome, Phase, SpawnLauncher, Want};
+use shoal_core::{Engine, EngineConfig, JobSpec, Order, Outcome, Phase, SpawnLauncher, Status, Want};
 use std::time::{Duration, Instant};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_shoal-test-worker");
@@ -34,23 +33,21 @@ fn text(o: &Outcome) -> String {
 #[test]
 fn ordered_results_come_back_in_order() {
     let e = engine(2);
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks((0..200).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     let out = collect(&e, job);
     let got: Vec<String> = out.iter().map(text).collect();
     let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
     assert_eq!(got, want);
-    assert!(out.iter().all(|o| o.flags == flags::OK));
+    assert!(out.iter().all(|o| o.status == Status::Ok));
 }
 
 #[test]
 fn a_slow_chunk_does_not_block_the_ones_behind_it() {
     let e = engine(2);
     let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Unordered, None)
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0).order(Order::Unordered))
         .unwrap();
     let mut cmds = vec!["sleep:1500:slow".to_string()];
     cmds.extend((0..6).map(|i| format!("sleep:20:{i}")));
@@ -72,7 +69,7 @@ fn a_slow_chunk_does_not_block_the_ones_behind_it() {
 fn a_lazy_job_is_held_to_its_window() {
     let e = engine(2);
     let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, Some(4))
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0).window(Some(4)))
         .unwrap();
     assert_eq!(e.room(job).unwrap(), 4);
     e.submit(job, chunks((0..4).map(|i| format!("echo:{i}")))).unwrap();
@@ -90,9 +87,7 @@ fn a_lazy_job_is_held_to_its_window() {
 fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
     let e = engine(2);
     let before = e.worker_pids();
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     let mut cmds: Vec<String> = (0..10).map(|i| format!("sleep:5:{i}")).collect();
     cmds[4] = "kill".into();
     e.submit(job, chunks(cmds)).unwrap();
@@ -104,7 +99,7 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
     assert_eq!(out.len(), 10);
     for (i, o) in out.iter().enumerate() {
         if i == 4 {
-            assert_eq!(o.flags, flags::WORKER_LOST);
+            assert_eq!(o.status, Status::WorkerLost);
             let msg = text(o);
             assert!(msg.contains("signal 9 (SIGKILL)"), "{msg}");
             assert!(msg.contains("task 4 of job"), "{msg}");
@@ -113,7 +108,7 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
                 "{msg}"
             );
         } else {
-            assert_eq!(o.flags, flags::OK, "chunk {i}: {}", text(o));
+            assert_eq!(o.status, Status::Ok, "chunk {i}: {}", text(o));
             assert_eq!(text(o), i.to_string());
         }
     }
@@ -129,9 +124,7 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
 #[test]
 fn an_exit_code_is_reported() {
     let e = engine(1);
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks(["exit:7".to_string(), "echo:after".to_string()]))
         .unwrap();
     e.finish_input(job).unwrap();
@@ -144,11 +137,9 @@ fn an_exit_code_is_reported() {
 #[test]
 fn workers_retire_after_their_lifespan() {
     let mut config = EngineConfig::new(1, b"ok".to_vec());
-    config.max_tasks_per_worker = Some(2);
+    config.lifespan.chunks = Some(2);
     let e = engine_with(config);
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks((0..6).map(|_| "pid".to_string()))).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
@@ -162,29 +153,23 @@ fn workers_retire_after_their_lifespan() {
 #[test]
 fn close_finishes_queued_work_then_stops() {
     let e = engine(2);
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks((0..20).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     e.close();
-    assert!(e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .is_err());
+    assert!(e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).is_err());
     assert!(e.wait_stopped(Duration::from_secs(20)));
     e.join();
     assert_eq!(e.phase(), Phase::Stopped);
     let out = e.take(job, usize::MAX).unwrap();
     assert_eq!(out.len(), 20);
-    assert!(out.iter().all(|o| o.flags == flags::OK));
+    assert!(out.iter().all(|o| o.status == Status::Ok));
 }
 
 #[test]
 fn terminate_cancels_everything_promptly() {
     let e = engine(2);
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks((0..1000).map(|_| "sleep:60000:x".to_string())))
         .unwrap();
     e.finish_input(job).unwrap();
@@ -196,20 +181,18 @@ fn terminate_cancels_everything_promptly() {
     assert!(e.finished(job).unwrap());
     let out = e.take(job, usize::MAX).unwrap();
     assert_eq!(out.len(), 1000);
-    assert!(out.iter().all(|o| o.flags == flags::CANCELLED));
+    assert!(out.iter().all(|o| o.status == Status::Cancelled));
 }
 
 #[test]
 fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let e = engine_with(EngineConfig::new(2, b"fail".to_vec()));
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks(["echo:x".to_string()])).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
     let out = e.take(job, usize::MAX).unwrap();
-    assert_eq!(out[0].flags, flags::CHUNK_FAILED);
+    assert_eq!(out[0].status, Status::ChunkFailed);
     assert_eq!(text(&out[0]), "init failed on purpose");
 }
 
@@ -224,26 +207,22 @@ fn a_missing_program_is_a_start_error() {
 }
 
 #[test]
-fn a_released_job_still_runs_its_chunks() {
+fn an_abandoned_job_still_runs_its_chunks() {
     let e = engine(1);
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(job, chunks((0..5).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
-    e.release(job);
-    let probe = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    e.abandon(job);
+    let probe = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(probe, chunks(["echo:after".to_string()])).unwrap();
     e.finish_input(probe).unwrap();
-    // The probe queued behind the released job's five chunks, so it can only
+    // The probe queued behind the abandoned job's five chunks, so it can only
     // finish after they ran.
     let t0 = Instant::now();
     assert!(e.wait(probe, Want::Finished, Duration::from_secs(10)).unwrap());
     assert!(
         t0.elapsed() >= Duration::from_millis(45),
-        "released chunks were skipped"
+        "abandoned chunks were skipped"
     );
     assert!(e.finished(job).unwrap());
 }
@@ -252,29 +231,25 @@ fn a_released_job_still_runs_its_chunks() {
 fn a_crash_among_batched_results_fails_only_the_crashing_chunk() {
     let e = engine(1);
     // Short chunks teach the scheduler to queue many on the worker.
-    let warm = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let warm = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     e.submit(warm, chunks((0..50).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(warm).unwrap();
     assert!(e.wait(warm, Want::Finished, Duration::from_secs(10)).unwrap());
     // The worker holds back a and b, then dies: which chunk killed it is
     // unknown until each suspect has run alone.
-    let job = e
-        .new_job(e.register_func(b"f".to_vec()), 0, Order::Ordered, None)
-        .unwrap();
+    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec()), 0)).unwrap();
     let cmds = ["quick:a", "quick:b", "kill", "quick:c", "echo:d"].map(String::from);
     e.submit(job, chunks(cmds)).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
     let out = e.take(job, usize::MAX).unwrap();
-    let got: Vec<(u8, String)> = out.iter().map(|o| (o.flags, text(o))).collect();
-    assert_eq!(got[0], (flags::OK, "a".into()));
-    assert_eq!(got[1], (flags::OK, "b".into()));
-    assert_eq!(got[2].0, flags::WORKER_LOST, "{got:?}");
+    let got: Vec<(Status, String)> = out.iter().map(|o| (o.status, text(o))).collect();
+    assert_eq!(got[0], (Status::Ok, "a".into()));
+    assert_eq!(got[1], (Status::Ok, "b".into()));
+    assert_eq!(got[2].0, Status::WorkerLost, "{got:?}");
     assert!(got[2].1.contains("task 2 of job"), "{got:?}");
-    assert_eq!(got[3], (flags::OK, "c".into()));
-    assert_eq!(got[4], (flags::OK, "d".into()));
+    assert_eq!(got[3], (Status::Ok, "c".into()));
+    assert_eq!(got[4], (Status::Ok, "d".into()));
 }
 
 #[test]
@@ -289,10 +264,10 @@ fn apply_runs_one_chunk_and_functions_are_shared() {
         assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
         let out = e.take(job, 10).unwrap();
         assert_eq!(text(&out[0]), i.to_string());
-        e.release(job);
+        e.abandon(job);
     }
     // Every job is gone, and with them the function.
-    assert!(e.new_job(f, 0, Order::Ordered, None).is_err());
+    assert!(e.new_job(JobSpec::new(f, 0)).is_err());
 }
 
 #[test]
@@ -306,7 +281,7 @@ fn collect_takes_a_finished_job_whole_and_forgets_it() {
     assert!(e.wait(quick, Want::Finished, Duration::from_secs(20)).unwrap());
     let out = e.collect(quick).expect("finished");
     assert_eq!(out.iter().map(text).collect::<Vec<_>>(), ["quick"]);
-    // Collected means released: the job is gone.
+    // Collected means forgotten: the job is gone.
     assert!(e.collect(quick).unwrap().is_empty());
     assert!(e.wait(slow, Want::Finished, Duration::from_secs(20)).unwrap());
     assert_eq!(e.collect(slow).unwrap().iter().map(text).collect::<Vec<_>>(), ["slow"]);
@@ -342,7 +317,7 @@ fn apply_calls_wait_outside_the_lock_and_are_never_lost() {
     // outcome says what went wrong, instead of a hang.
     let bad = e.apply(9999, 0, b"echo:x".to_vec()).unwrap();
     let out = collect(&e, bad);
-    assert_eq!(out[0].flags, flags::CANCELLED);
+    assert_eq!(out[0].status, Status::Cancelled);
     assert!(text(&out[0]).contains("no function with id 9999"), "{}", text(&out[0]));
     // After close, calls are refused, and the queued ones still finish.
     let last = e.apply(f, 0, b"sleep:50:last".to_vec()).unwrap();

@@ -7,9 +7,11 @@
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
-use shoal_core::frame::flags;
-use shoal_core::{Engine, EngineConfig, EngineError, Order, Outcome, SpawnLauncher, Want, ZygoteLauncher};
+use pyo3::types::{PyBytes, PyDict, PyList};
+use shoal_core::frame::{task, Header, Kind, HEADER_LEN};
+use shoal_core::{
+    Engine, EngineConfig, EngineError, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
+};
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -29,18 +31,19 @@ use worker_loop::PlainTasks;
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// A plain outcome (one value, `OK | SINGLE_VALUE`) unpickled with `loads`,
+/// The value of a one-item chunk that succeeded, unpickled with `loads`,
 /// or unpacked if it travelled packed (`packed.rs`: no bytes object made);
 /// `None` for any other outcome, or if unpickling fails, which the caller's
 /// Python decoder then reports. Ctrl-C while unpickling is the caller's,
 /// not the result's, so it propagates.
-fn unpickle_plain<'py>(
+fn single_value<'py>(
     py: Python<'py>,
-    result_flags: u8,
+    status: Status,
+    single: bool,
     payload: &[u8],
     loads: &Bound<'py, PyAny>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    if result_flags != flags::OK | flags::SINGLE_VALUE {
+    if status != Status::Ok || !single {
         return Ok(None);
     }
     let loaded = if packed::is_packed_scalar(payload) {
@@ -55,9 +58,9 @@ fn unpickle_plain<'py>(
     }
 }
 
-/// Outcomes as (values, rest): the leading run of plain values unpickled
-/// with `loads`; from the first other outcome on, `(index, flags, payload)`
-/// for the caller to decode.
+/// Outcomes as (values, rest): the leading run of single values unpickled
+/// with `loads`; from the first other outcome on, `(index, status, single,
+/// payload)` for the caller to decode.
 fn unpickle_values<'py>(
     py: Python<'py>,
     out: Vec<Outcome>,
@@ -68,22 +71,48 @@ fn unpickle_values<'py>(
     let mut run = true;
     for o in out {
         if run {
-            if let Some(v) = unpickle_plain(py, o.flags, &o.payload, loads)? {
+            if let Some(v) = single_value(py, o.status, o.single, &o.payload, loads)? {
                 values.append(v)?;
                 continue;
             }
         }
         run = false;
-        rest.append((o.index, o.flags, PyBytes::new(py, &o.payload)))?;
+        rest.append(outcome_tuple(py, &o))?;
     }
     Ok((values, rest))
+}
+
+/// An outcome as Python sees it: `(index, status, single, payload)`.
+fn outcome_tuple<'py>(py: Python<'py>, o: &Outcome) -> (u32, u8, bool, Bound<'py, PyBytes>) {
+    (o.index, o.status as u8, o.single, PyBytes::new(py, &o.payload))
 }
 
 fn engine_err(e: EngineError) -> PyErr {
     match e {
         EngineError::NotRunning => PyValueError::new_err("Pool not running"),
-        EngineError::UnknownJob(_) | EngineError::UnknownFunc(_) => PyRuntimeError::new_err(e.to_string()),
+        EngineError::UnknownJob(_) | EngineError::UnknownFunc(_) | EngineError::Cancelled(_) => {
+            PyRuntimeError::new_err(e.to_string())
+        }
     }
+}
+
+/// A tally as `{"done": (chunks, items), "failed": ..., "cancelled": ...}`.
+fn tally_dict<'py>(py: Python<'py>, t: &Tally) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("done", (t.done.chunks, t.done.items))?;
+    d.set_item("failed", (t.failed.chunks, t.failed.items))?;
+    d.set_item("cancelled", (t.cancelled.chunks, t.cancelled.items))?;
+    Ok(d)
+}
+
+/// The slowest chunks as `[(seconds, job, chunk, first_item, items)]`.
+fn slowest_list<'py>(py: Python<'py>, s: &shoal_core::Slowest) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(
+        py,
+        s.as_slice()
+            .iter()
+            .map(|x| (x.run.as_secs_f64(), x.job, x.chunk, x.first_item, x.items)),
+    )
 }
 
 type Callbacks = Arc<Mutex<HashMap<u32, Py<PyAny>>>>;
@@ -139,15 +168,15 @@ impl PyEngine {
     #[new]
     // The signature is the Python keyword interface; a struct would only move it.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, zygote_pid=0, max_tasks=None, kill_grace=0.2))]
+    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2))]
     fn new(
         py: Python<'_>,
         processes: usize,
         init_payload: &Bound<'_, PyBytes>,
         argv: Option<Vec<String>>,
         zygote_fd: Option<i32>,
-        zygote_pid: i32,
-        max_tasks: Option<u64>,
+        lifespan_chunks: Option<u64>,
+        lifespan_items: Option<u64>,
         kill_grace: f64,
     ) -> PyResult<Self> {
         let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd) {
@@ -162,12 +191,13 @@ impl PyEngine {
                     return Err(PyValueError::new_err(format!("bad zygote descriptor {fd}")));
                 }
                 // SAFETY: the caller hands the descriptor over (socket.detach()).
-                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) }, zygote_pid))
+                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) }))
             }
             _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
         };
         let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
-        config.max_tasks_per_worker = max_tasks;
+        config.lifespan.chunks = lifespan_chunks;
+        config.lifespan.items = lifespan_items;
         config.kill_grace = Duration::from_secs_f64(kill_grace.max(0.0));
         let engine = py
             .detach(|| Engine::start(config, launcher))
@@ -192,29 +222,41 @@ impl PyEngine {
         Ok(())
     }
 
-    /// Create a job running function `func`; returns its id.
-    #[pyo3(signature = (func, task_flags, ordered, window=None))]
-    fn new_job(&self, func: u32, task_flags: u8, ordered: bool, window: Option<u32>) -> PyResult<u32> {
+    /// Create a job running function `func`; returns its id. `window`
+    /// bounds chunks in flight; past `timeout` seconds a chunk's worker is
+    /// killed and the chunk times out.
+    #[pyo3(signature = (func, task_bits, ordered, window=None, timeout=None))]
+    fn new_job(
+        &self,
+        func: u32,
+        task_bits: u8,
+        ordered: bool,
+        window: Option<u32>,
+        timeout: Option<f64>,
+    ) -> PyResult<u32> {
         let order = if ordered { Order::Ordered } else { Order::Unordered };
-        self.engine()?
-            .new_job(func, task_flags, order, window)
-            .map_err(engine_err)
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let spec = JobSpec::new(func, task_bits)
+            .order(order)
+            .window(window)
+            .timeout(timeout);
+        self.engine()?.new_job(spec).map_err(engine_err)
     }
 
     /// A job of one chunk, input complete (`apply_async`); returns its id.
-    fn apply(&self, func: u32, task_flags: u8, payload: &Bound<'_, PyBytes>) -> PyResult<u32> {
+    fn apply(&self, func: u32, task_bits: u8, payload: &Bound<'_, PyBytes>) -> PyResult<u32> {
         self.engine()?
-            .apply(func, task_flags, payload.as_bytes().to_vec())
+            .apply(func, task_bits, payload.as_bytes().to_vec())
             .map_err(engine_err)
     }
 
     /// [`apply`](PyEngine::apply), returning the call's result object:
-    /// `loads` unpickles a plain result, `decode(flags, payload)` gives
+    /// `loads` unpickles a plain result, `decode(status, payload)` gives
     /// `(succeeded, value)` for any other outcome.
     fn apply_pending<'py>(
         slf: &Bound<'py, Self>,
         func: u32,
-        task_flags: u8,
+        task_bits: u8,
         payload: &Bound<'_, PyBytes>,
         loads: Py<PyAny>,
         decode: Py<PyAny>,
@@ -222,7 +264,7 @@ impl PyEngine {
         let job = slf
             .get()
             .engine()?
-            .apply(func, task_flags, payload.as_bytes().to_vec())
+            .apply(func, task_bits, payload.as_bytes().to_vec())
             .map_err(engine_err)?;
         Pending::create(slf.py(), slf.clone().unbind(), job, loads, decode)
     }
@@ -277,19 +319,16 @@ impl PyEngine {
         }
     }
 
-    /// Take up to `max` outcomes as `(index, flags, payload)` tuples.
+    /// Take up to `max` outcomes as `(index, status, single, payload)` tuples.
     fn take<'py>(&self, py: Python<'py>, job: u32, max: usize) -> PyResult<Bound<'py, PyList>> {
         let out = self.engine()?.take(job, max).map_err(engine_err)?;
-        let items = out
-            .into_iter()
-            .map(|o| (o.index, o.flags, PyBytes::new(py, &o.payload)));
-        PyList::new(py, items)
+        PyList::new(py, out.iter().map(|o| outcome_tuple(py, o)))
     }
 
     /// Take up to `max` outcomes, unpickling single successful results on
     /// the way with `loads`. Returns `(values, rest)`: the values of the
     /// leading run of such results, then every later outcome taken, as
-    /// `(index, flags, payload)` tuples, for the caller to decode. A result
+    /// `(index, status, single, payload)` tuples, for the caller to decode. A result
     /// whose unpickling fails ends the run and is returned in `rest`.
     fn take_values<'py>(
         &self,
@@ -302,7 +341,7 @@ impl PyEngine {
         unpickle_values(py, out, loads)
     }
 
-    /// `take_values` of everything, then `release`: collect a finished job.
+    /// `take_values` of everything, then `abandon`: collect a finished job.
     fn take_release<'py>(
         &self,
         py: Python<'py>,
@@ -314,7 +353,7 @@ impl PyEngine {
             Some(out) => out,
             None => {
                 let out = engine.take(job, usize::MAX).map_err(engine_err)?;
-                engine.release(job);
+                engine.abandon(job);
                 out
             }
         };
@@ -327,9 +366,63 @@ impl PyEngine {
     }
 
     /// Let go of a job: its outcomes are dropped as they arrive.
-    fn release(&self, job: u32) -> PyResult<()> {
-        self.engine()?.release(job);
+    fn abandon(&self, job: u32) -> PyResult<()> {
+        self.engine()?.abandon(job);
         Ok(())
+    }
+
+    /// Cancel a job: its queued chunks end as cancelled and it takes no
+    /// more. With `kill_running`, workers running its chunks are killed
+    /// and replaced, and those chunks end as cancelled too.
+    #[pyo3(signature = (job, kill_running=false))]
+    fn cancel(&self, job: u32, kill_running: bool) -> PyResult<()> {
+        self.engine()?.cancel(job, kill_running).map_err(engine_err)
+    }
+
+    /// Every counter at one moment, read without the GIL: `{"workers":
+    /// [per slot], "job": the job's, or None}`. Times are in seconds; a
+    /// tally maps "done", "failed" and "cancelled" to `(chunks, items)`;
+    /// slowest chunks are `(seconds, job, chunk, first_item, items)`.
+    #[pyo3(signature = (job=None))]
+    fn stats<'py>(&self, py: Python<'py>, job: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine()?;
+        let snap = py.detach(|| engine.stats(job));
+        let workers = PyList::empty(py);
+        for w in &snap.workers {
+            let d = PyDict::new(py);
+            d.set_item("slot", w.slot)?;
+            d.set_item("pid", w.pid)?;
+            d.set_item("restarts", w.restarts)?;
+            d.set_item("tally", tally_dict(py, &w.tally)?)?;
+            d.set_item("start_up", w.start_up.as_secs_f64())?;
+            d.set_item("init", w.init.as_secs_f64())?;
+            d.set_item("idle", w.idle.as_secs_f64())?;
+            d.set_item("busy", w.busy.as_secs_f64())?;
+            d.set_item("exit", w.exit.as_secs_f64())?;
+            d.set_item("slowest", slowest_list(py, &w.slowest)?)?;
+            workers.append(d)?;
+        }
+        let out = PyDict::new(py);
+        out.set_item("workers", workers)?;
+        match &snap.job {
+            Some(j) => {
+                let d = PyDict::new(py);
+                d.set_item("submitted", (j.submitted.chunks, j.submitted.items))?;
+                d.set_item("tally", tally_dict(py, &j.tally)?)?;
+                d.set_item("busy", j.busy.as_secs_f64())?;
+                d.set_item("slowest", slowest_list(py, &j.slowest)?)?;
+                out.set_item("job", d)?;
+            }
+            None => out.set_item("job", py.None())?,
+        }
+        Ok(out)
+    }
+
+    /// What workers' exit hooks returned since the last call, as
+    /// `[(slot, payload)]` in the order they exited.
+    fn take_exit_results<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let got = self.engine()?.take_exit_results();
+        PyList::new(py, got.iter().map(|(slot, p)| (*slot, PyBytes::new(py, p))))
     }
 
     /// Call `callback(job)` from a background thread when the job finishes.
@@ -482,14 +575,14 @@ struct ThreadCount;
 
 impl ThreadCount {
     fn new() -> Self {
-        shoal_core::engine::thread_started();
+        shoal_core::thread_started();
         ThreadCount
     }
 }
 
 impl Drop for ThreadCount {
     fn drop(&mut self) {
-        shoal_core::engine::thread_ended();
+        shoal_core::thread_ended();
     }
 }
 
@@ -523,14 +616,49 @@ fn worker_prelude(parent_pid: i32) -> bool {
     }
 }
 
+/// `ItemErrors` as `ITEM_ERRORS`: the name of a protocol constant.
+fn upper_snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// A frame header's fields as the Rust codec reads them: `(len, kind,
+/// flags, failed, a, b, c)`, for the test that the Python worker's
+/// `struct` layout agrees with it.
+#[pyfunction]
+fn read_header(data: &[u8]) -> PyResult<(u32, u8, u8, u32, u32, u32, u64)> {
+    if data.len() < HEADER_LEN {
+        return Err(PyValueError::new_err(format!("a header is {HEADER_LEN} bytes")));
+    }
+    let h = Header::parse(data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let flags = match h.kind {
+        Kind::Task => h.task_bits(),
+        Kind::Result => h.status().map_or(u8::MAX, |s| s as u8),
+        _ => 0,
+    };
+    let (a, c) = match h.kind {
+        Kind::Init => (h.slot(), u64::from(h.serial())),
+        Kind::Func | Kind::Forget => (h.func_id(), 0),
+        Kind::Task => (h.job(), u64::from(h.func_id())),
+        _ => (h.job(), h.run_ns()),
+    };
+    Ok((h.len, h.kind as u8, flags, h.failed(), a, h.index(), c))
+}
+
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        default_map_chunksize, guided_map_chunks, live_threads, worker_prelude, Pending, PlainApply, PlainTasks,
-        PyEngine,
+        default_map_chunksize, guided_map_chunks, live_threads, read_header, worker_prelude, Pending, PlainApply,
+        PlainTasks, PyEngine,
     };
 
     #[pymodule_init]
@@ -539,14 +667,22 @@ mod _shoal {
         // SAFETY: registers a handler that only bumps an atomic counter,
         // which is async-signal-safe as a fork child handler must be.
         unsafe { libc::pthread_atfork(None, None, Some(super::after_fork_in_child)) };
-        m.add("HEADER_LEN", shoal_core::frame::HEADER_LEN)?;
-        m.add("FLAG_STAR", super::flags::STAR)?;
-        m.add("FLAG_APPLY", super::flags::APPLY)?;
-        m.add("RESULT_OK", super::flags::OK)?;
-        m.add("RESULT_ITEM_ERRORS", super::flags::ITEM_ERRORS)?;
-        m.add("RESULT_CHUNK_FAILED", super::flags::CHUNK_FAILED)?;
-        m.add("RESULT_WORKER_LOST", super::flags::WORKER_LOST)?;
-        m.add("RESULT_CANCELLED", super::flags::CANCELLED)?;
+        // The wire protocol's numbers, so the Python worker takes them from
+        // the one codec (python/shoal/_protocol.py).
+        m.add("HEADER_LEN", super::HEADER_LEN)?;
+        for kind in super::Kind::ALL {
+            m.add(format!("KIND_{}", super::upper_snake(&format!("{kind:?}"))), kind as u8)?;
+        }
+        for status in super::Status::ALL {
+            m.add(
+                format!("STATUS_{}", super::upper_snake(&format!("{status:?}"))),
+                status as u8,
+            )?;
+        }
+        m.add("TASK_STAR", super::task::STAR)?;
+        m.add("TASK_APPLY", super::task::APPLY)?;
+        m.add("TASK_SINGLE", super::task::SINGLE)?;
+        m.add("TASK_ISOLATE", super::task::ISOLATE)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

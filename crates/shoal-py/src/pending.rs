@@ -5,7 +5,7 @@
 //! the ~5 µs the parent spends per task. Calls with callbacks keep the
 //! Python `ApplyResult`, which the engine notifies.
 
-use crate::{unpickle_plain, PyEngine};
+use crate::{single_value, PyEngine};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -25,7 +25,7 @@ pub struct Pending {
     job: u32,
     /// Unpickles a plain result.
     loads: Py<PyAny>,
-    /// `decode(flags, payload) -> (succeeded, value)` for every other outcome.
+    /// `decode(status, payload) -> (succeeded, value)` for every other outcome.
     decode: Py<PyAny>,
     outcome: PyOnceLock<Outcome>,
     /// Held while the outcome is taken from the engine and decoded, so that
@@ -87,11 +87,11 @@ impl Pending {
             return Ok(false);
         };
         let outcome = match out.into_iter().next() {
-            Some(o) => match unpickle_plain(py, o.flags, &o.payload, self.loads.bind(py))? {
+            Some(o) => match single_value(py, o.status, o.single, &o.payload, self.loads.bind(py))? {
                 Some(v) => (true, v.unbind()),
                 None => self
                     .decode
-                    .call1(py, (o.flags, PyBytes::new(py, &o.payload)))?
+                    .call1(py, (o.status as u8, PyBytes::new(py, &o.payload)))?
                     .extract::<Outcome>(py)?,
             },
             // Taken by a call that was interrupted while decoding it.
@@ -164,7 +164,7 @@ impl Drop for Pending {
         // The task itself still runs, as with multiprocessing.
         if self.outcome.get_mut().is_none() {
             if let Ok(engine) = self.engine.get().engine() {
-                engine.release(self.job);
+                engine.abandon(self.job);
             }
         }
     }

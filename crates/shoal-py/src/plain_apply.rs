@@ -11,7 +11,7 @@ use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
-use shoal_core::frame::flags;
+use shoal_core::frame::task;
 
 /// The pool's pieces the fast path uses: its engine, its function cache
 /// (`id(func) -> (func, fid)`), `dumps_one` with its out-of-band buffers,
@@ -85,7 +85,7 @@ impl PlainApply {
             .engine
             .get()
             .engine()?
-            .apply(fid, flags::STAR | flags::SINGLE, payload)
+            .apply(fid, task::STAR | task::SINGLE, payload)
             .map_err(engine_err)?;
         Pending::create(
             py,

@@ -14,7 +14,8 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyTuple, PyType};
-use shoal_core::frame::{flags, Kind, HEADER_LEN};
+use shoal_core::frame::{task, Header, Kind, HEADER_LEN};
+use shoal_core::Status;
 
 use crate::packed;
 
@@ -24,10 +25,6 @@ fn now_ns() -> i64 {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
 /// The worker's state the fast loop reads, gathered once after Init.
@@ -51,6 +48,10 @@ pub struct PlainTasks {
 
 /// Where `run` stopped.
 type Stop = (usize, i64, bool);
+
+/// A task's outcome as the Python helpers give it: status, items that
+/// raised, payload.
+type Ran<'py> = (u8, u32, Bound<'py, PyBytes>);
 
 #[pymethods]
 impl PlainTasks {
@@ -120,27 +121,23 @@ impl PlainTasks {
             if end < pos + HEADER_LEN {
                 return Ok((pos, since, false));
             }
-            let (len, kind, task_flags, job, index, fid) = {
+            let header = {
                 // SAFETY: only _Inbox resizes this buffer, never while this runs;
                 // the slice is dropped before any Python code is called.
                 let b = unsafe { buf.as_bytes() };
-                let h = &b[pos..pos + HEADER_LEN];
-                let mut aux = [0u8; 8];
-                aux.copy_from_slice(&h[16..24]);
-                (
-                    u32_at(h, 0) as usize,
-                    h[4],
-                    h[5],
-                    u32_at(h, 8),
-                    u32_at(h, 12),
-                    u64::from_le_bytes(aux),
-                )
+                Header::parse(&b[pos..pos + HEADER_LEN])
             };
-            let stop = pos + HEADER_LEN + len;
-            let star = task_flags == flags::STAR | flags::SINGLE;
-            if stop > end || kind != Kind::Task as u8 || !(task_flags == flags::SINGLE || star) {
+            // A frame this loop does not take, or cannot read, is the Python loop's.
+            let Ok(h) = header else {
+                return Ok((pos, since, false));
+            };
+            let stop = pos + HEADER_LEN + h.len as usize;
+            let bits = h.task_bits();
+            let star = bits == task::STAR | task::SINGLE;
+            if stop > end || h.kind != Kind::Task || !(bits == task::SINGLE || star) {
                 return Ok((pos, since, false));
             }
+            let (job, index, fid) = (h.job(), h.index(), h.func_id());
             let Some(func) = funcs.get_item(fid)? else {
                 return Ok((pos, since, false));
             };
@@ -157,21 +154,18 @@ impl PlainTasks {
                 PyBytes::new(py, &b[pos + HEADER_LEN..stop])
             };
             pos = stop;
-            let (rflags, result) = self.run_one(py, &func, task_flags, star, &payload, big)?;
+            let (status, failed, result) = self.run_one(py, &func, bits, star, &payload, big)?;
             let t1 = now_ns();
             last_end = Some(t1);
             if parts.is_empty() {
                 since = t1;
             }
             let body = result.as_bytes();
+            let status = Status::from_u8(status).unwrap_or(Status::ChunkFailed);
+            let run_ns = (t1 - t0).max(0) as u64;
+            let header = Header::result(job, index, status, failed, run_ns, body.len());
             let frame = PyBytes::new_with(py, HEADER_LEN + body.len(), |out| {
-                out[0..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
-                out[4] = Kind::Result as u8;
-                out[5] = rflags;
-                out[6..8].copy_from_slice(&[0, 0]);
-                out[8..12].copy_from_slice(&job.to_le_bytes());
-                out[12..16].copy_from_slice(&index.to_le_bytes());
-                out[16..24].copy_from_slice(&((t1 - t0).max(0) as u64).to_le_bytes());
+                out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
                 out[HEADER_LEN..].copy_from_slice(body);
                 Ok(())
             })?;
@@ -185,16 +179,17 @@ impl PlainTasks {
 
 impl PlainTasks {
     /// Load, call and pickle one task; a stage that fails goes to the
-    /// Python helper that reports it. Returns the result flags and payload.
+    /// Python helper that reports it. Returns the status, the items that
+    /// raised, and the payload.
     fn run_one<'py>(
         &self,
         py: Python<'py>,
         func: &Bound<'py, PyAny>,
-        task_flags: u8,
+        task_bits: u8,
         star: bool,
         payload: &Bound<'py, PyBytes>,
         big: &Bound<'py, PyList>,
-    ) -> PyResult<(u8, Bound<'py, PyBytes>)> {
+    ) -> PyResult<Ran<'py>> {
         let bytes = payload.as_bytes();
         let loaded = if packed::is_packed_scalar(bytes) {
             packed::unpack_scalar(py, bytes)
@@ -203,7 +198,7 @@ impl PlainTasks {
         };
         let item = match loaded {
             Ok(item) => item,
-            Err(_) => return self.run_task.bind(py).call1((func, task_flags, payload))?.extract(),
+            Err(_) => return self.run_task.bind(py).call1((func, task_bits, payload))?.extract(),
         };
         let called = if star {
             match item.cast::<PyTuple>() {
@@ -222,24 +217,24 @@ impl PlainTasks {
                 return self
                     .fail_task
                     .bind(py)
-                    .call1((e.into_value(py), func, &item, task_flags))?
+                    .call1((e.into_value(py), func, &item, task_bits))?
                     .extract()
             }
         };
         if let Some(v) = packed::pack_scalar(&value) {
-            return Ok((flags::OK | flags::SINGLE_VALUE, PyBytes::new(py, &v)));
+            return Ok((Status::Ok as u8, 0, PyBytes::new(py, &v)));
         }
         let pickled = self.dumps.bind(py).call((&value, 5), Some(self.dumps_kwargs.bind(py)));
         if let Ok(data) = pickled {
             if let Ok(data) = data.cast_into::<PyBytes>() {
                 if big.is_empty() && !data.as_bytes().windows(8).any(|w| w == b"__main__") {
-                    return Ok((flags::OK | flags::SINGLE_VALUE, data));
+                    return Ok((Status::Ok as u8, 0, data));
                 }
             }
         }
         // Large buffers, a __main__ reference, or no pickle at all: the
         // careful path says which.
         big.call_method0("clear")?;
-        self.careful.bind(py).call1((&value, task_flags))?.extract()
+        self.careful.bind(py).call1((&value, task_bits))?.extract()
     }
 }

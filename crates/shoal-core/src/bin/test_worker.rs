@@ -7,13 +7,18 @@
 //! - `exit:CODE`: exit at once with CODE;
 //! - `kill`: SIGKILL itself;
 //! - `pid`: the result is this process's pid;
+//! - `slot`: the result is the worker slot its `Init` named;
+//! - `raise:N:TEXT`: report `TEXT` with status `ItemErrors`, N items failed;
 //! - `quick:TEXT`: echo `TEXT`, but hold the result back until the end of the
 //!   batch of frames read together, as the Python worker batches results
-//!   (unless the task carries the `ISOLATE` flag).
+//!   (unless the task carries the `ISOLATE` bit).
 //!
-//! An init payload of `fail` reports `InitFailed` and exits with code 1.
+//! An init payload of `fail` reports `InitFailed` and exits with code 1;
+//! `slowinit:MS` sleeps MS milliseconds before `Ready`. On `Exit` it sends
+//! `ExitResult` with `bye:SLOT:PID` and exits.
 
-use shoal_core::frame::{self, FrameReader, Kind};
+use shoal_core::frame::{self, task, FrameReader, Header, Kind};
+use shoal_core::Status;
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
@@ -23,6 +28,7 @@ fn main() {
     let mut out = unsafe { std::fs::File::from_raw_fd(0) };
     let mut reader = FrameReader::new();
     let pid = std::process::id();
+    let mut slot = u32::MAX;
     loop {
         match reader.read_from(0, 1 << 16) {
             Ok(0) => return,
@@ -34,32 +40,45 @@ fn main() {
         while let Some((h, payload)) = reader.next_frame().expect("valid frames") {
             match h.kind {
                 Kind::Init => {
+                    slot = h.slot();
+                    let t0 = Instant::now();
                     if payload == b"fail" {
-                        frame::encode(&mut reply, Kind::InitFailed, 0, 0, 0, 0, b"init failed on purpose").unwrap();
+                        frame::encode(&mut reply, Header::init_failed(0), b"init failed on purpose").unwrap();
                         out.write_all(&reply).unwrap();
                         std::process::exit(1);
                     }
-                    frame::encode(&mut reply, Kind::Ready, 0, 0, 0, u64::from(pid), b"").unwrap();
+                    if let Some(ms) = payload.strip_prefix(b"slowinit:") {
+                        let ms: u64 = String::from_utf8_lossy(ms).parse().unwrap();
+                        std::thread::sleep(Duration::from_millis(ms));
+                    }
+                    let init_ns = t0.elapsed().as_nanos() as u64;
+                    frame::encode(&mut reply, Header::ready(init_ns), b"").unwrap();
                 }
                 Kind::Task => {
                     let t0 = Instant::now();
                     let cmd = String::from_utf8_lossy(&payload).into_owned();
-                    let isolate = h.flags & shoal_core::frame::flags::ISOLATE != 0;
-                    if let Some(text) = cmd.strip_prefix("quick:") {
+                    let isolate = h.task_bits() & task::ISOLATE != 0;
+                    let result = |status: Status, failed: u32, len: usize| {
                         let ns = t0.elapsed().as_nanos() as u64;
-                        frame::encode(&mut reply, Kind::Result, 0, h.job, h.index, ns, text.as_bytes()).unwrap();
+                        Header::result(h.job(), h.index(), status, failed, ns, len)
+                    };
+                    if let Some(text) = cmd.strip_prefix("quick:") {
+                        frame::encode(&mut reply, result(Status::Ok, 0, 0), text.as_bytes()).unwrap();
                         if isolate {
                             out.write_all(&reply).unwrap();
                             reply.clear();
                         }
                         continue;
                     }
-                    let result: Vec<u8> = if let Some(text) = cmd.strip_prefix("echo:") {
-                        text.as_bytes().to_vec()
+                    let (status, failed, body): (Status, u32, Vec<u8>) = if let Some(text) = cmd.strip_prefix("echo:") {
+                        (Status::Ok, 0, text.as_bytes().to_vec())
                     } else if let Some(rest) = cmd.strip_prefix("sleep:") {
                         let (ms, text) = rest.split_once(':').unwrap_or((rest, ""));
                         std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
-                        text.as_bytes().to_vec()
+                        (Status::Ok, 0, text.as_bytes().to_vec())
+                    } else if let Some(rest) = cmd.strip_prefix("raise:") {
+                        let (n, text) = rest.split_once(':').unwrap_or((rest, ""));
+                        (Status::ItemErrors, n.parse().unwrap(), text.as_bytes().to_vec())
                     } else if let Some(code) = cmd.strip_prefix("exit:") {
                         // A sudden death: results held back are lost with it.
                         std::process::exit(code.parse().unwrap());
@@ -68,17 +87,20 @@ fn main() {
                         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
                         unreachable!();
                     } else if cmd == "pid" {
-                        pid.to_string().into_bytes()
+                        (Status::Ok, 0, pid.to_string().into_bytes())
+                    } else if cmd == "slot" {
+                        (Status::Ok, 0, slot.to_string().into_bytes())
                     } else {
                         panic!("unknown command {cmd:?}");
                     };
-                    let ns = t0.elapsed().as_nanos() as u64;
-                    frame::encode(&mut reply, Kind::Result, 0, h.job, h.index, ns, &result).unwrap();
+                    frame::encode(&mut reply, result(status, failed, 0), &body).unwrap();
                     // Send each result as it is made so timing tests see it.
                     out.write_all(&reply).unwrap();
                     reply.clear();
                 }
                 Kind::Exit => {
+                    let bye = format!("bye:{slot}:{pid}");
+                    frame::encode(&mut reply, Header::exit_result(0), bye.as_bytes()).unwrap();
                     out.write_all(&reply).unwrap();
                     return;
                 }

@@ -1,0 +1,249 @@
+//! What the engine offers the front doors beyond running chunks: worker
+//! slots, counters, cancel, deadlines, exit results, lifespans in items.
+//! Driven end to end with the protocol-speaking test worker.
+
+use shoal_core::{Engine, EngineConfig, JobSpec, Outcome, SpawnLauncher, Status, Want};
+use std::time::{Duration, Instant};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_shoal-test-worker");
+
+fn engine_with(config: EngineConfig) -> Engine {
+    Engine::start(config, Box::new(SpawnLauncher::new(WORKER, vec![]))).expect("engine starts")
+}
+
+fn engine(workers: usize) -> Engine {
+    engine_with(EngineConfig::new(workers, b"ok".to_vec()))
+}
+
+fn run(e: &Engine, spec: JobSpec, cmds: &[&str]) -> u32 {
+    let job = e.new_job(spec).unwrap();
+    let payloads = cmds.iter().map(|c| c.as_bytes().to_vec()).collect();
+    e.submit(job, payloads).unwrap();
+    e.finish_input(job).unwrap();
+    job
+}
+
+fn outcomes(e: &Engine, job: u32) -> Vec<Outcome> {
+    assert!(
+        e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap(),
+        "job did not finish"
+    );
+    e.take(job, usize::MAX).unwrap()
+}
+
+fn text(o: &Outcome) -> String {
+    String::from_utf8_lossy(&o.payload).into_owned()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_replacement_takes_the_slot_of_the_worker_it_replaces() {
+    let e = engine(2);
+    let f = e.register_func(b"f".to_vec());
+    // Both slots answer; then the worker in one of them dies.
+    let slots: Vec<String> = outcomes(&e, run(&e, JobSpec::new(f, 0), &["sleep:50:", "slot"]))
+        .iter()
+        .skip(1)
+        .map(text)
+        .collect();
+    assert!(slots[0] == "0" || slots[0] == "1", "{slots:?}");
+    let job = run(&e, JobSpec::new(f, 0), &["kill"]);
+    assert_eq!(outcomes(&e, job)[0].status, Status::WorkerLost);
+    wait_for("two workers", || e.worker_pids().len() == 2);
+    // Every slot still answers with an id in 0..2, and the slot that lost
+    // its worker shows one restart.
+    let snap = e.stats(None);
+    assert_eq!(snap.workers.len(), 2);
+    assert_eq!(snap.workers.iter().map(|w| w.slot).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(snap.workers.iter().map(|w| w.restarts).sum::<u64>(), 1);
+    let ids: Vec<String> = outcomes(
+        &e,
+        run(&e, JobSpec::new(f, 0), &["sleep:100:", "sleep:100:", "slot", "slot"]),
+    )
+    .iter()
+    .skip(2)
+    .map(text)
+    .collect();
+    assert!(ids.iter().all(|s| s == "0" || s == "1"), "{ids:?}");
+}
+
+#[test]
+fn counters_add_up_and_can_be_read_while_work_runs() {
+    let e = engine_with(EngineConfig::new(2, b"slowinit:30".to_vec()));
+    let f = e.register_func(b"f".to_vec());
+    let mut cmds: Vec<String> = (0..2000).map(|i| format!("echo:{i}")).collect();
+    cmds[10] = "raise:1:x".into();
+    cmds[20] = "sleep:40:slow".into();
+    cmds[30] = "kill".into();
+    let job = e.new_job(JobSpec::new(f, 0)).unwrap();
+    let items: Vec<u32> = (0..2000).map(|i| if i == 10 { 3 } else { 1 }).collect();
+    e.submit_items(job, cmds.into_iter().map(String::into_bytes).collect(), items)
+        .unwrap();
+    e.finish_input(job).unwrap();
+    // Polled while the job runs, the counters only grow.
+    let mut last = 0;
+    let mut polls = 0;
+    while !e.finished(job).unwrap() {
+        let snap = e.stats(Some(job));
+        let done = snap.job.expect("job known").tally.done.items;
+        assert!(done >= last);
+        last = done;
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(polls > 0);
+    let snap = e.stats(Some(job));
+    let j = snap.job.expect("job known until abandoned");
+    assert_eq!(j.submitted.chunks, 2000);
+    assert_eq!(j.submitted.items, 2002);
+    // 1998 chunks ran fine, one ran with 1 of its 3 items raising, one died.
+    assert_eq!(j.tally.done.chunks, 1999);
+    assert_eq!(j.tally.done.items, 1998 + 2);
+    assert_eq!(j.tally.failed.chunks, 1);
+    assert_eq!(j.tally.failed.items, 2);
+    // The slowest chunk is the 40 ms one, and it knows where its item is:
+    // chunk 20 starts at item 22, after the three-item chunk 10.
+    let slowest = j.slowest.as_slice()[0];
+    assert_eq!((slowest.chunk, slowest.first_item), (20, 22));
+    assert!(slowest.run >= Duration::from_millis(40));
+    // Per slot: the same totals, split between the workers.
+    let w = &snap.workers;
+    let done: u64 = w.iter().map(|s| s.tally.done.chunks).sum();
+    assert_eq!(done, 1999);
+    assert_eq!(w.iter().map(|s| s.tally.failed.chunks).sum::<u64>(), 1);
+    // The kill may first strike among batched results, then again when it
+    // runs alone as a suspect: one death or two.
+    let restarts: u64 = w.iter().map(|s| s.restarts).sum();
+    assert!((1..=2).contains(&restarts), "{restarts}");
+    assert!(w.iter().all(|s| s.init >= Duration::from_millis(30)), "{w:?}");
+    assert!(w.iter().all(|s| s.start_up >= s.init), "{w:?}");
+    assert!(w.iter().map(|s| s.busy).sum::<Duration>() >= Duration::from_millis(40));
+    assert!(w
+        .iter()
+        .any(|s| s.slowest.as_slice()[0].run >= Duration::from_millis(40)));
+    // Idle time grows while nothing runs.
+    let before: Duration = w.iter().map(|s| s.idle).sum();
+    std::thread::sleep(Duration::from_millis(50));
+    let after: Duration = e.stats(None).workers.iter().map(|s| s.idle).sum();
+    assert!(after >= before + Duration::from_millis(50), "{before:?} -> {after:?}");
+}
+
+#[test]
+fn cancel_drops_queued_chunks_and_leaves_running_ones() {
+    let e = engine(1);
+    let f = e.register_func(b"f".to_vec());
+    let job = run(&e, JobSpec::new(f, 0), &["sleep:300:a", "echo:b", "echo:c"]);
+    // The worker runs a; b and c wait in the engine's queue (a is long).
+    wait_for("a to start", || e.stats(None).workers[0].pid.is_some());
+    std::thread::sleep(Duration::from_millis(50));
+    e.cancel(job, false).unwrap();
+    let out = outcomes(&e, job);
+    let got: Vec<(Status, String)> = out.iter().map(|o| (o.status, text(o))).collect();
+    assert_eq!(got[0], (Status::Ok, "a".into()));
+    assert_eq!(got[1].0, Status::Cancelled);
+    assert_eq!(got[2].0, Status::Cancelled);
+    // No more chunks may join it.
+    assert!(e.submit(job, vec![b"echo:d".to_vec()]).is_err());
+    assert_eq!(e.stats(Some(job)).job.unwrap().tally.cancelled.chunks, 2);
+}
+
+#[test]
+fn cancel_with_kill_stops_a_running_chunk_and_replaces_its_worker() {
+    let e = engine(2);
+    let f = e.register_func(b"f".to_vec());
+    let long = run(&e, JobSpec::new(f, 0), &["sleep:60000:never"]);
+    let other = run(&e, JobSpec::new(f, 0), &["sleep:300:other"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = e.worker_pids();
+    let t0 = Instant::now();
+    e.cancel(long, true).unwrap();
+    let out = outcomes(&e, long);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(out[0].status, Status::Cancelled);
+    // The other job's chunk, on the other worker, is untouched.
+    assert_eq!(text(&outcomes(&e, other)[0]), "other");
+    wait_for("a replacement", || {
+        let now = e.worker_pids();
+        now.len() == 2 && now != before
+    });
+}
+
+#[test]
+fn a_chunk_past_its_deadline_is_killed_and_times_out() {
+    let e = engine(2);
+    let f = e.register_func(b"f".to_vec());
+    let spec = JobSpec::new(f, 0).timeout(Some(Duration::from_millis(200)));
+    let t0 = Instant::now();
+    let job = run(
+        &e,
+        spec,
+        &["sleep:60000:never", "sleep:10:a", "sleep:10:b", "sleep:10:c"],
+    );
+    let out = outcomes(&e, job);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(out[0].status, Status::TimedOut);
+    let msg = text(&out[0]);
+    assert!(msg.contains("ran past its timeout of 0.200 s"), "{msg}");
+    assert!(msg.contains("signal 9"), "{msg}");
+    // The chunks behind it ran on the other worker, not queued behind it.
+    for (o, want) in out[1..].iter().zip(["a", "b", "c"]) {
+        assert_eq!((o.status, text(o)), (Status::Ok, want.to_string()));
+    }
+    assert_eq!(e.stats(Some(job)).job.unwrap().tally.failed.chunks, 1);
+    wait_for("two workers", || e.worker_pids().len() == 2);
+}
+
+#[test]
+fn a_deadline_is_never_spent_waiting_in_a_queue() {
+    // One worker, many 50 ms chunks, each allowed 150 ms: queued behind one
+    // another on the worker they would time out; dispatched one at a time,
+    // none does.
+    let e = engine(1);
+    let f = e.register_func(b"f".to_vec());
+    // Teach the scheduler the function is short, so it would queue deeply.
+    outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:1"; 50]));
+    let spec = JobSpec::new(f, 0).timeout(Some(Duration::from_millis(150)));
+    let out = outcomes(&e, run(&e, spec, &["sleep:50:x"; 8]));
+    assert!(out.iter().all(|o| o.status == Status::Ok), "{out:?}");
+}
+
+#[test]
+fn exit_results_travel_back_and_lifespans_count_items() {
+    let mut config = EngineConfig::new(1, b"ok".to_vec());
+    config.lifespan.items = Some(5);
+    let e = engine_with(config);
+    let f = e.register_func(b"f".to_vec());
+    let job = e.new_job(JobSpec::new(f, 0)).unwrap();
+    // Chunks of 3 items: a worker is done after its second chunk (6 >= 5).
+    let payloads = (0..3).map(|_| b"pid".to_vec()).collect();
+    e.submit_items(job, payloads, vec![3; 3]).unwrap();
+    e.finish_input(job).unwrap();
+    let pids: Vec<String> = outcomes(&e, job).iter().map(text).collect();
+    assert_eq!(pids[0], pids[1]);
+    assert_ne!(pids[1], pids[2]);
+    // The retired worker's exit hook result came back, naming its slot.
+    wait_for("an exit result", || {
+        let got = e.take_exit_results();
+        if got.is_empty() {
+            return false;
+        }
+        assert_eq!(got[0].0, 0);
+        assert_eq!(String::from_utf8_lossy(&got[0].1), format!("bye:0:{}", pids[0]));
+        true
+    });
+    assert_eq!(e.stats(None).workers[0].restarts, 1);
+    assert!(e.stats(None).workers[0].exit > Duration::ZERO);
+    // Close: the last worker's exit result arrives too.
+    e.close();
+    assert!(e.wait_stopped(Duration::from_secs(10)));
+    let last = e.take_exit_results();
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(String::from_utf8_lossy(&last[0].1).ends_with(&pids[2]));
+}
