@@ -21,8 +21,8 @@ _EXPORTS = {
     "ApplyResult": "shoal._results",
     "AsyncResult": "shoal._results",
     "MapResult": "shoal._results",
-    "IMapIterator": "shoal._results",
-    "IMapUnorderedIterator": "shoal._results",
+    "IMapIterator": "shoal._jobs",
+    "IMapUnorderedIterator": "shoal._jobs",
     "WorkerLostError": "shoal._errors",
     "PoolTerminatedError": "shoal._errors",
     "RemoteUnpicklingError": "shoal._errors",
@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
     from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
     from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError  # noqa: F401
-    from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult  # noqa: F401
+    from shoal._jobs import IMapIterator, IMapUnorderedIterator  # noqa: F401
+    from shoal._results import ApplyResult, AsyncResult, MapResult  # noqa: F401
     from shoal.pool import Pool  # noqa: F401
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 
-from shoal import _protocol as P
 from shoal._pickling import dumps, dumps_chunk, dumps_many
 
 TYPE_CHECKING = False
@@ -19,11 +18,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from shoal._shm import Outbound
-
-
-def task_flags(single: bool, base: int = 0) -> int:
-    """The job's task flags: ``SINGLE`` when its chunks are bare items."""
-    return base | P.SINGLE if single else base
 
 
 class Chunks:

@@ -5,18 +5,15 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-import threading
 import warnings
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from shoal import _protocol as P
 from shoal import _shm, _shoal, _start
-from shoal._chunks import Chunks, task_flags
-from shoal._pickling import dumps, dumps_func, dumps_one, dumps_oob, loads
-from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult, decode_one
+from shoal._jobs import IMapIterator, IMapUnorderedIterator, Jobs
+from shoal._pickling import dumps
+from shoal._results import AsyncResult
 
 T = TypeVar("T")
 
@@ -28,8 +25,6 @@ TERMINATE = "TERMINATE"
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
-# How many functions a pool keeps registered for reuse.
-_FUNC_CACHE = 64
 # Result arenas beyond one per worker: a process a task forked keeps its
 # worker's arena locked after the worker is gone.
 _SPARE_RESULT_ARENAS = 2
@@ -103,13 +98,13 @@ class Pool:
             "shm": self._buffers.settings(),
         }
         self._engine, self._zygote = _start.start_engine(self._start_method, processes, dumps(init), maxtasksperchild)
+        # Results decode out of these arenas, so they live as long as any result.
+        self._engine.keep(self._buffers)
         self._maxtasksperchild = maxtasksperchild
-        self._iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
-        # Functions already registered with the engine, by identity.
-        self._funcs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
-        self._funcs_lock = threading.Lock()
-        # apply_async's common call, wholly in Rust (crates/shoal-py/src/plain_apply.rs).
-        self._apply_plain = _shoal.PlainApply(self._engine, self._funcs, dumps_one, self._oob, loads, decode_one)
+        # maxtasksperchild counts chunks: keep multiprocessing's chunk counts,
+        # so a worker is replaced as often as it would be there.
+        self._jobs = Jobs(self._engine, processes, self._oob, equal_chunks=maxtasksperchild is not None)
+        self._apply_plain = self._jobs.apply_plain
         self._state = RUN
         _live_pools.add(self)
 
@@ -119,33 +114,6 @@ class Pool:
         # clear error on the first call, without a getpid() here per task.
         if self._state != RUN:
             raise ValueError("Pool not running")
-
-    def _func_id(self, func: Callable[..., Any]) -> tuple[int, bool]:
-        """The engine's id for ``func``, and whether the caller must release
-        it once its job holds it. Functions that pickle by reference are
-        kept for later calls, so workers receive them once."""
-        hit = self._funcs.get(id(func))  # a dict read is atomic; no lock needed
-        if hit is not None and hit[0] is func:
-            return hit[1], False
-        payload, by_reference = dumps_func(func)
-        fid = self._engine.register_func(payload)
-        if not by_reference:
-            return fid, True
-        with self._funcs_lock:
-            self._funcs[id(func)] = (func, fid)
-            if len(self._funcs) > _FUNC_CACHE:  # oldest first out
-                _, (_, old) = self._funcs.popitem(last=False)
-                self._engine.release_func(old)
-        return fid, False
-
-    def _window_chunks(self, adaptive: bool = False) -> int:
-        if adaptive:
-            # Each chunk is already ~2 ms of work: a few per worker keep them
-            # busy, and input read ahead stays small.
-            return 4 * self._processes + 4
-        # Room for every worker to hold a deep queue of tiny chunks; large
-        # chunks are held back by the engine's byte budget instead.
-        return max(1024, 64 * self._processes)
 
     @property
     def _pool(self) -> list[_WorkerHandle]:
@@ -178,47 +146,25 @@ class Pool:
     ) -> AsyncResult[T]:
         """Call ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
         if callback is None and error_callback is None and not kwds and self._state == RUN:
-            # The common call, once func is cached. None: not taken.
-            pending = self._apply_plain(func, args)
-            if pending is not None:
-                return pending  # type: ignore[no-any-return]
+            # The common call, once func is cached, wholly in Rust
+            # (crates/shoal-py/src/plain_apply.rs). None: not taken.
+            result = self._apply_plain(func, args)
+            if result is not None:
+                return result  # type: ignore[return-value]
         self._check_running()
-        try:
-            if type(args) is not tuple:
-                args = tuple(args)
-            # Without keywords the call travels as func(*args): a smaller
-            # pickle (or none: plain numbers travel packed), and no dict to
-            # build and unpack.
-            if kwds:
-                flags, chunk = P.APPLY | P.SINGLE, dumps_oob((args, dict(kwds)), self._oob)
-            else:
-                flags, chunk = P.STAR | P.SINGLE, dumps_one(args, self._oob)
-            fid, owned = self._func_id(func)
-        except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
-            failed: ApplyResult[T] = ApplyResult(self, callback, error_callback)
-            failed._fail_now(exc)
-            return failed
-        try:
-            if callback is None and error_callback is None:
-                # The common case: a result object made in Rust (see
-                # crates/shoal-py/src/pending.rs).
-                return self._engine.apply_pending(fid, flags, chunk, loads, decode_one)  # type: ignore[return-value]
-            result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
-            result._start(self._engine.apply(fid, flags, chunk))
-            return result
-        finally:
-            if owned:
-                self._engine.release_func(fid)
+        return self._jobs.apply(func, args, kwds, callback, error_callback)  # type: ignore[return-value]
 
     def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
         """Apply ``func`` to every item; return the results in order."""
-        return self._map_async(func, iterable, 0, chunksize).get()
+        self._check_running()
+        return self._jobs.map(func, iterable, False, chunksize).get()  # type: ignore[no-any-return]
 
     def starmap(
         self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
     ) -> list[T]:
         """Like :meth:`map`, calling ``func(*item)``."""
-        return self._map_async(func, iterable, P.STAR, chunksize).get()
+        self._check_running()
+        return self._jobs.map(func, iterable, True, chunksize).get()  # type: ignore[no-any-return]
 
     def map_async(
         self,
@@ -227,9 +173,10 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> MapResult[T]:
-        """Asynchronous :meth:`map`; returns a ``MapResult``."""
-        return self._map_async(func, iterable, 0, chunksize, callback, error_callback)
+    ) -> AsyncResult[list[T]]:
+        """Asynchronous :meth:`map`; returns an ``AsyncResult``."""
+        self._check_running()
+        return self._jobs.map(func, iterable, False, chunksize, callback, error_callback)  # type: ignore[return-value]
 
     def starmap_async(
         self,
@@ -238,98 +185,25 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-    ) -> MapResult[T]:
-        """Asynchronous :meth:`starmap`; returns a ``MapResult``."""
-        return self._map_async(func, iterable, P.STAR, chunksize, callback, error_callback)
-
-    def _map_async(
-        self,
-        func: Callable[..., T],
-        iterable: Iterable[Any],
-        flags: int,
-        chunksize: int | None,
-        callback: Any = None,
-        error_callback: Any = None,
-    ) -> MapResult[T]:
+    ) -> AsyncResult[list[T]]:
+        """Asynchronous :meth:`starmap`; returns an ``AsyncResult``."""
         self._check_running()
-        if not hasattr(iterable, "__len__"):
-            iterable = list(iterable)
-        n = len(iterable)  # type: ignore[arg-type]
-        if chunksize is None and self._maxtasksperchild is None:
-            # Chunks that shrink towards the end, so the workers finish together.
-            lens = _shoal.guided_map_chunks(n, self._processes)
-        else:
-            if chunksize is None:
-                # maxtasksperchild counts chunks: keep multiprocessing's, so a
-                # worker is replaced as often as it would be there.
-                chunksize = _shoal.default_map_chunksize(n, self._processes)
-            elif chunksize < 1:
-                raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-            size = chunksize or 1
-            lens = [size] * (n // size) + ([n % size] if n % size else [])
-        result: MapResult[T] = MapResult(self, lens, callback, error_callback)
-        if not lens:
-            return result
-        chunks = Chunks(iterable, lens[0], oob=self._oob)
-        try:
-            fid, owned = self._func_id(func)
-        except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
-            result._fail_now(exc)
-            return result
-        try:
-            job = self._engine.new_job(fid, task_flags(chunks.single, flags), True, None)
-        finally:
-            if owned:
-                self._engine.release_func(fid)
-        result._start(job)
-        # Submit as chunks are pickled, so workers start on the first while
-        # the parent pickles the rest.
-        sent = 0
-        while sent < len(lens) and not chunks.exhausted:
-            if chunks.single:
-                payloads, got = chunks.read(min(len(lens) - sent, 4096))
-            else:
-                chunks.size = lens[sent]
-                payloads, got = chunks.read(1)
-            if payloads:
-                self._engine.submit(job, payloads, got)
-                sent += len(payloads)
-            if chunks.error is not None:
-                # Chunks already sent still run; the call fails with the error.
-                self._engine.finish_input(job)
-                self._engine.abandon(job)
-                result._fail_now(chunks.error)
-                return result
-            if not payloads:
-                break
-        self._engine.finish_input(job)
-        return result
+        return self._jobs.map(func, iterable, True, chunksize, callback, error_callback)  # type: ignore[return-value]
 
     def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator[T]:
         """Like :meth:`map`, but yields results in order as they arrive,
         reading ``iterable`` only as workers need it. With no ``chunksize``,
         chunks start at one item and grow with the measured time per item,
         so the first result comes as soon as one task is done."""
-        return self._imap(IMapIterator, func, iterable, chunksize)
+        self._check_running()
+        return self._jobs.imap(func, iterable, False, chunksize, ordered=True)
 
     def imap_unordered(
         self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapUnorderedIterator[T]:
         """Like :meth:`imap`, but yields results as they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)  # type: ignore[return-value]
-
-    def _imap(
-        self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int | None
-    ) -> IMapIterator[T]:
         self._check_running()
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        fid, owned = self._func_id(func)
-        try:
-            return cls(self, fid, iterable, chunksize, 0)
-        finally:
-            if owned:
-                self._engine.release_func(fid)
+        return self._jobs.imap(func, iterable, False, chunksize, ordered=False)  # type: ignore[return-value]
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
@@ -354,8 +228,7 @@ class Pool:
         # Lazy iterators still reading input: the stdlib would have queued
         # all of it already, so read it now and let it run.
         if self._state == CLOSE:
-            for it in list(self._iterators):
-                it._feed(everything=True)
+            self._jobs.feed_everything()
         self._engine.join()
         self._close_zygote()
         self._buffers.close()

@@ -75,20 +75,23 @@ def test_empty_iterables_return_at_once(pool: shoal.Pool) -> None:
     assert pool.map_async(abs, []).get(timeout=1) == []
 
 
-def test_default_map_chunksize_is_the_stdlib_formula_up_to_8192() -> None:
+def test_equal_map_chunks_are_the_stdlib_formula_up_to_8192() -> None:
     # ceil(n / (4 * workers)), as multiprocessing.Pool.map computes it; a
     # long input streams back in chunks of 8192 rather than eight huge ones.
-    for n, workers in [(0, 2), (1, 2), (8, 2), (9, 2), (65_536, 2), (65_537, 2), (500_000, 2), (100, 3)]:
+    for n, workers in [(1, 2), (8, 2), (9, 2), (65_536, 2), (65_537, 2), (500_000, 2), (100, 3)]:
         expected, extra = divmod(n, workers * 4)
         expected += bool(extra)
-        assert _shoal.default_map_chunksize(n, workers) == min(expected, 8192)
+        assert _shoal.map_chunks(n, workers, None, True)[0] == min(expected, 8192)
+    assert _shoal.map_chunks(0, 2, None, True) == []
+    with pytest.raises(ValueError, match="Chunksize must be 1"):
+        _shoal.map_chunks(5, 2, 0)
 
 
 def test_map_default_chunks_keep_runs_on_one_worker(pool: shoal.Pool) -> None:
     out = pool.starmap(tasks.pid_and_product, [(i, 1) for i in range(40)])
     # 40 items, 2 workers: chunks of 5, 5, 4, 4, 3, ... shrinking to single
     # items, each chunk run by one worker.
-    lens = _shoal.guided_map_chunks(40, 2)
+    lens = _shoal.map_chunks(40, 2)
     assert lens[:4] == [5, 5, 4, 4] and lens[-8:] == [1] * 8
     start = 0
     for n in lens:
@@ -160,9 +163,9 @@ def test_input_iterable_exception_surfaces_at_its_position(pool: shoal.Pool) -> 
 
 
 def test_imap_reads_a_generator_only_as_workers_need_it(pool: shoal.Pool) -> None:
-    from shoal._results import TAKE_CHUNKS
+    from shoal._jobs import TAKE_CHUNKS
 
-    for chunksize, bound in [(1, pool._window_chunks() + TAKE_CHUNKS + 1), (None, 200_000)]:
+    for chunksize, bound in [(1, _shoal.window_chunks(pool._processes, False) + TAKE_CHUNKS + 1), (None, 200_000)]:
         drawn = itertools.count()
 
         def endless(drawn=drawn):
@@ -277,18 +280,25 @@ def test_apply_async_gives_the_same_result_on_every_path(pool: shoal.Pool) -> No
     assert not r.successful()
 
 
-def test_apply_results_are_left_out_of_garbage_collection(pool: shoal.Pool) -> None:
+def test_apply_results_are_tracked_only_once_they_hold_something_that_can_refer_back(pool: shoal.Pool) -> None:
     import gc
 
-    # Thousands of waiting results must not be walked by every collection;
-    # they hold no references a collection could use.
+    # Thousands of waiting results must not be walked by every collection:
+    # while waiting they hold nothing that could lead back to them.
     pool.apply(tasks.square, (2,))  # cache the function: the next calls take the Rust path
     results = [pool.apply_async(tasks.square, (i,)) for i in range(3)]
     results.append(pool.apply_async(tasks.square, (), {"x": 3}))  # the Python path
-    assert all(type(r) is _shoal.PendingResult for r in results)
+    assert all(type(r) is _shoal.JobResult for r in results)
     assert not any(gc.is_tracked(r) for r in results)
     assert [r.get(timeout=30) for r in results] == [0, 1, 4, 9]
-    assert not any(gc.is_tracked(r) for r in results)
+    assert not any(gc.is_tracked(r) for r in results)  # ints refer to nothing
+    # An exception (with its traceback) or a container can: then it is tracked.
+    failed = pool.apply_async(tasks.fail_on(1), (1,))
+    listed = pool.apply_async(list, ((1, 2),))
+    with pytest.raises(ValueError):
+        failed.get(timeout=30)
+    assert listed.get(timeout=30) == [1, 2]
+    assert gc.is_tracked(failed) and gc.is_tracked(listed)
 
 
 def test_an_apply_result_reraises_every_time(pool: shoal.Pool) -> None:

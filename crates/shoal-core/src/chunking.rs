@@ -1,4 +1,6 @@
-//! Chunk sizes: how many items travel to a worker as one task.
+//! Chunk sizes: how many items travel to a worker as one task, and how
+//! many chunks a lazy job keeps in flight. Every chunk-size decision is made
+//! here; the Python job layer asks.
 
 /// Most items in a chunk of `map` when the caller gives no chunk size.
 ///
@@ -44,9 +46,81 @@ pub fn guided_map_chunks(n_items: usize, workers: usize) -> Vec<usize> {
     lens
 }
 
+/// Why a chunk plan could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// A chunk size below 1.
+    BadChunksize(i64),
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // multiprocessing's wording, which programs may match.
+            PlanError::BadChunksize(n) => write!(f, "Chunksize must be 1+, not {n}"),
+        }
+    }
+}
+
+/// Chunk lengths for `map` of `n_items` on `workers` workers.
+///
+/// A `chunksize` the caller gives is used as given. Without one, chunks are
+/// guided ([`guided_map_chunks`]), unless `equal` asks for
+/// `multiprocessing`'s equal chunks of [`default_map_chunksize`]: a lifespan
+/// counted in chunks (`maxtasksperchild`) then replaces workers as often as
+/// it would there.
+pub fn map_chunks(
+    n_items: usize,
+    workers: usize,
+    chunksize: Option<i64>,
+    equal: bool,
+) -> Result<Vec<usize>, PlanError> {
+    let size = match chunksize {
+        Some(c) if c < 1 => return Err(PlanError::BadChunksize(c)),
+        Some(c) => c as usize,
+        None if !equal => return Ok(guided_map_chunks(n_items, workers)),
+        None => default_map_chunksize(n_items, workers).max(1),
+    };
+    let mut lens = vec![size; n_items / size];
+    if n_items % size != 0 {
+        lens.push(n_items % size);
+    }
+    Ok(lens)
+}
+
+/// Chunks a lazy job (`imap`) keeps in flight on `workers` workers.
+///
+/// With adaptive chunks each already carries ~[`TARGET_CHUNK_NS`] of work:
+/// a few per worker keep them busy, and input read ahead stays small. With
+/// a fixed size there must be room for every worker to hold a deep queue of
+/// tiny chunks; large ones are held back by the window's byte budget
+/// instead.
+pub fn window_chunks(workers: usize, adaptive: bool) -> u32 {
+    let w = workers.max(1) as u32;
+    if adaptive {
+        4 * w + 4
+    } else {
+        (64 * w).max(1024)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_plans_use_the_callers_size_else_guided_or_equal_chunks() {
+        assert_eq!(map_chunks(10, 2, Some(4), false), Ok(vec![4, 4, 2]));
+        assert_eq!(map_chunks(0, 2, Some(4), false), Ok(vec![]));
+        assert_eq!(map_chunks(16, 2, None, false), Ok(guided_map_chunks(16, 2)));
+        assert_eq!(map_chunks(17, 2, None, true), Ok(vec![3, 3, 3, 3, 3, 2]));
+        assert_eq!(map_chunks(0, 2, None, true), Ok(vec![]));
+        let err = map_chunks(5, 2, Some(0), false).unwrap_err();
+        assert_eq!(err.to_string(), "Chunksize must be 1+, not 0");
+        assert_eq!(window_chunks(2, true), 12);
+        assert_eq!(window_chunks(2, false), 1024);
+        assert_eq!(window_chunks(64, false), 4096);
+    }
 
     #[test]
     fn guided_chunks_start_at_the_stdlib_size_and_shrink_to_one() {

@@ -8,6 +8,7 @@
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::{PyTraverseError, PyVisit};
 use shoal_core::frame::{task, Header, Kind, HEADER_LEN};
 use shoal_core::{
     Engine, EngineConfig, EngineError, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
@@ -21,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod packed;
-mod pending;
 mod plain_apply;
+mod result;
 mod worker_loop;
-use pending::Pending;
 use plain_apply::PlainApply;
+use result::JobResult;
 use worker_loop::PlainTasks;
 
 /// Longest a blocking call stays in Rust before checking for signals.
@@ -140,6 +141,9 @@ pub(crate) struct PyEngine {
     generation: u64,
     callbacks: Callbacks,
     notifier: Mutex<Notifier>,
+    /// Objects outcomes may need to be decoded (the pool's shared-memory
+    /// arenas), kept as long as the engine, and so as long as any result.
+    kept: Mutex<Vec<Py<PyAny>>>,
 }
 
 /// The thread that runs watch callbacks: not started, running, or joined.
@@ -207,6 +211,7 @@ impl PyEngine {
             generation: FORK_GENERATION.load(Ordering::SeqCst),
             callbacks: Arc::default(),
             notifier: Mutex::new(Notifier::Idle),
+            kept: Mutex::new(Vec::new()),
         })
     }
 
@@ -250,23 +255,32 @@ impl PyEngine {
             .map_err(engine_err)
     }
 
-    /// [`apply`](PyEngine::apply), returning the call's result object:
-    /// `loads` unpickles a plain result, `decode(status, payload)` gives
-    /// `(succeeded, value)` for any other outcome.
-    fn apply_pending<'py>(
+    /// The result object of `job`: one value, or with `lens` (items per
+    /// chunk) a map's list. `loads` unpickles a one-item result;
+    /// `decode(status, single, payload, n_items)` gives `(values, errors)`
+    /// for any other outcome. The callbacks run on the engine's callback
+    /// thread when the job finishes.
+    #[pyo3(signature = (job, lens, loads, decode, callback=None, error_callback=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn result<'py>(
         slf: &Bound<'py, Self>,
-        func: u32,
-        task_bits: u8,
-        payload: &Bound<'_, PyBytes>,
+        job: u32,
+        lens: Option<Vec<u32>>,
         loads: Py<PyAny>,
         decode: Py<PyAny>,
-    ) -> PyResult<Bound<'py, Pending>> {
-        let job = slf
-            .get()
-            .engine()?
-            .apply(func, task_bits, payload.as_bytes().to_vec())
-            .map_err(engine_err)?;
-        Pending::create(slf.py(), slf.clone().unbind(), job, loads, decode)
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, JobResult>> {
+        JobResult::create(
+            slf.py(),
+            slf.clone().unbind(),
+            job,
+            lens,
+            loads,
+            decode,
+            callback,
+            error_callback,
+        )
     }
 
     /// Add pickled chunks to a job; returns the index of the first. `items`
@@ -319,12 +333,6 @@ impl PyEngine {
         }
     }
 
-    /// Take up to `max` outcomes as `(index, status, single, payload)` tuples.
-    fn take<'py>(&self, py: Python<'py>, job: u32, max: usize) -> PyResult<Bound<'py, PyList>> {
-        let out = self.engine()?.take(job, max).map_err(engine_err)?;
-        PyList::new(py, out.iter().map(|o| outcome_tuple(py, o)))
-    }
-
     /// Take up to `max` outcomes, unpickling single successful results on
     /// the way with `loads`. Returns `(values, rest)`: the values of the
     /// leading run of such results, then every later outcome taken, as
@@ -338,25 +346,6 @@ impl PyEngine {
         loads: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
         let out = self.engine()?.take(job, max).map_err(engine_err)?;
-        unpickle_values(py, out, loads)
-    }
-
-    /// `take_values` of everything, then `abandon`: collect a finished job.
-    fn take_release<'py>(
-        &self,
-        py: Python<'py>,
-        job: u32,
-        loads: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-        let engine = self.engine()?;
-        let out = match engine.collect(job) {
-            Some(out) => out,
-            None => {
-                let out = engine.take(job, usize::MAX).map_err(engine_err)?;
-                engine.abandon(job);
-                out
-            }
-        };
         unpickle_values(py, out, loads)
     }
 
@@ -425,14 +414,6 @@ impl PyEngine {
         PyList::new(py, got.iter().map(|(slot, p)| (*slot, PyBytes::new(py, p))))
     }
 
-    /// Call `callback(job)` from a background thread when the job finishes.
-    fn watch(&self, job: u32, callback: Py<PyAny>) -> PyResult<()> {
-        let engine = self.engine()?;
-        self.start_notifier();
-        self.callbacks.lock().expect("callbacks lock").insert(job, callback);
-        engine.watch(job).map_err(engine_err)
-    }
-
     /// Stop accepting jobs; queued work finishes, then workers exit.
     fn close(&self) -> PyResult<()> {
         self.engine()?.close();
@@ -477,6 +458,35 @@ impl PyEngine {
         Ok(self.engine()?.is_alive(pid))
     }
 
+    /// Keep `obj` alive as long as the engine: something its outcomes need
+    /// to be decoded, such as the pool's shared-memory arenas, which must
+    /// outlive the pool while a result still holds undecoded outcomes.
+    fn keep(&self, obj: Py<PyAny>) {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).push(obj);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Busy elsewhere: report nothing now (reporting too little only
+        // keeps objects alive longer).
+        if let Ok(callbacks) = self.callbacks.try_lock() {
+            for cb in callbacks.values() {
+                visit.call(cb)?;
+            }
+        }
+        if let Ok(kept) = self.kept.try_lock() {
+            for obj in kept.iter() {
+                visit.call(obj)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let callbacks = std::mem::take(&mut *self.callbacks.lock().unwrap_or_else(|p| p.into_inner()));
+        let kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()));
+        drop((callbacks, kept));
+    }
+
     /// The engine's phase: "running", "closing", "terminating" or "stopped".
     #[getter]
     fn phase(&self) -> PyResult<&'static str> {
@@ -490,6 +500,19 @@ impl PyEngine {
 }
 
 impl PyEngine {
+    /// Forget the callback of `job`: its result was resolved by a caller.
+    pub(crate) fn unwatch_job(&self, job: u32) -> Option<Py<PyAny>> {
+        self.callbacks.lock().expect("callbacks lock").remove(&job)
+    }
+
+    /// Call `callback(job)` from the callback thread when the job finishes.
+    pub(crate) fn watch_job(&self, job: u32, callback: Py<PyAny>) -> PyResult<()> {
+        let engine = self.engine()?;
+        self.start_notifier();
+        self.callbacks.lock().expect("callbacks lock").insert(job, callback);
+        engine.watch(job).map_err(engine_err)
+    }
+
     /// The engine, if this process owns it.
     pub(crate) fn engine(&self) -> PyResult<&Engine> {
         if self.generation == FORK_GENERATION.load(Ordering::SeqCst) {
@@ -592,17 +615,19 @@ fn live_threads() -> usize {
     shoal_core::live_threads()
 }
 
-/// `multiprocessing.Pool.map`'s default chunk size for `n` items.
+/// Chunk lengths for `map` of `n` items on `workers` workers: `chunksize`
+/// as given, else chunks that shrink towards the end so the workers finish
+/// together, or `multiprocessing`'s equal chunks if `equal`.
 #[pyfunction]
-fn default_map_chunksize(n: usize, workers: usize) -> usize {
-    shoal_core::chunking::default_map_chunksize(n, workers)
+#[pyo3(signature = (n, workers, chunksize=None, equal=false))]
+fn map_chunks(n: usize, workers: usize, chunksize: Option<i64>, equal: bool) -> PyResult<Vec<usize>> {
+    shoal_core::chunking::map_chunks(n, workers, chunksize, equal).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
-/// Chunk lengths for `map` of `n` items with no chunk size given: they
-/// shrink towards the end so the workers finish together.
+/// Chunks a lazy job keeps in flight on `workers` workers.
 #[pyfunction]
-fn guided_map_chunks(n: usize, workers: usize) -> Vec<usize> {
-    shoal_core::chunking::guided_map_chunks(n, workers)
+fn window_chunks(workers: usize, adaptive: bool) -> u32 {
+    shoal_core::chunking::window_chunks(workers, adaptive)
 }
 
 /// Called first in a worker: die with the parent. Returns False if the
@@ -657,8 +682,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        default_map_chunksize, guided_map_chunks, live_threads, read_header, worker_prelude, Pending, PlainApply,
-        PlainTasks, PyEngine,
+        live_threads, map_chunks, read_header, window_chunks, worker_prelude, JobResult, PlainApply, PlainTasks,
+        PyEngine,
     };
 
     #[pymodule_init]

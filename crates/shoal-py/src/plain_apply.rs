@@ -6,7 +6,7 @@
 //! it first; it returns `None`, having queued nothing, for any call that
 //! needs the general path in `python/shoal/pool.py`.
 
-use crate::{engine_err, packed, Pending, PyEngine};
+use crate::{engine_err, packed, JobResult, PyEngine};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyTuple};
@@ -55,7 +55,7 @@ impl PlainApply {
         py: Python<'py>,
         func: &Bound<'_, PyAny>,
         args: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<Bound<'py, Pending>>> {
+    ) -> PyResult<Option<Bound<'py, JobResult>>> {
         if !args.is_exact_instance_of::<PyTuple>() {
             return Ok(None);
         }
@@ -87,12 +87,15 @@ impl PlainApply {
             .engine()?
             .apply(fid, task::STAR | task::SINGLE, payload)
             .map_err(engine_err)?;
-        Pending::create(
+        JobResult::create(
             py,
             self.engine.clone_ref(py),
             job,
+            None,
             self.loads.clone_ref(py),
             self.decode.clone_ref(py),
+            None,
+            None,
         )
         .map(Some)
     }

@@ -1,0 +1,503 @@
+//! `JobResult`: the one result object behind `apply_async` and `map_async`
+//! (and the Executor's futures to come), in Rust.
+//!
+//! One is made per `apply_async` call, so making it and `get` are on the
+//! per-task path: as a Python object with a lock and ten attributes they
+//! cost ~2.5 µs of the ~5 µs the parent spent per task. A map's result takes
+//! each chunk's outcome as it arrives and decodes it then, while the workers
+//! run the rest.
+//!
+//! Decoding has one fast case, a property of the data: a one-item chunk
+//! that succeeded is unpickled here (or unpacked, `packed.rs`). Every other
+//! outcome goes to the Python decoder, `shoal._results.decode`.
+//!
+//! Garbage collection: the object reports every reference it holds
+//! (`__traverse__`) and drops them on request (`__clear__`), so a cycle
+//! through it (a task's exception whose traceback holds the frame that holds
+//! the result, say) is collected. A result made without callbacks starts
+//! untracked, because 20k results waiting in a list were walked by every
+//! collection their own creation set off (~10% of the parent's time for
+//! 20k `apply_async`), and nothing it holds then can lead back to it; it is
+//! tracked from the moment it holds something that can.
+
+use crate::{single_value, PyEngine};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
+use pyo3::{ffi, PyTraverseError, PyVisit};
+use shoal_core::Status;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The Python pieces a result uses; `__clear__` drops them.
+struct Hooks {
+    /// Unpickles a one-item result.
+    loads: Py<PyAny>,
+    /// `decode(status, single, payload, n_items) -> (values, errors)` for
+    /// every other outcome (`shoal._results.decode`).
+    decode: Py<PyAny>,
+    callback: Option<Py<PyAny>>,
+    error_callback: Option<Py<PyAny>>,
+}
+
+/// What a result holds as it fills; every Python reference in it is
+/// reported to the collector.
+#[derive(Default)]
+struct Held {
+    hooks: Option<Hooks>,
+    /// A map's values so far, in order.
+    values: Vec<Py<PyAny>>,
+    /// A map's first failed item, by position.
+    first_error: Option<(u64, Py<PyAny>)>,
+    /// Chunks taken from the engine so far.
+    taken: usize,
+    /// `(succeeded, value or exception)`, once known.
+    outcome: Option<(bool, Py<PyAny>)>,
+}
+
+/// The result of one `apply_async` (one value) or `map_async` (a list):
+/// `get`, `wait`, `ready` and `successful`, as
+/// `multiprocessing.pool.AsyncResult` has them.
+#[pyclass(frozen, module = "shoal._shoal", name = "JobResult")]
+pub struct JobResult {
+    engine: Option<Py<PyEngine>>,
+    /// `None` for a call that failed before it reached the engine.
+    job: Option<u32>,
+    /// For a map, each chunk's item count and the input index of its first
+    /// item; `None` for one value.
+    chunks: Option<Vec<(u32, u64)>>,
+    held: Mutex<Held>,
+    /// Held while outcomes are taken from the engine and decoded, so that a
+    /// second thread waits for them instead of finding them gone. Never
+    /// held while waiting for the GIL (see `collecting`).
+    collecting: Mutex<()>,
+}
+
+impl JobResult {
+    /// A result for job `job` of `engine`; `lens` gives items per chunk for
+    /// a map. Made untracked unless it has callbacks (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create<'py>(
+        py: Python<'py>,
+        engine: Py<PyEngine>,
+        job: u32,
+        lens: Option<Vec<u32>>,
+        loads: Py<PyAny>,
+        decode: Py<PyAny>,
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, JobResult>> {
+        let watched = callback.is_some() || error_callback.is_some();
+        let is_map = lens.is_some();
+        let chunks = lens.map(|lens| {
+            let mut start = 0u64;
+            lens.into_iter()
+                .map(|n| {
+                    let at = start;
+                    start += u64::from(n);
+                    (n, at)
+                })
+                .collect()
+        });
+        let this = Bound::new(
+            py,
+            JobResult {
+                engine: Some(engine),
+                job: Some(job),
+                chunks,
+                held: Mutex::new(Held {
+                    hooks: Some(Hooks {
+                        loads,
+                        decode,
+                        callback,
+                        error_callback,
+                    }),
+                    ..Held::default()
+                }),
+                collecting: Mutex::new(()),
+            },
+        )?;
+        if !watched && !is_map {
+            // SAFETY: a live object of a GC type, with the GIL held. Its
+            // deallocator untracks it again, which is allowed for an
+            // untracked object.
+            unsafe { ffi::PyObject_GC_UnTrack(this.as_ptr().cast()) };
+        }
+        if watched {
+            let engine = this.get().engine.as_ref().expect("made with an engine");
+            let on_done = this.getattr("_resolve")?.unbind();
+            engine.get().watch_job(job, on_done)?;
+        }
+        Ok(this)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        // A panic while holding it cannot leave `Held` half-changed in a
+        // way that matters more than losing the result; go on.
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn outcome(&self, py: Python<'_>) -> Option<(bool, Py<PyAny>)> {
+        self.lock().outcome.as_ref().map(|(ok, v)| (*ok, v.clone_ref(py)))
+    }
+
+    /// Take the `collecting` lock without ever blocking while holding the GIL.
+    fn collect_guard(&self, py: Python<'_>) -> MutexGuard<'_, ()> {
+        loop {
+            match self.collecting.try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                // Another thread is decoding; let it have the GIL.
+                Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
+            }
+        }
+    }
+
+    /// Take and decode what has arrived; true once the outcome is known.
+    fn resolve(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.lock().outcome.is_some() {
+            return Ok(true);
+        }
+        let _guard = this.collect_guard(py);
+        if this.lock().outcome.is_some() {
+            return Ok(true);
+        }
+        let (Some(engine), Some(job)) = (&this.engine, this.job) else {
+            return Ok(true);
+        };
+        let engine = engine.get().engine()?;
+        let (loads, decode) = {
+            let held = this.lock();
+            let Some(h) = &held.hooks else {
+                return Err(PyRuntimeError::new_err(
+                    "the result was cleared by the garbage collector",
+                ));
+            };
+            (h.loads.clone_ref(py), h.decode.clone_ref(py))
+        };
+        let outcome = match &this.chunks {
+            None => {
+                let Some(out) = engine.collect(job) else {
+                    return Ok(false);
+                };
+                match out.into_iter().next() {
+                    Some(o) => match single_value(py, o.status, o.single, &o.payload, loads.bind(py))? {
+                        Some(v) => (true, v.unbind()),
+                        None => {
+                            let (values, errors) = call_decode(py, &decode, o.status, o.single, &o.payload, 1)?;
+                            match first_error(&errors)? {
+                                Some((_, e)) => (false, e),
+                                None => (true, values.get_item(0)?.unbind()),
+                            }
+                        }
+                    },
+                    // Taken by a call that was interrupted while decoding it.
+                    None => (false, lost(py)),
+                }
+            }
+            Some(chunks) => {
+                let out = engine.take(job, usize::MAX).map_err(crate::engine_err)?;
+                for o in out {
+                    let (n, start) = chunks.get(o.index as usize).copied().unwrap_or((1, 0));
+                    if let Some(v) = single_value(py, o.status, o.single, &o.payload, loads.bind(py))? {
+                        let mut held = this.lock();
+                        held.values.push(v.unbind());
+                        held.taken += 1;
+                        continue;
+                    }
+                    let (values, errors) = call_decode(py, &decode, o.status, o.single, &o.payload, n)?;
+                    let error = first_error(&errors)?;
+                    let mut held = this.lock();
+                    held.values.extend(values.iter().map(Bound::unbind));
+                    if let Some((k, e)) = error {
+                        if held.first_error.as_ref().is_none_or(|(at, _)| start + k < *at) {
+                            held.first_error = Some((start + k, e));
+                        }
+                    }
+                    held.taken += 1;
+                }
+                let mut held = this.lock();
+                if held.taken < chunks.len() {
+                    return Ok(false);
+                }
+                match held.first_error.take() {
+                    Some((_, e)) => {
+                        held.values.clear();
+                        (false, e)
+                    }
+                    None => {
+                        let values = std::mem::take(&mut held.values);
+                        drop(held);
+                        (true, PyList::new(py, values)?.into_any().unbind())
+                    }
+                }
+            }
+        };
+        engine.abandon(job);
+        this.finish(slf, outcome)?;
+        Ok(true)
+    }
+
+    /// Run the callback for `outcome`, then set it: as in
+    /// `multiprocessing`, a result is ready only once its callback has run.
+    /// A callback that raises is reported as unraisable: it must not stop
+    /// result delivery. Called with `collecting` held, or on a result no
+    /// other thread can see yet.
+    fn finish(&self, slf: &Bound<'_, Self>, outcome: (bool, Py<PyAny>)) -> PyResult<()> {
+        let py = slf.py();
+        let (ok, value) = (outcome.0, outcome.1.clone_ref(py));
+        let callback = self.lock().hooks.as_ref().and_then(|h| {
+            let cb = if ok { &h.callback } else { &h.error_callback };
+            cb.as_ref().map(|c| c.clone_ref(py))
+        });
+        if let Some(cb) = callback {
+            // Resolved here: the engine's callback thread need not call back.
+            if let (Some(engine), Some(job)) = (&self.engine, self.job) {
+                drop(engine.get().unwatch_job(job));
+            }
+            if let Err(e) = cb.call1(py, (value.clone_ref(py),)) {
+                if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    return Err(e);
+                }
+                e.write_unraisable(py, Some(slf.as_any()));
+            }
+        }
+        let needs_tracking = !is_atomic(value.bind(py));
+        self.lock().outcome = Some(outcome);
+        if needs_tracking {
+            track(slf);
+        }
+        Ok(())
+    }
+
+    /// Wait for the outcome, up to `timeout` seconds; true once known.
+    fn wait_resolved(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if Self::resolve(slf)? {
+            return Ok(true);
+        }
+        let (Some(engine), Some(job)) = (&this.engine, this.job) else {
+            return Ok(true);
+        };
+        let engine = engine.get();
+        let deadline = timeout.map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()).as_secs_f64());
+            // A map decodes each chunk as it arrives; one value waits for the end.
+            let progressed = engine.wait(py, job, this.chunks.is_none(), left)?;
+            if Self::resolve(slf)? {
+                return Ok(true);
+            }
+            if !progressed || deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// `decode(status, single, payload, n_items)`, as `(values, errors or None)`.
+fn call_decode<'py>(
+    py: Python<'py>,
+    decode: &Py<PyAny>,
+    status: Status,
+    single: bool,
+    payload: &[u8],
+    n: u32,
+) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyDict>>)> {
+    let got = decode.call1(py, (status as u8, single, PyBytes::new(py, payload), n))?;
+    let pair = got.bind(py).cast::<PyTuple>()?;
+    let values = pair.get_item(0)?.cast_into::<PyList>()?;
+    let errors = pair.get_item(1)?;
+    let errors = if errors.is_none() {
+        None
+    } else {
+        Some(errors.cast_into::<PyDict>()?)
+    };
+    Ok((values, errors))
+}
+
+/// The error of the lowest failed item, and its index in the chunk.
+fn first_error(errors: &Option<Bound<'_, PyDict>>) -> PyResult<Option<(u64, Py<PyAny>)>> {
+    let Some(errors) = errors else { return Ok(None) };
+    let mut best: Option<(u64, Py<PyAny>)> = None;
+    for (k, v) in errors.iter() {
+        let k: u64 = k.extract()?;
+        if best.as_ref().is_none_or(|(b, _)| k < *b) {
+            best = Some((k, v.unbind()));
+        }
+    }
+    Ok(best)
+}
+
+fn lost(py: Python<'_>) -> Py<PyAny> {
+    PyRuntimeError::new_err("the result was lost: its decoding was interrupted")
+        .into_value(py)
+        .into_any()
+}
+
+/// Whether `v` can hold no reference to anything (so a result holding it
+/// needs no tracking): None, and exact bools, ints, floats, strings, bytes.
+fn is_atomic(v: &Bound<'_, PyAny>) -> bool {
+    let p = v.as_ptr();
+    // SAFETY: type checks on a live object.
+    unsafe {
+        v.is_none()
+            || ffi::PyBool_Check(p) != 0
+            || ffi::PyLong_CheckExact(p) != 0
+            || ffi::PyFloat_CheckExact(p) != 0
+            || ffi::PyUnicode_CheckExact(p) != 0
+            || ffi::PyBytes_CheckExact(p) != 0
+    }
+}
+
+/// Let the collector see `slf`, if it does not already.
+fn track(slf: &Bound<'_, JobResult>) {
+    let p = slf.as_ptr();
+    // SAFETY: a live GC object, with the GIL held; tracking twice is an
+    // error, so it is checked first.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(p) == 0 {
+            ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
+
+#[pymethods]
+impl JobResult {
+    /// A result that failed before it reached the engine (its arguments
+    /// could not be pickled, say): `error_callback` runs at once, as in
+    /// `multiprocessing`.
+    #[staticmethod]
+    #[pyo3(signature = (exc, callback=None, error_callback=None))]
+    fn failed<'py>(
+        py: Python<'py>,
+        exc: Py<PyAny>,
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, JobResult>> {
+        let this = Bound::new(
+            py,
+            JobResult {
+                engine: None,
+                job: None,
+                chunks: None,
+                held: Mutex::new(Held {
+                    hooks: Some(Hooks {
+                        loads: py.None(),
+                        decode: py.None(),
+                        callback,
+                        error_callback,
+                    }),
+                    ..Held::default()
+                }),
+                collecting: Mutex::new(()),
+            },
+        )?;
+        this.get().finish(&this, (false, exc))?;
+        Ok(this)
+    }
+
+    /// The result when it arrives; re-raises the task's exception. Raises
+    /// `multiprocessing.TimeoutError` after `timeout` seconds.
+    #[pyo3(signature = (timeout=None))]
+    fn get(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        if !Self::wait_resolved(slf, timeout)? {
+            let ty = TIMEOUT_ERROR.import(py, "multiprocessing", "TimeoutError")?;
+            return Err(PyErr::from_type(ty.clone(), ()));
+        }
+        let (ok, value) = slf
+            .get()
+            .outcome(py)
+            .ok_or_else(|| PyRuntimeError::new_err("the result was cleared by the garbage collector"))?;
+        if ok {
+            Ok(value)
+        } else {
+            Err(PyErr::from_value(value.into_bound(py)))
+        }
+    }
+
+    /// Wait until the result is available or `timeout` seconds pass.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<()> {
+        Self::wait_resolved(slf, timeout).map(|_| ())
+    }
+
+    /// Whether the call has completed.
+    fn ready(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let this = slf.get();
+        if let (Some(engine), Some(job), Some(_)) = (&this.engine, this.job, &this.chunks) {
+            // A map is ready when every chunk is, not when some have arrived.
+            if this.lock().outcome.is_none() && !engine.get().engine()?.finished(job).map_err(crate::engine_err)? {
+                return Ok(false);
+            }
+        }
+        Self::resolve(slf)
+    }
+
+    /// Whether the call completed without raising; ValueError if not ready.
+    fn successful(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        if !Self::ready(slf)? {
+            return Err(PyValueError::new_err(format!("{} not ready", slf.repr()?)));
+        }
+        Ok(slf.get().lock().outcome.as_ref().is_some_and(|(ok, _)| *ok))
+    }
+
+    /// Called by the engine's callback thread when the job finishes.
+    fn _resolve(slf: &Bound<'_, Self>, _job: u32) -> PyResult<()> {
+        Self::resolve(slf).map(|_| ())
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(e) = &self.engine {
+            visit.call(e)?;
+        }
+        // Busy elsewhere: report nothing now. Reporting too little only
+        // keeps objects alive longer; the next collection sees them.
+        let Ok(held) = self.held.try_lock() else {
+            return Ok(());
+        };
+        if let Some(h) = &held.hooks {
+            visit.call(&h.loads)?;
+            visit.call(&h.decode)?;
+            visit.call(&h.callback)?;
+            visit.call(&h.error_callback)?;
+        }
+        for v in &held.values {
+            visit.call(v)?;
+        }
+        if let Some((_, e)) = &held.first_error {
+            visit.call(e)?;
+        }
+        if let Some((_, v)) = &held.outcome {
+            visit.call(v)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        // Dropped outside the lock: dropping may run finalizers that read it.
+        let held = std::mem::take(&mut *self.lock());
+        drop(held);
+    }
+}
+
+impl Drop for JobResult {
+    fn drop(&mut self) {
+        // Nobody will read the outcome: let the engine drop it on arrival.
+        // The task itself still runs, as with multiprocessing.
+        let known = self.held.get_mut().map(|h| h.outcome.is_some()).unwrap_or(true);
+        if !known {
+            if let (Some(engine), Some(job)) = (&self.engine, self.job) {
+                if let Ok(engine) = engine.get().engine() {
+                    engine.abandon(job);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+"""Garbage collection: no cycle through one of shoal's objects outlives
+``gc.collect()``.
+
+Each test makes many objects that sit in a reference cycle through the
+class under test, drops every outside reference, collects, and counts how
+many are still alive through weak references to a payload in the cycle.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import shoal
+import tasks
+
+pytestmark = pytest.mark.timeout(120)
+
+ROUNDS = 300
+
+
+class Marker:
+    """Something in the cycle a weak reference can watch."""
+
+
+@pytest.fixture(scope="module")
+def gc_pool() -> Iterator[shoal.Pool]:
+    with shoal.Pool(2) as p:
+        p.apply(tasks.square, (1,))  # functions cached: the Rust fast path too
+        yield p
+
+
+def survivors(make: Callable[[], Marker]) -> int:
+    """How many of ROUNDS markers, each kept alive only by a cycle that
+    ``make`` built, survive a full collection."""
+    refs = [weakref.ref(make()) for _ in range(ROUNDS)]
+    gc.collect()
+    gc.collect()
+    return sum(r() is not None for r in refs)
+
+
+def test_a_caught_task_exception_does_not_keep_its_result_alive(gc_pool: shoal.Pool) -> None:
+    # The common `try: r.get() except E: pass`: the exception's traceback
+    # holds this frame, whose locals hold the result, which holds the
+    # exception.
+    def make() -> Marker:
+        marker = Marker()
+        r = gc_pool.apply_async(tasks.fail_on(1), (1,))
+        try:
+            r.get(timeout=30)
+        except ValueError as exc:
+            exc.marker = marker  # type: ignore[attr-defined]
+            keep = exc  # noqa: F841 - the frame's locals now hold the exception
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_result_whose_value_refers_back_to_it_is_collected(gc_pool: shoal.Pool) -> None:
+    def make() -> Marker:
+        marker = Marker()
+        r = gc_pool.apply_async(list, ((1, 2),))
+        value = r.get(timeout=30)
+        value.append((r, marker))  # result -> value -> result
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_map_result_in_a_cycle_is_collected(gc_pool: shoal.Pool) -> None:
+    def make() -> Marker:
+        marker = Marker()
+        r = gc_pool.map_async(tasks.square, range(4))
+        value = r.get(timeout=30)
+        value.append((r, marker))
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_callback_that_refers_to_its_result_is_collected(gc_pool: shoal.Pool) -> None:
+    # result -> callback -> closure cell -> result.
+    def make() -> Marker:
+        marker = Marker()
+        box: list[object] = []
+
+        def callback(_value: object) -> None:
+            box.append(marker)
+
+        r = gc_pool.apply_async(tasks.square, (3,), callback=callback)
+        box.append(r)
+        r.wait(timeout=30)
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_failed_submission_in_a_cycle_is_collected(gc_pool: shoal.Pool) -> None:
+    def make() -> Marker:
+        marker = Marker()
+        r = gc_pool.apply_async(tasks.square, (tasks.FaultOnPickle("error"),))
+        try:
+            r.get(timeout=30)
+        except RuntimeError as exc:
+            exc.marker = marker  # type: ignore[attr-defined]
+            keep = exc  # noqa: F841
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_an_iterator_in_a_cycle_is_collected(gc_pool: shoal.Pool) -> None:
+    def make() -> Marker:
+        marker = Marker()
+        it = gc_pool.imap(tasks.square, range(3))
+        assert list(it) == [0, 1, 4]
+        it.marker = (it, marker)  # type: ignore[attr-defined]
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_pool_in_a_cycle_is_collected() -> None:
+    refs = []
+    for _ in range(3):
+        marker = Marker()
+        p = shoal.Pool(1)
+        assert p.apply(tasks.square, (2,)) == 4
+        p.apply_async(tasks.square, (3,), callback=lambda _v, p=p, m=marker: (p, m)).wait(timeout=30)
+        p.close()
+        p.join()
+        p.marker = (p, marker)  # type: ignore[attr-defined]
+        refs.append(weakref.ref(marker))
+        del p, marker
+    gc.collect()
+    gc.collect()
+    assert all(r() is None for r in refs)
