@@ -1,19 +1,54 @@
-"""Type stubs for the ``shoal._shoal`` extension (crates/shoal-py)."""
+"""Type stubs for the ``shoal._shoal`` extension (crates/shoal-py).
+
+``make lint`` checks them against the built extension with stubtest. The
+classes are ``@final`` (no ``#[pyclass]`` here allows subclassing) and are
+built by ``__new__``, which is where PyO3's ``#[new]`` puts the signature.
+"""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, Literal, Self, final
+
+from shoal._results import AsyncResult
+
+__all__ = [
+    "FLAG_APPLY",
+    "FLAG_STAR",
+    "HEADER_LEN",
+    "RESULT_CANCELLED",
+    "RESULT_CHUNK_FAILED",
+    "RESULT_ITEM_ERRORS",
+    "RESULT_OK",
+    "RESULT_WORKER_LOST",
+    "Engine",
+    "PendingResult",
+    "PlainApply",
+    "PlainTasks",
+    "__version__",
+    "default_map_chunksize",
+    "guided_map_chunks",
+    "live_threads",
+    "pack_each",
+    "pack_one",
+    "pack_values",
+    "unpack_one",
+    "unpack_values",
+    "worker_prelude",
+]
 
 __version__: str
-HEADER_LEN: int
-FLAG_STAR: int
-FLAG_APPLY: int
-RESULT_OK: int
-RESULT_ITEM_ERRORS: int
-RESULT_CHUNK_FAILED: int
-RESULT_WORKER_LOST: int
-RESULT_CANCELLED: int
+HEADER_LEN: Final = 24
+FLAG_STAR: Final = 1
+FLAG_APPLY: Final = 2
+RESULT_OK: Final = 0
+RESULT_ITEM_ERRORS: Final = 1
+RESULT_CHUNK_FAILED: Final = 2
+RESULT_WORKER_LOST: Final = 3
+RESULT_CANCELLED: Final = 4
 
-class PendingResult:
+# A subclass of AsyncResult here because shoal._results registers it as one
+# (AsyncResult.register), which type checkers cannot see.
+@final
+class PendingResult(AsyncResult[Any]):
     """The outcome of one ``apply_async`` call without callbacks."""
 
     def get(self, timeout: float | None = None) -> Any: ...
@@ -21,25 +56,27 @@ class PendingResult:
     def ready(self) -> bool: ...
     def successful(self) -> bool: ...
 
+@final
 class PlainApply:
     """``apply_async(func, args)`` without keywords or callbacks, in Rust."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         engine: Engine,
         funcs: dict[int, tuple[Any, int]],
         dumps_one: Callable[[Any, Any], bytes],
         oob: Any,
         loads: Callable[[bytes], Any],
         decode: Callable[[int, bytes], tuple[bool, Any]],
-    ) -> None: ...
+    ) -> Self: ...
     def __call__(self, func: Callable[..., Any], args: Any) -> PendingResult | None: ...
 
+@final
 class PlainTasks:
     """A worker's native loop for plain tasks (one item, or one argument tuple)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         funcs: dict[int, Any],
         parts: list[bytes],
         pending: list[Any],
@@ -54,14 +91,15 @@ class PlainTasks:
         flush_ns: int,
         flush_after_ns: int,
         flush_parts: int,
-    ) -> None: ...
+    ) -> Self: ...
     def run(self, buf: bytearray, pos: int, end: int, since: int) -> tuple[int, int, bool]: ...
 
+@final
 class Engine:
     """A pool's engine: worker processes, scheduling, ordering and the window."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         processes: int,
         init_payload: bytes,
         *,
@@ -70,7 +108,7 @@ class Engine:
         zygote_pid: int = 0,
         max_tasks: int | None = None,
         kill_grace: float = 0.2,
-    ) -> None: ...
+    ) -> Self: ...
     def register_func(self, payload: bytes) -> int: ...
     def release_func(self, func: int) -> None: ...
     def new_job(self, func: int, task_flags: int, ordered: bool, window: int | None = None) -> int: ...
@@ -104,7 +142,7 @@ class Engine:
     def worker_pids(self) -> list[int]: ...
     def is_alive(self, pid: int) -> bool: ...
     @property
-    def phase(self) -> str: ...
+    def phase(self) -> Literal["running", "closing", "terminating", "stopped"]: ...
 
 def default_map_chunksize(n: int, workers: int) -> int: ...
 def guided_map_chunks(n: int, workers: int) -> list[int]: ...
