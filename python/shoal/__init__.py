@@ -35,9 +35,16 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
     from multiprocessing import TimeoutError  # noqa: F401
-    from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
-    from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError  # noqa: F401
+    # MaybeEncodingError and RemoteTraceback are multiprocessing.pool's,
+    # declared in _errors for type checkers.
+    from shoal._errors import (  # noqa: F401
+        MaybeEncodingError,
+        PoolTerminatedError,
+        RemoteTraceback,
+        RemoteUnpicklingError,
+        WorkerLostError,
+    )
     from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult  # noqa: F401
     from shoal.pool import Pool  # noqa: F401
 

@@ -56,19 +56,21 @@ def decode(flags: int, payload: bytes, n_items: int) -> tuple[list[Any], dict[in
             return loaded, None
         values, errors = loaded
         return values, {k: rebuild((blob, tb, rep)) for k, blob, tb, rep in errors}
+    # A name of its own: `exc` is bound by the `except` clauses above.
+    failure: BaseException
     if flags == P.CHUNK_FAILED:
         try:
-            exc = rebuild(loads(payload))
+            failure = rebuild(loads(payload))
         except Exception as e:  # noqa: BLE001
-            exc = e
+            failure = e
     elif flags == P.WORKER_LOST:
-        exc = WorkerLostError.from_engine(payload)
+        failure = WorkerLostError.from_engine(payload)
     elif flags == P.CANCELLED:
-        exc = PoolTerminatedError(payload.decode("utf-8", "replace"))
+        failure = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:
-        exc = RuntimeError(f"unknown result flags {flags}")
+        failure = RuntimeError(f"unknown result flags {flags}")
     # One exception object per item, so each raise gets its own traceback.
-    return [None] * n_items, {k: _clone(exc) if k else exc for k in range(n_items)}
+    return [None] * n_items, {k: _clone(failure) if k else failure for k in range(n_items)}
 
 
 def _unpickling_failed(exc: BaseException) -> BaseException:
@@ -97,10 +99,11 @@ class _Unraisable:
     """The argument ``sys.unraisablehook`` expects."""
 
     def __init__(self, exc: BaseException, message: str, obj: object) -> None:
+        # Typed as sys.UnraisableHookArgs declares them.
         self.exc_type = type(exc)
-        self.exc_value = exc
+        self.exc_value: BaseException | None = exc
         self.exc_traceback = exc.__traceback__
-        self.err_msg = message
+        self.err_msg: str | None = message
         self.object = obj
 
 
@@ -112,7 +115,33 @@ def decode_one(flags: int, payload: bytes) -> tuple[bool, Any]:
     return True, decoded[0]
 
 
-class ApplyResult(Generic[T]):
+class AsyncResult(abc.ABC, Generic[T]):
+    """What ``apply_async`` returns: an :class:`ApplyResult`, or, when no
+    callbacks are given, the engine's own ``PendingResult`` (the same four
+    methods, made in Rust, because one is made per task)."""
+
+    @abc.abstractmethod
+    def get(self, timeout: float | None = None) -> T: ...
+
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    @abc.abstractmethod
+    def successful(self) -> bool: ...
+
+
+# ApplyResult is registered as an AsyncResult (below) rather than derived
+# from it; type checkers see it derived, which is what registering means.
+if TYPE_CHECKING:
+    _Registered = AsyncResult
+else:
+    _Registered = Generic
+
+
+class ApplyResult(_Registered[T]):
     """The result of ``apply_async`` with callbacks (the engine notifies it),
     or of a call that failed before it was sent; also the base of
     ``MapResult``. Without callbacks ``apply_async`` returns the engine's
@@ -124,9 +153,12 @@ class ApplyResult(Generic[T]):
         callback: Callable[[T], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> None:
-        self._pool = pool
+        self._pool: Pool | None = pool  # None once resolved (_finish)
         self._engine = pool._engine
-        self._job: int | None = None
+        # None until _start, and for good if the call never reached the
+        # engine (_fail_now), which makes the result done at once. The job is
+        # read only while the result is not done, or after a None check.
+        self._job: int = None  # type: ignore[assignment]
         self._callback = callback
         self._error_callback = error_callback
         # Resolving takes the lock; `_done` is set once the value and the
@@ -175,7 +207,7 @@ class ApplyResult(Generic[T]):
             sys.unraisablehook(_Unraisable(exc, f"Exception in shoal callback {callback!r}", self))
         finally:
             self._done = True
-            self._pool = None  # type: ignore[assignment]
+            self._pool = None
 
     def _fail_now(self, exc: BaseException) -> None:
         """The task never reached the engine (its arguments could not be pickled)."""
@@ -225,24 +257,6 @@ class ApplyResult(Generic[T]):
                 engine.release(job)
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
-
-
-class AsyncResult(abc.ABC, Generic[T]):
-    """What ``apply_async`` returns: an :class:`ApplyResult`, or, when no
-    callbacks are given, the engine's own ``PendingResult`` (the same four
-    methods, made in Rust, because one is made per task)."""
-
-    @abc.abstractmethod
-    def get(self, timeout: float | None = None) -> T: ...
-
-    @abc.abstractmethod
-    def wait(self, timeout: float | None = None) -> None: ...
-
-    @abc.abstractmethod
-    def ready(self) -> bool: ...
-
-    @abc.abstractmethod
-    def successful(self) -> bool: ...
 
 
 AsyncResult.register(ApplyResult)

@@ -19,6 +19,7 @@ from shoal._pickling import dumps, dumps_func, dumps_one, dumps_oob, loads
 from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult, decode_one
 
 T = TypeVar("T")
+_Iterator = TypeVar("_Iterator", bound="IMapIterator[Any]")
 
 # The states multiprocessing.pool uses, with the same values.
 INIT = "INIT"
@@ -79,7 +80,9 @@ class Pool:
     ) -> None:
         self._state = INIT
         self._owner = os.getpid()
-        self._engine: _shoal.Engine | None = None
+        # None only until start_engine returns; every method but those that
+        # clean up (which check) runs on a pool that has its engine.
+        self._engine: _shoal.Engine = None  # type: ignore[assignment]
         self._zygote: _start.Zygote | None = None
         if processes is None:
             processes = os.cpu_count() or 1
@@ -181,7 +184,7 @@ class Pool:
             # The common call, once func is cached. None: not taken.
             pending = self._apply_plain(func, args)
             if pending is not None:
-                return pending  # type: ignore[no-any-return]
+                return pending
         self._check_running()
         try:
             if type(args) is not tuple:
@@ -202,7 +205,7 @@ class Pool:
             if callback is None and error_callback is None:
                 # The common case: a result object made in Rust (see
                 # crates/shoal-py/src/pending.rs).
-                return self._engine.apply_pending(fid, flags, chunk, loads, decode_one)  # type: ignore[return-value]
+                return self._engine.apply_pending(fid, flags, chunk, loads, decode_one)
             result: ApplyResult[T] = ApplyResult(self, callback, error_callback)
             result._start(self._engine.apply(fid, flags, chunk))
             return result
@@ -254,6 +257,7 @@ class Pool:
         self._check_running()
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
+        # Sized by the hasattr test above, which mypy does not narrow on.
         n = len(iterable)  # type: ignore[arg-type]
         if chunksize is None and self._maxtasksperchild is None:
             # Chunks that shrink towards the end, so the workers finish together.
@@ -316,11 +320,11 @@ class Pool:
         self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None
     ) -> IMapUnorderedIterator[T]:
         """Like :meth:`imap`, but yields results as they complete."""
-        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)  # type: ignore[return-value]
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize)
 
     def _imap(
-        self, cls: type[IMapIterator[T]], func: Callable[..., T], iterable: Iterable[Any], chunksize: int | None
-    ) -> IMapIterator[T]:
+        self, cls: type[_Iterator], func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None
+    ) -> _Iterator:
         self._check_running()
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
