@@ -31,22 +31,37 @@ _EXPORTS = {
     "RemoteTraceback": "multiprocessing.pool",
 }
 
-__all__ = sorted(_EXPORTS)
+# A literal, so type checkers read it; tests/api/test_exports.py keeps it in
+# step with _EXPORTS.
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "MaybeEncodingError",
+    "Pool",
+    "PoolTerminatedError",
+    "RemoteTraceback",
+    "RemoteUnpicklingError",
+    "TimeoutError",
+    "WorkerLostError",
+]
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
-    from multiprocessing import TimeoutError  # noqa: F401
+    from multiprocessing import TimeoutError
 
     # MaybeEncodingError and RemoteTraceback are multiprocessing.pool's,
     # declared in _errors for type checkers.
-    from shoal._errors import (  # noqa: F401
+    from shoal._errors import (
         MaybeEncodingError,
         PoolTerminatedError,
         RemoteTraceback,
         RemoteUnpicklingError,
         WorkerLostError,
     )
-    from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult  # noqa: F401
-    from shoal.pool import Pool  # noqa: F401
+    from shoal._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
+    from shoal.pool import Pool
 
 
 def __getattr__(name: str) -> object:
