@@ -20,7 +20,8 @@ if TYPE_CHECKING:
         def __init__(self, exc: object, value: object) -> None: ...
 
 else:
-    # MaybeEncodingError is unused here, but is to be importable as declared.
+    # MaybeEncodingError is not used here: it is imported so that this module
+    # has at run time the names it declares above.
     from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
 

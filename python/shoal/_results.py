@@ -134,7 +134,7 @@ class AsyncResult(abc.ABC, Generic[T]):
 
 
 # ApplyResult is registered as an AsyncResult (below) rather than derived
-# from it; type checkers see it derived, which is what registering means.
+# from it. Type checkers do not follow registration, so for them it derives.
 if TYPE_CHECKING:
     _Registered = AsyncResult
 else:
