@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 BENCH_DEPS := $(VENV)/.bench-deps-installed
+LINT_DEPS := $(VENV)/.lint-deps-installed
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: demo test test-rust test-python build build-release bench lint clean
@@ -41,6 +42,12 @@ test-rust:
 test-python: build
 	$(BIN)/python -m pytest
 
+# mypy pinned: a new release can add checks, and CI should not fail on a
+# change nobody made here.
+$(LINT_DEPS): $(DEPS)
+	$(BIN)/pip install --quiet "mypy==2.4.1"
+	touch $@
+
 $(BENCH_DEPS): $(DEPS)
 	$(BIN)/pip install --quiet numpy matplotlib mpire loky tqdm
 	touch $@
@@ -48,11 +55,18 @@ $(BENCH_DEPS): $(DEPS)
 bench: build-release $(BENCH_DEPS)
 	$(BIN)/python benches/run.py
 
-lint: $(DEPS)
+# stubtest imports the built extension, so lint builds it first. mypy reads
+# its settings from pyproject.toml. The user's program is checked --strict,
+# with shoal read as a user's mypy reads an installed package: its own errors
+# silenced (the line before checks them).
+lint: build $(LINT_DEPS)
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
 	$(BIN)/ruff check python tests examples benches
 	$(BIN)/ruff format --check python tests examples benches
+	$(BIN)/python -m mypy.stubtest shoal._shoal --allowlist python/stubtest-allowlist.txt
+	$(BIN)/mypy
+	$(BIN)/mypy --strict --follow-imports=silent tests/typing/user_program.py
 
 clean:
 	rm -rf $(VENV) target

@@ -31,16 +31,38 @@ _EXPORTS = {
     "RemoteTraceback": "multiprocessing.pool",
 }
 
-__all__ = sorted(_EXPORTS)
+# A literal, so type checkers read it; tests/api/test_exports.py keeps it in
+# step with _EXPORTS.
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "MaybeEncodingError",
+    "Pool",
+    "PoolTerminatedError",
+    "RemoteTraceback",
+    "RemoteUnpicklingError",
+    "TimeoutError",
+    "WorkerLostError",
+]
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
-    from multiprocessing import TimeoutError  # noqa: F401
-    from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
+    from multiprocessing import TimeoutError
 
-    from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError  # noqa: F401
-    from shoal._jobs import IMapIterator, IMapUnorderedIterator  # noqa: F401
-    from shoal._results import ApplyResult, AsyncResult, MapResult  # noqa: F401
-    from shoal.pool import Pool  # noqa: F401
+    # MaybeEncodingError and RemoteTraceback are multiprocessing.pool's,
+    # declared in _errors for type checkers.
+    from shoal._errors import (
+        MaybeEncodingError,
+        PoolTerminatedError,
+        RemoteTraceback,
+        RemoteUnpicklingError,
+        WorkerLostError,
+    )
+    from shoal._jobs import IMapIterator, IMapUnorderedIterator
+    from shoal._results import ApplyResult, AsyncResult, MapResult
+    from shoal.pool import Pool
 
 
 def __getattr__(name: str) -> object:

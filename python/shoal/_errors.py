@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from multiprocessing.pool import RemoteTraceback
-
 from shoal._pickling import loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # multiprocessing.pool defines both, but typeshed declares only the names
+    # in its __all__; these declarations follow CPython's definitions.
+    class RemoteTraceback(Exception):
+        tb: str
+
+        def __init__(self, tb: str) -> None: ...
+
+    class MaybeEncodingError(Exception):
+        exc: str
+        value: str
+
+        def __init__(self, exc: object, value: object) -> None: ...
+
+else:
+    # MaybeEncodingError is not used here: it is imported so that this module
+    # has at run time the names it declares above.
+    from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
 
 class WorkerLostError(Exception):

@@ -305,7 +305,7 @@ class IMapIterator(Iterator[T], Generic[T]):
         value = self._items.popleft()
         if type(value) is _Raise:
             raise value.exc
-        return value  # type: ignore[no-any-return]
+        return value
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
@@ -320,7 +320,7 @@ class IMapIterator(Iterator[T], Generic[T]):
             else:
                 if type(value) is _Raise:
                     raise value.exc
-                return value  # type: ignore[no-any-return]
+                return value
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while True:

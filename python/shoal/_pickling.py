@@ -169,6 +169,8 @@ def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
             try:
                 out.append(dumps(x, oob))
             except Exception as exc:
+                # An attribute of our own on the caller's exception, read
+                # back with getattr: no exception type declares it.
                 exc.shoal_done = out  # type: ignore[attr-defined]
                 raise
         return out

@@ -46,17 +46,17 @@ def decode(
         return values, {k: rebuild((blob, tb, rep)) for k, blob, tb, rep in errors}
     if status == P.CHUNK_FAILED:
         try:
-            exc = rebuild(loads(payload))
+            failure = rebuild(loads(payload))
         except Exception as e:  # noqa: BLE001
-            exc = e
+            failure = e
     elif status in (P.WORKER_LOST, P.TIMED_OUT):
-        exc = WorkerLostError.from_engine(payload)
+        failure = WorkerLostError.from_engine(payload)
     elif status == P.CANCELLED:
-        exc = PoolTerminatedError(payload.decode("utf-8", "replace"))
+        failure = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:
-        exc = RuntimeError(f"unknown chunk status {status}")
+        failure = RuntimeError(f"unknown chunk status {status}")
     # One exception object per item, so each raise gets its own traceback.
-    return [None] * n_items, {k: _clone(exc) if k else exc for k in range(n_items)}
+    return [None] * n_items, {k: _clone(failure) if k else failure for k in range(n_items)}
 
 
 def _unpickling_failed(exc: BaseException) -> BaseException:

@@ -213,7 +213,8 @@ class Outbound:
     returns one (or None) when first needed."""
 
     def __init__(self, arena: Arena | Callable[[], Arena | None]) -> None:
-        self._arena = arena
+        # The factory's answer replaces it on first use, and may be None.
+        self._arena: Arena | Callable[[], Arena | None] | None = arena
         # Large buffers `spot` has seen, ever; see `spot`.
         self.hits = 0
         self._hits_lock = _thread.allocate_lock()  # never lose a count: it only grows

@@ -1,57 +1,121 @@
-"""Type stubs for the ``shoal._shoal`` extension (crates/shoal-py)."""
+"""Type stubs for the ``shoal._shoal`` extension (crates/shoal-py).
+
+``make lint`` checks them against the built extension with stubtest. The
+classes are ``@final`` (no ``#[pyclass]`` here allows subclassing) and are
+built by ``__new__``, which is where PyO3's ``#[new]`` puts the signature.
+"""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, Literal, Self, final
+
+from shoal._results import AsyncResult
+
+__all__ = [
+    "HEADER_LEN",
+    "KIND_EXIT",
+    "KIND_EXIT_RESULT",
+    "KIND_FORGET",
+    "KIND_FUNC",
+    "KIND_INIT",
+    "KIND_INIT_FAILED",
+    "KIND_READY",
+    "KIND_RESULT",
+    "KIND_TASK",
+    "STATUS_CANCELLED",
+    "STATUS_CHUNK_FAILED",
+    "STATUS_ITEM_ERRORS",
+    "STATUS_OK",
+    "STATUS_TIMED_OUT",
+    "STATUS_WORKER_LOST",
+    "TASK_APPLY",
+    "TASK_ISOLATE",
+    "TASK_SINGLE",
+    "TASK_STAR",
+    "Engine",
+    "JobResult",
+    "PlainApply",
+    "PlainTasks",
+    "__version__",
+    "live_threads",
+    "map_chunks",
+    "pack_each",
+    "pack_one",
+    "pack_values",
+    "read_header",
+    "unpack_one",
+    "unpack_values",
+    "window_chunks",
+    "worker_prelude",
+]
 
 __version__: str
-HEADER_LEN: int
-KIND_INIT: int
-KIND_FUNC: int
-KIND_TASK: int
-KIND_FORGET: int
-KIND_EXIT: int
-KIND_READY: int
-KIND_RESULT: int
-KIND_INIT_FAILED: int
-KIND_EXIT_RESULT: int
-STATUS_OK: int
-STATUS_ITEM_ERRORS: int
-STATUS_CHUNK_FAILED: int
-STATUS_WORKER_LOST: int
-STATUS_CANCELLED: int
-STATUS_TIMED_OUT: int
-TASK_STAR: int
-TASK_APPLY: int
-TASK_SINGLE: int
-TASK_ISOLATE: int
+HEADER_LEN: Final = 24
+KIND_INIT: Final = 1
+KIND_FUNC: Final = 2
+KIND_TASK: Final = 3
+KIND_FORGET: Final = 4
+KIND_EXIT: Final = 5
+KIND_READY: Final = 64
+KIND_RESULT: Final = 65
+KIND_INIT_FAILED: Final = 66
+KIND_EXIT_RESULT: Final = 67
+STATUS_OK: Final = 0
+STATUS_ITEM_ERRORS: Final = 1
+STATUS_CHUNK_FAILED: Final = 2
+STATUS_WORKER_LOST: Final = 3
+STATUS_CANCELLED: Final = 4
+STATUS_TIMED_OUT: Final = 5
+TASK_STAR: Final = 1
+TASK_APPLY: Final = 2
+TASK_SINGLE: Final = 4
+TASK_ISOLATE: Final = 8
 
-class PendingResult:
-    """The outcome of one ``apply_async`` call without callbacks."""
+# `decode(status, single, payload, n_items) -> (values, errors by item or None)`
+_Decode = Callable[[int, bool, bytes, int], tuple[list[Any], dict[int, BaseException] | None]]
 
+# A subclass of AsyncResult here because shoal._results registers it as one
+# (AsyncResult.register), which type checkers cannot see.
+@final
+class JobResult(AsyncResult[Any]):
+    """The result of one ``apply_async`` (one value) or ``map_async`` (a list)."""
+
+    @staticmethod
+    def failed(
+        exc: BaseException,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> JobResult: ...
     def get(self, timeout: float | None = None) -> Any: ...
     def wait(self, timeout: float | None = None) -> None: ...
     def ready(self) -> bool: ...
     def successful(self) -> bool: ...
+    def _resolve(self, _job: int) -> None: ...
 
+@final
 class PlainApply:
     """``apply_async(func, args)`` without keywords or callbacks, in Rust."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         engine: Engine,
         funcs: dict[int, tuple[Any, int]],
         dumps_one: Callable[[Any, Any], bytes],
         oob: Any,
         loads: Callable[[bytes], Any],
-        decode: Callable[[int, bytes], tuple[bool, Any]],
-    ) -> None: ...
-    def __call__(self, func: Callable[..., Any], args: Any) -> PendingResult | None: ...
+        decode: _Decode,
+    ) -> Self: ...
+    def __call__(self, func: Callable[..., Any], args: Any) -> JobResult | None: ...
 
+# What the Python helpers of the worker loop return: status, items that
+# raised, payload.
+_Ran = tuple[int, int, bytes]
+
+@final
 class PlainTasks:
     """A worker's native loop for plain tasks (one item, or one argument tuple)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         funcs: dict[int, Any],
         parts: list[bytes],
         pending: list[Any],
@@ -60,20 +124,21 @@ class PlainTasks:
         buffer_callback: Callable[[Any], Any] | None,
         big: list[memoryview],
         load_error: type,
-        run_task: Callable[[Any, int, memoryview], tuple[int, int, bytes]],
-        fail_task: Callable[[BaseException, Any, Any, int], tuple[int, int, bytes]],
-        careful: Callable[[Any, int], tuple[int, int, bytes]],
+        run_task: Callable[[Any, int, memoryview], _Ran],
+        fail_task: Callable[[BaseException, Any, Any, int], _Ran],
+        careful: Callable[[Any, int], _Ran],
         flush_ns: int,
         flush_after_ns: int,
         flush_parts: int,
-    ) -> None: ...
+    ) -> Self: ...
     def run(self, buf: bytearray, pos: int, end: int, since: int) -> tuple[int, int, bool]: ...
 
+@final
 class Engine:
     """A pool's engine: worker processes, scheduling, ordering and the window."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         processes: int,
         init_payload: bytes,
         *,
@@ -82,53 +147,49 @@ class Engine:
         lifespan_chunks: int | None = None,
         lifespan_items: int | None = None,
         kill_grace: float = 0.2,
-    ) -> None: ...
+    ) -> Self: ...
     def register_func(self, payload: bytes) -> int: ...
     def release_func(self, func: int) -> None: ...
     def new_job(
         self, func: int, task_bits: int, ordered: bool, window: int | None = None, timeout: float | None = None
     ) -> int: ...
     def apply(self, func: int, task_bits: int, payload: bytes) -> int: ...
-    def apply_pending(
+    def result(
         self,
-        func: int,
-        task_bits: int,
-        payload: bytes,
+        job: int,
+        lens: list[int] | None,
         loads: Callable[[bytes], Any],
-        decode: Callable[[int, bytes], tuple[bool, Any]],
-    ) -> PendingResult: ...
+        decode: _Decode,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> JobResult: ...
     def submit(self, job: int, chunks: list[bytes], items: list[int] | None = None) -> int: ...
     def chunk_hint(self, job: int) -> int: ...
     def finish_input(self, job: int) -> None: ...
     def room(self, job: int) -> int: ...
     def wait(self, job: int, finished: bool, timeout: float | None = None) -> bool: ...
-    def take(self, job: int, max: int) -> list[tuple[int, int, bool, bytes]]: ...
     def take_values(
         self, job: int, max: int, loads: Callable[[bytes], object]
     ) -> tuple[list[object], list[tuple[int, int, bool, bytes]]]: ...
-    def take_release(
-        self, job: int, loads: Callable[[bytes], object]
-    ) -> tuple[list[object], list[tuple[int, int, bool, bytes]]]: ...
     def finished(self, job: int) -> bool: ...
     def abandon(self, job: int) -> None: ...
-    def keep(self, obj: object) -> None: ...
     def cancel(self, job: int, kill_running: bool = False) -> None: ...
     def stats(self, job: int | None = None) -> dict[str, Any]: ...
     def take_exit_results(self) -> list[tuple[int, bytes]]: ...
-    def watch(self, job: int, callback: Callable[[int], object]) -> None: ...
+    def keep(self, obj: object) -> None: ...
     def close(self) -> None: ...
     def terminate(self) -> None: ...
     def join(self, timeout: float | None = None) -> bool: ...
     def worker_pids(self) -> list[int]: ...
     def is_alive(self, pid: int) -> bool: ...
     @property
-    def phase(self) -> str: ...
+    def phase(self) -> Literal["running", "closing", "terminating", "stopped"]: ...
 
-def default_map_chunksize(n: int, workers: int) -> int: ...
-def guided_map_chunks(n: int, workers: int) -> list[int]: ...
+def map_chunks(n: int, workers: int, chunksize: int | None = None, equal: bool = False) -> list[int]: ...
+def window_chunks(workers: int, adaptive: bool) -> int: ...
 def worker_prelude(parent_pid: int) -> bool: ...
-def read_header(data: bytes) -> tuple[int, int, int, int, int, int, int]: ...
 def live_threads() -> int: ...
+def read_header(data: bytes) -> tuple[int, int, int, int, int, int, int]: ...
 def pack_values(values: list[Any]) -> bytes | None: ...
 def unpack_values(data: bytes | memoryview) -> list[Any]: ...
 def pack_one(obj: Any) -> bytes | None: ...

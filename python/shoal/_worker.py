@@ -31,7 +31,7 @@ from shoal._pickling import _dumps, dumps, dumps_chunk, loads, loads_chunk, load
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any
 
 # Where results' large buffers go: set by the pool's Init.
@@ -115,6 +115,7 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: Any) -> tuple[int, i
     results: list[Any] = []
     errors: list[tuple[int, bytes | None, str, str]] | None = None
     it = iter(items)
+    calls: Iterator[Any]
     # extend(map(...)) runs the loop in C. When func raises on item k,
     # extend has kept results 0..k-1 and `it` has moved past item k, so the
     # error is recorded for k and the loop resumes after it, with nothing run twice.
@@ -159,7 +160,10 @@ def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[i
     except BaseException:  # noqa: BLE001 - find the unpicklable items below
         pass
     # Some result cannot be pickled: fail those items, keep the others.
-    from multiprocessing.pool import MaybeEncodingError
+    if TYPE_CHECKING:
+        from shoal._errors import MaybeEncodingError  # declared there: typeshed lacks it
+    else:
+        from multiprocessing.pool import MaybeEncodingError
 
     errors = errors or []
     failed = {e[0] for e in errors}
@@ -198,7 +202,10 @@ def serve(fd: int, parent_pid: int) -> int:
         return 1
     # Ctrl-C in a terminal reaches the whole process group; only the parent
     # should act on it.
-    import _signal  # the C module: `signal` would import enum, ~5 ms
+    if TYPE_CHECKING:
+        import signal as _signal  # the same functions; typeshed has no _signal
+    else:
+        import _signal  # the C module: `signal` would import enum, ~5 ms
 
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     inbox = _Inbox(fd)

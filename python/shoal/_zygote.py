@@ -10,7 +10,6 @@ the control socket; its workers die with it (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import _signal
 import _socket
 import os
 import select
@@ -18,6 +17,13 @@ import sys
 
 from shoal import _protocol as P
 from shoal import _worker
+
+TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
+if TYPE_CHECKING:
+    import signal as _signal  # the same functions; typeshed has no _signal
+    from typing import Any
+else:
+    import _signal
 
 _INT = P.struct.Struct("i")
 
@@ -51,8 +57,10 @@ def serve(ctrl_fd: int) -> None:
     me = os.getpid()
     children: dict[int, int] = {}  # pidfd -> pid
     while True:
+        # The socket and the pidfds (ints): `r is sock` below tells them apart.
+        watched: list[Any] = [sock, *children]
         try:
-            ready, _, _ = select.select([sock, *children], [], [])
+            ready, _, _ = select.select(watched, [], [])
         except InterruptedError:
             continue
         for r in ready:

@@ -16,6 +16,7 @@ from shoal._pickling import dumps
 from shoal._results import AsyncResult
 
 T = TypeVar("T")
+_Iterator = TypeVar("_Iterator", bound="IMapIterator[Any]")
 
 # The states multiprocessing.pool uses, with the same values.
 INIT = "INIT"
@@ -74,7 +75,9 @@ class Pool:
     ) -> None:
         self._state = INIT
         self._owner = os.getpid()
-        self._engine: _shoal.Engine | None = None
+        # None only until start_engine returns; every method but those that
+        # clean up (which check) runs on a pool that has its engine.
+        self._engine: _shoal.Engine = None  # type: ignore[assignment]
         self._zygote: _start.Zygote | None = None
         if processes is None:
             processes = os.cpu_count() or 1
@@ -150,21 +153,21 @@ class Pool:
             # (crates/shoal-py/src/plain_apply.rs). None: not taken.
             result = self._apply_plain(func, args)
             if result is not None:
-                return result  # type: ignore[return-value]
+                return result
         self._check_running()
-        return self._jobs.apply(func, args, kwds, callback, error_callback)  # type: ignore[return-value]
+        return self._jobs.apply(func, args, kwds, callback, error_callback)
 
     def map(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> list[T]:
         """Apply ``func`` to every item; return the results in order."""
         self._check_running()
-        return self._jobs.map(func, iterable, False, chunksize).get()  # type: ignore[no-any-return]
+        return self._jobs.map(func, iterable, False, chunksize).get()
 
     def starmap(
         self, func: Callable[..., T], iterable: Iterable[Iterable[Any]], chunksize: int | None = None
     ) -> list[T]:
         """Like :meth:`map`, calling ``func(*item)``."""
         self._check_running()
-        return self._jobs.map(func, iterable, True, chunksize).get()  # type: ignore[no-any-return]
+        return self._jobs.map(func, iterable, True, chunksize).get()
 
     def map_async(
         self,
@@ -176,7 +179,7 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         """Asynchronous :meth:`map`; returns an ``AsyncResult``."""
         self._check_running()
-        return self._jobs.map(func, iterable, False, chunksize, callback, error_callback)  # type: ignore[return-value]
+        return self._jobs.map(func, iterable, False, chunksize, callback, error_callback)
 
     def starmap_async(
         self,
@@ -188,7 +191,7 @@ class Pool:
     ) -> AsyncResult[list[T]]:
         """Asynchronous :meth:`starmap`; returns an ``AsyncResult``."""
         self._check_running()
-        return self._jobs.map(func, iterable, True, chunksize, callback, error_callback)  # type: ignore[return-value]
+        return self._jobs.map(func, iterable, True, chunksize, callback, error_callback)
 
     def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator[T]:
         """Like :meth:`map`, but yields results in order as they arrive,
