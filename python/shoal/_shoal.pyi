@@ -34,7 +34,7 @@ __all__ = [
     "Engine",
     "JobResult",
     "PlainApply",
-    "PlainTasks",
+    "WorkerLoop",
     "__version__",
     "live_threads",
     "map_chunks",
@@ -106,32 +106,12 @@ class PlainApply:
     ) -> Self: ...
     def __call__(self, func: Callable[..., Any], args: Any) -> JobResult | None: ...
 
-# What the Python helpers of the worker loop return: status, items that
-# raised, payload.
-_Ran = tuple[int, int, bytes]
-
 @final
-class PlainTasks:
-    """A worker's native loop for plain tasks (one item, or one argument tuple)."""
+class WorkerLoop:
+    """A worker's loop over the frames it receives (see python/shoal/_worker.py)."""
 
-    def __new__(
-        cls,
-        funcs: dict[int, Any],
-        parts: list[bytes],
-        pending: list[Any],
-        loads: Callable[[Any], Any],
-        dumps: Callable[..., bytes],
-        buffer_callback: Callable[[Any], Any] | None,
-        big: list[memoryview],
-        load_error: type,
-        run_task: Callable[[Any, int, memoryview], _Ran],
-        fail_task: Callable[[BaseException, Any, Any, int], _Ran],
-        careful: Callable[[Any, int], _Ran],
-        flush_ns: int,
-        flush_after_ns: int,
-        flush_parts: int,
-    ) -> Self: ...
-    def run(self, buf: bytearray, pos: int, end: int, since: int) -> tuple[int, int, bool]: ...
+    def __new__(cls, host: Any) -> Self: ...
+    def run(self, buf: bytearray, pos: int, end: int, since: int) -> tuple[int, int, int]: ...
 
 @final
 class Engine:

@@ -3,13 +3,15 @@
 A worker forked from a zygote that was itself forked from a threaded parent
 must not touch the engine's Rust state. It uses two things from the
 extension that hold none: ``worker_prelude`` (one ``prctl``) and
-``PlainTasks``, the native loop that runs plain tasks (one item, or one
-argument tuple: ``chunksize=1`` and ``apply_async``) with the framing and
-timing around ``loads``, the call and ``dumps`` done in Rust; it hands every
-other frame, and every failing stage, back to this module.
+``WorkerLoop`` (crates/shoal-py/src/worker_loop.rs), the one loop over the
+frames it receives: it times every task, makes and batches every result
+frame, and runs a plain task (one item, or one argument tuple:
+``chunksize=1`` and ``apply_async``) itself. This module reads and writes
+the channel, and holds the stages the loop leaves to Python (``_Host``):
+chunks of several items, failing stages, functions, start-up.
 
 Chunks run strictly in the order they arrive. Results of short chunks go out
-in batches (see ``FLUSH_RESULTS``), so when a worker dies holding several
+in batches (worker_loop.rs says when), so when a worker dies holding several
 chunks the engine cannot tell which one was running: it runs each again
 marked ``ISOLATE``, and such a chunk's result goes out alone, before and
 after it. That is how a death fails exactly the chunk that caused it
@@ -41,8 +43,6 @@ _result_oob: _shm.Outbound | None = None
 slot: int | None = None
 
 _pack = P.HEADER.pack
-_unpack_from = P.HEADER.unpack_from
-_HLEN = P.HEADER_LEN
 
 
 def main() -> None:
@@ -183,17 +183,6 @@ def _chunk_failed(exc: BaseException, where: str) -> bytes:
     return dumps(_describe(exc, where))
 
 
-# Results of short tasks wait in the worker and go out together: a write per
-# result costs ~6 µs here, 0.07 µs in a batch. They go when the worker is
-# about to block on a read, when this many have piled up, or, before the next
-# task starts, when the oldest is FLUSH_NS old. A task longer than
-# FLUSH_AFTER_NS sends its result at once: a write is cheap next to it, and
-# the next task may be long too.
-FLUSH_RESULTS = 256
-FLUSH_NS = 100_000
-FLUSH_AFTER_NS = 50_000
-
-
 def serve(fd: int, parent_pid: int) -> int:
     """Run the worker loop on channel ``fd``. Returns the exit code."""
     from shoal import _shoal
@@ -277,98 +266,64 @@ class _Outbox:
 
 
 def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
-    now = time.perf_counter_ns
-    pack, unpack_from, hlen = _pack, _unpack_from, _HLEN
-    funcs: dict[int, Any] = {}
-    parts = outbox.parts
-    # Large buffers of a result: set up by Init (none before it).
-    big: list[memoryview] = []
-    collect = None
-    # The native loop for plain tasks (crates/shoal-py/src/worker_loop.rs),
-    # made at Init; this loop takes every frame it leaves.
-    fast = None
+    """Hand every frame to the native loop (crates/shoal-py/src/worker_loop.rs),
+    which runs tasks and batches their results; write the batch when it
+    says so, and before blocking on a read."""
+    from shoal import _shoal
+
+    loop = _shoal.WorkerLoop(_Host(outbox.parts))
     while True:
         outbox.flush()  # about to block: send what is done
         if not inbox.fill():
             return 0  # the parent is gone
-        view = inbox.view
         pos, end = inbox.start, inbox.end
-        while end - pos >= hlen:
-            if fast is not None:
-                pos, outbox.since, flush = fast.run(inbox.buf, pos, end, outbox.since)
-                if flush:
-                    outbox.flush()
-                    continue
-                if end - pos < hlen:
-                    break
-            length, kind, flags, _, job, index, aux = unpack_from(view, pos)
-            stop = pos + hlen + length
-            if stop > end:
+        while True:
+            pos, outbox.since, action = loop.run(inbox.buf, pos, end, outbox.since)
+            if action == _READ:
                 break
-            payload = view[pos + hlen : stop]
-            pos = stop
-            if kind == P.TASK:
-                t0 = now()
-                # A suspect (ISOLATE) runs alone: no other result may ride with it.
-                if parts and (flags & P.ISOLATE or t0 - outbox.since > FLUSH_NS):
-                    outbox.flush()
-                func = funcs.get(aux)
-                # The native loop above runs plain tasks; here come the
-                # rest, and plain tasks whose function failed to load.
-                status, failed, result = _run_task(func, flags, payload)
-                t1 = now()
-                if not parts:
-                    outbox.since = t1
-                parts.append(pack(len(result), P.RESULT, status, min(failed, 0xFFFF), job, index, t1 - t0))
-                parts.append(result)
-                if (
-                    flags & P.ISOLATE
-                    or t1 - t0 > FLUSH_AFTER_NS
-                    or len(parts) >= 2 * FLUSH_RESULTS
-                    or _shm._pending  # shared blocks wait for this flush
-                ):
-                    outbox.flush()
-            elif kind == P.FUNC:
-                try:
-                    funcs[job] = adopt_main(loads(payload))
-                except BaseException as exc:  # noqa: BLE001
-                    funcs[job] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
-            elif kind == P.FORGET:
-                funcs.pop(job, None)
-            elif kind == P.INIT:
-                reply = _initialise(bytes(payload), job)  # an Init's `a` field is the slot
-                if _result_oob is not None:
-                    collect = _result_oob.collector(big)
-                fast = _plain_tasks(funcs, parts, collect, big)
-                _write_all(inbox.fd, reply)
-                if reply[4] == P.INIT_FAILED:
-                    return 1
-            elif kind == P.EXIT:
+            outbox.flush()
+            if action == _EXIT:
                 return 0
-            del payload
+            if action == _FAIL:
+                return 1
         inbox.start = pos
 
 
-def _plain_tasks(funcs: dict[int, Any], parts: list[bytes], collect: Any, big: list[memoryview]) -> Any:
-    """The native loop for plain tasks (one item, or one argument tuple)."""
-    from shoal import _shoal
+# What WorkerLoop.run asks for next.
+_READ, _FLUSH, _EXIT, _FAIL = 0, 1, 2, 3
 
-    return _shoal.PlainTasks(
-        funcs,
-        parts,
-        _shm._pending,
-        loads,
-        _dumps,
-        collect,
-        big,
-        _LoadError,
-        _run_task,
-        _fail_task,
-        _careful_result,
-        FLUSH_NS,
-        FLUSH_AFTER_NS,
-        2 * FLUSH_RESULTS,
-    )
+
+class _Host:
+    """What the native loop reads and calls back into: this worker's state,
+    and the stages it leaves to Python."""
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self.funcs: dict[int, Any] = {}
+        self.parts = parts
+        self.pending = _shm._pending
+        # A result's large buffers, collected by buffer_callback, set by Init.
+        self.big: list[memoryview] = []
+        self.buffer_callback: Callable[[Any], bool] | None = None
+        self.loads = loads
+        self.dumps = _dumps
+        self.load_error = _LoadError
+        self.run_task = _run_task
+        self.fail_task = _fail_task
+        self.careful = _careful_result
+
+    def define(self, fid: int, payload: bytes) -> None:
+        """``Func``: load a function from the parent."""
+        try:
+            self.funcs[fid] = adopt_main(loads(payload))
+        except BaseException as exc:  # noqa: BLE001 - its tasks fail with this
+            self.funcs[fid] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
+
+    def init(self, payload: bytes, slot_id: int) -> bytes:
+        """``Init``: start up; returns the reply frame."""
+        reply = _initialise(payload, slot_id)
+        if _result_oob is not None:
+            self.buffer_callback = _result_oob.collector(self.big)
+        return reply
 
 
 def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, int, bytes]:

@@ -27,7 +27,7 @@ mod result;
 mod worker_loop;
 use plain_apply::PlainApply;
 use result::JobResult;
-use worker_loop::PlainTasks;
+use worker_loop::WorkerLoop;
 
 /// Longest a blocking call stays in Rust before checking for signals.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -682,8 +682,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        live_threads, map_chunks, read_header, window_chunks, worker_prelude, JobResult, PlainApply, PlainTasks,
-        PyEngine,
+        live_threads, map_chunks, read_header, window_chunks, worker_prelude, JobResult, PlainApply, PyEngine,
+        WorkerLoop,
     };
 
     #[pymodule_init]
