@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from shoal import _shm, _shoal, _start
+from shoal import _backend, _shm, _shoal
 from shoal._jobs import IMapIterator, IMapUnorderedIterator, Jobs
-from shoal._pickling import dumps
 from shoal._results import AsyncResult
 
 T = TypeVar("T")
@@ -25,10 +23,6 @@ CLOSE = "CLOSE"
 TERMINATE = "TERMINATE"
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-
-# Result arenas beyond one per worker: a process a task forked keeps its
-# worker's arena locked after the worker is gone.
-_SPARE_RESULT_ARENAS = 2
 
 
 @atexit.register
@@ -75,10 +69,10 @@ class Pool:
     ) -> None:
         self._state = INIT
         self._owner = os.getpid()
-        # None only until start_engine returns; every method but those that
-        # clean up (which check) runs on a pool that has its engine.
+        # None only until the backend has started; every method but those
+        # that clean up (which check) runs on a pool that has its engine.
         self._engine: _shoal.Engine = None  # type: ignore[assignment]
-        self._zygote: _start.Zygote | None = None
+        self._backend: _backend.Processes | None = None
         if processes is None:
             processes = os.cpu_count() or 1
         if processes < 1:
@@ -89,20 +83,10 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._processes = processes
-        self._start_method = _start.resolve(context, start_method)
-        # Two layers: the worker must set sys.path before it can unpickle an
-        # initializer that lives in a module only the parent's path finds.
-        # Created before the workers, so that forked ones inherit them mapped.
-        self._buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
-        self._oob = self._buffers.outbound
-        init = {
-            "sys_path": list(sys.path),
-            "initializer": dumps((initializer, tuple(initargs))),
-            "shm": self._buffers.settings(),
-        }
-        self._engine, self._zygote = _start.start_engine(self._start_method, processes, dumps(init), maxtasksperchild)
-        # Results decode out of these arenas, so they live as long as any result.
-        self._engine.keep(self._buffers)
+        self._backend = _backend.start(context, start_method, processes, initializer, initargs, maxtasksperchild)
+        self._engine = self._backend.engine
+        self._start_method = self._backend.method
+        self._oob = self._backend.oob
         self._maxtasksperchild = maxtasksperchild
         # maxtasksperchild counts chunks: keep multiprocessing's chunk counts,
         # so a worker is replaced as often as it would be there.
@@ -124,6 +108,11 @@ class Pool:
         if self._engine is None:
             return []
         return [_WorkerHandle(self._engine, pid) for pid in self._engine.worker_pids()]
+
+    @property
+    def _buffers(self) -> _shm.PoolBuffers | None:
+        """The shared-memory arenas of a process pool."""
+        return None if self._backend is None else self._backend.buffers
 
     def _repopulate_pool(self) -> None:
         """Kept for compatibility: the engine replaces workers by itself."""
@@ -233,8 +222,7 @@ class Pool:
         if self._state == CLOSE:
             self._jobs.feed_everything()
         self._engine.join()
-        self._close_zygote()
-        self._buffers.close()
+        self._release_backend()
 
     def _shutdown(self) -> None:
         """Terminate and reap everything; safe to call more than once."""
@@ -243,13 +231,11 @@ class Pool:
             return
         self._engine.terminate()
         self._engine.join()
-        self._close_zygote()
-        self._buffers.close()
+        self._release_backend()
 
-    def _close_zygote(self) -> None:
-        if self._zygote is not None:
-            self._zygote.close()
-            self._zygote = None
+    def _release_backend(self) -> None:
+        if self._backend is not None:
+            self._backend.release()
 
     def __enter__(self) -> Pool:
         if self._state != RUN:

@@ -20,7 +20,7 @@ def slow(x):
     return x
 
 pool = shoal.Pool(2, start_method=sys.argv[1])
-zygote = pool._zygote.pid if pool._zygote else None
+zygote = pool._backend.zygote_pid
 pids = [w.pid for w in pool._pool] + ([zygote] if zygote else [])
 print("pids", *pids, flush=True)
 """

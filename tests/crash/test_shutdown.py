@@ -54,7 +54,7 @@ def slow(x):
     time.sleep(60)
 
 pool = shoal.Pool(2, start_method=sys.argv[1])
-print(*[w.pid for w in pool._pool], pool._zygote.pid if pool._zygote else "", flush=True)
+print(*[w.pid for w in pool._pool], pool._backend.zygote_pid or "", flush=True)
 running = pool.map_async(slow, range(4))
 # No close(), no join(): the interpreter exits with tasks running.
 """

@@ -1,0 +1,77 @@
+"""How a pool's workers run: the one place that chooses.
+
+A backend starts the engine's workers and owns what they need beside it.
+Today there is one, worker processes (:class:`Processes`), started by fork,
+forkserver or spawn (``_start.py`` has the methods). Threads (``ThreadPool``,
+``start_method="threading"``) and a cluster plug in here, as other backends
+:func:`start` returns: the engine's ``Launcher`` (crates/shoal-core/src/launch.rs)
+is the matching seam in Rust. The front doors do not change; they see an
+engine, where large buffers go (``oob``), and ``release``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from shoal import _shm, _shoal, _start
+from shoal._pickling import dumps
+
+# Result arenas beyond one per worker: a process a task forked keeps its
+# worker's arena locked after the worker is gone.
+_SPARE_RESULT_ARENAS = 2
+
+
+class Processes:
+    """Workers as processes, with shared memory for large buffers."""
+
+    def __init__(
+        self,
+        method: str,
+        processes: int,
+        initializer: Callable[..., object] | None,
+        initargs: Iterable[Any],
+        lifespan_chunks: int | None,
+    ) -> None:
+        self.method = method
+        # Created before the workers, so that forked ones inherit them mapped.
+        self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
+        self.oob: _shm.Outbound | None = self.buffers.outbound
+        # Two layers: the worker must set sys.path before it can unpickle an
+        # initializer that lives in a module only the parent's path finds.
+        init = {
+            "sys_path": list(sys.path),
+            "initializer": dumps((initializer, tuple(initargs))),
+            "shm": self.buffers.settings(),
+        }
+        self.engine: _shoal.Engine
+        self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
+        # Results decode out of these arenas, so they live as long as any result.
+        self.engine.keep(self.buffers)
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The pid of the process that forks the workers, if one does."""
+        return None if self._zygote is None else self._zygote.pid
+
+    def release(self) -> None:
+        """Free what the workers needed, once the engine has stopped."""
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+        self.buffers.close()
+
+
+def start(
+    context: Any,
+    start_method: str | None,
+    processes: int,
+    initializer: Callable[..., object] | None,
+    initargs: Iterable[Any],
+    lifespan_chunks: int | None,
+) -> Processes:
+    """Start ``processes`` workers the way ``start_method`` (or ``context``,
+    or the process-wide default) says."""
+    method = _start.resolve(context, start_method)
+    return Processes(method, processes, initializer, initargs, lifespan_chunks)
