@@ -220,6 +220,12 @@ def feed(
             size += sum(map(len, more))
             if chunks.exhausted or not more:
                 break
+            if everything and n == 1:
+                # A map's chunk goes to the workers as soon as it is pickled:
+                # its large buffers sit in shared memory, whose writer waits
+                # for blocks to be freed past a soft limit, and only workers
+                # that have the chunk free them.
+                break
         if payloads:
             first = engine.submit(job, payloads, lens)
             if chunk_lens is not None and not chunks.single:

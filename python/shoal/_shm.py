@@ -70,7 +70,7 @@ _opened: dict[int, mmap.mmap] = {}
 _peers: dict[int, tuple[int, int]] = {}
 # In a worker: blocks whose last user is gone, freed after the next write of
 # results (see the module docstring).
-_pending: list[tuple[mmap.mmap, int]] = []
+_deferred: list[tuple[mmap.mmap, int]] = []
 _defer = False
 _c_char: Any = None
 
@@ -333,16 +333,16 @@ def _load(ino: int, blocks: list[tuple[int, int]], data: bytes) -> Any:
 
 def _free(mm: mmap.mmap, off: int) -> None:
     if _defer:
-        _pending.append((mm, off))
+        _deferred.append((mm, off))
     else:
         mm[off] = FREE
 
 
-def release_pending() -> None:
+def free_deferred() -> None:
     """Free the blocks whose last user is gone (a worker, after writing results)."""
-    for mm, off in _pending:
+    for mm, off in _deferred:
         mm[off] = FREE
-    _pending.clear()
+    _deferred.clear()
 
 
 class PoolBuffers:

@@ -238,14 +238,14 @@ class _Inbox:
     def _make_room(self) -> None:
         """Move the partial frame at the end to the front, growing the
         buffer if one frame is larger than it."""
-        pending = self.end - self.start
+        partial = self.end - self.start
         if self.start > 0:
-            self.buf[:pending] = self.buf[self.start : self.end]
+            self.buf[:partial] = self.buf[self.start : self.end]
         else:
             self.view.release()
             self.buf.extend(bytes(len(self.buf)))
             self.view = memoryview(self.buf)
-        self.start, self.end = 0, pending
+        self.start, self.end = 0, partial
 
 
 class _Outbox:
@@ -260,9 +260,9 @@ class _Outbox:
         if self.parts:
             _write_all(self.fd, b"".join(self.parts))
             self.parts.clear()
-        if _shm._pending:
+        if _shm._deferred:
             # The results of the chunks that used these blocks are out.
-            _shm.release_pending()
+            _shm.free_deferred()
 
 
 def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
@@ -300,7 +300,7 @@ class _Host:
     def __init__(self, parts: list[bytes]) -> None:
         self.funcs: dict[int, Any] = {}
         self.parts = parts
-        self.pending = _shm._pending
+        self.deferred = _shm._deferred
         # A result's large buffers, collected by buffer_callback, set by Init.
         self.big: list[memoryview] = []
         self.buffer_callback: Callable[[Any], bool] | None = None

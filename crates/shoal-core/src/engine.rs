@@ -448,18 +448,20 @@ impl Engine {
             return Err(EngineError::Cancelled(job));
         }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
-        let (first, starts) = j.add_chunks(&items, bytes);
+        let (first, mut first_item) = j.add_chunks(&items, bytes);
         j.adaptive
             .submitted(items.iter().map(|&n| u64::from(n)).sum(), bytes as u64);
         let spec = j.spec;
-        for (i, ((payload, n), first_item)) in payloads.into_iter().zip(items).zip(starts).enumerate() {
+        for (i, (payload, n)) in payloads.into_iter().zip(items).enumerate() {
+            let starts_at = first_item;
+            first_item += u64::from(n);
             st.queue.push_back(Task {
                 job,
                 index: first + i as u32,
                 payload,
                 suspect: false,
                 items: n,
-                first_item,
+                first_item: starts_at,
                 func: spec.func,
                 task_bits: spec.task_bits,
                 timeout: spec.timeout,
@@ -865,7 +867,7 @@ impl State {
         }
         self.launch_missing();
         self.fail_if_unstartable();
-        self.dispatch();
+        self.dispatch(now);
         for w in &mut self.workers {
             if w.life == Life::Exited {
                 continue;
@@ -1024,6 +1026,7 @@ fn run(shared: &Shared) {
         broken.extend(out.flush_all());
 
         st = shared.lock();
+        let now = Instant::now();
         st.io_sleeping = false;
         shared.wake_on_call.store(false, Ordering::SeqCst);
         if launcher_ready {
@@ -1031,7 +1034,7 @@ fn run(shared: &Shared) {
             st.adopt_started();
         }
         for (i, got) in inbound.drain(..) {
-            st.deliver(i, &got.bytes, got.closed);
+            st.deliver(i, &got.bytes, got.closed, now);
             read_bufs.recycle(got.bytes);
         }
         for &i in &exited {
@@ -1039,7 +1042,7 @@ fn run(shared: &Shared) {
             let fd = st.workers[i].chan_fd();
             if !st.workers[i].chan_closed {
                 let got = read_bufs.read(fd);
-                st.deliver(i, &got.bytes, got.closed);
+                st.deliver(i, &got.bytes, got.closed, now);
                 read_bufs.recycle(got.bytes);
             }
             st.workers[i].life = Life::Exited;

@@ -74,7 +74,19 @@ impl Kind {
 
     /// Decode a kind byte.
     pub fn from_u8(v: u8) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| *k as u8 == v)
+        // A match, not a search of ALL: every frame's header is decoded.
+        Some(match v {
+            1 => Kind::Init,
+            2 => Kind::Func,
+            3 => Kind::Task,
+            4 => Kind::Forget,
+            5 => Kind::Exit,
+            64 => Kind::Ready,
+            65 => Kind::Result,
+            66 => Kind::InitFailed,
+            67 => Kind::ExitResult,
+            _ => return None,
+        })
     }
 }
 
@@ -131,7 +143,15 @@ impl Status {
 
     /// Decode a status byte.
     pub fn from_u8(v: u8) -> Option<Status> {
-        Status::ALL.into_iter().find(|s| *s as u8 == v)
+        Some(match v {
+            0 => Status::Ok,
+            1 => Status::ItemErrors,
+            2 => Status::ChunkFailed,
+            3 => Status::WorkerLost,
+            4 => Status::Cancelled,
+            5 => Status::TimedOut,
+            _ => return None,
+        })
     }
 
     /// Whether the worker ran the chunk to the end (its items' run time
@@ -417,7 +437,7 @@ impl FrameReader {
     }
 
     /// Bytes of an incomplete frame still waiting for the rest.
-    pub fn pending(&self) -> usize {
+    pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
 
@@ -461,7 +481,7 @@ mod tests {
         assert_eq!(r0.status(), Some(Status::ItemErrors));
         assert_eq!(r0.failed(), 65_535, "saturates");
         assert_eq!(got[2].1.len(), 1000);
-        assert_eq!(r.pending(), 0);
+        assert_eq!(r.buffered(), 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::os::fd::RawFd;
 const READ_CAP: usize = 8 << 20;
 
 /// Bytes waiting to be written to one channel.
-struct Pending {
+struct Unsent {
     fd: RawFd,
     buf: Vec<u8>,
     pos: usize,
@@ -25,7 +25,7 @@ struct Pending {
 /// Outgoing bytes per worker (by worker id), owned by the I/O thread.
 #[derive(Default)]
 pub(crate) struct Outgoing {
-    pending: FastMap<u32, Pending>,
+    unsent: FastMap<u32, Unsent>,
 }
 
 impl Outgoing {
@@ -34,7 +34,7 @@ impl Outgoing {
     /// keep their capacity from one turn to the next: at tens of thousands
     /// of frames a second, fresh buffers kept the allocator busy.
     pub(crate) fn queue(&mut self, id: u32, fd: RawFd, bytes: &mut Vec<u8>) {
-        let p = self.pending.entry(id).or_insert_with(|| Pending {
+        let p = self.unsent.entry(id).or_insert_with(|| Unsent {
             fd,
             buf: Vec::new(),
             pos: 0,
@@ -50,14 +50,14 @@ impl Outgoing {
 
     /// Whether worker `id` has bytes waiting.
     pub(crate) fn waiting(&self, id: u32) -> bool {
-        self.pending.get(&id).is_some_and(|p| p.pos < p.buf.len())
+        self.unsent.get(&id).is_some_and(|p| p.pos < p.buf.len())
     }
 
     /// Write what each channel accepts without blocking. Returns the ids of
     /// workers whose channel is broken.
     pub(crate) fn flush_all(&mut self) -> Vec<u32> {
         let mut broken = Vec::new();
-        for (&id, p) in &mut self.pending {
+        for (&id, p) in &mut self.unsent {
             while p.pos < p.buf.len() {
                 match sys::write_some(p.fd, &p.buf[p.pos..]) {
                     Ok(0) => break,
@@ -74,14 +74,14 @@ impl Outgoing {
             }
         }
         for id in &broken {
-            self.pending.remove(id);
+            self.unsent.remove(id);
         }
         broken
     }
 
     /// Drop the buffers of workers not in `live`.
     pub(crate) fn retain(&mut self, live: &[u32]) {
-        self.pending.retain(|id, _| live.contains(id));
+        self.unsent.retain(|id, _| live.contains(id));
     }
 }
 

@@ -129,20 +129,18 @@ impl Job {
     }
 
     /// Reserve indices for chunks of `items` items each, `bytes` of input in
-    /// all. Returns the index of the first chunk, and the input index of
-    /// each chunk's first item.
-    pub(crate) fn add_chunks(&mut self, items: &[u32], bytes: usize) -> (u32, Vec<u64>) {
+    /// all. Returns the index of the first chunk and the input index of its
+    /// first item (each later chunk's items follow the one before's).
+    pub(crate) fn add_chunks(&mut self, items: &[u32], bytes: usize) -> (u32, u64) {
         assert!(!self.input_done, "chunks added after the input was marked complete");
         self.window.add_bytes(bytes);
         let first = self.window.submit(items.len() as u32);
-        let mut starts = Vec::with_capacity(items.len());
-        for &n in items {
-            starts.push(self.next_item);
-            self.next_item += u64::from(n);
-        }
+        let first_item = self.next_item;
+        let total: u64 = items.iter().map(|&n| u64::from(n)).sum();
+        self.next_item += total;
         self.stats.submitted.chunks += items.len() as u64;
-        self.stats.submitted.items += items.iter().map(|&n| u64::from(n)).sum::<u64>();
-        (first, starts)
+        self.stats.submitted.items += total;
+        (first, first_item)
     }
 
     /// No more chunks will be added.
@@ -171,6 +169,11 @@ impl Job {
         if outcome.status.ran() {
             let run = Duration::from_nanos(outcome.run_ns);
             self.stats.busy += run;
+        }
+        // A job of one chunk (an `apply` call) keeps no list of slowest
+        // chunks: the worker slot's has it, and a job is made per call.
+        if outcome.status.ran() && self.stats.submitted.chunks > 1 {
+            let run = Duration::from_nanos(outcome.run_ns);
             self.stats.slowest.offer(Slow {
                 run,
                 job: self.id,
@@ -266,10 +269,8 @@ mod tests {
     #[test]
     fn chunks_know_where_their_items_start_and_the_slowest_are_kept() {
         let mut j = Job::new(1, JobSpec::new(0, task::STAR));
-        let (first, starts) = j.add_chunks(&[3, 5, 2], 0);
-        assert_eq!((first, starts), (0, vec![0, 3, 8]));
-        let (first, starts) = j.add_chunks(&[4], 0);
-        assert_eq!((first, starts), (3, vec![10]));
+        assert_eq!(j.add_chunks(&[3, 5, 2], 0), (0, 0));
+        assert_eq!(j.add_chunks(&[4], 0), (3, 10));
         let mut slow = outcome(2);
         slow.run_ns = 9_000;
         j.complete(slow, 0, 2, 8, 1);

@@ -80,9 +80,9 @@ impl State {
             .any(|w| w.outstanding.is_empty() && takes_chunks(w, lifespan))
     }
 
-    /// Hand queued chunks to workers, each to the worker holding the fewest.
-    pub(crate) fn dispatch(&mut self) {
-        let now = Instant::now();
+    /// Hand queued chunks to workers, each to the worker holding the
+    /// fewest; `now` stamps when they were sent.
+    pub(crate) fn dispatch(&mut self, now: Instant) {
         let lifespan = self.config.lifespan;
         while let Some(head) = self.queue.front() {
             let per_item = self.funcs.per_item_ns(head.func);

@@ -42,7 +42,7 @@ pub struct Tally {
 }
 
 /// One of the slowest chunks: its run time and where its items start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Slow {
     /// How long the worker spent on it.
     pub run: Duration,
@@ -56,15 +56,19 @@ pub struct Slow {
     pub items: u32,
 }
 
-/// Keeps the [`SLOWEST`] slowest chunks, slowest first.
+/// Keeps the [`SLOWEST`] slowest chunks, slowest first. Empty until the
+/// first offer, so a job that never records one allocates nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Slowest(Vec<Slow>);
 
 impl Slowest {
     /// Consider a chunk that ran for `slow.run`.
     pub fn offer(&mut self, slow: Slow) {
-        if self.0.len() == SLOWEST && self.0.last().is_some_and(|s| s.run >= slow.run) {
+        if self.0.len() == SLOWEST && self.0[SLOWEST - 1].run >= slow.run {
             return;
+        }
+        if self.0.capacity() == 0 {
+            self.0.reserve_exact(SLOWEST + 1);
         }
         let at = self.0.partition_point(|s| s.run >= slow.run);
         self.0.insert(at, slow);

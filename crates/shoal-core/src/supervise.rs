@@ -173,8 +173,9 @@ impl State {
         }
     }
 
-    /// Handle `bytes` that worker `i` sent; `closed`: its channel ended.
-    pub(crate) fn deliver(&mut self, i: usize, bytes: &[u8], closed: bool) {
+    /// Handle `bytes` that worker `i` sent, read at `now`; `closed`: its
+    /// channel ended.
+    pub(crate) fn deliver(&mut self, i: usize, bytes: &[u8], closed: bool, now: Instant) {
         if self.workers[i].chan_closed {
             return;
         }
@@ -190,7 +191,6 @@ impl State {
             self.disown(i);
             return;
         }
-        let now = Instant::now();
         for (h, payload) in frames.drain(..) {
             match h.kind {
                 Kind::Ready => {

@@ -251,6 +251,6 @@ mod tests {
         assert_eq!(write_some(a.as_raw_fd(), b"ping").unwrap(), 4);
         let mut r = crate::frame::FrameReader::new();
         let _ = r.read_from(b.as_raw_fd(), 16).unwrap();
-        assert_eq!(r.pending(), 4);
+        assert_eq!(r.buffered(), 4);
     }
 }

@@ -2,18 +2,11 @@
 //! slots, counters, cancel, deadlines, exit results, lifespans in items.
 //! Driven end to end with the protocol-speaking test worker.
 
-use shoal_core::{Engine, EngineConfig, JobSpec, Outcome, SpawnLauncher, Status, Want};
+use shoal_core::{Engine, EngineConfig, JobSpec, Status};
 use std::time::{Duration, Instant};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_shoal-test-worker");
-
-fn engine_with(config: EngineConfig) -> Engine {
-    Engine::start(config, Box::new(SpawnLauncher::new(WORKER, vec![]))).expect("engine starts")
-}
-
-fn engine(workers: usize) -> Engine {
-    engine_with(EngineConfig::new(workers, b"ok".to_vec()))
-}
+mod common;
+use common::{collect as outcomes, engine, engine_with, text, wait_for};
 
 fn run(e: &Engine, spec: JobSpec, cmds: &[&str]) -> u32 {
     let job = e.new_job(spec).unwrap();
@@ -21,26 +14,6 @@ fn run(e: &Engine, spec: JobSpec, cmds: &[&str]) -> u32 {
     e.submit(job, payloads).unwrap();
     e.finish_input(job).unwrap();
     job
-}
-
-fn outcomes(e: &Engine, job: u32) -> Vec<Outcome> {
-    assert!(
-        e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap(),
-        "job did not finish"
-    );
-    e.take(job, usize::MAX).unwrap()
-}
-
-fn text(o: &Outcome) -> String {
-    String::from_utf8_lossy(&o.payload).into_owned()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

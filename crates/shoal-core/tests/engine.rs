@@ -1,33 +1,13 @@
 //! The engine driven end to end with the protocol-speaking test worker.
 
-use shoal_core::{Engine, EngineConfig, JobSpec, Order, Outcome, Phase, SpawnLauncher, Status, Want};
+use shoal_core::{Engine, EngineConfig, JobSpec, Order, Phase, SpawnLauncher, Status, Want};
 use std::time::{Duration, Instant};
 
-const WORKER: &str = env!("CARGO_BIN_EXE_shoal-test-worker");
-
-fn engine(workers: usize) -> Engine {
-    engine_with(EngineConfig::new(workers, b"ok".to_vec()))
-}
-
-fn engine_with(config: EngineConfig) -> Engine {
-    Engine::start(config, Box::new(SpawnLauncher::new(WORKER, vec![]))).expect("engine starts")
-}
+mod common;
+use common::{collect, engine, engine_with, text};
 
 fn chunks(cmds: impl IntoIterator<Item = String>) -> Vec<Vec<u8>> {
     cmds.into_iter().map(String::into_bytes).collect()
-}
-
-/// Wait for a finished job and take every outcome.
-fn collect(e: &Engine, job: u32) -> Vec<Outcome> {
-    assert!(
-        e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap(),
-        "job did not finish"
-    );
-    e.take(job, usize::MAX).unwrap()
-}
-
-fn text(o: &Outcome) -> String {
-    String::from_utf8_lossy(&o.payload).into_owned()
 }
 
 #[test]

@@ -26,18 +26,14 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 use pyo3::{ffi, PyTraverseError, PyVisit};
-use shoal_core::Status;
+use shoal_core::{Engine, Status};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// The Python pieces a result uses; `__clear__` drops them.
+/// The caller's callbacks; `__clear__` drops them.
 struct Hooks {
-    /// Unpickles a one-item result.
-    loads: Py<PyAny>,
-    /// `decode(status, single, payload, n_items) -> (values, errors)` for
-    /// every other outcome (`shoal._results.decode`).
-    decode: Py<PyAny>,
     callback: Option<Py<PyAny>>,
     error_callback: Option<Py<PyAny>>,
 }
@@ -47,8 +43,8 @@ struct Hooks {
 #[derive(Default)]
 struct Held {
     hooks: Option<Hooks>,
-    /// A map's values so far, in order.
-    values: Vec<Py<PyAny>>,
+    /// A map's values so far, in order: the list `get` returns.
+    values: Option<Py<PyList>>,
     /// A map's first failed item, by position.
     first_error: Option<(u64, Py<PyAny>)>,
     /// Chunks taken from the engine so far.
@@ -63,12 +59,22 @@ struct Held {
 #[pyclass(frozen, module = "shoal._shoal", name = "JobResult")]
 pub struct JobResult {
     engine: Option<Py<PyEngine>>,
+    /// Unpickles a one-item result. Like `decode`, a module's function:
+    /// reported to the collector, never cleared (it cannot lead back here),
+    /// and read without a lock on the per-task path.
+    loads: Py<PyAny>,
+    /// `decode(status, single, payload, n_items) -> (values, errors)` for
+    /// every other outcome (`shoal._results.decode`).
+    decode: Py<PyAny>,
     /// `None` for a call that failed before it reached the engine.
     job: Option<u32>,
     /// For a map, each chunk's item count and the input index of its first
     /// item; `None` for one value.
     chunks: Option<Vec<(u32, u64)>>,
     held: Mutex<Held>,
+    /// The outcome is set: read without the lock, once per call, on the
+    /// per-task path.
+    known: AtomicBool,
     /// Held while outcomes are taken from the engine and decoded, so that a
     /// second thread waits for them instead of finding them gone. Never
     /// held while waiting for the GIL (see `collecting`).
@@ -105,17 +111,18 @@ impl JobResult {
             py,
             JobResult {
                 engine: Some(engine),
+                loads,
+                decode,
                 job: Some(job),
                 chunks,
                 held: Mutex::new(Held {
                     hooks: Some(Hooks {
-                        loads,
-                        decode,
                         callback,
                         error_callback,
                     }),
                     ..Held::default()
                 }),
+                known: AtomicBool::new(false),
                 collecting: Mutex::new(()),
             },
         )?;
@@ -159,87 +166,99 @@ impl JobResult {
     fn resolve(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
-        if this.lock().outcome.is_some() {
+        if this.known.load(Ordering::Acquire) {
             return Ok(true);
         }
         let _guard = this.collect_guard(py);
-        if this.lock().outcome.is_some() {
+        if this.known.load(Ordering::Acquire) {
             return Ok(true);
         }
         let (Some(engine), Some(job)) = (&this.engine, this.job) else {
             return Ok(true);
         };
         let engine = engine.get().engine()?;
-        let (loads, decode) = {
-            let held = this.lock();
-            let Some(h) = &held.hooks else {
-                return Err(PyRuntimeError::new_err(
-                    "the result was cleared by the garbage collector",
-                ));
-            };
-            (h.loads.clone_ref(py), h.decode.clone_ref(py))
-        };
         let outcome = match &this.chunks {
-            None => {
-                let Some(out) = engine.collect(job) else {
-                    return Ok(false);
-                };
-                match out.into_iter().next() {
-                    Some(o) => match single_value(py, o.status, o.single, &o.payload, loads.bind(py))? {
-                        Some(v) => (true, v.unbind()),
-                        None => {
-                            let (values, errors) = call_decode(py, &decode, o.status, o.single, &o.payload, 1)?;
-                            match first_error(&errors)? {
-                                Some((_, e)) => (false, e),
-                                None => (true, values.get_item(0)?.unbind()),
-                            }
-                        }
-                    },
-                    // Taken by a call that was interrupted while decoding it.
-                    None => (false, lost(py)),
-                }
-            }
-            Some(chunks) => {
-                let out = engine.take(job, usize::MAX).map_err(crate::engine_err)?;
-                for o in out {
-                    let (n, start) = chunks.get(o.index as usize).copied().unwrap_or((1, 0));
-                    if let Some(v) = single_value(py, o.status, o.single, &o.payload, loads.bind(py))? {
-                        let mut held = this.lock();
-                        held.values.push(v.unbind());
-                        held.taken += 1;
-                        continue;
-                    }
-                    let (values, errors) = call_decode(py, &decode, o.status, o.single, &o.payload, n)?;
-                    let error = first_error(&errors)?;
-                    let mut held = this.lock();
-                    held.values.extend(values.iter().map(Bound::unbind));
-                    if let Some((k, e)) = error {
-                        if held.first_error.as_ref().is_none_or(|(at, _)| start + k < *at) {
-                            held.first_error = Some((start + k, e));
-                        }
-                    }
-                    held.taken += 1;
-                }
-                let mut held = this.lock();
-                if held.taken < chunks.len() {
-                    return Ok(false);
-                }
-                match held.first_error.take() {
-                    Some((_, e)) => {
-                        held.values.clear();
-                        (false, e)
-                    }
-                    None => {
-                        let values = std::mem::take(&mut held.values);
-                        drop(held);
-                        (true, PyList::new(py, values)?.into_any().unbind())
-                    }
-                }
-            }
+            None => this.take_one(py, engine, job)?,
+            Some(chunks) => this.take_chunks(py, engine, job, chunks)?,
         };
+        match outcome {
+            Some(outcome) => {
+                this.finish(slf, outcome)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// One value's outcome, if its job has finished. The engine forgets the
+    /// job as it hands the outcome over.
+    fn take_one(&self, py: Python<'_>, engine: &Engine, job: u32) -> PyResult<Option<(bool, Py<PyAny>)>> {
+        let Some(out) = engine.collect(job) else {
+            return Ok(None);
+        };
+        // Taken by a call that was interrupted while decoding it.
+        let Some(o) = out.into_iter().next() else {
+            return Ok(Some((false, lost(py))));
+        };
+        if let Some(v) = single_value(py, o.status, o.single, &o.payload, self.loads.bind(py))? {
+            return Ok(Some((true, v.unbind())));
+        }
+        let (values, errors) = call_decode(py, &self.decode, o.status, o.single, &o.payload, 1)?;
+        Ok(Some(match first_error(&errors)? {
+            Some((_, e)) => (false, e),
+            None => (true, values.get_item(0)?.unbind()),
+        }))
+    }
+
+    /// Decode a map's chunks that have arrived into its list; its outcome
+    /// once every chunk has, when the job is let go.
+    fn take_chunks(
+        &self,
+        py: Python<'_>,
+        engine: &Engine,
+        job: u32,
+        chunks: &[(u32, u64)],
+    ) -> PyResult<Option<(bool, Py<PyAny>)>> {
+        let (loads, decode) = (&self.loads, &self.decode);
+        let list = self
+            .lock()
+            .values
+            .get_or_insert_with(|| PyList::empty(py).unbind())
+            .clone_ref(py);
+        let list = list.bind(py);
+        for o in engine.take(job, usize::MAX).map_err(crate::engine_err)? {
+            if let Some(v) = single_value(py, o.status, o.single, &o.payload, loads.bind(py))? {
+                list.append(v)?;
+                self.lock().taken += 1;
+                continue;
+            }
+            let (n, start) = chunks.get(o.index as usize).copied().unwrap_or((1, 0));
+            let (values, errors) = call_decode(py, decode, o.status, o.single, &o.payload, n)?;
+            let error = first_error(&errors)?;
+            extend(list, &values)?;
+            let mut held = self.lock();
+            if let Some((k, e)) = error {
+                if held.first_error.as_ref().is_none_or(|(at, _)| start + k < *at) {
+                    held.first_error = Some((start + k, e));
+                }
+            }
+            held.taken += 1;
+        }
+        let mut held = self.lock();
+        if held.taken < chunks.len() {
+            return Ok(None);
+        }
+        let values = held.values.take();
+        let error = held.first_error.take();
+        drop(held);
         engine.abandon(job);
-        this.finish(slf, outcome)?;
-        Ok(true)
+        Ok(Some(match error {
+            Some((_, e)) => (false, e),
+            None => (
+                true,
+                values.map_or_else(|| PyList::empty(py).into_any().unbind(), Py::into_any),
+            ),
+        }))
     }
 
     /// Run the callback for `outcome`, then set it: as in
@@ -249,11 +268,27 @@ impl JobResult {
     /// other thread can see yet.
     fn finish(&self, slf: &Bound<'_, Self>, outcome: (bool, Py<PyAny>)) -> PyResult<()> {
         let py = slf.py();
-        let (ok, value) = (outcome.0, outcome.1.clone_ref(py));
-        let callback = self.lock().hooks.as_ref().and_then(|h| {
-            let cb = if ok { &h.callback } else { &h.error_callback };
-            cb.as_ref().map(|c| c.clone_ref(py))
-        });
+        let ok = outcome.0;
+        let needs_tracking = !is_atomic(outcome.1.bind(py));
+        let callback = {
+            let mut held = self.lock();
+            let callback = held.hooks.as_ref().and_then(|h| {
+                let cb = if ok { &h.callback } else { &h.error_callback };
+                cb.as_ref().map(|c| c.clone_ref(py))
+            });
+            if callback.is_none() {
+                // The common case: nothing to run first.
+                held.outcome = Some(outcome);
+                drop(held);
+                self.known.store(true, Ordering::Release);
+                if needs_tracking {
+                    track(slf);
+                }
+                return Ok(());
+            }
+            callback
+        };
+        let value = outcome.1.clone_ref(py);
         if let Some(cb) = callback {
             // Resolved here: the engine's callback thread need not call back.
             if let (Some(engine), Some(job)) = (&self.engine, self.job) {
@@ -266,8 +301,8 @@ impl JobResult {
                 e.write_unraisable(py, Some(slf.as_any()));
             }
         }
-        let needs_tracking = !is_atomic(value.bind(py));
         self.lock().outcome = Some(outcome);
+        self.known.store(true, Ordering::Release);
         if needs_tracking {
             track(slf);
         }
@@ -334,6 +369,21 @@ fn first_error(errors: &Option<Bound<'_, PyDict>>) -> PyResult<Option<(u64, Py<P
     Ok(best)
 }
 
+/// Append `values` to `list` in one C call (a slice assignment at the end).
+fn extend(list: &Bound<'_, PyList>, values: &Bound<'_, PyList>) -> PyResult<()> {
+    let n = list.len() as ffi::Py_ssize_t;
+    // SAFETY: both are live lists and the GIL is held.
+    let r = unsafe { ffi::PyList_SetSlice(list.as_ptr(), n, n, values.as_ptr()) };
+    if r < 0 {
+        return Err(PyErr::fetch(list.py()));
+    }
+    Ok(())
+}
+
+fn cleared() -> PyErr {
+    PyRuntimeError::new_err("the result was cleared by the garbage collector")
+}
+
 fn lost(py: Python<'_>) -> Py<PyAny> {
     PyRuntimeError::new_err("the result was lost: its decoding was interrupted")
         .into_value(py)
@@ -384,17 +434,18 @@ impl JobResult {
             py,
             JobResult {
                 engine: None,
+                loads: py.None(),
+                decode: py.None(),
                 job: None,
                 chunks: None,
                 held: Mutex::new(Held {
                     hooks: Some(Hooks {
-                        loads: py.None(),
-                        decode: py.None(),
                         callback,
                         error_callback,
                     }),
                     ..Held::default()
                 }),
+                known: AtomicBool::new(false),
                 collecting: Mutex::new(()),
             },
         )?;
@@ -411,10 +462,7 @@ impl JobResult {
             let ty = TIMEOUT_ERROR.import(py, "multiprocessing", "TimeoutError")?;
             return Err(PyErr::from_type(ty.clone(), ()));
         }
-        let (ok, value) = slf
-            .get()
-            .outcome(py)
-            .ok_or_else(|| PyRuntimeError::new_err("the result was cleared by the garbage collector"))?;
+        let (ok, value) = slf.get().outcome(py).ok_or_else(cleared)?;
         if ok {
             Ok(value)
         } else {
@@ -433,7 +481,9 @@ impl JobResult {
         let this = slf.get();
         if let (Some(engine), Some(job), Some(_)) = (&this.engine, this.job, &this.chunks) {
             // A map is ready when every chunk is, not when some have arrived.
-            if this.lock().outcome.is_none() && !engine.get().engine()?.finished(job).map_err(crate::engine_err)? {
+            if !this.known.load(Ordering::Acquire)
+                && !engine.get().engine()?.finished(job).map_err(crate::engine_err)?
+            {
                 return Ok(false);
             }
         }
@@ -454,23 +504,19 @@ impl JobResult {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(e) = &self.engine {
-            visit.call(e)?;
-        }
+        visit.call(&self.engine)?;
+        visit.call(&self.loads)?;
+        visit.call(&self.decode)?;
         // Busy elsewhere: report nothing now. Reporting too little only
         // keeps objects alive longer; the next collection sees them.
         let Ok(held) = self.held.try_lock() else {
             return Ok(());
         };
         if let Some(h) = &held.hooks {
-            visit.call(&h.loads)?;
-            visit.call(&h.decode)?;
             visit.call(&h.callback)?;
             visit.call(&h.error_callback)?;
         }
-        for v in &held.values {
-            visit.call(v)?;
-        }
+        visit.call(&held.values)?;
         if let Some((_, e)) = &held.first_error {
             visit.call(e)?;
         }

@@ -63,7 +63,7 @@ type Ran<'py> = (u8, u32, Bound<'py, PyBytes>);
 
 /// The worker's loop over frames. Built once, from the worker's host object,
 /// whose attributes it reads then: `funcs` (function id to function),
-/// `parts` (the batch of result frames), `pending` (shared blocks to free
+/// `parts` (the batch of result frames), `deferred` (shared blocks to free
 /// after a flush), `big` (a result's large buffers), `loads`, `dumps`,
 /// `load_error` (the type standing in for a function that failed to load),
 /// and the stages left to Python: `run_task`, `fail_task`, `careful`,
@@ -73,7 +73,7 @@ pub struct WorkerLoop {
     host: Py<PyAny>,
     funcs: Py<PyDict>,
     parts: Py<PyList>,
-    pending: Py<PyList>,
+    deferred: Py<PyList>,
     big: Py<PyList>,
     loads: Py<PyAny>,
     dumps: Py<PyAny>,
@@ -99,7 +99,7 @@ impl WorkerLoop {
         Ok(WorkerLoop {
             funcs: h.getattr("funcs")?.cast_into::<PyDict>()?.unbind(),
             parts: h.getattr("parts")?.cast_into::<PyList>()?.unbind(),
-            pending: h.getattr("pending")?.cast_into::<PyList>()?.unbind(),
+            deferred: h.getattr("deferred")?.cast_into::<PyList>()?.unbind(),
             big: h.getattr("big")?.cast_into::<PyList>()?.unbind(),
             loads: get("loads")?,
             dumps: get("dumps")?,
@@ -172,7 +172,7 @@ impl WorkerLoop {
                         || t1 - t0 > FLUSH_AFTER_NS
                         || parts.len() >= FLUSH_RESULTS
                         // Shared blocks wait for the results that used them to be out.
-                        || !self.pending.bind(py).is_empty()
+                        || !self.deferred.bind(py).is_empty()
                     {
                         return Ok((pos, since, Next::Flush as u8));
                     }
