@@ -62,8 +62,7 @@ def main() -> None:
     for name, ts in times.items():
         med = statistics.median(ts)
         print(
-            f"  reader {name:>5}: {med * 1e3:7.1f} ms ({med / base:.3f}x), "
-            f"{statistics.median(polls[name])} reads a run"
+            f"  reader {name:>5}: {med * 1e3:7.1f} ms ({med / base:.3f}x), {statistics.median(polls[name])} reads a run"
         )
     print(f"one stats() call on an idle pool: {per_call * 1e6:.1f} µs")
 
