@@ -65,8 +65,9 @@ impl std::fmt::Display for PlanError {
 /// Chunk lengths for `map` of `n_items` on `workers` workers.
 ///
 /// A `chunksize` the caller gives is used as given. Without one, chunks are
-/// guided ([`guided_map_chunks`]), unless `equal` asks for
-/// `multiprocessing`'s equal chunks of [`default_map_chunksize`]: a lifespan
+/// guided (they shrink towards the end, so the workers finish together),
+/// unless `equal` asks for `multiprocessing`'s equal chunks of
+/// `ceil(n / (4 * workers))` (at most 8192 items): a lifespan
 /// counted in chunks (`maxtasksperchild`) then replaces workers as often as
 /// it would there.
 pub fn map_chunks(
@@ -90,7 +91,7 @@ pub fn map_chunks(
 
 /// Chunks a lazy job (`imap`) keeps in flight on `workers` workers.
 ///
-/// With adaptive chunks each already carries ~[`TARGET_CHUNK_NS`] of work:
+/// With adaptive chunks each already carries ~2 ms of work:
 /// a few per worker keep them busy, and input read ahead stays small. With
 /// a fixed size there must be room for every worker to hold a deep queue of
 /// tiny chunks; large ones are held back by the window's byte budget

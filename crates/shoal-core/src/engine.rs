@@ -400,7 +400,7 @@ impl Engine {
     /// A job of one chunk, `payload`, input complete: `apply_async` in one
     /// call. Returns the job's id.
     ///
-    /// It does not take the state lock: the call waits in [`Shared::calls`]
+    /// It does not take the state lock: the call waits in a list of its own
     /// until the next lock. `func` must stay registered until this returns
     /// (a function released later is kept for the job, as with any job).
     pub fn apply(&self, func: FuncId, task_bits: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
@@ -548,7 +548,7 @@ impl Engine {
     }
 
     /// The size, in items, for `job`'s next chunk when its caller gave none
-    /// (see [`crate::chunking::Adaptive`]).
+    /// (it aims at ~2 ms of work a chunk, learnt from the job's chunks so far).
     pub fn chunk_hint(&self, job: JobId) -> u32 {
         let mut st = self.lock();
         st.jobs.get_mut(&job).map_or(1, |j| j.adaptive.next_size())

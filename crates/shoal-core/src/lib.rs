@@ -9,7 +9,8 @@
 //! it.
 //!
 //! Where things happen:
-//! - `chunking`: chunk-size policy ([`chunking`] is public: the binding asks it);
+//! - `chunking`: chunk-size policy ([`map_chunks`], [`window_chunks`], and
+//!   the adaptive size a job's [`Engine::chunk_hint`] gives);
 //! - [`frame`]: the wire format, the one codec for both sides;
 //! - `funcs`: pickled functions, shared by jobs and sent to a worker once;
 //! - `scheduler`: which worker gets the next chunk;
@@ -17,17 +18,17 @@
 //!   settling what a dead worker held;
 //! - `ordering` and `window`: result order and the bound on work in flight;
 //! - `stats`: the counters;
-//! - [`launch`]: how worker processes are started;
+//! - `launch`: how worker processes are started ([`Launcher`]);
 //! - `engine`: the I/O thread, deadlines, cancel, and the public API.
 
-pub mod chunking;
+mod chunking;
 mod engine;
 mod fasthash;
 pub mod frame;
 mod funcs;
 mod io;
 mod job;
-pub mod launch;
+mod launch;
 mod ordering;
 mod scheduler;
 mod stats;
@@ -36,11 +37,12 @@ mod sys;
 mod window;
 mod worker;
 
+pub use chunking::{map_chunks, window_chunks, PlanError};
 pub use engine::{
     live_threads, thread_ended, thread_started, Engine, EngineConfig, EngineError, Lifespan, Phase, Want,
 };
 pub use frame::Status;
 pub use funcs::FuncId;
 pub use job::{JobId, JobSpec, Order, Outcome};
-pub use launch::{Exit, Launcher, SpawnLauncher, ZygoteLauncher};
+pub use launch::{Exit, Launched, Launcher, SpawnLauncher, ZygoteLauncher};
 pub use stats::{Counts, JobStats, Slow, Slowest, Snapshot, Tally, WorkerStats, SLOWEST};

@@ -621,13 +621,13 @@ fn live_threads() -> usize {
 #[pyfunction]
 #[pyo3(signature = (n, workers, chunksize=None, equal=false))]
 fn map_chunks(n: usize, workers: usize, chunksize: Option<i64>, equal: bool) -> PyResult<Vec<usize>> {
-    shoal_core::chunking::map_chunks(n, workers, chunksize, equal).map_err(|e| PyValueError::new_err(e.to_string()))
+    shoal_core::map_chunks(n, workers, chunksize, equal).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// Chunks a lazy job keeps in flight on `workers` workers.
 #[pyfunction]
 fn window_chunks(workers: usize, adaptive: bool) -> u32 {
-    shoal_core::chunking::window_chunks(workers, adaptive)
+    shoal_core::window_chunks(workers, adaptive)
 }
 
 /// Called first in a worker: die with the parent. Returns False if the
