@@ -11,16 +11,6 @@ from typing import Any, Final, Literal, Self, final
 from shoal._results import AsyncResult
 
 __all__ = [
-    "HEADER_LEN",
-    "KIND_EXIT",
-    "KIND_EXIT_RESULT",
-    "KIND_FORGET",
-    "KIND_FUNC",
-    "KIND_INIT",
-    "KIND_INIT_FAILED",
-    "KIND_READY",
-    "KIND_RESULT",
-    "KIND_TASK",
     "STATUS_CANCELLED",
     "STATUS_CHUNK_FAILED",
     "STATUS_ITEM_ERRORS",
@@ -41,7 +31,6 @@ __all__ = [
     "pack_each",
     "pack_one",
     "pack_values",
-    "read_header",
     "unpack_one",
     "unpack_values",
     "window_chunks",
@@ -49,16 +38,6 @@ __all__ = [
 ]
 
 __version__: str
-HEADER_LEN: Final = 24
-KIND_INIT: Final = 1
-KIND_FUNC: Final = 2
-KIND_TASK: Final = 3
-KIND_FORGET: Final = 4
-KIND_EXIT: Final = 5
-KIND_READY: Final = 64
-KIND_RESULT: Final = 65
-KIND_INIT_FAILED: Final = 66
-KIND_EXIT_RESULT: Final = 67
 STATUS_OK: Final = 0
 STATUS_ITEM_ERRORS: Final = 1
 STATUS_CHUNK_FAILED: Final = 2
@@ -169,7 +148,6 @@ def map_chunks(n: int, workers: int, chunksize: int | None = None, equal: bool =
 def window_chunks(workers: int, adaptive: bool) -> int: ...
 def worker_prelude(parent_pid: int) -> bool: ...
 def live_threads() -> int: ...
-def read_header(data: bytes) -> tuple[int, int, int, int, int, int, int]: ...
 def pack_values(values: list[Any]) -> bytes | None: ...
 def unpack_values(data: bytes | memoryview) -> list[Any]: ...
 def pack_one(obj: Any) -> bytes | None: ...

@@ -42,8 +42,6 @@ _result_oob: _shm.Outbound | None = None
 # set by Init.
 slot: int | None = None
 
-_pack = P.HEADER.pack
-
 
 def main() -> None:
     """Entry point of a spawned worker: its channel is standard input."""
@@ -65,11 +63,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         n = os.write(fd, view)
         view = view[n:]
-
-
-def _frame(kind: int, c: int, payload: bytes) -> bytes:
-    """A worker-to-engine frame other than a result: only field ``c`` is used."""
-    return _pack(len(payload), kind, 0, 0, 0, 0, c) + payload
 
 
 def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, str]:
@@ -318,8 +311,8 @@ class _Host:
         except BaseException as exc:  # noqa: BLE001 - its tasks fail with this
             self.funcs[fid] = _LoadError(_chunk_failed(exc, "\nwhile unpickling the function in the worker\n"))
 
-    def init(self, payload: bytes, slot_id: int) -> bytes:
-        """``Init``: start up; returns the reply frame."""
+    def init(self, payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
+        """``Init``: start up; returns ``(succeeded, initializer ns, failure)``."""
         reply = _initialise(payload, slot_id)
         if _result_oob is not None:
             self.buffer_callback = _result_oob.collector(self.big)
@@ -396,9 +389,10 @@ class _LoadError:
         self.payload = payload
 
 
-def _initialise(payload: bytes, slot_id: int) -> bytes:
+def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
     """Apply the parent's settings and run the initializer, in worker slot
-    ``slot_id``. Returns the reply frame, which says how long the initializer took."""
+    ``slot_id``. Returns whether it succeeded, how long the initializer took
+    (ns), and what describes its failure."""
     global _result_oob, slot
     slot = slot_id
     try:
@@ -414,5 +408,5 @@ def _initialise(payload: bytes, slot_id: int) -> bytes:
         import traceback
 
         traceback.print_exc()
-        return _frame(P.INIT_FAILED, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n"))
-    return _frame(P.READY, time.perf_counter_ns() - t0, b"")
+        return False, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n")
+    return True, time.perf_counter_ns() - t0, b""

@@ -1,7 +1,7 @@
 //! The wire format between the engine and a worker: the one codec both
-//! sides use (the binding's native worker loop calls it too; the Python
-//! worker packs the same layout with `struct` and takes every constant from
-//! the extension, and `tests/api/test_protocol.py` checks the two agree).
+//! sides use. The engine frames tasks and reads results with it; the
+//! worker's loop (the binding's `worker_loop.rs`) reads tasks and frames
+//! results with it, so the Python worker never packs or parses a frame.
 //!
 //! Every message is a frame: a fixed 24-byte little-endian header followed by
 //! `len` payload bytes. Payloads are opaque to the engine (pickles, made and

@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::{PyTraverseError, PyVisit};
-use shoal_core::frame::{task, Header, Kind, HEADER_LEN};
+use shoal_core::frame::task;
 use shoal_core::{
     Engine, EngineConfig, EngineError, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
 };
@@ -653,38 +653,12 @@ fn upper_snake(name: &str) -> String {
     out
 }
 
-/// A frame header's fields as the Rust codec reads them: `(len, kind,
-/// flags, failed, a, b, c)`, for the test that the Python worker's
-/// `struct` layout agrees with it.
-#[pyfunction]
-fn read_header(data: &[u8]) -> PyResult<(u32, u8, u8, u32, u32, u32, u64)> {
-    if data.len() < HEADER_LEN {
-        return Err(PyValueError::new_err(format!("a header is {HEADER_LEN} bytes")));
-    }
-    let h = Header::parse(data).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let flags = match h.kind {
-        Kind::Task => h.task_bits(),
-        Kind::Result => h.status().map_or(u8::MAX, |s| s as u8),
-        _ => 0,
-    };
-    let (a, c) = match h.kind {
-        Kind::Init => (h.slot(), u64::from(h.serial())),
-        Kind::Func | Kind::Forget => (h.func_id(), 0),
-        Kind::Task => (h.job(), u64::from(h.func_id())),
-        _ => (h.job(), h.run_ns()),
-    };
-    Ok((h.len, h.kind as u8, flags, h.failed(), a, h.index(), c))
-}
-
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
-    use super::{
-        live_threads, map_chunks, read_header, window_chunks, worker_prelude, JobResult, PlainApply, PyEngine,
-        WorkerLoop,
-    };
+    use super::{live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
@@ -692,12 +666,8 @@ mod _shoal {
         // SAFETY: registers a handler that only bumps an atomic counter,
         // which is async-signal-safe as a fork child handler must be.
         unsafe { libc::pthread_atfork(None, None, Some(super::after_fork_in_child)) };
-        // The wire protocol's numbers, so the Python worker takes them from
-        // the one codec (python/shoal/_protocol.py).
-        m.add("HEADER_LEN", super::HEADER_LEN)?;
-        for kind in super::Kind::ALL {
-            m.add(format!("KIND_{}", super::upper_snake(&format!("{kind:?}"))), kind as u8)?;
-        }
+        // The protocol's numbers the Python side uses, from the one codec
+        // (python/shoal/_protocol.py).
         for status in super::Status::ALL {
             m.add(
                 format!("STATUS_{}", super::upper_snake(&format!("{status:?}"))),

@@ -67,7 +67,9 @@ type Ran<'py> = (u8, u32, Bound<'py, PyBytes>);
 /// after a flush), `big` (a result's large buffers), `loads`, `dumps`,
 /// `load_error` (the type standing in for a function that failed to load),
 /// and the stages left to Python: `run_task`, `fail_task`, `careful`,
-/// `define` and `init`. After `init` it reads `buffer_callback`.
+/// `define` and `init` (which returns `(succeeded, initializer ns,
+/// failure)`; the reply frame is made here). After `init` it reads
+/// `buffer_callback`. Every frame the worker sends is made here.
 #[pyclass(frozen, module = "shoal._shoal", name = "WorkerLoop")]
 pub struct WorkerLoop {
     host: Py<PyAny>,
@@ -162,12 +164,7 @@ impl WorkerLoop {
                     let status = Status::from_u8(status).unwrap_or(Status::ChunkFailed);
                     let run_ns = (t1 - t0).max(0) as u64;
                     let header = Header::result(h.job(), h.index(), status, failed, run_ns, body.len());
-                    let frame = PyBytes::new_with(py, HEADER_LEN + body.len(), |out| {
-                        out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-                        out[HEADER_LEN..].copy_from_slice(body);
-                        Ok(())
-                    })?;
-                    parts.append(frame)?;
+                    parts.append(frame_bytes(py, header, body)?)?;
                     if isolate
                         || t1 - t0 > FLUSH_AFTER_NS
                         || parts.len() >= FLUSH_RESULTS
@@ -193,14 +190,18 @@ impl WorkerLoop {
                 Kind::Init => {
                     let payload = bytes_at(py, buf, start, stop);
                     pos = stop;
-                    let reply = self.host.call_method1(py, "init", (payload, h.slot()))?;
-                    let reply = reply.bind(py).cast::<PyBytes>()?;
-                    let failed = reply.as_bytes().get(4) == Some(&(Kind::InitFailed as u8));
-                    parts.append(reply)?;
+                    let (ok, init_ns, failure): (bool, u64, Bound<'_, PyBytes>) =
+                        self.host.call_method1(py, "init", (payload, h.slot()))?.extract(py)?;
+                    let reply = if ok {
+                        Header::ready(init_ns)
+                    } else {
+                        Header::init_failed(failure.as_bytes().len())
+                    };
+                    parts.append(frame_bytes(py, reply, failure.as_bytes())?)?;
                     // Large result buffers go where Init said.
                     let cb = self.host.getattr(py, "buffer_callback")?;
                     self.dumps_kwargs.bind(py).set_item("buffer_callback", cb)?;
-                    let next = if failed { Next::Fail } else { Next::Flush };
+                    let next = if ok { Next::Flush } else { Next::Fail };
                     return Ok((pos, since, next as u8));
                 }
                 Kind::Exit => {
@@ -211,6 +212,15 @@ impl WorkerLoop {
             }
         }
     }
+}
+
+/// One frame, `header` then `body`, as a bytes object for the batch.
+fn frame_bytes<'py>(py: Python<'py>, header: Header, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, HEADER_LEN + body.len(), |out| {
+        out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        out[HEADER_LEN..].copy_from_slice(body);
+        Ok(())
+    })
 }
 
 /// `buf[start..stop]` as a new bytes object.
