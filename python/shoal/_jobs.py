@@ -144,7 +144,14 @@ class Jobs:
             return _shoal.JobResult.failed(exc, callback, error_callback)
         # Submitted as chunks are pickled, so workers start on the first
         # while the rest are pickled.
-        feed(self.engine, job, chunks, plan=lens, everything=True)
+        try:
+            feed(self.engine, job, chunks, plan=lens, everything=True)
+        except BaseException:
+            # Ctrl-C while pickling: no result will own the job, so close
+            # and let go of it here, or close() and join() would wait for it.
+            self.engine.finish_input(job)
+            self.engine.abandon(job)
+            raise
         self.engine.finish_input(job)
         if chunks.error is not None:
             # Chunks already sent still run; the call fails with the error.
@@ -159,6 +166,10 @@ class Jobs:
         """``func`` over every item, yielded as results arrive."""
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        if chunksize is None and self.equal_chunks:
+            # A lifespan counted in chunks: one item each, as multiprocessing's
+            # imap does, or a worker would run thousands of items a life.
+            chunksize = 1
         cls = IMapIterator if ordered else IMapUnorderedIterator
         return cls(self, func, iterable, chunksize, star)
 

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The outcome of a chunk that terminate stopped before it ran or finished.
-const TERMINATED: &[u8] = b"the pool was terminated before this task finished";
+pub(crate) const TERMINATED: &[u8] = b"the pool was terminated before this task finished";
 /// The outcome of a chunk whose job was cancelled before it ran or finished.
 pub(crate) const CANCELLED: &[u8] = b"the task was cancelled";
 
@@ -472,11 +472,14 @@ impl Engine {
     }
 
     /// Cancel `job`: its queued chunks end as cancelled at once, and no
-    /// more may be added. With `kill_running`, the workers running its
-    /// chunks are killed (SIGKILL, so C code stops too) and replaced: those
-    /// chunks end as cancelled, and the other jobs' chunks those workers
-    /// held run again elsewhere. Without it, chunks already sent to a
-    /// worker run and deliver as usual, like `concurrent.futures`' cancel.
+    /// more may be added or run again after a crash. With `kill_running`,
+    /// a worker whose oldest held chunk is the job's (the one it runs, or
+    /// one whose result waits in its batch) is killed (SIGKILL, so C code
+    /// stops too) and replaced: its chunks of the job end as cancelled, and
+    /// the other jobs' chunks it held run again elsewhere. Chunks already
+    /// sent that are not killed so run and deliver as usual, like
+    /// `concurrent.futures`' cancel; so does one queued on a worker behind
+    /// another job's chunk.
     pub fn cancel(&self, job: JobId, kill_running: bool) -> Result<(), EngineError> {
         let mut st = self.lock();
         let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
@@ -485,19 +488,22 @@ impl Engine {
         let queue = std::mem::take(&mut st.queue);
         let (dropped, kept): (VecDeque<Task>, VecDeque<Task>) = queue.into_iter().partition(|t| t.job == job);
         st.queue = kept;
+        let none_dropped = dropped.is_empty();
         for t in dropped {
+            // `complete` tells the job's watcher if this finished it.
             st.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
         }
         if kill_running {
             for w in &mut st.workers {
-                let runs_it = w.outstanding.iter().any(|t| t.job == job);
+                let runs_it = w.outstanding.front().is_some_and(|t| t.job == job);
                 if runs_it && w.life != Life::Exited && w.fate.is_none() {
                     sys::kill(w.proc.pid, libc::SIGKILL);
                     w.fate = Some(Fate::Cancelled);
                 }
             }
         }
-        if st.jobs.get(&job).is_some_and(|j| j.finished()) {
+        if none_dropped && st.jobs.get(&job).is_some_and(|j| j.finished()) {
+            // Finished by marking its input complete.
             st.job_finished(job);
         }
         self.wake(&mut st);
@@ -704,8 +710,8 @@ impl Engine {
         self.lock().phase
     }
 
-    /// Pids of the worker processes that are alive or starting, by slot
-    /// order of their workers' launch.
+    /// Pids of the worker processes not yet known to have exited (retiring
+    /// ones included), in the order they were launched.
     pub fn worker_pids(&self) -> Vec<i32> {
         let st = self.lock();
         st.workers
@@ -836,7 +842,12 @@ impl State {
         let queued: Vec<Task> = self.queue.drain(..).collect();
         let mut held = Vec::new();
         for w in &mut self.workers {
-            held.extend(w.take_all());
+            for t in w.take_all() {
+                self.slots[w.slot as usize]
+                    .tally
+                    .count(Status::Cancelled, u64::from(t.items), 0);
+                held.push(t);
+            }
             if w.life != Life::Exited {
                 sys::kill(w.proc.pid, libc::SIGTERM);
                 w.kill_at = Some(Instant::now() + self.config.kill_grace);
@@ -1031,7 +1042,6 @@ fn run(shared: &Shared) {
         shared.wake_on_call.store(false, Ordering::SeqCst);
         if launcher_ready {
             st.launcher.on_readable();
-            st.adopt_started();
         }
         for (i, got) in inbound.drain(..) {
             st.deliver(i, &got.bytes, got.closed, now);
@@ -1053,6 +1063,9 @@ fn run(shared: &Shared) {
             }
         }
         st.reap_exited();
+        // Launches answered: whichever read of the zygote's socket took
+        // the answers (an exit status read may take a launch's too).
+        st.adopt_started();
         live.clear();
         live.extend(st.workers.iter().filter(|w| !w.chan_closed).map(|w| w.serial));
         out.retain(&live);

@@ -46,7 +46,8 @@ pub enum Kind {
     Task = 3,
     /// Engine to worker: a function is no longer needed.
     Forget = 4,
-    /// Engine to worker: run the exit hook, send its result, and exit.
+    /// Engine to worker: finish and exit. A worker with an exit hook runs
+    /// it first and sends its result (`ExitResult`).
     Exit = 5,
     /// Worker to engine: start-up done (the initializer ran).
     Ready = 64,
@@ -303,11 +304,6 @@ impl Header {
     /// Init: the worker's slot.
     pub fn slot(&self) -> u32 {
         self.a
-    }
-
-    /// Init: the worker's serial number.
-    pub fn serial(&self) -> u32 {
-        self.c as u32
     }
 
     /// The header's 24 bytes.

@@ -22,7 +22,7 @@ struct Unsent {
     pos: usize,
 }
 
-/// Outgoing bytes per worker (by worker id), owned by the I/O thread.
+/// Outgoing bytes per worker (by its serial), owned by the I/O thread.
 #[derive(Default)]
 pub(crate) struct Outgoing {
     unsent: FastMap<u32, Unsent>,

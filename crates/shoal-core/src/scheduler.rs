@@ -38,9 +38,14 @@ fn queue_allows(per_item_ns: Option<u64>, held: usize, held_items: u64, running_
     held < MAX_DEPTH && queued <= TARGET_QUEUED.as_nanos() as u64
 }
 
-/// Whether a worker takes chunks at all: ready, and short of its lifespan.
+/// Whether a worker takes chunks at all: ready, short of its lifespan, and
+/// neither killed by the engine nor cut off (its death is not noticed yet,
+/// but a chunk sent to it would die with it).
 fn takes_chunks(w: &Worker, lifespan: Lifespan) -> bool {
-    w.life == Life::Ready && !lifespan.reached(w.assigned_chunks, w.assigned_items)
+    w.life == Life::Ready
+        && w.fate.is_none()
+        && !w.chan_closed
+        && !lifespan.reached(w.assigned_chunks, w.assigned_items)
 }
 
 fn can_take(w: &Worker, lifespan: Lifespan, next: &Task, per_item_ns: Option<u64>) -> bool {

@@ -11,7 +11,7 @@
 //! The worker's slot is then filled by a fresh worker.
 //!
 
-use crate::engine::{Phase, Start, State, CANCELLED};
+use crate::engine::{Phase, Start, State, CANCELLED, TERMINATED};
 use crate::frame::{Header, Kind, Status};
 use crate::launch::{Exit, Launched};
 use crate::stats::Slow;
@@ -46,13 +46,12 @@ impl State {
         live + self.starting.len()
     }
 
-    /// The lowest slot no active worker or launch holds.
+    /// The lowest slot no live worker or launch holds. A retiring worker
+    /// holds its slot until it has exited, so two live workers never share
+    /// one (its replacement starts after it, as in `multiprocessing`).
     fn free_slot(&self) -> Option<u32> {
         (0..self.config.workers as u32).find(|&slot| {
-            !self
-                .workers
-                .iter()
-                .any(|w| w.slot == slot && matches!(w.life, Life::Starting | Life::Ready))
+            !self.workers.iter().any(|w| w.slot == slot && w.life != Life::Exited)
                 && !self.starting.iter().any(|s| s.slot == slot)
         })
     }
@@ -66,7 +65,7 @@ impl State {
         let late = self.starting.iter().any(|s| now.duration_since(s.since) > timeout);
         if late {
             self.starting.retain(|s| now.duration_since(s.since) <= timeout);
-            self.launch_failed(format!("a worker did not start within {} s", timeout.as_secs()));
+            self.launch_failed(format!("a worker did not start within {:.1} s", timeout.as_secs_f64()));
         }
         if let Some(at) = self.launch_after {
             if now < at {
@@ -295,15 +294,18 @@ impl State {
         }
         let pid = w.proc.pid;
         if self.phase == Phase::Terminating {
+            // terminate took what it held already; this is a safety net.
             for t in w.take_all() {
-                self.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
+                self.settle(&t, w.slot, Status::Cancelled, TERMINATED.to_vec());
             }
             return;
         }
         match w.fate {
-            // Killed at its deadline: it held that one chunk alone.
+            // Killed at its deadline: it held that one chunk alone (a chunk
+            // with a deadline runs alone, and a killed worker takes no more).
             Some(Fate::TimedOut(limit)) => {
-                if let Some(t) = w.answered() {
+                let timed = w.outstanding.front().is_some_and(|t| t.timeout.is_some());
+                if let Some(t) = if timed { w.answered() } else { None } {
                     let what = format!(
                         "task {} of job {} ran past its timeout of {:.3} s; the worker process {pid} running it was killed",
                         t.index,
@@ -318,17 +320,13 @@ impl State {
                     );
                 }
             }
-            // Killed for a cancel: its chunks of cancelled jobs are
-            // cancelled; the others never failed, so they run again as
-            // they were.
+            // Killed for a cancel: it was running a chunk of the cancelled
+            // job; the other chunks it held never failed, so they run again
+            // as they were (below).
             Some(Fate::Cancelled) => {
                 let held = w.take_all();
                 for t in held.into_iter().rev() {
-                    if self.jobs.get(&t.job).is_some_and(|j| j.cancelled) {
-                        self.settle(&t, w.slot, Status::Cancelled, CANCELLED.to_vec());
-                    } else {
-                        self.queue.push_front(t);
-                    }
+                    self.requeue(t, w.slot, false);
                 }
                 return;
             }
@@ -355,7 +353,18 @@ impl State {
             }
         }
         let suspect = w.outstanding.len() > 1;
-        for mut t in w.take_all().into_iter().rev() {
+        for t in w.take_all().into_iter().rev() {
+            self.requeue(t, w.slot, suspect);
+        }
+    }
+
+    /// Put a chunk a dead worker held back at the front of the queue
+    /// (alone from now on if `suspect`), unless its job was cancelled:
+    /// then it ends cancelled, as the cancel promised.
+    fn requeue(&mut self, mut t: Task, slot: u32, suspect: bool) {
+        if self.jobs.get(&t.job).is_some_and(|j| j.cancelled) {
+            self.settle(&t, slot, Status::Cancelled, CANCELLED.to_vec());
+        } else {
             t.suspect |= suspect;
             self.queue.push_front(t);
         }

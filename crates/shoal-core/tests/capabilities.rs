@@ -220,3 +220,39 @@ fn exit_results_travel_back_and_lifespans_count_items() {
     assert_eq!(last.len(), 1, "{last:?}");
     assert!(String::from_utf8_lossy(&last[0].1).ends_with(&pids[2]));
 }
+
+#[test]
+fn a_cancelled_jobs_chunks_are_not_run_again_after_a_crash() {
+    let e = engine(1);
+    let f = e.register_func(b"f".to_vec());
+    // Short chunks teach the scheduler to queue several on the worker.
+    outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:1"; 50]));
+    let job = run(&e, JobSpec::new(f, 0), &["sleep:300:a", "kill", "echo:c"]);
+    std::thread::sleep(Duration::from_millis(100));
+    // All three are on the worker; cancelling without killing leaves them.
+    e.cancel(job, false).unwrap();
+    let out = outcomes(&e, job);
+    let got: Vec<(Status, String)> = out.iter().map(|o| (o.status, text(o))).collect();
+    assert_eq!(got[0], (Status::Ok, "a".into()));
+    // The crash puts the other two back in doubt; a cancelled job's chunks
+    // are not run again.
+    assert_eq!(got[1].0, Status::Cancelled, "{got:?}");
+    assert_eq!(got[2].0, Status::Cancelled, "{got:?}");
+}
+
+#[test]
+fn a_replacement_starts_only_once_the_worker_it_replaces_has_exited() {
+    let mut config = shoal_core::EngineConfig::new(1, b"ok".to_vec());
+    config.lifespan.chunks = Some(1);
+    let e = engine_with(config);
+    let f = e.register_func(b"f".to_vec());
+    let job = run(&e, JobSpec::new(f, 0), &["slot"; 6]);
+    let mut most = 0;
+    while !e.finished(job).unwrap() {
+        most = most.max(e.worker_pids().len());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let slots: Vec<String> = outcomes(&e, job).iter().map(text).collect();
+    assert_eq!(slots, ["0"; 6]);
+    assert!(most <= 1, "{most} workers alive at once in one slot");
+}

@@ -258,8 +258,9 @@ impl PyEngine {
     /// The result object of `job`: one value, or with `lens` (items per
     /// chunk) a map's list. `loads` unpickles a one-item result;
     /// `decode(status, single, payload, n_items)` gives `(values, errors)`
-    /// for any other outcome. The callbacks run on the engine's callback
-    /// thread when the job finishes.
+    /// for any other outcome. A callback runs when the job finishes, on
+    /// the engine's callback thread or on a caller's thread that was waiting
+    /// for the result, whichever takes the outcome first.
     #[pyo3(signature = (job, lens, loads, decode, callback=None, error_callback=None))]
     #[allow(clippy::too_many_arguments)]
     fn result<'py>(

@@ -26,8 +26,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 use pyo3::{ffi, PyTraverseError, PyVisit};
+use shoal_core::Outcome;
 use shoal_core::{Engine, Status};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -47,8 +49,12 @@ struct Held {
     values: Option<Py<PyList>>,
     /// A map's first failed item, by position.
     first_error: Option<(u64, Py<PyAny>)>,
-    /// Chunks taken from the engine so far.
+    /// Chunks decoded so far.
     taken: usize,
+    /// Outcomes taken from the engine and not decoded yet: decoding them
+    /// runs Python, which Ctrl-C can interrupt, and an interrupted call
+    /// must leave them for the next.
+    backlog: VecDeque<Outcome>,
     /// `(succeeded, value or exception)`, once known.
     outcome: Option<(bool, Py<PyAny>)>,
 }
@@ -75,6 +81,13 @@ pub struct JobResult {
     /// The outcome is set: read without the lock, once per call, on the
     /// per-task path.
     known: AtomicBool,
+    /// A one-value result's outcome waits in `backlog`: its decoding was
+    /// interrupted.
+    stashed: AtomicBool,
+    /// The thread holding `collecting` (0: none), so that a callback or a
+    /// decoder that asks about its own result is told "not ready" instead
+    /// of waiting for itself.
+    collector: AtomicU64,
     /// Held while outcomes are taken from the engine and decoded, so that a
     /// second thread waits for them instead of finding them gone. Never
     /// held while waiting for the GIL (see `collecting`).
@@ -123,6 +136,8 @@ impl JobResult {
                     ..Held::default()
                 }),
                 known: AtomicBool::new(false),
+                stashed: AtomicBool::new(false),
+                collector: AtomicU64::new(0),
                 collecting: Mutex::new(()),
             },
         )?;
@@ -150,15 +165,37 @@ impl JobResult {
         self.lock().outcome.as_ref().map(|(ok, v)| (*ok, v.clone_ref(py)))
     }
 
-    /// Take the `collecting` lock without ever blocking while holding the GIL.
-    fn collect_guard(&self, py: Python<'_>) -> MutexGuard<'_, ()> {
+    /// Whether this thread holds `collecting`: it is running this result's
+    /// callback or decoder.
+    fn collecting_here(&self) -> bool {
+        self.collector.load(Ordering::Acquire) == this_thread()
+    }
+
+    /// Take the `collecting` lock without ever blocking while holding the
+    /// GIL: the holder may be running a callback that needs it. A long
+    /// wait (a slow callback) sleeps rather than spins, and Ctrl-C ends it.
+    fn collect_guard(&self, py: Python<'_>) -> PyResult<Collecting<'_>> {
+        let mut tries = 0u32;
         loop {
-            match self.collecting.try_lock() {
-                Ok(g) => return g,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                // Another thread is decoding; let it have the GIL.
-                Err(TryLockError::WouldBlock) => py.detach(std::thread::yield_now),
-            }
+            let guard = match self.collecting.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    tries += 1;
+                    if tries < 16 {
+                        py.detach(std::thread::yield_now);
+                    } else {
+                        py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+                        py.check_signals()?;
+                    }
+                    continue;
+                }
+            };
+            self.collector.store(this_thread(), Ordering::Release);
+            return Ok(Collecting {
+                _guard: guard,
+                owner: &self.collector,
+            });
         }
     }
 
@@ -169,7 +206,11 @@ impl JobResult {
         if this.known.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let _guard = this.collect_guard(py);
+        if this.collecting_here() {
+            // Asked from its own callback or decoder: not ready yet.
+            return Ok(false);
+        }
+        let _guard = this.collect_guard(py)?;
         if this.known.load(Ordering::Acquire) {
             return Ok(true);
         }
@@ -193,21 +234,65 @@ impl JobResult {
     /// One value's outcome, if its job has finished. The engine forgets the
     /// job as it hands the outcome over.
     fn take_one(&self, py: Python<'_>, engine: &Engine, job: u32) -> PyResult<Option<(bool, Py<PyAny>)>> {
-        let Some(out) = engine.collect(job) else {
-            return Ok(None);
+        // An outcome an interrupted call took first, else the engine's.
+        let stashed = if self.stashed.load(Ordering::Acquire) {
+            self.stashed.store(false, Ordering::Release);
+            self.lock().backlog.pop_front()
+        } else {
+            None
         };
-        // Taken by a call that was interrupted while decoding it.
-        let Some(o) = out.into_iter().next() else {
-            return Ok(Some((false, lost(py))));
+        let o = match stashed {
+            Some(o) => o,
+            None => {
+                let Some(out) = engine.collect(job) else {
+                    return Ok(None);
+                };
+                match out.into_iter().next() {
+                    Some(o) => o,
+                    None => return Ok(Some((false, lost(py)))),
+                }
+            }
         };
+        match self.decode_one(py, &o) {
+            Ok(outcome) => Ok(Some(outcome)),
+            Err(e) => {
+                // Interrupted (Ctrl-C while unpickling): the next call decodes it.
+                self.lock().backlog.push_front(o);
+                self.stashed.store(true, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn decode_one(&self, py: Python<'_>, o: &Outcome) -> PyResult<(bool, Py<PyAny>)> {
         if let Some(v) = single_value(py, o.status, o.single, &o.payload, self.loads.bind(py))? {
-            return Ok(Some((true, v.unbind())));
+            return Ok((true, v.unbind()));
         }
         let (values, errors) = call_decode(py, &self.decode, o.status, o.single, &o.payload, 1)?;
-        Ok(Some(match first_error(&errors)? {
+        Ok(match first_error(&errors)? {
             Some((_, e)) => (false, e),
             None => (true, values.get_item(0)?.unbind()),
-        }))
+        })
+    }
+
+    /// Decode one of a map's chunks onto the end of its list; the first
+    /// failed item's index in the chunk and its error, if any failed.
+    fn decode_chunk(
+        &self,
+        py: Python<'_>,
+        o: &Outcome,
+        chunks: &[(u32, u64)],
+        list: &Bound<'_, PyList>,
+    ) -> PyResult<Option<(u64, Py<PyAny>)>> {
+        if let Some(v) = single_value(py, o.status, o.single, &o.payload, self.loads.bind(py))? {
+            list.append(v)?;
+            return Ok(None);
+        }
+        let n = chunks.get(o.index as usize).map_or(1, |c| c.0);
+        let (values, errors) = call_decode(py, &self.decode, o.status, o.single, &o.payload, n)?;
+        let error = first_error(&errors)?;
+        extend(list, &values)?;
+        Ok(error)
     }
 
     /// Decode a map's chunks that have arrived into its list; its outcome
@@ -219,23 +304,28 @@ impl JobResult {
         job: u32,
         chunks: &[(u32, u64)],
     ) -> PyResult<Option<(bool, Py<PyAny>)>> {
-        let (loads, decode) = (&self.loads, &self.decode);
         let list = self
             .lock()
             .values
             .get_or_insert_with(|| PyList::empty(py).unbind())
             .clone_ref(py);
         let list = list.bind(py);
-        for o in engine.take(job, usize::MAX).map_err(crate::engine_err)? {
-            if let Some(v) = single_value(py, o.status, o.single, &o.payload, loads.bind(py))? {
-                list.append(v)?;
-                self.lock().taken += 1;
-                continue;
-            }
-            let (n, start) = chunks.get(o.index as usize).copied().unwrap_or((1, 0));
-            let (values, errors) = call_decode(py, decode, o.status, o.single, &o.payload, n)?;
-            let error = first_error(&errors)?;
-            extend(list, &values)?;
+        let taken = engine.take(job, usize::MAX).map_err(crate::engine_err)?;
+        self.lock().backlog.extend(taken);
+        loop {
+            let Some(o) = self.lock().backlog.pop_front() else {
+                break;
+            };
+            let decoded = self.decode_chunk(py, &o, chunks, list);
+            let error = match decoded {
+                Ok(error) => error,
+                Err(e) => {
+                    // Interrupted: this outcome and the rest wait for the next call.
+                    self.lock().backlog.push_front(o);
+                    return Err(e);
+                }
+            };
+            let start = chunks.get(o.index as usize).map_or(0, |c| c.1);
             let mut held = self.lock();
             if let Some((k, e)) = error {
                 if held.first_error.as_ref().is_none_or(|(at, _)| start + k < *at) {
@@ -296,6 +386,10 @@ impl JobResult {
             }
             if let Err(e) = cb.call1(py, (value.clone_ref(py),)) {
                 if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    // The outcome stands: the job's outcomes are already
+                    // taken, and a retry must see them, not an empty result.
+                    self.lock().outcome = Some(outcome);
+                    self.known.store(true, Ordering::Release);
                     return Err(e);
                 }
                 e.write_unraisable(py, Some(slf.as_any()));
@@ -320,8 +414,18 @@ impl JobResult {
             return Ok(true);
         };
         let engine = engine.get();
+        if this.collecting_here() {
+            // Waiting from its own callback or decoder would wait for itself.
+            if timeout.is_none() {
+                return Err(PyRuntimeError::new_err(
+                    "a result's own callback waited for that result, which is set only after the callback returns",
+                ));
+            }
+            return Ok(false);
+        }
         let deadline = timeout.map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t.max(0.0)));
         loop {
+            py.check_signals()?;
             let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()).as_secs_f64());
             // A map decodes each chunk as it arrives; one value waits for the end.
             let progressed = engine.wait(py, job, this.chunks.is_none(), left)?;
@@ -333,6 +437,24 @@ impl JobResult {
             }
         }
     }
+}
+
+/// The `collecting` lock, with its holder's thread recorded while held.
+struct Collecting<'a> {
+    _guard: MutexGuard<'a, ()>,
+    owner: &'a AtomicU64,
+}
+
+impl Drop for Collecting<'_> {
+    fn drop(&mut self) {
+        self.owner.store(0, Ordering::Release);
+    }
+}
+
+/// A number for the calling thread, never 0.
+fn this_thread() -> u64 {
+    // SAFETY: pthread_self always succeeds.
+    (unsafe { libc::pthread_self() }) as u64
 }
 
 /// `decode(status, single, payload, n_items)`, as `(values, errors or None)`.
@@ -446,6 +568,8 @@ impl JobResult {
                     ..Held::default()
                 }),
                 known: AtomicBool::new(false),
+                stashed: AtomicBool::new(false),
+                collector: AtomicU64::new(0),
                 collecting: Mutex::new(()),
             },
         )?;
