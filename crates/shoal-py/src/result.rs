@@ -120,26 +120,10 @@ impl JobResult {
                 })
                 .collect()
         });
+        let target = Some((engine, job));
         let this = Bound::new(
             py,
-            JobResult {
-                engine: Some(engine),
-                loads,
-                decode,
-                job: Some(job),
-                chunks,
-                held: Mutex::new(Held {
-                    hooks: Some(Hooks {
-                        callback,
-                        error_callback,
-                    }),
-                    ..Held::default()
-                }),
-                known: AtomicBool::new(false),
-                stashed: AtomicBool::new(false),
-                collector: AtomicU64::new(0),
-                collecting: Mutex::new(()),
-            },
+            JobResult::fresh(target, loads, decode, chunks, callback, error_callback),
         )?;
         if !watched && !is_map {
             // SAFETY: a live object of a GC type, with the GIL held. Its
@@ -153,6 +137,39 @@ impl JobResult {
             engine.get().watch_job(job, on_done)?;
         }
         Ok(this)
+    }
+
+    /// A result with no outcome yet, for `job` of `engine` if it has one.
+    fn fresh(
+        target: Option<(Py<PyEngine>, u32)>,
+        loads: Py<PyAny>,
+        decode: Py<PyAny>,
+        chunks: Option<Vec<(u32, u64)>>,
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+    ) -> JobResult {
+        let (engine, job) = match target {
+            Some((engine, job)) => (Some(engine), Some(job)),
+            None => (None, None),
+        };
+        JobResult {
+            engine,
+            loads,
+            decode,
+            job,
+            chunks,
+            held: Mutex::new(Held {
+                hooks: Some(Hooks {
+                    callback,
+                    error_callback,
+                }),
+                ..Held::default()
+            }),
+            known: AtomicBool::new(false),
+            stashed: AtomicBool::new(false),
+            collector: AtomicU64::new(0),
+            collecting: Mutex::new(()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Held> {
@@ -554,24 +571,7 @@ impl JobResult {
     ) -> PyResult<Bound<'py, JobResult>> {
         let this = Bound::new(
             py,
-            JobResult {
-                engine: None,
-                loads: py.None(),
-                decode: py.None(),
-                job: None,
-                chunks: None,
-                held: Mutex::new(Held {
-                    hooks: Some(Hooks {
-                        callback,
-                        error_callback,
-                    }),
-                    ..Held::default()
-                }),
-                known: AtomicBool::new(false),
-                stashed: AtomicBool::new(false),
-                collector: AtomicU64::new(0),
-                collecting: Mutex::new(()),
-            },
+            JobResult::fresh(None, py.None(), py.None(), None, callback, error_callback),
         )?;
         this.get().finish(&this, (false, exc))?;
         Ok(this)
