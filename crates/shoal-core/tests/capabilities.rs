@@ -112,8 +112,9 @@ fn counters_add_up_and_can_be_read_while_work_runs() {
 fn cancel_drops_queued_chunks_and_leaves_running_ones() {
     let e = engine(1);
     let f = e.register_func(b"f".to_vec());
-    let job = run(&e, JobSpec::new(f, 0), &["sleep:300:a", "echo:b", "echo:c"]);
-    // The worker runs a; b and c wait in the engine's queue (a is long).
+    let job = run(&e, JobSpec::new(f, 0), &["sleep:1500:a", "echo:b", "echo:c"]);
+    // The worker runs a; b and c wait in the engine's queue (a is long, and
+    // the margin is wide for a loaded machine).
     wait_for("a to start", || e.stats(None).workers[0].pid.is_some());
     std::thread::sleep(Duration::from_millis(50));
     e.cancel(job, false).unwrap();
@@ -175,15 +176,15 @@ fn a_chunk_past_its_deadline_is_killed_and_times_out() {
 
 #[test]
 fn a_deadline_is_never_spent_waiting_in_a_queue() {
-    // One worker, many 50 ms chunks, each allowed 150 ms: queued behind one
-    // another on the worker they would time out; dispatched one at a time,
-    // none does.
+    // One worker, twelve 100 ms chunks, each allowed 600 ms: queued behind
+    // one another on the worker the later ones would time out; dispatched
+    // one at a time, none does.
     let e = engine(1);
     let f = e.register_func(b"f".to_vec());
     // Teach the scheduler the function is short, so it would queue deeply.
     outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:1"; 50]));
-    let spec = JobSpec::new(f, 0).timeout(Some(Duration::from_millis(150)));
-    let out = outcomes(&e, run(&e, spec, &["sleep:50:x"; 8]));
+    let spec = JobSpec::new(f, 0).timeout(Some(Duration::from_millis(600)));
+    let out = outcomes(&e, run(&e, spec, &["sleep:100:x"; 12]));
     assert!(out.iter().all(|o| o.status == Status::Ok), "{out:?}");
 }
 
@@ -227,7 +228,7 @@ fn a_cancelled_jobs_chunks_are_not_run_again_after_a_crash() {
     let f = e.register_func(b"f".to_vec());
     // Short chunks teach the scheduler to queue several on the worker.
     outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:1"; 50]));
-    let job = run(&e, JobSpec::new(f, 0), &["sleep:300:a", "kill", "echo:c"]);
+    let job = run(&e, JobSpec::new(f, 0), &["sleep:1500:a", "kill", "echo:c"]);
     std::thread::sleep(Duration::from_millis(100));
     // All three are on the worker; cancelling without killing leaves them.
     e.cancel(job, false).unwrap();
