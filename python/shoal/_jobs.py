@@ -97,9 +97,13 @@ class Jobs:
         kwds: Mapping[str, Any],
         callback: Callable[[Any], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        *,
+        plain_tried: bool = False,
     ) -> _shoal.JobResult:
-        """``func(*args, **kwds)`` as a job of one bare item."""
-        if callback is None and error_callback is None and not kwds:
+        """``func(*args, **kwds)`` as a job of one bare item. ``plain_tried``:
+        the caller already tried ``apply_plain`` (a front door that calls it
+        first, to keep its own checks off the common path)."""
+        if not plain_tried and callback is None and error_callback is None and not kwds:
             # The common call, once func is cached. None: not taken.
             result = self.apply_plain(func, args)
             if result is not None:

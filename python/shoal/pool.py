@@ -143,6 +143,7 @@ class Pool:
             result = self._apply_plain(func, args)
             if result is not None:
                 return result
+            return self._jobs.apply(func, args, kwds, callback, error_callback, plain_tried=True)
         self._check_running()
         return self._jobs.apply(func, args, kwds, callback, error_callback)
 

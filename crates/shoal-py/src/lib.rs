@@ -1,7 +1,11 @@
 //! `shoal._shoal`: the Python binding over `shoal-core`.
 //!
-//! This crate only converts: Python bytes in, Python bytes out, and engine
-//! errors into the exceptions `multiprocessing.Pool` raises. Every blocking
+//! Conversion and glue: Python bytes in, Python bytes out, and engine
+//! errors into the exceptions `multiprocessing.Pool` raises; plus the pieces
+//! that run once per task, where Python would cost more than the task: the
+//! result object (`result.rs`), the worker's loop (`worker_loop.rs`),
+//! `apply_async`'s fast path (`plain_apply.rs`) and packed numbers
+//! (`packed.rs`). No engine policy lives here. Every blocking
 //! call releases the GIL and wakes every 50 ms to let Python run signal
 //! handlers, so Ctrl-C interrupts a wait promptly.
 

@@ -64,7 +64,9 @@ struct Held {
 /// `multiprocessing.pool.AsyncResult` has them.
 #[pyclass(frozen, module = "shoal._shoal", name = "JobResult")]
 pub struct JobResult {
-    engine: Option<Py<PyEngine>>,
+    /// The engine and the job; `None` for a call that failed before it
+    /// reached the engine.
+    target: Option<(Py<PyEngine>, u32)>,
     /// Unpickles a one-item result. Like `decode`, a module's function:
     /// reported to the collector, never cleared (it cannot lead back here),
     /// and read without a lock on the per-task path.
@@ -72,8 +74,6 @@ pub struct JobResult {
     /// `decode(status, single, payload, n_items) -> (values, errors)` for
     /// every other outcome (`shoal._results.decode`).
     decode: Py<PyAny>,
-    /// `None` for a call that failed before it reached the engine.
-    job: Option<u32>,
     /// For a map, each chunk's item count and the input index of its first
     /// item; `None` for one value.
     chunks: Option<Vec<(u32, u64)>>,
@@ -90,13 +90,14 @@ pub struct JobResult {
     collector: AtomicU64,
     /// Held while outcomes are taken from the engine and decoded, so that a
     /// second thread waits for them instead of finding them gone. Never
-    /// held while waiting for the GIL (see `collecting`).
+    /// waited for while holding the GIL (see `collect_guard`).
     collecting: Mutex<()>,
 }
 
 impl JobResult {
     /// A result for job `job` of `engine`; `lens` gives items per chunk for
-    /// a map. Made untracked unless it has callbacks (see the module docs).
+    /// a map. One value without callbacks is made untracked (see the
+    /// module docs).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create<'py>(
         py: Python<'py>,
@@ -132,7 +133,7 @@ impl JobResult {
             unsafe { ffi::PyObject_GC_UnTrack(this.as_ptr().cast()) };
         }
         if watched {
-            let engine = this.get().engine.as_ref().expect("made with an engine");
+            let (engine, _) = this.get().target.as_ref().expect("made with an engine");
             let on_done = this.getattr("_resolve")?.unbind();
             engine.get().watch_job(job, on_done)?;
         }
@@ -148,15 +149,10 @@ impl JobResult {
         callback: Option<Py<PyAny>>,
         error_callback: Option<Py<PyAny>>,
     ) -> JobResult {
-        let (engine, job) = match target {
-            Some((engine, job)) => (Some(engine), Some(job)),
-            None => (None, None),
-        };
         JobResult {
-            engine,
+            target,
             loads,
             decode,
-            job,
             chunks,
             held: Mutex::new(Held {
                 hooks: Some(Hooks {
@@ -170,6 +166,11 @@ impl JobResult {
             collector: AtomicU64::new(0),
             collecting: Mutex::new(()),
         }
+    }
+
+    /// The engine and the job, if the call reached the engine.
+    fn engine_job(&self) -> Option<(&Py<PyEngine>, u32)> {
+        self.target.as_ref().map(|(engine, job)| (engine, *job))
     }
 
     fn lock(&self) -> MutexGuard<'_, Held> {
@@ -231,7 +232,7 @@ impl JobResult {
         if this.known.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let (Some(engine), Some(job)) = (&this.engine, this.job) else {
+        let Some((engine, job)) = this.engine_job() else {
             return Ok(true);
         };
         let engine = engine.get().engine()?;
@@ -398,7 +399,7 @@ impl JobResult {
         let value = outcome.1.clone_ref(py);
         if let Some(cb) = callback {
             // Resolved here: the engine's callback thread need not call back.
-            if let (Some(engine), Some(job)) = (&self.engine, self.job) {
+            if let Some((engine, job)) = self.engine_job() {
                 drop(engine.get().unwatch_job(job));
             }
             if let Err(e) = cb.call1(py, (value.clone_ref(py),)) {
@@ -427,7 +428,7 @@ impl JobResult {
         if Self::resolve(slf)? {
             return Ok(true);
         }
-        let (Some(engine), Some(job)) = (&this.engine, this.job) else {
+        let Some((engine, job)) = this.engine_job() else {
             return Ok(true);
         };
         let engine = engine.get();
@@ -603,7 +604,7 @@ impl JobResult {
     /// Whether the call has completed.
     fn ready(slf: &Bound<'_, Self>) -> PyResult<bool> {
         let this = slf.get();
-        if let (Some(engine), Some(job), Some(_)) = (&this.engine, this.job, &this.chunks) {
+        if let (Some((engine, job)), Some(_)) = (this.engine_job(), &this.chunks) {
             // A map is ready when every chunk is, not when some have arrived.
             if !this.known.load(Ordering::Acquire)
                 && !engine.get().engine()?.finished(job).map_err(crate::engine_err)?
@@ -628,7 +629,9 @@ impl JobResult {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.engine)?;
+        if let Some((engine, _)) = &self.target {
+            visit.call(engine)?;
+        }
         visit.call(&self.loads)?;
         visit.call(&self.decode)?;
         // Busy elsewhere: report nothing now. Reporting too little only
@@ -663,7 +666,7 @@ impl Drop for JobResult {
         // The task itself still runs, as with multiprocessing.
         let known = self.held.get_mut().map(|h| h.outcome.is_some()).unwrap_or(true);
         if !known {
-            if let (Some(engine), Some(job)) = (&self.engine, self.job) {
+            if let Some((engine, job)) = self.engine_job() {
                 if let Ok(engine) = engine.get().engine() {
                     engine.abandon(job);
                 }
