@@ -30,7 +30,7 @@ use shoal_core::Outcome;
 use shoal_core::{Engine, Status};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 
 static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
@@ -44,6 +44,17 @@ struct Hooks {
 /// reported to the collector.
 #[derive(Default)]
 struct Held {
+    /// `(succeeded, value or exception)`, once known.
+    outcome: Option<(bool, Py<PyAny>)>,
+    /// The rest, made only for a result that needs it (callbacks, a map,
+    /// an interrupted decode): one is made per `apply_async` call, and its
+    /// size is paid in allocating, filling and caching it.
+    more: Option<Box<More>>,
+}
+
+/// The part of [`Held`] most results never use.
+#[derive(Default)]
+struct More {
     hooks: Option<Hooks>,
     /// A map's values so far, in order: the list `get` returns.
     values: Option<Py<PyList>>,
@@ -55,8 +66,12 @@ struct Held {
     /// runs Python, which Ctrl-C can interrupt, and an interrupted call
     /// must leave them for the next.
     backlog: VecDeque<Outcome>,
-    /// `(succeeded, value or exception)`, once known.
-    outcome: Option<(bool, Py<PyAny>)>,
+}
+
+impl Held {
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
 }
 
 /// The result of one `apply_async` (one value) or `map_async` (a list):
@@ -76,7 +91,7 @@ pub struct JobResult {
     decode: Py<PyAny>,
     /// For a map, each chunk's item count and the input index of its first
     /// item; `None` for one value.
-    chunks: Option<Vec<(u32, u64)>>,
+    chunks: Option<Box<[(u32, u64)]>>,
     held: Mutex<Held>,
     /// The outcome is set: read without the lock, once per call, on the
     /// per-task path.
@@ -84,14 +99,12 @@ pub struct JobResult {
     /// A one-value result's outcome waits in `backlog`: its decoding was
     /// interrupted.
     stashed: AtomicBool,
-    /// The thread holding `collecting` (0: none), so that a callback or a
-    /// decoder that asks about its own result is told "not ready" instead
-    /// of waiting for itself.
+    /// The thread taking outcomes from the engine and decoding them (0:
+    /// none), a lock of its own: a second thread waits for them instead of
+    /// finding them gone (never while holding the GIL, see `collect_guard`),
+    /// and a callback or decoder that asks about its own result is told
+    /// "not ready" instead of waiting for itself.
     collector: AtomicU64,
-    /// Held while outcomes are taken from the engine and decoded, so that a
-    /// second thread waits for them instead of finding them gone. Never
-    /// waited for while holding the GIL (see `collect_guard`).
-    collecting: Mutex<()>,
 }
 
 impl JobResult {
@@ -145,7 +158,7 @@ impl JobResult {
         target: Option<(Py<PyEngine>, u32)>,
         loads: Py<PyAny>,
         decode: Py<PyAny>,
-        chunks: Option<Vec<(u32, u64)>>,
+        chunks: Option<Box<[(u32, u64)]>>,
         callback: Option<Py<PyAny>>,
         error_callback: Option<Py<PyAny>>,
     ) -> JobResult {
@@ -155,16 +168,20 @@ impl JobResult {
             decode,
             chunks,
             held: Mutex::new(Held {
-                hooks: Some(Hooks {
-                    callback,
-                    error_callback,
+                outcome: None,
+                more: (callback.is_some() || error_callback.is_some()).then(|| {
+                    Box::new(More {
+                        hooks: Some(Hooks {
+                            callback,
+                            error_callback,
+                        }),
+                        ..More::default()
+                    })
                 }),
-                ..Held::default()
             }),
             known: AtomicBool::new(false),
             stashed: AtomicBool::new(false),
             collector: AtomicU64::new(0),
-            collecting: Mutex::new(()),
         }
     }
 
@@ -183,38 +200,32 @@ impl JobResult {
         self.lock().outcome.as_ref().map(|(ok, v)| (*ok, v.clone_ref(py)))
     }
 
-    /// Whether this thread holds `collecting`: it is running this result's
+    /// Whether this thread is the collector: it is running this result's
     /// callback or decoder.
     fn collecting_here(&self) -> bool {
         self.collector.load(Ordering::Acquire) == this_thread()
     }
 
-    /// Take the `collecting` lock without ever blocking while holding the
-    /// GIL: the holder may be running a callback that needs it. A long
-    /// wait (a slow callback) sleeps rather than spins, and Ctrl-C ends it.
+    /// Become the collector without ever blocking while holding the GIL:
+    /// the collector may be running a callback that needs it. A long wait
+    /// (a slow callback) sleeps rather than spins, and Ctrl-C ends it.
     fn collect_guard(&self, py: Python<'_>) -> PyResult<Collecting<'_>> {
+        let me = this_thread();
         let mut tries = 0u32;
-        loop {
-            let guard = match self.collecting.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    tries += 1;
-                    if tries < 16 {
-                        py.detach(std::thread::yield_now);
-                    } else {
-                        py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1)));
-                        py.check_signals()?;
-                    }
-                    continue;
-                }
-            };
-            self.collector.store(this_thread(), Ordering::Release);
-            return Ok(Collecting {
-                _guard: guard,
-                owner: &self.collector,
-            });
+        while self
+            .collector
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            tries += 1;
+            if tries < 16 {
+                py.detach(std::thread::yield_now);
+            } else {
+                py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+                py.check_signals()?;
+            }
         }
+        Ok(Collecting { owner: &self.collector })
     }
 
     /// Take and decode what has arrived; true once the outcome is known.
@@ -255,7 +266,7 @@ impl JobResult {
         // An outcome an interrupted call took first, else the engine's.
         let stashed = if self.stashed.load(Ordering::Acquire) {
             self.stashed.store(false, Ordering::Release);
-            self.lock().backlog.pop_front()
+            self.lock().more().backlog.pop_front()
         } else {
             None
         };
@@ -275,7 +286,7 @@ impl JobResult {
             Ok(outcome) => Ok(Some(outcome)),
             Err(e) => {
                 // Interrupted (Ctrl-C while unpickling): the next call decodes it.
-                self.lock().backlog.push_front(o);
+                self.lock().more().backlog.push_front(o);
                 self.stashed.store(true, Ordering::Release);
                 Err(e)
             }
@@ -324,14 +335,15 @@ impl JobResult {
     ) -> PyResult<Option<(bool, Py<PyAny>)>> {
         let list = self
             .lock()
+            .more()
             .values
             .get_or_insert_with(|| PyList::empty(py).unbind())
             .clone_ref(py);
         let list = list.bind(py);
         let taken = engine.take(job, usize::MAX).map_err(crate::engine_err)?;
-        self.lock().backlog.extend(taken);
+        self.lock().more().backlog.extend(taken);
         loop {
-            let Some(o) = self.lock().backlog.pop_front() else {
+            let Some(o) = self.lock().more().backlog.pop_front() else {
                 break;
             };
             let decoded = self.decode_chunk(py, &o, chunks, list);
@@ -339,12 +351,13 @@ impl JobResult {
                 Ok(error) => error,
                 Err(e) => {
                     // Interrupted: this outcome and the rest wait for the next call.
-                    self.lock().backlog.push_front(o);
+                    self.lock().more().backlog.push_front(o);
                     return Err(e);
                 }
             };
             let start = chunks.get(o.index as usize).map_or(0, |c| c.1);
             let mut held = self.lock();
+            let held = held.more();
             if let Some((k, e)) = error {
                 if held.first_error.as_ref().is_none_or(|(at, _)| start + k < *at) {
                     held.first_error = Some((start + k, e));
@@ -353,11 +366,12 @@ impl JobResult {
             held.taken += 1;
         }
         let mut held = self.lock();
-        if held.taken < chunks.len() {
+        let more = held.more();
+        if more.taken < chunks.len() {
             return Ok(None);
         }
-        let values = held.values.take();
-        let error = held.first_error.take();
+        let values = more.values.take();
+        let error = more.first_error.take();
         drop(held);
         engine.abandon(job);
         Ok(Some(match error {
@@ -380,7 +394,7 @@ impl JobResult {
         let needs_tracking = !is_atomic(outcome.1.bind(py));
         let callback = {
             let mut held = self.lock();
-            let callback = held.hooks.as_ref().and_then(|h| {
+            let callback = held.more.as_ref().and_then(|m| m.hooks.as_ref()).and_then(|h| {
                 let cb = if ok { &h.callback } else { &h.error_callback };
                 cb.as_ref().map(|c| c.clone_ref(py))
             });
@@ -457,9 +471,8 @@ impl JobResult {
     }
 }
 
-/// The `collecting` lock, with its holder's thread recorded while held.
+/// This thread is the collector while this lives.
 struct Collecting<'a> {
-    _guard: MutexGuard<'a, ()>,
     owner: &'a AtomicU64,
 }
 
@@ -639,16 +652,19 @@ impl JobResult {
         let Ok(held) = self.held.try_lock() else {
             return Ok(());
         };
-        if let Some(h) = &held.hooks {
+        if let Some((_, v)) = &held.outcome {
+            visit.call(v)?;
+        }
+        let Some(more) = &held.more else {
+            return Ok(());
+        };
+        if let Some(h) = &more.hooks {
             visit.call(&h.callback)?;
             visit.call(&h.error_callback)?;
         }
-        visit.call(&held.values)?;
-        if let Some((_, e)) = &held.first_error {
+        visit.call(&more.values)?;
+        if let Some((_, e)) = &more.first_error {
             visit.call(e)?;
-        }
-        if let Some((_, v)) = &held.outcome {
-            visit.call(v)?;
         }
         Ok(())
     }
