@@ -449,8 +449,6 @@ impl Engine {
         }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
         let (first, mut first_item) = j.add_chunks(&items, bytes);
-        j.adaptive
-            .submitted(items.iter().map(|&n| u64::from(n)).sum(), bytes as u64);
         let spec = j.spec;
         for (i, (payload, n)) in payloads.into_iter().zip(items).enumerate() {
             let starts_at = first_item;
@@ -464,7 +462,7 @@ impl Engine {
                 first_item: starts_at,
                 func: spec.func,
                 task_bits: spec.task_bits,
-                timeout: spec.timeout,
+                timeout: Task::timeout_ns(spec.timeout),
             });
         }
         self.wake_for_work(&mut st);
@@ -529,7 +527,7 @@ impl Engine {
         }
         Snapshot {
             workers,
-            job: job.and_then(|j| st.jobs.get(&j)).map(|j| j.stats.clone()),
+            job: job.and_then(|j| st.jobs.get(&j)).map(|j| j.stats()),
         }
     }
 
@@ -557,7 +555,7 @@ impl Engine {
     /// (it aims at ~2 ms of work a chunk, learnt from the job's chunks so far).
     pub fn chunk_hint(&self, job: JobId) -> u32 {
         let mut st = self.lock();
-        st.jobs.get_mut(&job).map_or(1, |j| j.adaptive.next_size())
+        st.jobs.get_mut(&job).map_or(1, |j| j.chunk_hint())
     }
 
     /// Chunks that may be added to `job` now. A job the engine has
@@ -826,9 +824,6 @@ impl State {
             payload,
             run_ns,
         };
-        if status.ran() {
-            j.adaptive.finished(task.items, run_ns);
-        }
         j.complete(outcome, task.payload.len(), task.items, task.first_item, failed);
         if j.finished() {
             self.job_finished(task.job);

@@ -16,8 +16,11 @@ pub enum Reorder<T> {
         /// in order, and an `apply_async` job has only this one: kept
         /// inline, it needs no tree node allocated and freed.
         head: Option<T>,
-        /// Outcomes that arrived further ahead of `next`.
-        waiting: BTreeMap<u32, T>,
+        /// Outcomes that arrived further ahead of `next`; made on the first
+        /// (a job made per `apply_async` call never needs one, and is kept
+        /// small: boxed, it takes 8 bytes inline instead of 24).
+        #[allow(clippy::box_collection)]
+        waiting: Option<Box<BTreeMap<u32, T>>>,
     },
     /// In arrival order.
     Unordered(VecDeque<T>),
@@ -29,7 +32,7 @@ impl<T> Reorder<T> {
         Reorder::Ordered {
             next: 0,
             head: None,
-            waiting: BTreeMap::new(),
+            waiting: None,
         }
     }
 
@@ -47,7 +50,7 @@ impl<T> Reorder<T> {
                     debug_assert!(head.is_none(), "chunk {index} arrived twice");
                     *head = Some(item);
                 } else {
-                    let old = waiting.insert(index, item);
+                    let old = waiting.get_or_insert_with(Box::default).insert(index, item);
                     debug_assert!(old.is_none(), "chunk {index} arrived twice");
                 }
             }
@@ -65,7 +68,7 @@ impl<T> Reorder<T> {
                 }
                 let mut n = 1usize;
                 let mut i = *next + 1;
-                while waiting.contains_key(&i) {
+                while waiting.as_ref().is_some_and(|w| w.contains_key(&i)) {
                     n += 1;
                     i += 1;
                 }
@@ -92,8 +95,8 @@ impl<T> Reorder<T> {
                     let Some(item) = head.take() else { break };
                     out.push(item);
                     *next += 1;
-                    if !waiting.is_empty() {
-                        *head = waiting.remove(next);
+                    if let Some(w) = waiting {
+                        *head = w.remove(next);
                     }
                 }
             }
@@ -112,7 +115,7 @@ impl<T> Reorder<T> {
             Reorder::Ordered { head, waiting, .. } => {
                 // The next index stays: those chunks are accounted as taken.
                 *head = None;
-                waiting.clear();
+                *waiting = None;
             }
             Reorder::Unordered(q) => q.clear(),
         }
@@ -122,7 +125,9 @@ impl<T> Reorder<T> {
     /// Outcomes held (ready to hand out or not).
     pub fn len(&self) -> usize {
         match self {
-            Reorder::Ordered { head, waiting, .. } => waiting.len() + usize::from(head.is_some()),
+            Reorder::Ordered { head, waiting, .. } => {
+                waiting.as_ref().map_or(0, |w| w.len()) + usize::from(head.is_some())
+            }
             Reorder::Unordered(q) => q.len(),
         }
     }

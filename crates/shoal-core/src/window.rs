@@ -14,7 +14,6 @@ pub struct Window {
     capacity: Option<u32>,
     submitted: u32,
     taken: u32,
-    max_bytes: usize,
     bytes: usize,
 }
 
@@ -32,7 +31,6 @@ impl Window {
             capacity,
             submitted: 0,
             taken: 0,
-            max_bytes: DEFAULT_MAX_BYTES,
             bytes: 0,
         }
     }
@@ -42,7 +40,7 @@ impl Window {
     pub fn room(&self) -> u32 {
         match self.capacity {
             None => u32::MAX,
-            Some(_) if self.bytes >= self.max_bytes => 0,
+            Some(_) if self.bytes >= DEFAULT_MAX_BYTES => 0,
             Some(c) => c.saturating_sub(self.in_flight()),
         }
     }
