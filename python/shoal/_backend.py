@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from shoal import _shm, _shoal, _start
-from shoal._pickling import dumps
+from shoal._pickling import dumps, main_snapshot
 
 # Result arenas beyond one per worker: a process a task forked keeps its
 # worker's arena locked after the worker is gone.
@@ -44,7 +44,12 @@ class Processes:
             "sys_path": list(sys.path),
             "initializer": dumps((initializer, tuple(initargs))),
             "shm": self.buffers.settings(),
+            # A fork worker's `__main__` is this one's: results may name it.
+            "main_inherited": method == "fork",
         }
+        # Under fork the workers inherit the script's globals as they are
+        # now: its functions can then travel by reference.
+        self.inherited = main_snapshot() if method == "fork" else None
         self.engine: _shoal.Engine
         self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
         # Results decode out of these arenas, so they live as long as any result.

@@ -46,10 +46,20 @@ class Jobs:
     ``equal_chunks``: without a chunk size, ``map`` keeps
     ``multiprocessing``'s equal chunks (a lifespan counted in chunks, such as
     ``maxtasksperchild``, then replaces workers as often as it would there).
+    ``inherited``: the script's globals as the workers inherited them by
+    fork (``_pickling.main_snapshot``), if they did.
     """
 
-    def __init__(self, engine: _shoal.Engine, workers: int, oob: Any, equal_chunks: bool = False) -> None:
+    def __init__(
+        self,
+        engine: _shoal.Engine,
+        workers: int,
+        oob: Any,
+        equal_chunks: bool = False,
+        inherited: dict[str, Any] | None = None,
+    ) -> None:
         self.engine = engine
+        self.inherited = inherited
         self.workers = workers
         self.oob = oob
         self.equal_chunks = equal_chunks
@@ -64,14 +74,16 @@ class Jobs:
 
     def func_id(self, func: Callable[..., Any]) -> tuple[int, bool]:
         """The engine's id for ``func``, and whether the caller must release
-        it once its job holds it. Functions that pickle by reference are
-        kept for later calls, so workers receive them once."""
+        it once its job holds it. Callables whose pickle may be reused (see
+        ``dumps_func``) are kept for later calls, so workers receive them
+        once; any other (a partial, a callable object, a bound method) is
+        pickled afresh per call, so it runs with its state as it is then."""
         hit = self.funcs.get(id(func))  # a dict read is atomic; no lock needed
         if hit is not None and hit[0] is func:
             return hit[1], False
-        payload, by_reference = dumps_func(func)
+        payload, reusable = dumps_func(func, self.inherited)
         fid = self.engine.register_func(payload)
-        if not by_reference:
+        if not reusable:
             return fid, True
         with self._funcs_lock:
             self.funcs[id(func)] = (func, fid)

@@ -4,13 +4,23 @@ Plain ``pickle`` is several times faster than cloudpickle, so everything is
 tried with it first. Two things it cannot carry correctly fall back to
 cloudpickle, which pickles them by value:
 
-* objects it refuses (lambdas, closures, nested functions and classes);
+* what it can only name, by a reference no worker can resolve: lambdas,
+  closures, nested functions and classes (plain pickle raises
+  ``PicklingError`` or ``AttributeError`` for them). Data it refuses for
+  what it is (an open file, a lock: ``TypeError``) is refused here too, with
+  the stdlib's error: cloudpickle would send an open file as a ``StringIO``
+  snapshot of it;
 * references into ``__main__``. A function or class defined in a script, a
   notebook or a REPL pickles "fine" by reference, but a worker that did not
   run that ``__main__`` cannot find it. Such a reference always spells the
   module name in the stream, so a substring test finds it cheaply. (With
   ``find``: ``bytes in bytes`` first tries the needle as an int, and raises
-  and clears a TypeError, which triples its cost on a short pickle.)
+  and clears a TypeError, which triples its cost on a short pickle.) A
+  function the workers inherited, by fork, keeps its reference
+  (:func:`dumps_func`).
+
+Code pickled by value keeps its file name (cloudpickle writes
+``<dynamic-code>``), so a remote traceback shows the script's file and line.
 
 Given an ``oob`` (a ``shoal._shm.Outbound``), large buffers leave the stream
 and travel through shared memory; the substring test then scans only what
@@ -27,6 +37,10 @@ from __future__ import annotations
 
 # The C module: `pickle` itself imports re and enum, ~8 ms of worker start-up.
 import _pickle
+import io
+import marshal
+import sys
+import types
 
 from shoal._shoal import pack_each, pack_one, pack_values, unpack_one, unpack_values
 
@@ -38,6 +52,24 @@ if TYPE_CHECKING:
 
 PROTOCOL = 5
 _MAIN = b"__main__"
+# Set in a worker that forked from the parent (start method fork): its
+# `__main__` is the parent's as it was, so a result's reference into it
+# resolves in the parent to the same class or function.
+_main_inherited = False
+
+
+def inherit_main() -> None:
+    """Say that this process's ``__main__`` is its parent's (a fork worker)."""
+    global _main_inherited
+    _main_inherited = True
+
+
+def _refers_to_main(data: bytes) -> bool:
+    """Whether pickle ``data`` names something in ``__main__`` that the
+    process loading it may not have."""
+    return not _main_inherited and data.find(_MAIN) >= 0
+
+
 # Every pickle of protocol 2 and up starts with the PROTO opcode.
 _PROTO = 0x80
 
@@ -45,10 +77,39 @@ loads = _pickle.loads
 _dumps = _pickle.dumps
 
 
-def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
-    import cloudpickle
+_cloud_pickler: Any = None
 
-    return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
+
+def _code_by_marshal(code: types.CodeType) -> tuple[Any, tuple[bytes]]:
+    # Workers run the parent's interpreter, so marshal's format is theirs
+    # too; unlike cloudpickle's reducer it keeps co_filename.
+    return marshal.loads, (marshal.dumps(code),)
+
+
+def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
+    global _cloud_pickler
+    if _cloud_pickler is None:
+        from collections import ChainMap
+
+        import cloudpickle
+
+        class Pickler(cloudpickle.Pickler):
+            dispatch_table = ChainMap({types.CodeType: _code_by_marshal}, cloudpickle.Pickler.dispatch_table)
+
+        _cloud_pickler = Pickler
+    with io.BytesIO() as f:
+        _cloud_pickler(f, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+        return f.getvalue()
+
+
+def _by_value(obj: Any, first: Exception, buffer_callback: Any = None) -> bytes:
+    """Pickle ``obj`` with cloudpickle after plain pickle raised ``first``,
+    if ``first`` is what cloudpickle exists for; else raise ``first``."""
+    if not isinstance(first, (_pickle.PicklingError, AttributeError)):
+        raise first
+    # If this raises too, its error is the real reason (a lock a closure
+    # holds, say), where ``first`` only said "Can't pickle local object".
+    return _cloud_dumps(obj, buffer_callback)
 
 
 def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
@@ -57,14 +118,9 @@ def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
         return dumps_oob(obj, oob)
     try:
         data = _dumps(obj, PROTOCOL)
-    except Exception as first:  # noqa: BLE001 - any failure: try cloudpickle
-        try:
-            return _cloud_dumps(obj)
-        except Exception:  # noqa: BLE001
-            # The object is unpicklable either way; the first error is the
-            # one that names the real problem.
-            raise first from None
-    if data.find(_MAIN) >= 0:
+    except Exception as first:  # noqa: BLE001 - _by_value decides
+        return _by_value(obj, first)
+    if _refers_to_main(data):
         return _cloud_dumps(obj)
     return data
 
@@ -79,7 +135,7 @@ def dumps_oob(obj: Any, oob: Outbound) -> bytes:
         data = _dumps(obj, PROTOCOL, buffer_callback=oob.spot)
     except Exception:  # noqa: BLE001 - the careful path says why
         return _dumps_oob_careful(obj, oob)
-    if oob.hits == hits and data.find(_MAIN) < 0:
+    if oob.hits == hits and not _refers_to_main(data):
         return data
     return _dumps_oob_careful(obj, oob)
 
@@ -89,15 +145,14 @@ def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
     collect = oob.collector(bufs)
     try:
         data = _dumps(obj, PROTOCOL, buffer_callback=collect)
-        careful = data.find(_MAIN) >= 0
-    except Exception:  # noqa: BLE001 - try cloudpickle
-        careful = True
+        careful = _refers_to_main(data)
+    except Exception as first:  # noqa: BLE001 - _by_value decides
+        bufs.clear()
+        data = _by_value(obj, first, collect)
+        careful = False
     if careful:
         bufs.clear()
-        try:
-            data = _cloud_dumps(obj, collect)
-        except Exception:  # noqa: BLE001 - dumps raises the error that names the problem
-            return dumps(obj)
+        data = _cloud_dumps(obj, collect)
     if bufs:
         wrapped = oob.wrap(data, bufs, _dumps)
         # No room in shared memory: the buffers travel in band.
@@ -129,17 +184,116 @@ def loads_one(data: Any) -> Any:
     return loads(data) if data[0] == _PROTO else unpack_one(data)
 
 
-def dumps_func(func: Any) -> tuple[bytes, bool]:
-    """Pickle a function; also say whether it went by reference (plain
-    pickle, a name any worker can import), which makes it safe to reuse the
-    pickle for later calls with the same function object."""
+def main_snapshot() -> dict[str, Any]:
+    """``__main__``'s globals now: taken as a pool forks the process its
+    workers come from, they are what the workers inherit."""
+    main = sys.modules.get("__main__")
+    return dict(vars(main)) if main is not None else {}
+
+
+def dumps_func(func: Any, inherited: dict[str, Any] | None = None) -> tuple[bytes, bool]:
+    """Pickle a task's callable; also say whether the pickle may be reused
+    for later calls with the same object: only if a fresh pickle would be
+    equal (a name the workers resolve), or if it is a script's own
+    function, which ``multiprocessing`` users expect to be sent once.
+
+    ``inherited``: the :func:`main_snapshot` taken when the workers' process
+    was forked, if it was. A script function in it, unchanged since, travels
+    by reference as any module function does: the workers have it, with the
+    globals it uses (a lock, a connection, a large list) as they were.
+    """
     try:
         data = _dumps(func, PROTOCOL)
-    except Exception:  # noqa: BLE001 - dumps takes the careful path
-        return dumps(func), False
-    if data.find(_MAIN) >= 0:
-        return _cloud_dumps(func), False
-    return data, True
+    except Exception as first:  # noqa: BLE001 - _by_value decides
+        return _by_value(func, first), False
+    if data.find(_MAIN) < 0:
+        return data, _names_itself(func)
+    if inherited is not None and _script_level(func) and _top_level_is(func, inherited):
+        return data, True
+    try:
+        value = _cloud_dumps(func)
+    except Exception as exc:
+        raise _unpicklable_global(func, exc) from exc
+    return value, _script_level(func) and isinstance(func, types.FunctionType) and func.__closure__ is None
+
+
+def _names_itself(func: Any) -> bool:
+    """Whether ``func`` pickles as its name alone, with no state: a
+    function, a class, or a builtin that is not bound to an object."""
+    if isinstance(func, (types.FunctionType, type)):
+        return True
+    if isinstance(func, types.BuiltinFunctionType):
+        owner = getattr(func, "__self__", None)
+        return owner is None or isinstance(owner, types.ModuleType)
+    return isinstance(func, (types.MethodDescriptorType, types.WrapperDescriptorType))
+
+
+def _script_level(func: Any) -> bool:
+    """Whether ``func`` is a function or class defined at the top level of
+    ``__main__`` (or in a class there), found there by its name now."""
+    if not isinstance(func, (types.FunctionType, type)) or getattr(func, "__module__", None) != "__main__":
+        return False
+    qualname = getattr(func, "__qualname__", "")
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        return False
+    found: Any = sys.modules.get("__main__")
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is func
+
+
+def _top_level_is(func: Any, inherited: dict[str, Any]) -> bool:
+    """Whether the top-level name ``func`` is found under is bound to the
+    same object now as in ``inherited``."""
+    top = func.__qualname__.split(".")[0]
+    main = sys.modules.get("__main__")
+    return top in inherited and inherited[top] is getattr(main, top, None)
+
+
+def _unpicklable_global(func: Any, exc: Exception) -> Exception:
+    """``exc``, raised pickling script function ``func`` by value, restated
+    to name the global that could not be pickled and what to do."""
+    chain = _culprit(func, set())
+    if not chain:
+        return exc
+    *via, (name, value) = chain
+    what = f"{type(value).__module__}.{type(value).__qualname__}"
+    path = "".join(f", which uses {v!r}" for v, _ in via[1:])
+    first = f"the global {via[0][0]!r}{path}, which uses {name!r}" if via else f"the global {name!r}"
+    message = (
+        f"cannot send {func.__qualname__!r} to the workers: pickled by value (it is defined in the script, "
+        f"and the workers did not fork from it), it takes {first} ({what}) along, and that cannot be pickled: "
+        f"{exc}. Create {name!r} in the pool's initializer instead, or define {func.__qualname__!r} in a module "
+        "the workers can import."
+    )
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an exception type with other arguments
+        return TypeError(message)
+
+
+def _culprit(func: Any, seen: set[int]) -> list[tuple[str, Any]]:
+    """The globals ``func`` uses, down to the first that cannot be pickled:
+    ``[(name, value), ...]``, through script functions that use it."""
+    code = getattr(func, "__code__", None)
+    if code is None or id(func) in seen:
+        return []
+    seen.add(id(func))
+    names: set[str] = set()
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    scope = func.__globals__
+    for name in sorted(n for n in names if n in scope):
+        value = scope[name]
+        try:
+            _cloud_dumps(value)
+        except Exception:  # noqa: BLE001 - this one fails
+            deeper = _culprit(value, seen) if _script_level(value) else []
+            return [(name, value), *deeper] if deeper else [(name, value)]
+    return []
 
 
 def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
@@ -174,6 +328,6 @@ def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
                 exc.shoal_done = out  # type: ignore[attr-defined]
                 raise
         return out
-    if b"".join(out).find(_MAIN) >= 0:
-        return [dumps(x) if d.find(_MAIN) >= 0 else d for x, d in zip(items, out, strict=True)]
+    if _refers_to_main(b"".join(out)):
+        return [dumps(x) if _refers_to_main(d) else d for x, d in zip(items, out, strict=True)]
     return out

@@ -90,7 +90,13 @@ class Pool:
         self._maxtasksperchild = maxtasksperchild
         # maxtasksperchild counts chunks: keep multiprocessing's chunk counts,
         # so a worker is replaced as often as it would be there.
-        self._jobs = Jobs(self._engine, processes, self._oob, equal_chunks=maxtasksperchild is not None)
+        self._jobs = Jobs(
+            self._engine,
+            processes,
+            self._oob,
+            equal_chunks=maxtasksperchild is not None,
+            inherited=self._backend.inherited,
+        )
         self._apply_plain = self._jobs.apply_plain
         self._state = RUN
         _live_pools.add(self)
