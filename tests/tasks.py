@@ -213,3 +213,11 @@ def total_or_die(a) -> float:
 def pid_of(_: object) -> int:
     """The pid of the worker that ran it."""
     return os.getpid()
+
+
+def fault_on_item(arg: tuple[int, str]) -> int:
+    """Return the item's index, or end the worker (``"os_exit"``) on it."""
+    index, action = arg
+    if action:
+        fault(action)
+    return index

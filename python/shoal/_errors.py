@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import _pickle
+import io
+
+from shoal import _protocol as P
 from shoal._pickling import loads
+from shoal._shoal import unpack_one, unpack_values
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     # multiprocessing.pool defines both, but typeshed declares only the names
     # in its __all__; these declarations follow CPython's definitions.
     class RemoteTraceback(Exception):
@@ -32,7 +39,8 @@ class WorkerLostError(Exception):
 
     ``pid`` is the worker's pid; ``exitcode`` its exit code if it exited,
     else ``None``; ``signal`` the number of the signal that killed it, else
-    ``None``. The message names all three and the task.
+    ``None``. The message names all three, the function, the input index
+    and the call (its arguments shortened).
     """
 
     def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None, signal: int | None = None):
@@ -45,20 +53,90 @@ class WorkerLostError(Exception):
         return (type(self), (self.args[0], self.pid, self.exitcode, self.signal))
 
     @classmethod
-    def from_engine(cls, payload: bytes) -> WorkerLostError:
-        """Build from the engine's payload: ``pid kind value`` then the message."""
-        head, _, message = payload.decode("utf-8", "replace").partition("\n")
+    def from_engine(cls, payload: bytes, single: bool) -> WorkerLostError:
+        """Build from the engine's payload (``lost_message`` in
+        crates/shoal-core/src/supervise.rs): a line ``pid kind value bits
+        what_len name_len``, the message, the function's name, and the
+        chunk's input, from which the call is shown."""
+        head, _, rest = payload.partition(b"\n")
         try:
-            pid_s, kind, value_s = head.split()
-            pid, value = int(pid_s), int(value_s)
+            pid_s, kind, value_s, bits_s, what_len, name_len = head.decode().split()
+            pid, value, bits = int(pid_s), int(value_s), int(bits_s)
+            at = int(what_len)
+            end = at + int(name_len)
         except ValueError:
             return cls(payload.decode("utf-8", "replace"))
+        message = rest[:at].decode("utf-8", "replace")
+        note = _lost_call(rest[at:end].decode("utf-8", "replace"), rest[end:], bits, single)
         return cls(
-            message,
+            message + note,
             pid=pid,
             exitcode=value if kind == "code" else None,
             signal=value if kind == "signal" else None,
         )
+
+
+def func_name(func: Any) -> str:
+    """What people call ``func`` in messages: ``parse``, ``Model.predict``,
+    ``partial(scale)``."""
+    inner = getattr(func, "func", None)  # functools.partial
+    if inner is not None and hasattr(func, "keywords"):
+        return f"partial({func_name(inner)})"
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else type(func).__qualname__
+
+
+def describe_call(name: str, item: Any, bits: int) -> str:
+    """``name(arguments)`` for one task's ``item``, each argument shortened."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 80
+    if bits & P.APPLY:
+        args, kwds = item
+        parts = [r.repr(a) for a in args] + [f"{k}={r.repr(v)}" for k, v in kwds.items()]
+    elif bits & P.STAR:
+        parts = [r.repr(a) for a in item]
+    else:
+        parts = [r.repr(item)]
+    return f"{name}({', '.join(parts)})"
+
+
+# Calls a lost chunk's note shows at most.
+_SHOWN_CALLS = 3
+
+
+class _PlainData(_pickle.Unpickler):
+    """Loads only plain data: numbers, strings, bytes, and containers of
+    them. Anything else a pickle names (a class, a function, a reducer) is
+    refused, so reading a task's input to show it runs no code of the
+    task's in the parent: that code may be what killed the worker."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise _pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+
+def _plain_items(data: bytes, single: bool) -> list[Any]:
+    """A chunk's input items, if they are plain data (else it raises)."""
+    if data[0] != 0x80:  # packed numbers (_pickling.dumps_one, dumps_chunk)
+        return [unpack_one(data)] if single else list(unpack_values(data))
+    loaded = _PlainData(io.BytesIO(data)).load()
+    return [loaded] if single else list(loaded)
+
+
+def _lost_call(name: str, data: bytes, bits: int, single: bool) -> str:
+    """A line naming the calls a lost chunk was running, or "" if its
+    input cannot be shown here (it is not plain data)."""
+    if not data or not name:
+        return ""
+    try:
+        items = _plain_items(data, single)
+        calls = [describe_call(name, item, bits) for item in items[:_SHOWN_CALLS]]
+    except Exception:  # noqa: BLE001 - the note is optional
+        return ""
+    more = f" and {len(items) - _SHOWN_CALLS} more" if len(items) > _SHOWN_CALLS else ""
+    which = "the task" if len(items) == 1 else "one of the tasks"
+    return f"\nin {which} {', '.join(calls)}{more}"
 
 
 class PoolTerminatedError(Exception):

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 from shoal import _protocol as P
 from shoal import _shoal
 from shoal._chunks import Chunks
+from shoal._errors import func_name
 from shoal._pickling import dumps_func, dumps_one, dumps_oob, loads
 from shoal._results import decode
 
@@ -82,7 +83,7 @@ class Jobs:
         if hit is not None and hit[0] is func:
             return hit[1], False
         payload, reusable = dumps_func(func, self.inherited)
-        fid = self.engine.register_func(payload)
+        fid = self.engine.register_func(payload, func_name(func))
         if not reusable:
             return fid, True
         with self._funcs_lock:

@@ -50,7 +50,7 @@ def decode(
         except Exception as e:  # noqa: BLE001
             failure = e
     elif status in (P.WORKER_LOST, P.TIMED_OUT):
-        failure = WorkerLostError.from_engine(payload)
+        failure = WorkerLostError.from_engine(payload, single)
     elif status == P.CANCELLED:
         failure = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:

@@ -29,6 +29,7 @@ import types
 
 from shoal import _protocol as P
 from shoal import _shm
+from shoal._errors import describe_call, func_name
 from shoal._pickling import _dumps, dumps, dumps_chunk, inherit_main, loads, loads_chunk, loads_one
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
@@ -86,20 +87,8 @@ def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, s
 
 def _task_note(func: Any, item: Any, flags: int) -> str:
     """A line naming the call that failed, with its arguments, shortened."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxstring = r.maxother = 80
-    name = getattr(func, "__qualname__", None) or repr(func)
     try:
-        if flags & P.APPLY:
-            args, kwds = item
-            parts = [r.repr(a) for a in args] + [f"{k}={r.repr(v)}" for k, v in kwds.items()]
-        elif flags & P.STAR:
-            parts = [r.repr(a) for a in item]
-        else:
-            parts = [r.repr(item)]
-        return f"\nin the task {name}({', '.join(parts)})\n"
+        return f"\nin the task {describe_call(func_name(func), item, flags)}\n"
     except BaseException:  # noqa: BLE001 - a note is optional
         return ""
 

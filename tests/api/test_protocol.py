@@ -27,11 +27,19 @@ def test_the_numbers_are_the_extensions() -> None:
 def test_every_status_decodes_to_what_a_user_expects() -> None:
     assert decode(P.OK, True, pickle.dumps(3), 1) == ([3], None)
     assert decode(P.OK, False, pickle.dumps([1, 2]), 2) == ([1, 2], None)
-    lost = b"123 signal 9\nthe worker process 123 running task 0 of job 1 died with signal 9 (SIGKILL)"
+    # As crates/shoal-core/src/supervise.rs `lost_message` lays it out.
+    what = b"the worker process 123 running parse on input item 6 died with signal 9 (SIGKILL)"
+    head = f"123 signal 9 {P.STAR | P.SINGLE} {len(what)} {len('parse')}\n".encode()
+    lost = head + what + b"parse" + pickle.dumps(("x" * 500, 7))
     for status in (P.WORKER_LOST, P.TIMED_OUT):
         _, errors = decode(status, True, lost, 1)
         assert errors is not None
-        assert isinstance(errors[0], WorkerLostError) and errors[0].signal == 9 and errors[0].pid == 123
+        e = errors[0]
+        assert isinstance(e, WorkerLostError) and e.signal == 9 and e.pid == 123 and e.exitcode is None
+        assert str(e).startswith(what.decode())
+        # The call, its long argument shortened.
+        note = str(e).split("\n")[-1]
+        assert note.startswith("in the task parse('xxx") and note.endswith("', 7)") and len(note) < 120, note
     _, errors = decode(P.CANCELLED, False, b"the task was cancelled", 2)
     assert errors is not None and set(errors) == {0, 1}
     assert all(isinstance(e, PoolTerminatedError) for e in errors.values())

@@ -374,10 +374,10 @@ impl Engine {
         }
     }
 
-    /// Add a pickled function; it is kept until [`Engine::release_func`]
-    /// and no job uses it.
-    pub fn register_func(&self, payload: Vec<u8>) -> FuncId {
-        self.lock().funcs.register(payload)
+    /// Add a pickled function, named `name` in messages about its tasks;
+    /// it is kept until [`Engine::release_func`] and no job uses it.
+    pub fn register_func(&self, payload: Vec<u8>, name: &str) -> FuncId {
+        self.lock().funcs.register(payload, name)
     }
 
     /// Let go of function `id`; workers forget it once no job uses it.

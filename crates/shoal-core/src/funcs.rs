@@ -16,6 +16,8 @@ pub type FuncId = u32;
 #[derive(Debug)]
 struct Entry {
     payload: Arc<Vec<u8>>,
+    /// What people call it (`parse`, `Model.predict`), for messages.
+    name: Box<str>,
     /// Jobs using it, plus one while the caller holds it.
     users: u32,
     held: bool,
@@ -32,11 +34,12 @@ pub struct Funcs {
 
 impl Funcs {
     /// Add a function; the caller holds it until [`Funcs::unhold`].
-    pub fn register(&mut self, payload: Vec<u8>) -> FuncId {
+    pub fn register(&mut self, payload: Vec<u8>, name: &str) -> FuncId {
         self.next = self.next.wrapping_add(1).max(1);
         let id = self.next;
         let entry = Entry {
             payload: Arc::new(payload),
+            name: name.into(),
             users: 1,
             held: true,
             per_item_ns: None,
@@ -48,6 +51,11 @@ impl Funcs {
     /// The pickle of function `id`.
     pub fn payload(&self, id: FuncId) -> Option<&Arc<Vec<u8>>> {
         self.map.get(&id).map(|e| &e.payload)
+    }
+
+    /// The name function `id` was registered with ("" if unknown).
+    pub fn name(&self, id: FuncId) -> &str {
+        self.map.get(&id).map_or("", |e| &e.name)
     }
 
     /// A job starts using `id`. False if there is no such function.
@@ -108,7 +116,7 @@ mod tests {
     #[test]
     fn a_function_lives_while_held_or_used() {
         let mut f = Funcs::default();
-        let id = f.register(b"f".to_vec());
+        let id = f.register(b"f".to_vec(), "f");
         assert!(f.add_user(id));
         assert!(!f.unhold(id), "a job still uses it");
         assert!(f.payload(id).is_some());
@@ -120,7 +128,7 @@ mod tests {
     #[test]
     fn unhold_twice_is_harmless() {
         let mut f = Funcs::default();
-        let id = f.register(vec![]);
+        let id = f.register(vec![], "f");
         assert!(f.unhold(id));
         assert!(!f.unhold(id));
         assert!(f.payload(id).is_none());

@@ -24,15 +24,37 @@ use std::time::{Duration, Instant};
 const RELAUNCH_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The payload of a [`Status::WorkerLost`] or [`Status::TimedOut`]
-/// outcome: a first line the binding parses (`pid kind value`, kind being
-/// `code`, `signal` or `unknown`), then the message for people.
-pub(crate) fn lost_message(pid: i32, exit: Exit, what: &str) -> String {
+/// outcome, for chunk `t` of the function named `name`: a first line the
+/// binding parses, `pid kind value bits what_len name_len` (kind being
+/// `code`, `signal` or `unknown`; bits the chunk's task bits; the lengths
+/// in bytes), then the message for people, the function's name, and the
+/// chunk's input as it was sent, so that the binding can show the call.
+pub(crate) fn lost_message(pid: i32, exit: Exit, what: &str, name: &str, t: &Task) -> Vec<u8> {
     let (kind, value) = match exit {
         Exit::Code(c) => ("code", c),
         Exit::Signal(s) => ("signal", s),
         Exit::Unknown => ("unknown", 0),
     };
-    format!("{pid} {kind} {value}\n{what}")
+    let mut out = format!(
+        "{pid} {kind} {value} {} {} {}\n{what}{name}",
+        t.task_bits,
+        what.len(),
+        name.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&t.payload);
+    out
+}
+
+/// What chunk `t` of the function named `name` was running on, for people:
+/// `parse on input item 6` (its job's input, counted from 0).
+fn running(name: &str, t: &Task) -> String {
+    let name = if name.is_empty() { "a task" } else { name };
+    let items = match t.items {
+        1 => format!("input item {}", t.first_item),
+        n => format!("input items {} to {}", t.first_item, t.first_item + u64::from(n) - 1),
+    };
+    format!("{name} on {items}")
 }
 
 impl State {
@@ -306,18 +328,14 @@ impl State {
             Some(Fate::TimedOut(limit)) => {
                 let timed = w.outstanding.front().is_some_and(|t| t.timeout.is_some());
                 if let Some(t) = if timed { w.answered() } else { None } {
+                    let name = self.funcs.name(t.func);
                     let what = format!(
-                        "task {} of job {} ran past its timeout of {:.3} s; the worker process {pid} running it was killed",
-                        t.index,
-                        t.job,
+                        "{} ran past its timeout of {:.3} s; the worker process {pid} running it was killed",
+                        running(name, &t),
                         limit.as_secs_f64()
                     );
-                    self.settle(
-                        &t,
-                        w.slot,
-                        Status::TimedOut,
-                        lost_message(pid, exit, &what).into_bytes(),
-                    );
+                    let payload = lost_message(pid, exit, &what, name, &t);
+                    self.settle(&t, w.slot, Status::TimedOut, payload);
                 }
             }
             // Killed for a cancel: it was running a chunk of the cancelled
@@ -339,16 +357,13 @@ impl State {
                 // no doubt.
                 if w.outstanding.len() == 1 {
                     let t = w.answered().expect("one chunk held");
+                    let name = self.funcs.name(t.func);
                     let what = format!(
-                        "the worker process {pid} running task {} of job {} died with {exit}",
-                        t.index, t.job
+                        "the worker process {pid} running {} died with {exit}",
+                        running(name, &t)
                     );
-                    self.settle(
-                        &t,
-                        w.slot,
-                        Status::WorkerLost,
-                        lost_message(pid, exit, &what).into_bytes(),
-                    );
+                    let payload = lost_message(pid, exit, &what, name, &t);
+                    self.settle(&t, w.slot, Status::WorkerLost, payload);
                 }
             }
         }

@@ -221,8 +221,9 @@ impl PyEngine {
 
     /// Add a pickled function; returns its id. Workers receive it once and
     /// keep it until `release_func` and the end of the last job using it.
-    fn register_func(&self, payload: &Bound<'_, PyBytes>) -> PyResult<u32> {
-        Ok(self.engine()?.register_func(payload.as_bytes().to_vec()))
+    #[pyo3(signature = (payload, name = ""))]
+    fn register_func(&self, payload: &Bound<'_, PyBytes>, name: &str) -> PyResult<u32> {
+        Ok(self.engine()?.register_func(payload.as_bytes().to_vec(), name))
     }
 
     /// Let go of a function registered with `register_func`.
