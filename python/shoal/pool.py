@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from shoal import _backend, _shm, _shoal
+from shoal import _backend, _platform, _shm, _shoal
 from shoal._jobs import IMapIterator, IMapUnorderedIterator, Jobs
 from shoal._results import AsyncResult
 
@@ -74,7 +74,7 @@ class Pool:
         self._engine: _shoal.Engine = None  # type: ignore[assignment]
         self._backend: _backend.Processes | None = None
         if processes is None:
-            processes = os.cpu_count() or 1
+            processes = _platform.usable_cpus()
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None:
