@@ -1,8 +1,11 @@
-"""What the machine offers a pool: the CPUs this process may use."""
+"""What the machine offers a pool: the CPUs this process may use, and a
+kernel that can run shoal's engine."""
 
 from __future__ import annotations
 
 import os
+
+from shoal import _shoal
 
 
 def usable_cpus() -> int:
@@ -21,3 +24,10 @@ def usable_cpus() -> int:
     except OSError:
         return os.cpu_count() or 1
 
+
+def require_supported_kernel() -> None:
+    """Raise ``OSError`` with one sentence saying what is required if this
+    kernel cannot run shoal's engine (no ``pidfd_open``: Linux before 5.3,
+    or a seccomp profile that refuses it). Call before starting workers, so
+    that nothing is left to clean up."""
+    _shoal.check_kernel()

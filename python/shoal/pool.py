@@ -83,6 +83,7 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._processes = processes
+        _platform.require_supported_kernel()
         self._backend = _backend.start(context, start_method, processes, initializer, initargs, maxtasksperchild)
         self._engine = self._backend.engine
         self._start_method = self._backend.method

@@ -7,6 +7,7 @@ that what it changes (CPU affinity, a seccomp filter) stays in that process.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -47,3 +48,68 @@ def test_pool_under_taskset_one_cpu_starts_one_worker() -> None:
         # 3.13's Pool counts the CPUs the process may use, as shoal does;
         # 3.11 and 3.12 count every CPU of the machine.
         assert shoal_workers == stdlib_workers
+
+
+# Installs a seccomp filter that makes pidfd_open (434 on every Linux
+# architecture) fail with the errno given, as a kernel before 5.3 (ENOSYS)
+# or a container runtime's seccomp profile (EPERM or ENOSYS) does, then
+# creates a pool as a user's script would.
+SECCOMP_SCRIPT = """
+    import ctypes, multiprocessing, sys
+
+    refuse_with, method = int(sys.argv[1]), sys.argv[2]
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+    SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+    program = (SockFilter * 4)(
+        SockFilter(BPF_LD_W_ABS, 0, 0, 0),  # the system call's number
+        SockFilter(BPF_JEQ_K, 0, 1, 434),  # pidfd_open?
+        SockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | refuse_with),
+        SockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    )
+    prog = SockFprog(len(program), program)
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog)):
+        print("no seccomp:", ctypes.get_errno())
+        sys.exit(3)
+
+    from shoal import Pool, _shoal
+
+    try:
+        with Pool(2, start_method=method) as pool:
+            pool.map(abs, [1, 2])
+    except OSError as e:
+        print(type(e).__name__, e.errno)
+        print(e)
+    else:
+        print("no error")
+    # Nothing was started: no worker, zygote or engine thread to clean up.
+    print(len(multiprocessing.active_children()), _shoal.live_threads())
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("refuse_with", [errno.ENOSYS, errno.EPERM], ids=["ENOSYS", "EPERM"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_where_pidfd_open_is_refused_says_what_is_required(refuse_with: int, method: str) -> None:
+    proc = _run(SECCOMP_SCRIPT, str(refuse_with), method)
+    if proc.returncode == 3:
+        pytest.skip(f"cannot install a seccomp filter here ({proc.stdout.strip()})")
+    assert proc.returncode == 0, proc.stderr
+    kind, message, leftovers = proc.stdout.strip().split("\n")
+    # OSError(EPERM, ...) is a PermissionError, as Python makes it.
+    assert kind == ("PermissionError" if refuse_with == errno.EPERM else "OSError") + f" {refuse_with}"
+    # One sentence: what is required, what was refused, and what to do.
+    assert "Linux 5.3" in message
+    assert "pidfd_open" in message
+    assert "seccomp" in message
+    assert os.strerror(refuse_with) in message
+    assert "multiprocessing.Pool" in message
+    assert leftovers == "0 0"
