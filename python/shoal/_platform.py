@@ -12,9 +12,11 @@ def usable_cpus() -> int:
     """The number of CPUs this process may run on: the default pool size.
 
     ``multiprocessing.Pool`` counts these since Python 3.13
-    (``os.process_cpu_count()``, which also honours ``PYTHON_CPU_COUNT`` and
-    ``-X cpu_count``); on 3.11 and 3.12 the affinity mask gives the same
-    number, so ``taskset -c 0`` means one worker on every version.
+    (``os.process_cpu_count()``: the affinity mask, unless
+    ``PYTHON_CPU_COUNT`` or ``-X cpu_count`` overrides it). On 3.11 and 3.12,
+    which have neither, the affinity mask is read directly, so
+    ``taskset -c 0`` means one worker on every version. A cgroup CPU quota
+    is not counted, as the stdlib does not count it.
     """
     process_cpu_count = getattr(os, "process_cpu_count", None)
     if process_cpu_count is not None:
