@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from shoal import _backend, _shm, _shoal
+from shoal import _backend, _platform, _shm, _shoal
 from shoal._jobs import IMapIterator, IMapUnorderedIterator, Jobs
 from shoal._results import AsyncResult
 
@@ -74,7 +74,7 @@ class Pool:
         self._engine: _shoal.Engine = None  # type: ignore[assignment]
         self._backend: _backend.Processes | None = None
         if processes is None:
-            processes = os.cpu_count() or 1
+            processes = _platform.usable_cpus()
         if processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None:
@@ -83,6 +83,7 @@ class Pool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         self._processes = processes
+        _platform.require_supported_kernel()
         self._backend = _backend.start(context, start_method, processes, initializer, initargs, maxtasksperchild)
         self._engine = self._backend.engine
         self._start_method = self._backend.method

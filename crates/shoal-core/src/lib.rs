@@ -20,6 +20,18 @@
 //! - `stats`: the counters;
 //! - `launch`: how worker processes are started ([`Launcher`]);
 //! - `engine`: the I/O thread, deadlines, cancel, and the public API.
+//!
+//! Linux only, kernel 5.3 or newer: see [`probe_pidfd`] for what a kernel
+//! must allow at run time.
+
+// Said first, before rustc's errors about the Linux calls `sys` makes, so
+// that `pip install` on another system ends with what is required.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shoal runs on Linux only (kernel 5.3 or newer): its engine watches worker processes with pidfd_open and \
+     wakes with eventfd, which this system does not have; use multiprocessing.Pool here, or run shoal on Linux \
+     (WSL 2, a container or a virtual machine)."
+);
 
 mod chunking;
 mod engine;
@@ -46,3 +58,4 @@ pub use funcs::FuncId;
 pub use job::{JobId, JobSpec, Order, Outcome};
 pub use launch::{Exit, Launched, Launcher, SpawnLauncher, ZygoteLauncher};
 pub use stats::{Counts, JobStats, Slow, Slowest, Snapshot, Tally, WorkerStats, SLOWEST};
+pub use sys::probe_pidfd;

@@ -124,6 +124,15 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Whether this kernel gives the engine pidfds, which is how it notices at
+/// once that a worker died: `pidfd_open` on this process itself, closed at
+/// once. The error is the kernel's: `ENOSYS` before Linux 5.3, `ENOSYS` or
+/// `EPERM` where a seccomp filter refuses the call (container runtimes
+/// older than the call, sandboxes).
+pub fn probe_pidfd() -> io::Result<()> {
+    pidfd_open(getpid()).map(drop)
+}
+
 /// A descriptor that is readable at once (an eventfd holding 1).
 pub fn ready_fd() -> io::Result<OwnedFd> {
     // SAFETY: plain system call; the result is a fresh descriptor.
@@ -243,6 +252,13 @@ mod tests {
         w.drain();
         fds[0].revents = 0;
         assert_eq!(poll(&mut fds, Some(Duration::from_millis(0))).unwrap(), 0);
+    }
+
+    #[test]
+    fn this_kernel_gives_pidfds() {
+        // Every test that starts a worker needs this too; here the failure
+        // names the cause.
+        probe_pidfd().expect("pidfd_open needs Linux 5.3+ and a seccomp profile that allows it");
     }
 
     #[test]

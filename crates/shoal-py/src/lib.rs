@@ -9,6 +9,14 @@
 //! call releases the GIL and wakes every 50 ms to let Python run signal
 //! handlers, so Ctrl-C interrupts a wait promptly.
 
+// The same sentence as shoal-core's, in case this crate is built alone.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shoal runs on Linux only (kernel 5.3 or newer): its engine watches worker processes with pidfd_open and \
+     wakes with eventfd, which this system does not have; use multiprocessing.Pool here, or run shoal on Linux \
+     (WSL 2, a container or a virtual machine)."
+);
+
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -636,6 +644,29 @@ fn window_chunks(workers: usize, adaptive: bool) -> u32 {
     shoal_core::window_chunks(workers, adaptive)
 }
 
+/// Raise `OSError` saying what shoal requires if this kernel cannot run the
+/// engine (no `pidfd_open`: before Linux 5.3, or refused by seccomp).
+/// `Pool()` calls it before starting anything, so nothing needs cleaning up.
+#[pyfunction]
+fn check_kernel() -> PyResult<()> {
+    let Err(e) = shoal_core::probe_pidfd() else {
+        return Ok(());
+    };
+    let (errno, name) = match e.raw_os_error() {
+        Some(libc::ENOSYS) => (libc::ENOSYS, "ENOSYS, Function not implemented"),
+        Some(libc::EPERM) => (libc::EPERM, "EPERM, Operation not permitted"),
+        // Not a missing feature (say, out of descriptors): the kernel's own error.
+        _ => return Err(e.into()),
+    };
+    let msg = format!(
+        "shoal needs Linux 5.3 or newer with the pidfd_open system call allowed, and pidfd_open failed here \
+         ({name}), so the kernel is older than 5.3 or a seccomp profile blocks the call: run on a newer kernel, \
+         allow pidfd_open in the container's or sandbox's seccomp profile, or use multiprocessing.Pool"
+    );
+    // OSError(errno, message): Python makes EPERM a PermissionError.
+    Err(PyOSError::new_err((errno, msg)))
+}
+
 /// Called first in a worker: die with the parent. Returns False if the
 /// parent is already gone.
 #[pyfunction]
@@ -664,7 +695,10 @@ mod _shoal {
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
-    use super::{live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop};
+    use super::{
+        check_kernel, live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply, PyEngine,
+        WorkerLoop,
+    };
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
