@@ -292,6 +292,7 @@ class _Host:
         self.run_task = _run_task
         self.fail_task = _fail_task
         self.careful = _careful_result
+        self.chunk_failed = _chunk_failed
 
     def define(self, fid: int, payload: bytes) -> None:
         """``Func``: load a function from the parent."""

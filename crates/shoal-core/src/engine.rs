@@ -8,7 +8,7 @@
 //! GIL.
 
 use crate::fasthash::FastMap;
-use crate::frame::{task, Header, Status};
+use crate::frame::{self, task, FrameError, Header, Status};
 use crate::funcs::{FuncId, Funcs};
 use crate::io::{Inbound, Outgoing, ReadBufs};
 use crate::job::{Job, JobId, JobSpec, Outcome};
@@ -138,6 +138,9 @@ pub enum EngineError {
     NotRunning,
     /// The job was cancelled: it takes no more chunks.
     Cancelled(JobId),
+    /// A payload of this many bytes does not fit a frame
+    /// ([`crate::frame::MAX_PAYLOAD`]).
+    TooLarge(usize),
 }
 
 impl fmt::Display for EngineError {
@@ -147,11 +150,19 @@ impl fmt::Display for EngineError {
             EngineError::UnknownFunc(id) => write!(f, "no function with id {id}"),
             EngineError::NotRunning => write!(f, "Pool not running"),
             EngineError::Cancelled(j) => write!(f, "job {j} was cancelled"),
+            EngineError::TooLarge(n) => write!(f, "{}", FrameError::TooLarge(*n)),
         }
     }
 }
 
 impl std::error::Error for EngineError {}
+
+/// `Ok` if `payload` fits a frame.
+fn fits(payload: &[u8]) -> Result<(), EngineError> {
+    frame::payload_len(payload.len())
+        .map(drop)
+        .map_err(|_| EngineError::TooLarge(payload.len()))
+}
 
 /// Everything the I/O thread and callers share.
 pub(crate) struct State {
@@ -286,6 +297,12 @@ impl Engine {
                 "an engine needs at least one worker",
             ));
         }
+        if let Err(e) = frame::payload_len(config.init_payload.len()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the start-up settings: {e}"),
+            ));
+        }
         let config_workers = config.workers;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -376,8 +393,9 @@ impl Engine {
 
     /// Add a pickled function, named `name` in messages about its tasks;
     /// it is kept until [`Engine::release_func`] and no job uses it.
-    pub fn register_func(&self, payload: Vec<u8>, name: &str) -> FuncId {
-        self.lock().funcs.register(payload, name)
+    pub fn register_func(&self, payload: Vec<u8>, name: &str) -> Result<FuncId, EngineError> {
+        fits(&payload)?;
+        Ok(self.lock().funcs.register(payload, name))
     }
 
     /// Let go of function `id`; workers forget it once no job uses it.
@@ -404,6 +422,7 @@ impl Engine {
     /// until the next lock. `func` must stay registered until this returns
     /// (a function released later is kept for the job, as with any job).
     pub fn apply(&self, func: FuncId, task_bits: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
+        fits(&payload)?;
         let shared = &*self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
             return Err(EngineError::NotRunning);
@@ -439,6 +458,8 @@ impl Engine {
     /// counters count them.
     pub fn submit_items(&self, job: JobId, payloads: Vec<Vec<u8>>, items: Vec<u32>) -> Result<u32, EngineError> {
         assert_eq!(payloads.len(), items.len(), "one item count per chunk");
+        // Checked here, so the I/O thread never meets a payload it cannot frame.
+        payloads.iter().try_for_each(|p| fits(p))?;
         let mut st = self.lock();
         if matches!(st.phase, Phase::Terminating | Phase::Stopped) {
             return Err(EngineError::NotRunning);

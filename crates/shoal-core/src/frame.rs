@@ -180,7 +180,9 @@ pub struct Header {
 impl Header {
     fn new(kind: Kind, len: usize) -> Header {
         Header {
-            len: len as u32,
+            // A length that does not fit is refused where a frame is
+            // written (`encode`, or `payload_len` before `to_bytes`).
+            len: u32::try_from(len).unwrap_or(u32::MAX),
             kind,
             flags: 0,
             failed: 0,
@@ -372,11 +374,16 @@ impl std::error::Error for FrameError {}
 /// Append one frame, `header` then `payload`, to `out`. The header's `len`
 /// is set from the payload.
 pub fn encode(out: &mut Vec<u8>, mut header: Header, payload: &[u8]) -> Result<(), FrameError> {
-    header.len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
+    header.len = payload_len(payload.len())?;
     out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(payload);
     Ok(())
+}
+
+/// `n` as a frame's length field, if a frame can carry `n` bytes.
+pub fn payload_len(n: usize) -> Result<u32, FrameError> {
+    u32::try_from(n).map_err(|_| FrameError::TooLarge(n))
 }
 
 /// Reassembles frames from a byte stream that arrives in arbitrary pieces.
@@ -448,6 +455,12 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_a_frame_cannot_carry_is_an_error_not_a_wrap() {
+        assert_eq!(payload_len(MAX_PAYLOAD), Ok(u32::MAX));
+        assert_eq!(payload_len(MAX_PAYLOAD + 1), Err(FrameError::TooLarge(MAX_PAYLOAD + 1)));
+    }
 
     #[test]
     fn round_trip_in_odd_pieces() {

@@ -19,7 +19,7 @@ fn run(e: &Engine, spec: JobSpec, cmds: &[&str]) -> u32 {
 #[test]
 fn a_replacement_takes_the_slot_of_the_worker_it_replaces() {
     let e = engine(2);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     // Both slots answer; then the worker in one of them dies.
     let slots: Vec<String> = outcomes(&e, run(&e, JobSpec::new(f, 0), &["sleep:50:", "slot"]))
         .iter()
@@ -50,7 +50,7 @@ fn a_replacement_takes_the_slot_of_the_worker_it_replaces() {
 #[test]
 fn counters_add_up_and_can_be_read_while_work_runs() {
     let e = engine_with(EngineConfig::new(2, b"slowinit:30".to_vec()));
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let mut cmds: Vec<String> = (0..2000).map(|i| format!("echo:{i}")).collect();
     cmds[10] = "raise:1:x".into();
     cmds[20] = "sleep:40:slow".into();
@@ -111,7 +111,7 @@ fn counters_add_up_and_can_be_read_while_work_runs() {
 #[test]
 fn cancel_drops_queued_chunks_and_leaves_running_ones() {
     let e = engine(1);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let job = run(&e, JobSpec::new(f, 0), &["sleep:1500:a", "echo:b", "echo:c"]);
     // The worker runs a; b and c wait in the engine's queue (a is long, and
     // the margin is wide for a loaded machine).
@@ -131,7 +131,7 @@ fn cancel_drops_queued_chunks_and_leaves_running_ones() {
 #[test]
 fn cancel_with_kill_stops_a_running_chunk_and_replaces_its_worker() {
     let e = engine(2);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let long = run(&e, JobSpec::new(f, 0), &["sleep:60000:never"]);
     let other = run(&e, JobSpec::new(f, 0), &["sleep:300:other"]);
     std::thread::sleep(Duration::from_millis(100));
@@ -152,7 +152,7 @@ fn cancel_with_kill_stops_a_running_chunk_and_replaces_its_worker() {
 #[test]
 fn a_chunk_past_its_deadline_is_killed_and_times_out() {
     let e = engine(2);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let spec = JobSpec::new(f, 0).timeout(Some(Duration::from_millis(200)));
     let t0 = Instant::now();
     let job = run(
@@ -180,7 +180,7 @@ fn a_deadline_is_never_spent_waiting_in_a_queue() {
     // one another on the worker the later ones would time out; dispatched
     // one at a time, none does.
     let e = engine(1);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     // Teach the scheduler the function is short, so it would queue deeply.
     outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:1"; 50]));
     let spec = JobSpec::new(f, 0).timeout(Some(Duration::from_millis(600)));
@@ -193,7 +193,7 @@ fn exit_results_travel_back_and_lifespans_count_items() {
     let mut config = EngineConfig::new(1, b"ok".to_vec());
     config.lifespan.items = Some(5);
     let e = engine_with(config);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let job = e.new_job(JobSpec::new(f, 0)).unwrap();
     // Chunks of 3 items: a worker is done after its second chunk (6 >= 5).
     let payloads = (0..3).map(|_| b"pid".to_vec()).collect();
@@ -225,7 +225,7 @@ fn exit_results_travel_back_and_lifespans_count_items() {
 #[test]
 fn a_cancelled_jobs_chunks_are_not_run_again_after_a_crash() {
     let e = engine(1);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     // Short chunks teach the scheduler to queue several on the worker.
     outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:1"; 50]));
     let job = run(&e, JobSpec::new(f, 0), &["sleep:1500:a", "kill", "echo:c"]);
@@ -246,7 +246,7 @@ fn a_replacement_starts_only_once_the_worker_it_replaces_has_exited() {
     let mut config = shoal_core::EngineConfig::new(1, b"ok".to_vec());
     config.lifespan.chunks = Some(1);
     let e = engine_with(config);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let job = run(&e, JobSpec::new(f, 0), &["slot"; 6]);
     let mut most = 0;
     while !e.finished(job).unwrap() {

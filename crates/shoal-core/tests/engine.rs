@@ -1,6 +1,6 @@
 //! The engine driven end to end with the protocol-speaking test worker.
 
-use shoal_core::{Engine, EngineConfig, JobSpec, Order, Phase, SpawnLauncher, Status, Want};
+use shoal_core::{Engine, EngineConfig, EngineError, JobSpec, Order, Phase, SpawnLauncher, Status, Want};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -13,7 +13,9 @@ fn chunks(cmds: impl IntoIterator<Item = String>) -> Vec<Vec<u8>> {
 #[test]
 fn ordered_results_come_back_in_order() {
     let e = engine(2);
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks((0..200).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     let out = collect(&e, job);
@@ -27,7 +29,7 @@ fn ordered_results_come_back_in_order() {
 fn a_slow_chunk_does_not_block_the_ones_behind_it() {
     let e = engine(2);
     let job = e
-        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0).order(Order::Unordered))
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0).order(Order::Unordered))
         .unwrap();
     let mut cmds = vec!["sleep:1500:slow".to_string()];
     cmds.extend((0..6).map(|i| format!("sleep:20:{i}")));
@@ -49,7 +51,7 @@ fn a_slow_chunk_does_not_block_the_ones_behind_it() {
 fn a_lazy_job_is_held_to_its_window() {
     let e = engine(2);
     let job = e
-        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0).window(Some(4)))
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0).window(Some(4)))
         .unwrap();
     assert_eq!(e.room(job).unwrap(), 4);
     e.submit(job, chunks((0..4).map(|i| format!("echo:{i}")))).unwrap();
@@ -67,7 +69,9 @@ fn a_lazy_job_is_held_to_its_window() {
 fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
     let e = engine(2);
     let before = e.worker_pids();
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     let mut cmds: Vec<String> = (0..10).map(|i| format!("sleep:5:{i}")).collect();
     cmds[4] = "kill".into();
     e.submit(job, chunks(cmds)).unwrap();
@@ -107,7 +111,9 @@ fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
 #[test]
 fn an_exit_code_is_reported() {
     let e = engine(1);
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks(["exit:7".to_string(), "echo:after".to_string()]))
         .unwrap();
     e.finish_input(job).unwrap();
@@ -122,7 +128,9 @@ fn workers_retire_after_their_lifespan() {
     let mut config = EngineConfig::new(1, b"ok".to_vec());
     config.lifespan.chunks = Some(2);
     let e = engine_with(config);
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks((0..6).map(|_| "pid".to_string()))).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
@@ -136,11 +144,15 @@ fn workers_retire_after_their_lifespan() {
 #[test]
 fn close_finishes_queued_work_then_stops() {
     let e = engine(2);
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks((0..20).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     e.close();
-    assert!(e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).is_err());
+    assert!(e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .is_err());
     assert!(e.wait_stopped(Duration::from_secs(20)));
     e.join();
     assert_eq!(e.phase(), Phase::Stopped);
@@ -152,7 +164,9 @@ fn close_finishes_queued_work_then_stops() {
 #[test]
 fn terminate_cancels_everything_promptly() {
     let e = engine(2);
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks((0..1000).map(|_| "sleep:60000:x".to_string())))
         .unwrap();
     e.finish_input(job).unwrap();
@@ -170,7 +184,9 @@ fn terminate_cancels_everything_promptly() {
 #[test]
 fn a_failing_initializer_fails_tasks_instead_of_hanging() {
     let e = engine_with(EngineConfig::new(2, b"fail".to_vec()));
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks(["echo:x".to_string()])).unwrap();
     e.finish_input(job).unwrap();
     assert!(e.wait(job, Want::Finished, Duration::from_secs(20)).unwrap());
@@ -192,11 +208,15 @@ fn a_missing_program_is_a_start_error() {
 #[test]
 fn an_abandoned_job_still_runs_its_chunks() {
     let e = engine(1);
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(job, chunks((0..5).map(|i| format!("sleep:10:{i}")))).unwrap();
     e.finish_input(job).unwrap();
     e.abandon(job);
-    let probe = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let probe = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(probe, chunks(["echo:after".to_string()])).unwrap();
     e.finish_input(probe).unwrap();
     // The probe queued behind the abandoned job's five chunks, so it can only
@@ -214,13 +234,17 @@ fn an_abandoned_job_still_runs_its_chunks() {
 fn a_crash_among_batched_results_fails_only_the_crashing_chunk() {
     let e = engine(1);
     // Short chunks teach the scheduler to queue many on the worker.
-    let warm = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let warm = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     e.submit(warm, chunks((0..50).map(|i| format!("echo:{i}")))).unwrap();
     e.finish_input(warm).unwrap();
     assert!(e.wait(warm, Want::Finished, Duration::from_secs(10)).unwrap());
     // The worker holds back a and b, then dies: which chunk killed it is
     // unknown until each suspect has run alone.
-    let job = e.new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f"), 0)).unwrap();
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0))
+        .unwrap();
     let cmds = ["quick:a", "quick:b", "kill", "quick:c", "echo:d"].map(String::from);
     e.submit(job, chunks(cmds)).unwrap();
     e.finish_input(job).unwrap();
@@ -238,7 +262,7 @@ fn a_crash_among_batched_results_fails_only_the_crashing_chunk() {
 #[test]
 fn apply_runs_one_chunk_and_functions_are_shared() {
     let e = engine(2);
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     let jobs: Vec<u32> = (0..20)
         .map(|i| e.apply(f, 0, format!("echo:{i}").into_bytes()).unwrap())
         .collect();
@@ -256,7 +280,7 @@ fn apply_runs_one_chunk_and_functions_are_shared() {
 #[test]
 fn collect_takes_a_finished_job_whole_and_forgets_it() {
     let e = engine(1);
-    let func = e.register_func(b"f".to_vec(), "f");
+    let func = e.register_func(b"f".to_vec(), "f").unwrap();
     let slow = e.apply(func, 0, b"sleep:300:slow".to_vec()).unwrap();
     let quick = e.apply(func, 0, b"echo:quick".to_vec()).unwrap();
     // Not finished: nothing is taken and the job stays.
@@ -273,7 +297,7 @@ fn collect_takes_a_finished_job_whole_and_forgets_it() {
 #[test]
 fn apply_calls_wait_outside_the_lock_and_are_never_lost() {
     let e = std::sync::Arc::new(engine(2));
-    let f = e.register_func(b"f".to_vec(), "f");
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
     // Calls from several threads at once, while the I/O thread handles
     // results: every one runs, and each job gets its own chunk's outcome.
     let threads: Vec<_> = (0..4)
@@ -307,4 +331,26 @@ fn apply_calls_wait_outside_the_lock_and_are_never_lost() {
     e.close();
     assert!(e.apply(f, 0, b"echo:late".to_vec()).is_err());
     assert_eq!(collect(&e, last).iter().map(text).collect::<Vec<_>>(), ["last"]);
+}
+
+#[test]
+fn a_payload_a_frame_cannot_carry_is_refused_before_it_is_queued() {
+    let e = engine(1);
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
+    // Zeroed and never touched: the kernel commits none of it.
+    let n = shoal_core::frame::MAX_PAYLOAD + 1;
+    let big = vec![0u8; n];
+    assert_eq!(e.apply(f, 0, big), Err(EngineError::TooLarge(n)));
+    let job = e.new_job(JobSpec::new(f, 0)).unwrap();
+    let big = vec![0u8; n];
+    assert_eq!(
+        e.submit(job, vec![b"echo:a".to_vec(), big]),
+        Err(EngineError::TooLarge(n))
+    );
+    assert_eq!(e.register_func(vec![0u8; n], "g"), Err(EngineError::TooLarge(n)));
+    // Nothing of the refused submission was queued, and the engine goes on.
+    e.submit(job, vec![b"echo:a".to_vec()]).unwrap();
+    e.finish_input(job).unwrap();
+    let out = collect(&e, job);
+    assert_eq!(out.iter().map(text).collect::<Vec<_>>(), ["a"]);
 }

@@ -106,7 +106,17 @@ fn engine_err(e: EngineError) -> PyErr {
         EngineError::UnknownJob(_) | EngineError::UnknownFunc(_) | EngineError::Cancelled(_) => {
             PyRuntimeError::new_err(e.to_string())
         }
+        EngineError::TooLarge(n) => PyValueError::new_err(too_large(n, "a task's input (or its function)")),
     }
+}
+
+/// What to say about `what`, pickled to `n` bytes, which a frame cannot carry.
+pub(crate) fn too_large(n: usize, what: &str) -> String {
+    format!(
+        "{what} pickles to {n} bytes, and shoal sends at most {} bytes in one piece: pass large data as \
+         numpy arrays or other buffers (they travel through shared memory), or split it into smaller tasks",
+        shoal_core::frame::MAX_PAYLOAD
+    )
 }
 
 /// A tally as `{"done": (chunks, items), "failed": ..., "cancelled": ...}`.
@@ -231,7 +241,9 @@ impl PyEngine {
     /// keep it until `release_func` and the end of the last job using it.
     #[pyo3(signature = (payload, name = ""))]
     fn register_func(&self, payload: &Bound<'_, PyBytes>, name: &str) -> PyResult<u32> {
-        Ok(self.engine()?.register_func(payload.as_bytes().to_vec(), name))
+        self.engine()?
+            .register_func(payload.as_bytes().to_vec(), name)
+            .map_err(engine_err)
     }
 
     /// Let go of a function registered with `register_func`.

@@ -15,9 +15,10 @@
 //! It holds no engine state: workers may be forked from a threaded parent,
 //! and this is plain code over Python objects.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PySlice, PyTuple, PyType};
-use shoal_core::frame::{task, Header, Kind, HEADER_LEN};
+use shoal_core::frame::{self, task, Header, Kind, HEADER_LEN};
 use shoal_core::Status;
 
 use crate::packed;
@@ -85,6 +86,8 @@ pub struct WorkerLoop {
     run_task: Py<PyAny>,
     fail_task: Py<PyAny>,
     careful: Py<PyAny>,
+    /// `_worker._chunk_failed(exc, where)`: a whole chunk's failure.
+    chunk_failed: Py<PyAny>,
     define: Py<PyAny>,
 }
 
@@ -110,6 +113,7 @@ impl WorkerLoop {
             run_task: get("run_task")?,
             fail_task: get("fail_task")?,
             careful: get("careful")?,
+            chunk_failed: get("chunk_failed")?,
             define: get("define")?,
             host,
         })
@@ -160,6 +164,7 @@ impl WorkerLoop {
                     if parts.is_empty() {
                         since = t1;
                     }
+                    let (status, failed, result) = self.fit_frame(py, status, failed, result)?;
                     let body = result.as_bytes();
                     let status = Status::from_u8(status).unwrap_or(Status::ChunkFailed);
                     let run_ns = (t1 - t0).max(0) as u64;
@@ -215,7 +220,8 @@ impl WorkerLoop {
 }
 
 /// One frame, `header` then `body`, as a bytes object for the batch.
-fn frame_bytes<'py>(py: Python<'py>, header: Header, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+fn frame_bytes<'py>(py: Python<'py>, mut header: Header, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    header.len = frame::payload_len(body.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
     PyBytes::new_with(py, HEADER_LEN + body.len(), |out| {
         out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
         out[HEADER_LEN..].copy_from_slice(body);
@@ -230,6 +236,25 @@ fn bytes_at<'py>(py: Python<'py>, buf: &Bound<'py, PyByteArray>, start: usize, s
 }
 
 impl WorkerLoop {
+    /// A chunk's outcome as it can travel: one too large for a frame
+    /// fails the chunk with an error that says so, instead.
+    fn fit_frame<'py>(
+        &self,
+        py: Python<'py>,
+        status: u8,
+        failed: u32,
+        result: Bound<'py, PyBytes>,
+    ) -> PyResult<(u8, u32, Bound<'py, PyBytes>)> {
+        let n = result.as_bytes().len();
+        if frame::payload_len(n).is_ok() {
+            return Ok((status, failed, result));
+        }
+        drop(result);
+        let exc = PyValueError::new_err(crate::too_large(n, "the task's result")).into_value(py);
+        let payload = self.chunk_failed.bind(py).call1((exc, ""))?.cast_into::<PyBytes>()?;
+        Ok((Status::ChunkFailed as u8, 0, payload))
+    }
+
     /// Run one task. A plain one (one item or one argument tuple, its
     /// function loaded) runs here; any other goes to the host's `run_task`,
     /// with a view of its payload in the buffer.
