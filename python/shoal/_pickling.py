@@ -252,18 +252,20 @@ def _top_level_is(func: Any, inherited: dict[str, Any]) -> bool:
 
 def _unpicklable_global(func: Any, exc: Exception) -> Exception:
     """``exc``, raised pickling script function ``func`` by value, restated
-    to name the global that could not be pickled and what to do."""
-    chain = _culprit(func, set())
-    if not chain:
+    to name the globals that could not be pickled and what to do."""
+    found = _culprits(func, set())
+    if not found:
         return exc
-    *via, (name, value) = chain
-    what = f"{type(value).__module__}.{type(value).__qualname__}"
-    path = "".join(f", which uses {v!r}" for v, _ in via[1:])
-    first = f"the global {via[0][0]!r}{path}, which uses {name!r}" if via else f"the global {name!r}"
+    said = []
+    for path, value, why in found:
+        via = "".join(f", which uses {name!r}" for name in path[1:])
+        said.append(f"{path[0]!r}{via} ({type(value).__module__}.{type(value).__qualname__}: {why})")
+    what = "the global " + said[0] if len(said) == 1 else "the globals " + ", ".join(said)
+    names = " and ".join(repr(path[-1]) for path, _, _ in found)
     message = (
         f"cannot send {func.__qualname__!r} to the workers: pickled by value (it is defined in the script, "
-        f"and the workers did not fork from it), it takes {first} ({what}) along, and that cannot be pickled: "
-        f"{exc}. Create {name!r} in the pool's initializer instead, or define {func.__qualname__!r} in a module "
+        f"and the workers did not fork from it), it takes {what} along, which cannot be pickled. "
+        f"Create {names} in the pool's initializer instead, or define {func.__qualname__!r} in a module "
         "the workers can import."
     )
     try:
@@ -272,9 +274,9 @@ def _unpicklable_global(func: Any, exc: Exception) -> Exception:
         return TypeError(message)
 
 
-def _culprit(func: Any, seen: set[int]) -> list[tuple[str, Any]]:
-    """The globals ``func`` uses, down to the first that cannot be pickled:
-    ``[(name, value), ...]``, through script functions that use it."""
+def _culprits(func: Any, seen: set[int]) -> list[tuple[list[str], Any, str]]:
+    """The globals ``func`` uses that cannot be pickled, each as ``(path,
+    value, why)``: the path runs through the script functions that use it."""
     code = getattr(func, "__code__", None)
     if code is None or id(func) in seen:
         return []
@@ -286,14 +288,18 @@ def _culprit(func: Any, seen: set[int]) -> list[tuple[str, Any]]:
         names.update(c.co_names)
         todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
     scope = func.__globals__
+    found: list[tuple[list[str], Any, str]] = []
     for name in sorted(n for n in names if n in scope):
         value = scope[name]
         try:
             _cloud_dumps(value)
-        except Exception:  # noqa: BLE001 - this one fails
-            deeper = _culprit(value, seen) if _script_level(value) else []
-            return [(name, value), *deeper] if deeper else [(name, value)]
-    return []
+        except Exception as exc:  # noqa: BLE001 - this one fails
+            deeper = _culprits(value, seen) if _script_level(value) else []
+            if deeper:
+                found.extend(([name, *path], v, why) for path, v, why in deeper)
+            else:
+                found.append(([name], value, str(exc)))
+    return found
 
 
 def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
