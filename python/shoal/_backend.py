@@ -28,13 +28,12 @@ class Processes:
 
     def __init__(
         self,
-        method: str,
+        method: str | None,
         processes: int,
         initializer: Callable[..., object] | None,
         initargs: Iterable[Any],
         lifespan_chunks: int | None,
     ) -> None:
-        self.method = method
         # Created before the workers, so that forked ones inherit them mapped.
         self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
         self.oob: _shm.Outbound | None = self.buffers.outbound
@@ -46,7 +45,8 @@ class Processes:
             "shm": self.buffers.settings(),
         }
         self.engine: _shoal.Engine
-        self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
+        # The method actually used: the default is settled only at the fork.
+        self.method, self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
         # Results decode out of these arenas, so they live as long as any result.
         self.engine.keep(self.buffers)
 

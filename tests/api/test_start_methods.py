@@ -1,0 +1,134 @@
+"""How workers come to exist, seen from plain scripts: the default start
+method never forks a threaded parent."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+def _run(
+    code: str,
+    *args: str,
+    flags: tuple[str, ...] = (),
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    **kw: object,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=cwd,
+        env=env,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+# A script with a background thread (a logging listener, a progress thread,
+# a web server): it runs for the whole life of the pool.
+BACKGROUND_THREAD = r"""
+import sys, threading, shoal
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    stop = threading.Event()
+    listener = threading.Thread(target=stop.wait, name="log-listener")
+    listener.start()
+    method = sys.argv[1] if sys.argv[1] != "default" else None
+    with shoal.Pool(2, start_method=method) as pool:
+        print("method", pool._start_method)
+        print("result", pool.map(square, range(6)))
+    stop.set()
+    listener.join()
+"""
+
+
+@pytest.mark.parametrize("warnings", ["error::DeprecationWarning", "always::DeprecationWarning"])
+def test_script_with_a_background_thread_gets_a_pool_that_does_not_fork_it(warnings: str, tmp_path: Path) -> None:
+    # Under "error" CPython 3.12+ drops its fork warning silently; under
+    # "always" it prints it: neither may show a fork of this threaded script.
+    proc = _run(BACKGROUND_THREAD, "default", flags=("-W", warnings), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "method forkserver" in proc.stdout, proc.stdout
+    assert "result [0, 1, 4, 9, 16, 25]" in proc.stdout
+    assert "DeprecationWarning" not in proc.stderr, proc.stderr
+    assert "multi-threaded" not in proc.stderr, proc.stderr
+
+
+def test_script_with_a_background_thread_still_forks_when_asked_to(tmp_path: Path) -> None:
+    proc = _run(BACKGROUND_THREAD, "fork", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "method fork" in proc.stdout, proc.stdout
+    assert "result [0, 1, 4, 9, 16, 25]" in proc.stdout
+
+
+# A thread Python does not know about, as a C library starts one (a BLAS
+# thread pool, a gRPC poller): threading.active_count() stays 1.
+NATIVE_THREAD = r"""
+import ctypes, threading, shoal
+
+def square(x):
+    return x * x
+
+libc = ctypes.CDLL(None)
+start = ctypes.cast(libc.pause, ctypes.c_void_p)  # the thread sleeps in pause()
+tid = ctypes.c_ulong()
+assert libc.pthread_create(ctypes.byref(tid), None, start, None) == 0
+assert threading.active_count() == 1
+with shoal.Pool(2) as pool:
+    print("method", pool._start_method)
+    print("result", pool.map(square, range(4)))
+"""
+
+
+def test_thread_started_by_a_c_library_also_rules_out_fork(tmp_path: Path) -> None:
+    proc = _run(NATIVE_THREAD, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "method forkserver" in proc.stdout, proc.stdout
+    assert "result [0, 1, 4, 9]" in proc.stdout
+
+
+# A thread that starts between shoal's look at the thread count and the
+# fork: here an at-fork hook starts it, so it is running when fork() runs.
+THREAD_AT_FORK = r"""
+import os, threading, shoal
+
+stop = threading.Event()
+started = []
+
+def start_a_thread():
+    if not started:
+        started.append(threading.Thread(target=stop.wait))
+        started[0].start()
+
+os.register_at_fork(before=start_a_thread)
+with shoal.Pool(2) as pool:
+    print("method", pool._start_method)
+    print("result", pool.map(abs, [-1, -2]))
+stop.set()
+"""
+
+
+def test_thread_started_just_before_the_fork_also_rules_out_fork(tmp_path: Path) -> None:
+    proc = _run(THREAD_AT_FORK, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "method forkserver" in proc.stdout, proc.stdout
+    assert "result [1, 2]" in proc.stdout
+
+
+def test_single_threaded_script_still_forks_by_default(tmp_path: Path) -> None:
+    code = "import shoal\nwith shoal.Pool(1) as p:\n    print('method', p._start_method, p.map(abs, [-2]))\n"
+    proc = _run(code, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "method fork [2]" in proc.stdout, proc.stdout
