@@ -54,6 +54,15 @@ def serve(ctrl_fd: int) -> None:
     # forked worker would pay for it at pool start.
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     sock = _socket.socket(fileno=ctrl_fd)
+    try:
+        _serve(sock)
+    finally:
+        # Closed here, not by the collector: under -X dev an unclosed
+        # socket is a ResourceWarning, printed by every fork pool.
+        sock.close()
+
+
+def _serve(sock: _socket.socket) -> None:
     me = os.getpid()
     children: dict[int, int] = {}  # pidfd -> pid
     while True:

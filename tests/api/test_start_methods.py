@@ -1,8 +1,10 @@
 """How workers come to exist, seen from plain scripts: the default start
-method never forks a threaded parent."""
+method never forks a threaded parent, and a pool leaks nothing under
+``-X dev``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +134,25 @@ def test_single_threaded_script_still_forks_by_default(tmp_path: Path) -> None:
     proc = _run(code, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "method fork [2]" in proc.stdout, proc.stdout
+
+
+PLAIN = r"""
+import sys, shoal
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    with shoal.Pool(2, start_method=sys.argv[1]) as pool:
+        print(pool.map(square, range(5)))
+"""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_under_dev_mode_warns_of_no_unclosed_resource(method: str, tmp_path: Path) -> None:
+    # The environment carries the same settings into spawned interpreters.
+    env = {**os.environ, "PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error::ResourceWarning"}
+    proc = _run(PLAIN, method, flags=("-X", "dev", "-W", "error::ResourceWarning"), cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 1, 4, 9, 16]"
+    assert proc.stderr == "", proc.stderr
