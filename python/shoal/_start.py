@@ -187,6 +187,7 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
             ours.close()
             from shoal import _zygote
 
+            _zygote.devnull_stdin()
             _zygote.serve(theirs.detach())
         except BaseException:  # noqa: BLE001 - a zygote must never return into the parent's code
             code = 1

@@ -31,11 +31,30 @@ _INT = P.struct.Struct("i")
 def main() -> None:
     """Entry point of a spawned zygote: the control socket is standard input."""
     fd = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    devnull_stdin()
     serve(fd)
     os._exit(0)
+
+
+# The standard input objects this process started with. Kept, so they are
+# never finalised: closing a buffered reader seeks its descriptor back over
+# what it read ahead, and a forked zygote shares that file offset with the
+# parent.
+_old_stdin: list[object] = []
+
+
+def devnull_stdin() -> None:
+    """Make ``/dev/null`` this process's standard input, descriptor 0 and
+    ``sys.stdin``, for the workers it forks to inherit: multiprocessing
+    gives its workers the same. A task reading its input then gets none,
+    where a fork of the parent would read the parent's buffered input and
+    take what the parent has not read yet from the pipe or file."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    if devnull != 0:
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    _old_stdin.append((sys.stdin, sys.__stdin__))
+    sys.stdin = sys.__stdin__ = open(0, closefd=False)
 
 
 def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:

@@ -1,9 +1,10 @@
 """How workers come to exist, seen from plain scripts: the default start
-method never forks a threaded parent, and a pool leaks nothing under
-``-X dev``."""
+method never forks a threaded parent, a pool leaks nothing under
+``-X dev``, and workers read ``/dev/null`` as standard input."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -156,3 +157,42 @@ def test_pool_under_dev_mode_warns_of_no_unclosed_resource(method: str, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[0, 1, 4, 9, 16]"
     assert proc.stderr == "", proc.stderr
+
+
+# The parent reads its first line, so the rest of its standard input is
+# partly in sys.stdin's buffer and partly still in the pipe or file.
+STDIN = r"""
+import json, sys, shoal
+
+def read_stdin(_):
+    return sys.stdin.read()
+
+if __name__ == "__main__":
+    first = sys.stdin.readline()
+    with shoal.Pool(1, start_method=sys.argv[1]) as pool:
+        worker = pool.apply(read_stdin, (None,))
+    rest = sys.stdin.read()
+    print(json.dumps({"first": first, "worker": worker[:40], "rest": len(rest), "tail": rest[-5:]}))
+"""
+
+
+@pytest.mark.parametrize("source", ["pipe", "file"])
+@pytest.mark.parametrize("method", METHODS)
+def test_task_reading_stdin_gets_nothing_and_the_parent_keeps_its_input(
+    method: str, source: str, tmp_path: Path
+) -> None:
+    body = "x" * 200_000 + "\nend\n"
+    data = "first line\n" + body
+    if source == "pipe":
+        proc = _run(STDIN, method, cwd=tmp_path, input=data)
+    else:
+        path = tmp_path / "input.txt"
+        path.write_text(data)
+        with open(path) as f:
+            proc = _run(STDIN, method, cwd=tmp_path, stdin=f)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    # What multiprocessing's workers get: an empty /dev/null.
+    assert got["worker"] == ""
+    assert got["first"] == "first line\n"
+    assert (got["rest"], got["tail"]) == (len(body), "\nend\n")
