@@ -1,6 +1,7 @@
 """How workers come to exist, seen from plain scripts: the default start
 method never forks a threaded parent, a pool leaks nothing under
-``-X dev``, and workers read ``/dev/null`` as standard input."""
+``-X dev``, workers read ``/dev/null`` as standard input, and an
+initializer that exits does not end the parent."""
 
 from __future__ import annotations
 
@@ -196,3 +197,33 @@ def test_task_reading_stdin_gets_nothing_and_the_parent_keeps_its_input(
     assert got["worker"] == ""
     assert got["first"] == "first line\n"
     assert (got["rest"], got["tail"]) == (len(body), "\nend\n")
+
+
+INIT_EXIT = r"""
+import sys, shoal
+
+def setup():
+    sys.exit(3)
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    pool = shoal.Pool(2, initializer=setup, start_method=sys.argv[1])
+    try:
+        pool.map(square, range(4))
+    except Exception as exc:
+        print("error", type(exc).__name__, exc)
+    pool.terminate()
+    print("still running")
+"""
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_initializer_calling_sys_exit_fails_the_tasks_and_the_program_goes_on(method: str, tmp_path: Path) -> None:
+    proc = _run(INIT_EXIT, method, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "still running", proc.stdout
+    error = next(line for line in lines if line.startswith("error "))
+    assert "setup" in error and "SystemExit" in error and "3" in error, error
