@@ -52,7 +52,8 @@ class Processes:
 
     @property
     def zygote_pid(self) -> int | None:
-        """The pid of the process that forks the workers, if one does."""
+        """The pid of the zygote this pool started with, if it has one. If
+        that zygote is killed, its heir forks the workers from then on."""
         return None if self._zygote is None else self._zygote.pid
 
     def release(self) -> None:

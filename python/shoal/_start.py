@@ -8,6 +8,10 @@
   created and before its engine thread starts, so workers inherit the
   parent's modules and globals as they were at that moment.
 
+A zygote keeps an heir, a fork of itself that forks nothing until the
+zygote is killed and the engine turns to it (``_zygote.py``), so losing the
+zygote costs the workers it had, not the pool.
+
 None of them forks a process that has another thread, except ``fork``
 when it is asked for by name (see docs on forking).
 
@@ -180,6 +184,7 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
     """Fork the zygote; with ``alone``, only from a single-threaded process."""
     if alone and os_threads() != 1:
         raise _NotAlone
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -188,7 +193,7 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
             from shoal import _zygote
 
             _zygote.devnull_stdin()
-            _zygote.serve(theirs.detach())
+            _zygote.serve(theirs.detach(), parent)
         except BaseException:  # noqa: BLE001 - a zygote must never return into the parent's code
             code = 1
         finally:
