@@ -125,12 +125,6 @@ def os_threads() -> int:
         return 0
 
 
-def default_method() -> str:
-    """The start method a pool created now would use by default: ``fork``
-    while this process has a single thread, else ``forkserver``."""
-    return "fork" if os_threads() == 1 else "forkserver"
-
-
 class _NotAlone(Exception):
     """This process had another thread when the default fork was taken."""
 
