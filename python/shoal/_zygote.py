@@ -38,10 +38,10 @@ def main() -> None:
     os._exit(0)
 
 
-# The standard input objects this process started with. Kept, so they are
-# never finalised: closing a buffered reader seeks its descriptor back over
-# what it read ahead, and a forked zygote shares that file offset with the
-# parent.
+# The sys.stdin this process had (the parent's, in a fork zygote). Kept,
+# so it is never finalised: closing a buffered reader seeks its descriptor
+# back over what it read ahead, and a forked zygote shares that file offset
+# with the parent. sys.__stdin__ is left alone, as multiprocessing does.
 _old_stdin: list[object] = []
 
 
@@ -55,8 +55,8 @@ def devnull_stdin() -> None:
     if devnull != 0:
         os.dup2(devnull, 0)
         os.close(devnull)
-    _old_stdin.append((sys.stdin, sys.__stdin__))
-    sys.stdin = sys.__stdin__ = open(0, closefd=False)
+    _old_stdin.append(sys.stdin)
+    sys.stdin = open(0, closefd=False)
 
 
 def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:
