@@ -28,13 +28,12 @@ class Processes:
 
     def __init__(
         self,
-        method: str,
+        method: str | None,
         processes: int,
         initializer: Callable[..., object] | None,
         initargs: Iterable[Any],
         lifespan_chunks: int | None,
     ) -> None:
-        self.method = method
         # Created before the workers, so that forked ones inherit them mapped.
         self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
         self.oob: _shm.Outbound | None = self.buffers.outbound
@@ -51,13 +50,15 @@ class Processes:
         # now: its functions can then travel by reference.
         self.inherited = main_snapshot() if method == "fork" else None
         self.engine: _shoal.Engine
-        self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
+        # The method actually used: the default is settled only at the fork.
+        self.method, self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
         # Results decode out of these arenas, so they live as long as any result.
         self.engine.keep(self.buffers)
 
     @property
     def zygote_pid(self) -> int | None:
-        """The pid of the process that forks the workers, if one does."""
+        """The pid of the zygote this pool started with, if it has one. If
+        that zygote is killed, its heir forks the workers from then on."""
         return None if self._zygote is None else self._zygote.pid
 
     def release(self) -> None:

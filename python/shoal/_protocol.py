@@ -30,3 +30,4 @@ TIMED_OUT = _x.STATUS_TIMED_OUT
 ZYGOTE_RECORD = struct.Struct("<Iii")
 ZYGOTE_FORKED = 1
 ZYGOTE_EXITED = 2
+ZYGOTE_HEIR = 3  # an heir was forked: its control socket is attached

@@ -8,9 +8,12 @@
   created and before its engine thread starts, so workers inherit the
   parent's modules and globals as they were at that moment.
 
-None of them forks a process that has engine threads, except ``fork`` when
-another shoal pool is already running (see docs on forking): the zygote
-never calls into the engine, so it does not touch locks those threads hold.
+A zygote keeps an heir, a fork of itself that forks nothing until the
+zygote is killed and the engine turns to it (``_zygote.py``), so losing the
+zygote costs the workers it had, not the pool.
+
+None of them forks a process that has another thread, except ``fork``
+when it is asked for by name (see docs on forking).
 
 The default is chosen by measurement (2 workers, create, map 4 items,
 close, join; median of 5 fresh processes; this 2-core VM, CPython 3.11,
@@ -26,13 +29,19 @@ spawn         30.3 ms      101 ms             13 ms
 
 A forkserver zygote is a fresh interpreter, and an interpreter takes ~20 ms
 to start here before it forks anything, so forkserver cannot be as fast as
-fork. Forking is safe as long as no engine thread exists (there is then no
-lock a vanished thread could hold), which is true whenever no other shoal
-pool is running: one pool at a time, the common case. So the default is
-``fork`` when this process has no engine thread, and ``forkserver``, which
-is safe with any threads, when it has. The first gives the stdlib's Linux
-default semantics (workers inherit the parent's state) at half its start-up
-cost; ``Pool._start_method`` says which was used.
+fork. Forking is safe only while the process has one thread: a fork copies
+every lock but only the calling thread, so a lock another thread held (an
+import lock, a logging handler's, one inside a C library, the engine's)
+stays held forever in the child. CPython 3.12+ warns of it
+(``DeprecationWarning``, counting the kernel's threads) and 3.14 stopped
+forking by default. So the default is ``fork`` while the kernel counts one
+thread in this process, and ``forkserver``, which is safe with any threads,
+otherwise; the count is taken again right after the fork (see
+:func:`_fork_zygote`). Threads that C libraries start (a BLAS pool, a gRPC
+poller) count too: shoal cannot see which locks they hold, and CPython's
+warning counts them as well. The first gives the stdlib's Linux default
+semantics (workers inherit the parent's state) at half its start-up cost;
+``Pool._start_method`` says which was used.
 ``multiprocessing.set_start_method``, ``context=`` and ``start_method=``
 choose explicitly.
 """
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,11 +64,13 @@ _WORKER_CODE = "from shoal._worker import main; main()"
 _ZYGOTE_CODE = "from shoal._zygote import main; main()"
 
 
-def resolve(context: Any = None, start_method: str | None = None) -> str:
-    """The start method a pool should use.
+def resolve(context: Any = None, start_method: str | None = None) -> str | None:
+    """The start method a pool should use, or None for shoal's default.
 
     An explicit ``start_method`` wins, then ``context``, then the method set
-    with ``multiprocessing.set_start_method``, then shoal's default.
+    with ``multiprocessing.set_start_method``. The default is not chosen
+    here: :func:`start_engine` chooses it at the fork, which is when the
+    number of threads matters.
     """
     if start_method is None and context is not None:
         getter = getattr(context, "get_start_method", None)
@@ -70,9 +82,7 @@ def resolve(context: Any = None, start_method: str | None = None) -> str:
             start_method = getter()
     if start_method is None:
         start_method = multiprocessing.get_start_method(allow_none=True)
-    if start_method is None:
-        start_method = default_method()
-    if start_method not in METHODS:
+    if start_method is not None and start_method not in METHODS:
         raise ValueError(f"start method must be one of {', '.join(METHODS)}, not {start_method!r}")
     return start_method
 
@@ -96,23 +106,53 @@ def _close_control_fds_in_child() -> None:
 os.register_at_fork(after_in_child=_close_control_fds_in_child)
 
 
-def default_method() -> str:
-    """``fork`` while no engine thread exists in this process, else ``forkserver``."""
-    return "fork" if _shoal.live_threads() == 0 else "forkserver"
+def os_threads() -> int:
+    """The threads of this process as the kernel counts them: Python's,
+    the engine's and those C libraries start. 0 if it cannot be read."""
+    try:
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        stat = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    # The command name, field 2, is in parentheses and may hold spaces or
+    # parentheses itself; num_threads is field 20, the 18th after it.
+    try:
+        return int(stat[stat.rindex(b")") + 2 :].split()[17])
+    except (ValueError, IndexError):
+        return 0
+
+
+class _NotAlone(Exception):
+    """This process had another thread when the default fork was taken."""
 
 
 class Zygote:
-    """A zygote process and the parent's end of its control socket."""
+    """A zygote process and the parent's end of its control socket.
 
-    def __init__(self, method: str) -> None:
+    ``alone``: fork only if this process has a single thread, before the
+    fork and after it; else raise :class:`_NotAlone`, with no zygote left.
+    """
+
+    def __init__(self, method: str, *, alone: bool = False) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.method = method
         self._popen: subprocess.Popen[bytes] | None = None
-        if method == "forkserver":
-            self._popen = subprocess.Popen([sys.executable, "-c", _ZYGOTE_CODE], stdin=theirs.fileno(), close_fds=True)
-            self.pid = self._popen.pid
-        else:
-            self.pid = _fork_zygote(ours, theirs)
-        theirs.close()
+        try:
+            if method == "forkserver":
+                self._popen = subprocess.Popen(
+                    [sys.executable, "-c", _ZYGOTE_CODE], stdin=theirs.fileno(), close_fds=True
+                )
+                self.pid = self._popen.pid
+            else:
+                self.pid = _fork_zygote(ours, theirs, alone)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         # The engine takes this descriptor over; it shuts the socket down
         # when it stops, which is what makes the zygote exit.
         self.ctrl_fd = ours.detach()
@@ -134,7 +174,11 @@ class Zygote:
                 pass
 
 
-def _fork_zygote(ours: socket.socket, theirs: socket.socket) -> int:
+def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int:
+    """Fork the zygote; with ``alone``, only from a single-threaded process."""
+    if alone and os_threads() != 1:
+        raise _NotAlone
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -142,27 +186,45 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket) -> int:
             ours.close()
             from shoal import _zygote
 
-            _zygote.serve(os.dup(theirs.fileno()))
+            _zygote.devnull_stdin()
+            _zygote.serve(theirs.detach(), parent)
         except BaseException:  # noqa: BLE001 - a zygote must never return into the parent's code
             code = 1
         finally:
             os._exit(code)
+    # Only this thread existed at the check, so only code it ran since (an
+    # at-fork hook, a finalizer) can have started another before the fork.
+    # The kernel's count now includes any thread alive at the fork: if
+    # there is one, the child may hold a lock it held, and is discarded.
+    if alone and os_threads() != 1:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise _NotAlone
     return pid
 
 
 def start_engine(
-    method: str, processes: int, init_payload: bytes, max_tasks: int | None
-) -> tuple[_shoal.Engine, Zygote | None]:
-    """Start an engine whose workers are started by ``method``; each is
-    replaced after ``max_tasks`` chunks (``maxtasksperchild``)."""
+    method: str | None, processes: int, init_payload: bytes, max_tasks: int | None
+) -> tuple[str, _shoal.Engine, Zygote | None]:
+    """Start an engine whose workers are started by ``method`` (None: the
+    default, ``fork`` if this process is single-threaded at the fork, else
+    ``forkserver``); each is replaced after ``max_tasks`` chunks
+    (``maxtasksperchild``). Returns the method used, the engine and its zygote."""
     if method == "spawn":
         argv = [sys.executable, "-c", _WORKER_CODE]
-        return _shoal.Engine(processes, init_payload, argv=argv, lifespan_chunks=max_tasks), None
-    zygote = Zygote(method)
+        return method, _shoal.Engine(processes, init_payload, argv=argv, lifespan_chunks=max_tasks), None
+    zygote: Zygote | None = None
+    if method is None:
+        try:
+            zygote = Zygote("fork", alone=True)
+        except _NotAlone:
+            method = "forkserver"
+    if zygote is None:
+        zygote = Zygote(method or "forkserver")
     try:
         engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, lifespan_chunks=max_tasks)
     except BaseException:
         # The engine closed the socket as it failed, so the zygote exits.
         zygote.close()
         raise
-    return engine, zygote
+    return zygote.method, engine, zygote

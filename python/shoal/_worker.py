@@ -385,6 +385,7 @@ def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
     (ns), and what describes its failure."""
     global _result_oob, slot
     slot = slot_id
+    initializer = None
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
@@ -400,5 +401,20 @@ def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
         import traceback
 
         traceback.print_exc()
+        if not isinstance(exc, Exception):
+            exc = _initializer_exited(initializer, exc)
         return False, 0, _chunk_failed(exc, "\nwhile running the pool's initializer\n")
     return True, time.perf_counter_ns() - t0, b""
+
+
+def _initializer_exited(initializer: Any, exc: BaseException) -> RuntimeError:
+    """What the parent raises for an initializer that raised ``SystemExit``,
+    ``KeyboardInterrupt`` or another non-``Exception``: re-raised as they are,
+    they would end the parent's program from every task's ``get()``."""
+    name = getattr(initializer, "__qualname__", None) or repr(initializer)
+    err = RuntimeError(
+        f"the pool's initializer {name}() raised {exc!r}, so no worker could start to run this task; "
+        "an initializer must return for its worker to start"
+    )
+    err.__cause__ = exc
+    return err

@@ -5,7 +5,9 @@ is a fork of the parent taken before that pool's engine thread exists. The
 engine sends it a worker id with the worker's channel attached (SCM_RIGHTS);
 it forks, replies with the child's pid, and, since only it can reap its
 children, reports each child's exit status. It exits when the engine closes
-the control socket; its workers die with it (PR_SET_PDEATHSIG).
+the control socket or the pool's process exits; its workers die with it
+(PR_SET_PDEATHSIG). It keeps an heir, a fork of itself, that the engine
+turns to if it is killed (:class:`_Server`).
 """
 
 from __future__ import annotations
@@ -31,11 +33,30 @@ _INT = P.struct.Struct("i")
 def main() -> None:
     """Entry point of a spawned zygote: the control socket is standard input."""
     fd = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    serve(fd)
+    devnull_stdin()
+    serve(fd, os.getppid())
     os._exit(0)
+
+
+# The sys.stdin this process had (the parent's, in a fork zygote). Kept,
+# so it is never finalised: closing a buffered reader seeks its descriptor
+# back over what it read ahead, and a forked zygote shares that file offset
+# with the parent. sys.__stdin__ is left alone, as multiprocessing does.
+_old_stdin: list[object] = []
+
+
+def devnull_stdin() -> None:
+    """Make ``/dev/null`` this process's standard input, descriptor 0 and
+    ``sys.stdin``, for the workers it forks to inherit: multiprocessing
+    gives its workers the same. A task reading its input then gets none,
+    where a fork of the parent would read the parent's buffered input and
+    take what the parent has not read yet from the pipe or file."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    if devnull != 0:
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    _old_stdin.append(sys.stdin)
+    sys.stdin = open(0, closefd=False)
 
 
 def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:
@@ -48,48 +69,162 @@ def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:
     return msg, fds
 
 
-def serve(ctrl_fd: int) -> None:
-    """Fork workers for the engine on ``ctrl_fd`` until it closes."""
+def serve(ctrl_fd: int, parent: int) -> None:
+    """Fork workers for the engine on ``ctrl_fd`` until it closes or the
+    pool's process, ``parent``, exits."""
     # The C modules, not `signal` and `socket`: those import enum, and every
     # forked worker would pay for it at pool start.
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    try:
+        parent_fd = os.pidfd_open(parent)
+    except OSError:
+        return  # the pool's process is gone already
+    _run(ctrl_fd, parent_fd)
+
+
+def _run(ctrl_fd: int, parent_fd: int) -> None:
     sock = _socket.socket(fileno=ctrl_fd)
-    me = os.getpid()
-    children: dict[int, int] = {}  # pidfd -> pid
-    while True:
-        # The socket and the pidfds (ints): `r is sock` below tells them apart.
-        watched: list[Any] = [sock, *children]
-        try:
-            ready, _, _ = select.select(watched, [], [])
-        except InterruptedError:
-            continue
-        for r in ready:
-            if r is sock:
-                try:
-                    msg, fds = _recv_with_fd(sock)
-                except OSError:
-                    msg, fds = b"", []
-                if not msg:
-                    return
-                serial = int.from_bytes(msg, "little")  # the engine's name for this launch
-                chan = fds[0]
-                pid = os.fork()
-                if pid == 0:
-                    code = 1
+    server = _Server(sock, parent_fd)
+    try:
+        server.run()
+    except OSError:
+        pass  # the engine hung up while we wrote to it
+    finally:
+        server.retire_heir()
+        # Closed here, not by the collector: under -X dev an unclosed
+        # socket is a ResourceWarning, printed by every fork pool.
+        sock.close()
+
+
+class _Server:
+    """One zygote's loop and what it owns: its workers and its heir.
+
+    The heir is a fork of this zygote that forks nothing until the engine
+    sends it a request, which it does once this zygote has exited (killed,
+    say): the heir is then the zygote, with the same inherited state, and
+    makes an heir of its own. The engine learns of each heir (``ZYGOTE_HEIR``,
+    with its control socket attached) before any worker this zygote forks:
+    a zygote forks no worker while it has no heir, and replaces an heir
+    that exits at once. A fresh heir waits for its first request before making
+    one, so there is never more than one.
+    """
+
+    def __init__(self, sock: _socket.socket, parent_fd: int) -> None:
+        self.sock = sock
+        self.parent_fd = parent_fd
+        self.me = os.getpid()
+        self.children: dict[int, int] = {}  # pidfd -> pid, of workers
+        self.heir: tuple[int, int] | None = None  # its pidfd and pid
+
+    def run(self) -> None:
+        sock = self.sock
+        while True:
+            # The socket and descriptors (ints): `r is sock` tells them apart.
+            watched: list[Any] = [sock, self.parent_fd, *self.children]
+            if self.heir is not None:
+                watched.append(self.heir[0])
+            try:
+                ready, _, _ = select.select(watched, [], [])
+            except InterruptedError:
+                continue
+            for r in ready:
+                if r is sock:
                     try:
-                        sock.close()
-                        for pfd in children:
-                            os.close(pfd)
-                        code = _worker.serve(chan, me)
-                    finally:
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        os._exit(code)
-                os.close(chan)
-                children[os.pidfd_open(pid)] = pid
-                sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_FORKED, pid, serial))
-            else:
-                pid = children.pop(r)
-                _, status = os.waitpid(pid, 0)
-                os.close(r)
-                sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_EXITED, pid, status))
+                        msg, fds = _recv_with_fd(sock)
+                    except OSError:
+                        msg, fds = b"", []
+                    if not msg or not fds:
+                        return
+                    if self.heir is None:
+                        self.make_heir()
+                    # The serial is the engine's name for this launch.
+                    self.fork_worker(int.from_bytes(msg, "little"), fds[0])
+                elif r == self.parent_fd:
+                    return
+                elif self.heir is not None and r == self.heir[0]:
+                    self.reap_heir()
+                    self.make_heir()
+                else:
+                    pid = self.children.pop(r)
+                    _, status = os.waitpid(pid, 0)
+                    os.close(r)
+                    sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_EXITED, pid, status))
+
+    def _close_inherited(self) -> None:
+        """In a child: close what belongs to this zygote."""
+        self.sock.close()
+        for pfd in self.children:
+            os.close(pfd)
+        if self.heir is not None:
+            os.close(self.heir[0])
+
+    def fork_worker(self, serial: int, chan: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self._close_inherited()
+                os.close(self.parent_fd)
+                code = _worker.serve(chan, self.me)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(chan)
+        self.children[os.pidfd_open(pid)] = pid
+        self.sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_FORKED, pid, serial))
+
+    def make_heir(self) -> None:
+        """Fork an heir and hand the engine its control socket. Best
+        effort: without an heir the pool works, but would not outlive
+        this zygote."""
+        try:
+            ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        except OSError:
+            return
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            code = 0
+            try:
+                self._close_inherited()
+                ours.close()
+                _run(theirs.detach(), self.parent_fd)
+            except BaseException:  # noqa: BLE001 - an heir must never return into its zygote's loop
+                code = 1
+            finally:
+                os._exit(code)
+        theirs.close()
+        self.heir = (os.pidfd_open(pid), pid)
+        try:
+            record = P.ZYGOTE_RECORD.pack(P.ZYGOTE_HEIR, pid, 0)
+            self.sock.sendmsg([record], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _INT.pack(ours.fileno()))])
+        finally:
+            # The engine has its own copy now (or is gone, and the heir
+            # sees its socket close).
+            ours.close()
+
+    def reap_heir(self) -> None:
+        if self.heir is not None:
+            pidfd, pid = self.heir
+            self.heir = None
+            os.close(pidfd)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    def retire_heir(self) -> None:
+        """This zygote is leaving because the engine or the pool's process
+        is gone: its heir will never be needed. Reaped here, not left to
+        whichever process would inherit it."""
+        if self.heir is not None:
+            try:
+                os.kill(self.heir[1], _signal.SIGKILL)
+            except OSError:
+                pass
+            self.reap_heir()

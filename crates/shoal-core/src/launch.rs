@@ -11,13 +11,14 @@
 //!   process (a fresh interpreter for "forkserver", or a fork of the Python
 //!   parent taken before the engine's threads start for "fork"); it receives
 //!   the channel over a Unix socket (`SCM_RIGHTS`), forks, reports the child's
-//!   pid, and later reports its exit status, since only it can reap it.
+//!   pid, and later reports its exit status, since only it can reap it. It
+//!   keeps an heir, a fork of itself, that takes over if it is killed.
 
 use crate::sys;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 
@@ -161,6 +162,7 @@ impl Launcher for SpawnLauncher {
 /// Record tags in the zygote's replies.
 const ZYGOTE_FORKED: u32 = 1;
 const ZYGOTE_EXITED: u32 = 2;
+const ZYGOTE_HEIR: u32 = 3;
 /// Size of one reply record: tag, pid, value (all u32/i32, little-endian).
 const ZYGOTE_RECORD: usize = 12;
 
@@ -170,17 +172,35 @@ const ZYGOTE_RECORD: usize = 12;
 /// worker's serial, little-endian) with the worker's channel attached as
 /// `SCM_RIGHTS`. The zygote answers with 12-byte records `(tag, pid,
 /// value)`: tag 1 = forked worker `value` as `pid`; tag 2 = `pid` exited
-/// with raw wait status `value`. `python/shoal/_zygote.py` is the other side.
+/// with raw wait status `value`; tag 3 = it forked `pid` as its heir, whose
+/// control socket is attached. `python/shoal/_zygote.py` is the other side.
 /// A request is answered later, through [`Launcher::started`], so a slow
 /// fork never holds up the engine (which gives up on an answer that takes
 /// too long).
+///
+/// The heir is a standby: a fork of the zygote that forks nothing until it
+/// is asked. When the zygote's socket ends (it was killed), the launcher
+/// turns to the heir, which then makes an heir of its own. The zygote
+/// sends its heir before its first worker, so whenever a worker has
+/// started there is a standby, unless it too has been killed.
 pub struct ZygoteLauncher {
     ctrl: OwnedFd,
+    /// The heir's control socket: the zygote to turn to next.
+    standby: Option<OwnedFd>,
     buf: Vec<u8>,
+    /// Descriptors received and not yet matched to their heir record.
+    received: VecDeque<OwnedFd>,
     /// Serials of requests sent and not answered.
     asked: Vec<u32>,
     started: Vec<(u32, io::Result<Launched>)>,
     exits: HashMap<i32, Exit>,
+    /// Workers the current zygote forked and has not reported as exited.
+    forked: HashSet<i32>,
+    /// Workers of zygotes that have exited: they die with their zygote
+    /// (their parent-death signal) and nobody can report how.
+    orphans: HashSet<i32>,
+    /// Heirs that have taken over so far.
+    successions: u32,
     gone: bool,
 }
 
@@ -189,37 +209,43 @@ impl ZygoteLauncher {
     pub fn new(ctrl: OwnedFd) -> Self {
         ZygoteLauncher {
             ctrl,
+            standby: None,
             buf: Vec::new(),
+            received: VecDeque::new(),
             asked: Vec::new(),
             started: Vec::new(),
             exits: HashMap::new(),
+            forked: HashSet::new(),
+            orphans: HashSet::new(),
+            successions: 0,
             gone: false,
         }
     }
 
     /// Read what the zygote sent, without blocking, and sort it into
-    /// started workers and exit statuses.
+    /// started workers, exit statuses and heirs. If its socket has ended,
+    /// turn to the heir once every record it sent has been taken.
     fn read_records(&mut self) {
+        if self.gone {
+            return;
+        }
         let fd = self.ctrl.as_raw_fd();
+        let mut ended = false;
         loop {
             let mut tmp = [0u8; 4096];
-            // SAFETY: reading into a live stack buffer of the given size.
-            let n = unsafe { libc::recv(fd, tmp.as_mut_ptr().cast(), tmp.len(), libc::MSG_DONTWAIT) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match recv_with_fds(fd, &mut tmp, &mut self.received) {
+                Ok(0) => {
+                    ended = true;
+                    break;
                 }
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    self.zygote_gone();
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    ended = true;
+                    break;
                 }
-                break;
             }
-            if n == 0 {
-                self.zygote_gone();
-                break;
-            }
-            self.buf.extend_from_slice(&tmp[..n as usize]);
         }
         let whole = self.buf.len() / ZYGOTE_RECORD * ZYGOTE_RECORD;
         let records: Vec<(u32, i32, i32)> = self.buf[..whole]
@@ -239,6 +265,7 @@ impl ZygoteLauncher {
                 ZYGOTE_FORKED => {
                     let serial = value as u32;
                     self.asked.retain(|s| *s != serial);
+                    self.forked.insert(pid);
                     let pidfd = match sys::pidfd_open(pid) {
                         Ok(fd) => Ok(fd),
                         // Already gone and reaped: its exit report is on its
@@ -253,14 +280,46 @@ impl ZygoteLauncher {
                     self.started.push((serial, launched));
                 }
                 ZYGOTE_EXITED => {
+                    self.forked.remove(&pid);
                     self.exits.insert(pid, Exit::from_wait_status(value));
+                }
+                ZYGOTE_HEIR => {
+                    // Its socket came with the bytes that end this record
+                    // (a read stops after a message that carries
+                    // descriptors), so heirs and sockets pair in order.
+                    // A new heir replaces one that has exited.
+                    if let Some(sock) = self.received.pop_front() {
+                        self.standby = Some(sock);
+                    }
                 }
                 _ => {}
             }
         }
+        if ended {
+            self.zygote_gone();
+        }
     }
 
+    /// The zygote's socket has ended: turn to its heir, or if there is
+    /// none, fail every launch from now on.
     fn zygote_gone(&mut self) {
+        self.orphans.extend(self.forked.drain());
+        self.buf.clear();
+        self.received.clear();
+        if let Some(heir) = self.standby.take() {
+            self.ctrl = heir;
+            self.successions += 1;
+            // Asked of the dead zygote: its workers, if it forked them,
+            // died with it. The engine asks the heir again, with no penalty.
+            for serial in self.asked.drain(..) {
+                let err = io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the zygote process exited before it answered; its heir takes over",
+                );
+                self.started.push((serial, Err(err)));
+            }
+            return;
+        }
         self.gone = true;
         for serial in self.asked.drain(..) {
             let err = io::Error::new(io::ErrorKind::UnexpectedEof, "the zygote process has exited");
@@ -269,17 +328,78 @@ impl ZygoteLauncher {
     }
 }
 
+/// Receive bytes into `buf` without blocking, and any descriptors sent
+/// with them into `fds` (close-on-exec, so spawned processes never hold
+/// them). Returns the number of bytes; 0 at end of stream.
+fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+    const MAX_FDS: usize = 4;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data; its pointers refer to `iov` (over
+    // `buf`) and `control`, which outlive the call. The control messages
+    // walked after it are the ones the kernel wrote within `control`.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    fds.push_back(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Whether a send failed because the other end of the socket has closed.
+fn peer_closed(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN))
+}
+
 impl Launcher for ZygoteLauncher {
     fn launch(&mut self, serial: u32, _slot: u32, channel: OwnedFd) -> io::Result<Option<Launched>> {
-        if self.gone {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the zygote process has exited",
-            ));
+        // At most twice: a zygote that has just exited, then its heir.
+        loop {
+            if self.gone {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "the zygote process and its heir have exited",
+                ));
+            }
+            match sys::send_with_fd(self.ctrl.as_raw_fd(), &serial.to_le_bytes(), channel.as_raw_fd()) {
+                Ok(()) => {
+                    self.asked.push(serial);
+                    return Ok(None);
+                }
+                Err(e) if peer_closed(&e) => {
+                    // Take what it sent before it went; that ends its
+                    // socket and turns to the heir.
+                    let before = self.successions;
+                    self.read_records();
+                    if !self.gone && self.successions == before {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
-        sys::send_with_fd(self.ctrl.as_raw_fd(), &serial.to_le_bytes(), channel.as_raw_fd())?;
-        self.asked.push(serial);
-        Ok(None)
     }
 
     fn started(&mut self) -> Vec<(u32, io::Result<Launched>)> {
@@ -294,7 +414,7 @@ impl Launcher for ZygoteLauncher {
         if let Some(e) = self.exits.remove(&w.pid) {
             return Some(e);
         }
-        if self.gone {
+        if self.orphans.remove(&w.pid) || self.gone {
             return Some(Exit::Unknown);
         }
         None
@@ -313,8 +433,14 @@ impl Launcher for ZygoteLauncher {
     }
 
     fn shutdown(&mut self) {
-        // SAFETY: shutting down our own socket makes the zygote see EOF.
-        unsafe { libc::shutdown(self.ctrl.as_raw_fd(), libc::SHUT_RDWR) };
+        // SAFETY: shutting down our own sockets makes the zygote and its
+        // heir see end of stream, whoever else holds a copy of them.
+        unsafe {
+            libc::shutdown(self.ctrl.as_raw_fd(), libc::SHUT_RDWR);
+            if let Some(heir) = &self.standby {
+                libc::shutdown(heir.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
     }
 }
 
@@ -327,6 +453,97 @@ impl Drop for ZygoteLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(tag: u32, pid: i32, value: i32) -> Vec<u8> {
+        [tag.to_le_bytes(), pid.to_le_bytes(), value.to_le_bytes()].concat()
+    }
+
+    /// What the fake zygote on `sock` was asked: the serials, in order.
+    fn requests(sock: &OwnedFd) -> Vec<u32> {
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a live stack buffer of the given size.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let n = usize::try_from(n).unwrap_or(0);
+        buf[..n]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    fn channel() -> OwnedFd {
+        sys::socketpair().unwrap().1
+    }
+
+    #[test]
+    fn heir_takes_over_when_the_zygote_exits() {
+        let (engine_end, zygote) = sys::socketpair().unwrap();
+        let (heir_engine_end, heir) = sys::socketpair().unwrap();
+        let mut launcher = ZygoteLauncher::new(engine_end);
+        assert!(launcher.launch(0, 0, channel()).unwrap().is_none());
+        assert_eq!(requests(&zygote), vec![0]);
+        // The zygote makes its heir before its first worker.
+        let me = sys::getpid();
+        sys::send_with_fd(
+            zygote.as_raw_fd(),
+            &record(ZYGOTE_HEIR, 4242, 0),
+            heir_engine_end.as_raw_fd(),
+        )
+        .unwrap();
+        drop(heir_engine_end);
+        assert_eq!(
+            sys::write_some(zygote.as_raw_fd(), &record(ZYGOTE_FORKED, me, 0)).unwrap(),
+            12
+        );
+        launcher.on_readable();
+        let mut got = launcher.started();
+        assert_eq!(got.len(), 1);
+        let (serial, worker) = got.pop().unwrap();
+        let mut worker = worker.unwrap();
+        assert_eq!((serial, worker.pid), (0, me));
+        // A launch the zygote never answers: it is killed.
+        assert!(launcher.launch(1, 1, channel()).unwrap().is_none());
+        drop(zygote);
+        // Its worker died with it, and how is unknown.
+        assert_eq!(launcher.exit_status(&mut worker), Some(Exit::Unknown));
+        let got = launcher.started();
+        assert_eq!(got.len(), 1);
+        let (serial, result) = &got[0];
+        assert_eq!(*serial, 1);
+        assert_eq!(
+            result.as_ref().err().map(io::Error::kind),
+            Some(io::ErrorKind::Interrupted)
+        );
+        // The heir is asked from now on.
+        assert!(launcher.launch(2, 1, channel()).unwrap().is_none());
+        assert_eq!(requests(&heir), vec![2]);
+        // With the heir gone too, launches fail.
+        drop(heir);
+        let Err(err) = launcher.launch(3, 1, channel()) else {
+            panic!("a launch with no zygote left succeeded");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+        assert!(launcher.poll_fd().is_none());
+    }
+
+    #[test]
+    fn launch_after_the_zygote_exits_goes_to_its_heir() {
+        let (engine_end, zygote) = sys::socketpair().unwrap();
+        let (heir_engine_end, heir) = sys::socketpair().unwrap();
+        let mut launcher = ZygoteLauncher::new(engine_end);
+        sys::send_with_fd(
+            zygote.as_raw_fd(),
+            &record(ZYGOTE_HEIR, 4242, 0),
+            heir_engine_end.as_raw_fd(),
+        )
+        .unwrap();
+        drop(heir_engine_end);
+        launcher.on_readable();
+        drop(zygote);
+        // Nothing has read the end of the zygote's socket yet.
+        assert!(launcher.launch(0, 0, channel()).unwrap().is_none());
+        assert_eq!(requests(&heir), vec![0]);
+        assert!(launcher.started().is_empty());
+    }
 
     #[test]
     fn exit_status_is_named() {

@@ -17,6 +17,7 @@ use crate::launch::{Exit, Launched};
 use crate::stats::Slow;
 use crate::sys;
 use crate::worker::{Fate, Life, Task, Worker};
+use std::io;
 use std::time::{Duration, Instant};
 
 /// Wait this long before launching again after a failed launch, or after
@@ -139,6 +140,9 @@ impl State {
             let start = self.starting.swap_remove(at);
             match result {
                 Ok(proc) => self.adopt(start, proc),
+                // The launcher has a new way to start workers (a zygote's
+                // heir): the slot is free again and is filled at once.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.launch_failed(e.to_string()),
             }
         }
@@ -308,7 +312,9 @@ impl State {
         if let Some(at) = w.exit_sent_at {
             stats.exit += now.saturating_duration_since(at);
         }
-        if !w.was_ready && self.phase == Phase::Running {
+        // A worker whose zygote was killed dies with it, in an unknown way:
+        // that says nothing about whether workers can start.
+        if !w.was_ready && exit != Exit::Unknown && self.phase == Phase::Running {
             self.init_failures += 1;
             if self.init_failures >= (self.config.workers as u32).max(3) {
                 self.launch_after = Some(Instant::now() + RELAUNCH_BACKOFF);
