@@ -43,15 +43,14 @@ class Processes:
             "sys_path": list(sys.path),
             "initializer": dumps((initializer, tuple(initargs))),
             "shm": self.buffers.settings(),
-            # A fork worker's `__main__` is this one's: results may name it.
-            "main_inherited": method == "fork",
         }
         # Under fork the workers inherit the script's globals as they are
-        # now: its functions can then travel by reference.
-        self.inherited = main_snapshot() if method == "fork" else None
+        # now: its functions can then travel by reference. Taken before we
+        # know: the default is settled only at the fork.
+        snapshot = main_snapshot() if method in (None, "fork") else None
         self.engine: _shoal.Engine
-        # The method actually used: the default is settled only at the fork.
         self.method, self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
+        self.inherited = snapshot if self.method == "fork" else None
         # Results decode out of these arenas, so they live as long as any result.
         self.engine.keep(self.buffers)
 

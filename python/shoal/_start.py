@@ -184,8 +184,10 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
         code = 0
         try:
             ours.close()
-            from shoal import _zygote
+            from shoal import _pickling, _zygote
 
+            # Its workers' `__main__` is this process's: results may name it.
+            _pickling.inherit_main()
             _zygote.devnull_stdin()
             _zygote.serve(theirs.detach(), parent)
         except BaseException:  # noqa: BLE001 - a zygote must never return into the parent's code

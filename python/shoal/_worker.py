@@ -30,7 +30,7 @@ import types
 from shoal import _protocol as P
 from shoal import _shm
 from shoal._errors import describe_call, func_name
-from shoal._pickling import _dumps, dumps, dumps_chunk, inherit_main, loads, loads_chunk, loads_one
+from shoal._pickling import _dumps, dumps, dumps_chunk, loads, loads_chunk, loads_one
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -389,8 +389,6 @@ def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
-        if settings.get("main_inherited"):
-            inherit_main()
         _result_oob = _shm.attach(settings["shm"])
         initializer, initargs = loads(settings["initializer"])
         t0 = time.perf_counter_ns()

@@ -209,3 +209,33 @@ def test_a_mutated_partial_or_callable_runs_with_its_new_state() -> None:
         assert pool.map(bound, [1]) == [5]
         m.k = 7
         assert pool.map(bound, [1]) == [7]
+
+
+def test_the_default_start_method_sends_script_functions_by_reference_when_it_forks(tmp_path: Path) -> None:
+    # The default is settled at the fork (fork for a single-threaded
+    # parent): the functions the workers inherited travel by reference then.
+    proc = _script(
+        tmp_path,
+        """
+        import sys, threading
+        from shoal import Pool
+
+        LOCK = threading.Lock()
+
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def work(p):
+            with LOCK:
+                return Point(p.x + 1)
+
+        if __name__ == "__main__":
+            with Pool(2) as pool:
+                out = pool.map(work, [Point(1), Point(2)])
+                print(pool._start_method, [type(p) is Point for p in out], [p.x for p in out])
+            print("cloudpickle used:", "cloudpickle" in sys.modules)
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "fork [True, True] [2, 3]" in proc.stdout, proc.stdout
