@@ -32,10 +32,11 @@ else:
     from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
 
-class WorkerLostError(Exception):
+class WorkerLostError(RuntimeError):
     """The worker process running a task died (killed by a signal, the OOM
     killer, ``os._exit``, a segfault). Only that task fails; the pool
-    replaces the worker and carries on.
+    replaces the worker and carries on. A ``RuntimeError``, as MPIRE's
+    "worker died unexpectedly" is, so programs that catch that catch this.
 
     ``pid`` is the worker's pid; ``exitcode`` its exit code if it exited,
     else ``None``; ``signal`` the number of the signal that killed it, else
@@ -137,6 +138,13 @@ def _lost_call(name: str, data: bytes, bits: int, single: bool) -> str:
     more = f" and {len(items) - _SHOWN_CALLS} more" if len(items) > _SHOWN_CALLS else ""
     which = "the task" if len(items) == 1 else "one of the tasks"
     return f"\nin {which} {', '.join(calls)}{more}"
+
+
+class TaskTimeoutError(WorkerLostError, TimeoutError):
+    """A task ran past its deadline (``WorkerPool``'s ``task_timeout``): its
+    worker was killed, even inside C code, and replaced. Also the builtin
+    ``TimeoutError``, which MPIRE programs catch; the message names the
+    task's call and the limit."""
 
 
 class PoolTerminatedError(Exception):
