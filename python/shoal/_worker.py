@@ -42,6 +42,10 @@ _result_oob: _shm.Outbound | None = None
 # This worker's slot, 0..processes-1 (a replacement takes its predecessor's):
 # set by Init.
 slot: int | None = None
+# What to run when the engine tells this worker to exit (``Exit``), set by a
+# front door's initializer (``WorkerPool``'s ``worker_exit``): it returns the
+# payload of the ``ExitResult`` frame, or None to send none. See run_exit_hook.
+exit_hook: Callable[[], bytes | None] | None = None
 
 
 def main() -> None:
@@ -307,6 +311,27 @@ class _Host:
         if _result_oob is not None:
             self.buffer_callback = _result_oob.collector(self.big)
         return reply
+
+    def exit(self) -> bytes | None:
+        """``Exit``: the exit hook's payload for ``ExitResult``, if any."""
+        return run_exit_hook()
+
+
+def run_exit_hook() -> bytes | None:
+    """Run :data:`exit_hook`, if one is set, once. The hook reports its own
+    failures in its payload; one that escapes it (a bug) sends nothing
+    rather than keep the worker from exiting."""
+    global exit_hook
+    hook, exit_hook = exit_hook, None
+    if hook is None:
+        return None
+    try:
+        return hook()
+    except BaseException:  # noqa: BLE001 - the worker exits either way
+        import traceback
+
+        traceback.print_exc()
+        return None
 
 
 def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, int, bytes]:
