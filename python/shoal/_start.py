@@ -151,16 +151,25 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket) -> int:
 
 
 def start_engine(
-    method: str, processes: int, init_payload: bytes, max_tasks: int | None
+    method: str,
+    processes: int,
+    init_payload: bytes,
+    max_tasks: int | None,
+    *,
+    max_items: int | None = None,
+    exit_grace: float = 10.0,
 ) -> tuple[_shoal.Engine, Zygote | None]:
     """Start an engine whose workers are started by ``method``; each is
-    replaced after ``max_tasks`` chunks (``maxtasksperchild``)."""
+    replaced after ``max_tasks`` chunks (``maxtasksperchild``) or
+    ``max_items`` items (``worker_lifespan``), and has ``exit_grace``
+    seconds to run its exit hook when told to exit."""
+    limits: dict[str, Any] = {"lifespan_chunks": max_tasks, "lifespan_items": max_items, "exit_grace": exit_grace}
     if method == "spawn":
         argv = [sys.executable, "-c", _WORKER_CODE]
-        return _shoal.Engine(processes, init_payload, argv=argv, lifespan_chunks=max_tasks), None
+        return _shoal.Engine(processes, init_payload, argv=argv, **limits), None
     zygote = Zygote(method)
     try:
-        engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, lifespan_chunks=max_tasks)
+        engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, **limits)
     except BaseException:
         # The engine closed the socket as it failed, so the zygote exits.
         zygote.close()
