@@ -156,6 +156,29 @@ class RemoteUnpicklingError(Exception):
     Its repr and remote traceback are kept."""
 
 
+def remake_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """An exception of class ``cls`` with ``args`` and attributes ``state``,
+    made without calling ``cls.__init__`` (whose signature may not match
+    ``args``), as MPIRE rebuilds a task's exception."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+class RemadeException:
+    """Pickles an exception as :func:`remake_exception` rebuilds it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        exc = self.exc
+        return (remake_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
+
+
 def rebuild(desc: tuple[bytes | None, str, str]) -> BaseException:
     """Rebuild an exception described by the worker's ``_describe``, with
     its remote traceback as ``__cause__``, as multiprocessing does."""
