@@ -57,7 +57,7 @@ def chunk_tasks(
                 "chunk_size and n_splits are None"
             )
         chunk_size = n_tasks / n_splits
-    array = iterable_of_args if is_ndarray(iterable_of_args) else None
+    array: Any = iterable_of_args if is_ndarray(iterable_of_args) else None
     it = iter(iterable_of_args)
     # The size asked for this chunk; what rounding it up took beyond
     # chunk_size is taken off the next.
@@ -78,7 +78,9 @@ def chunk_tasks(
 
 
 @overload
-def make_single_arguments(iterable_of_args: Iterable[Any], generator: Literal[True] = True) -> Generator[tuple[Any], None, None]: ...
+def make_single_arguments(
+    iterable_of_args: Iterable[Any], generator: Literal[True] = True
+) -> Generator[tuple[Any], None, None]: ...
 @overload
 def make_single_arguments(iterable_of_args: Iterable[Any], generator: Literal[False]) -> list[tuple[Any]]: ...
 @overload

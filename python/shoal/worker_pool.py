@@ -78,7 +78,7 @@ def _not_implemented(what: str) -> NotImplementedError:
 
 
 def check_number(
-    var: Any, var_name: str, allowed_types: tuple[type, ...], none_allowed: bool, min_: float | None = None
+    var: Any, var_name: str, allowed_types: tuple[type[float], ...], none_allowed: bool, min_: float | None = None
 ) -> None:
     """Validate a parameter with MPIRE's errors: ``TypeError`` for a wrong
     type, ``ValueError`` below ``min_``."""
@@ -86,7 +86,8 @@ def check_number(
         return
     if not isinstance(var, allowed_types):
         raise TypeError(f"{var_name} should be of type {allowed_types}")
-    if min_ is not None and var < min_:
+    number: float = var  # every allowed type here is a number
+    if min_ is not None and number < min_:
         raise ValueError(f"{var_name} should be >= {min_}")
 
 

@@ -70,7 +70,7 @@ def test_iterable_len_chunk_size_and_n_splits(method: str) -> None:
 def test_a_generator_is_read_as_workers_need_it(method: str) -> None:
     read = itertools.count()
 
-    def source():  # noqa: ANN202
+    def source():
         for i in range(10_000):
             next(read)
             yield i
