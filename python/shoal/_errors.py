@@ -166,17 +166,10 @@ def remake_exception(cls: type[BaseException], args: tuple[Any, ...], state: dic
     return exc
 
 
-class RemadeException:
-    """Pickles an exception as :func:`remake_exception` rebuilds it."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        exc = self.exc
-        return (remake_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
+def reduce_exception(exc: BaseException) -> tuple[Any, ...]:
+    """A ``copyreg`` reducer that pickles ``exc`` as :func:`remake_exception`
+    rebuilds it: its class, args and attributes."""
+    return (remake_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
 
 
 def rebuild(desc: tuple[bytes | None, str, str]) -> BaseException:

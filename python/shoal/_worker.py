@@ -29,7 +29,7 @@ import types
 
 from shoal import _protocol as P
 from shoal import _shm
-from shoal._errors import RemadeException, describe_call, func_name
+from shoal._errors import describe_call, func_name
 from shoal._pickling import _dumps, dumps, dumps_chunk, inherit_main, loads, loads_chunk, loads_one
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
@@ -78,29 +78,15 @@ def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, s
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if where:
         tb += where
-    blob = _exception_pickle(exc)
+    try:
+        blob: bytes | None = dumps(exc)
+    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
+        blob = None
     try:
         rep = repr(exc)
     except BaseException:  # noqa: BLE001
         rep = f"<{type(exc).__qualname__} with a failing repr>"
     return blob, '\n"""\n' + tb + '"""', rep
-
-
-def _exception_pickle(exc: BaseException) -> bytes | None:
-    """``exc`` pickled so that the parent can load it, or None. An exception
-    whose ``__init__`` takes other arguments than its ``args`` pickles but
-    does not load; it travels as its class, args and attributes instead,
-    rebuilt without calling ``__init__`` (``_errors.remake_exception``)."""
-    try:
-        blob = dumps(exc)
-        loads(blob)
-        return blob
-    except BaseException:  # noqa: BLE001 - try the other form
-        pass
-    try:
-        return dumps(RemadeException(exc))
-    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
-        return None
 
 
 def _task_note(func: Any, item: Any, flags: int) -> str:
