@@ -167,8 +167,8 @@ def remake_exception(cls: type[BaseException], args: tuple[Any, ...], state: dic
 
 
 def reduce_exception(exc: BaseException) -> tuple[Any, ...]:
-    """A ``copyreg`` reducer that pickles ``exc`` as :func:`remake_exception`
-    rebuilds it: its class, args and attributes."""
+    """``exc`` as a reduction (for ``__reduce__``) that :func:`remake_exception`
+    rebuilds: its class, args and attributes."""
     return (remake_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
 
 

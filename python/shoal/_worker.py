@@ -46,6 +46,9 @@ slot: int | None = None
 # front door's initializer (``WorkerPool``'s ``worker_exit``): it returns the
 # payload of the ``ExitResult`` frame, or None to send none. See run_exit_hook.
 exit_hook: Callable[[], bytes | None] | None = None
+# Whether a task's exception that pickles but cannot be loaded is sent in a
+# form the parent can load (see _exception_pickle); WorkerPool's setup sets it.
+remake_exceptions = False
 
 
 def main() -> None:
@@ -78,15 +81,48 @@ def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, s
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if where:
         tb += where
-    try:
-        blob: bytes | None = dumps(exc)
-    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
-        blob = None
+    blob = _exception_pickle(exc)
     try:
         rep = repr(exc)
     except BaseException:  # noqa: BLE001
         rep = f"<{type(exc).__qualname__} with a failing repr>"
     return blob, '\n"""\n' + tb + '"""', rep
+
+
+def _exception_pickle(exc: BaseException) -> bytes | None:
+    """``exc`` pickled for the parent, or None if it cannot be. With
+    :data:`remake_exceptions`, one that pickles but does not load (its
+    ``__init__`` takes other arguments than its ``args``) travels as its
+    class, args and attributes instead (``_errors.reduce_exception``)."""
+    try:
+        blob = dumps(exc)
+    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
+        return None
+    if not remake_exceptions:
+        return blob
+    try:
+        loads(blob)
+        return blob
+    except BaseException:  # noqa: BLE001 - the other form, below
+        pass
+    from shoal._errors import reduce_exception
+
+    try:
+        return dumps(_Reduced(reduce_exception(exc)))
+    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
+        return None
+
+
+class _Reduced:
+    """Pickles as the reduction it holds."""
+
+    __slots__ = ("reduced",)
+
+    def __init__(self, reduced: tuple[Any, ...]) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.reduced
 
 
 def _task_note(func: Any, item: Any, flags: int) -> str:

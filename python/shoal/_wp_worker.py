@@ -77,11 +77,13 @@ def setup(token: int, settings: dict[str, Any] | None) -> None:
         worker_exit = _worker.adopt_main(worker_exit)
     ctx = _ctx = _Context(tuple(extra), worker_exit)
     _worker.exit_hook = _run_exit
+    # A task's exception reaches the parent as its own type even when its
+    # __init__ takes other arguments than its args, as in MPIRE.
+    _worker.remake_exceptions = True
     if worker_init is not None:
         try:
             worker_init(*ctx.extra)
         except BaseException as exc:  # noqa: BLE001 - raised again by every task
-            _portable(exc)
             ctx.init_error = exc
 
 
@@ -108,7 +110,6 @@ def _run_exit() -> bytes | None:
     try:
         value = ctx.exit(*ctx.extra)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        _portable(exc)
         return _worker._chunk_failed(exc, "\nin worker_exit\n")
     try:
         return _worker.dumps((True, value))
@@ -132,26 +133,6 @@ def _call_parts(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if np is not None and isinstance(item, np.ndarray):
         return (item,), {}
     return tuple(it), {}
-
-
-def _portable(exc: BaseException) -> None:
-    """Make sure the parent can rebuild ``exc``, as MPIRE rebuilds a task's
-    exception: one whose ``__init__`` takes other arguments than its
-    ``args`` pickles but does not load, so its class is pickled in this
-    worker as its class, args and attributes, rebuilt without ``__init__``
-    (``_errors.remake_exception``). Only on the error path; the worker
-    belongs to this pool, so the registration stays here."""
-    import copyreg
-
-    from shoal import _errors, _worker
-
-    kind = type(exc)
-    if kind in copyreg.dispatch_table:
-        return
-    try:
-        _worker.loads(_worker.dumps(exc))
-    except Exception:  # noqa: BLE001 - any failure to travel: try the other form
-        copyreg.pickle(kind, _errors.reduce_exception)
 
 
 class _Call:
@@ -184,20 +165,16 @@ class MapCall(_Call):
         assert ctx is not None and self.func is not None, "a WorkerPool task outside a WorkerPool worker"
         if ctx.init_error is not None:
             raise ctx.init_error
-        try:
-            # The common shapes first, without building anything.
-            kind = type(item)
-            if kind is tuple:
-                return self.func(*ctx.extra, *item)
-            if kind is dict:
-                return self.func(*ctx.extra, **item)
-            if kind is int or kind is float:
-                return self.func(*ctx.extra, item)
-            args, kwargs = _call_parts(item)
-            return self.func(*ctx.extra, *args, **kwargs)
-        except BaseException as exc:
-            _portable(exc)
-            raise
+        # The common shapes first, without building anything.
+        kind = type(item)
+        if kind is tuple:
+            return self.func(*ctx.extra, *item)
+        if kind is dict:
+            return self.func(*ctx.extra, **item)
+        if kind is int or kind is float:
+            return self.func(*ctx.extra, item)
+        args, kwargs = _call_parts(item)
+        return self.func(*ctx.extra, *args, **kwargs)
 
 
 class ApplyCall(_Call):
@@ -208,8 +185,4 @@ class ApplyCall(_Call):
         assert ctx is not None and self.func is not None, "a WorkerPool task outside a WorkerPool worker"
         if ctx.init_error is not None:
             raise ctx.init_error
-        try:
-            return self.func(*ctx.extra, *args, **kwargs)
-        except BaseException as exc:
-            _portable(exc)
-            raise
+        return self.func(*ctx.extra, *args, **kwargs)
