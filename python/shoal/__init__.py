@@ -2,6 +2,8 @@
 
 ``shoal.Pool`` is a drop-in for ``multiprocessing.Pool`` that never hangs
 when a worker dies, reads ``imap`` input lazily, and takes any callable.
+``shoal.WorkerPool`` is the same engine behind MPIRE's ``WorkerPool`` API
+(with ``shoal.utils`` for ``mpire.utils``).
 
 Names are imported on first use: a worker process imports ``shoal._worker``
 through this package and must not pay for ``multiprocessing`` to start.
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Pool": "shoal.pool",
+    "WorkerPool": "shoal.worker_pool",
     "ApplyResult": "shoal._results",
     "AsyncResult": "shoal._results",
     "MapResult": "shoal._results",
@@ -25,6 +28,7 @@ _EXPORTS = {
     "IMapUnorderedIterator": "shoal._jobs",
     "WorkerLostError": "shoal._errors",
     "PoolTerminatedError": "shoal._errors",
+    "TaskTimeoutError": "shoal._errors",
     "RemoteUnpicklingError": "shoal._errors",
     "TimeoutError": "multiprocessing",
     "MaybeEncodingError": "multiprocessing.pool",
@@ -44,8 +48,10 @@ __all__ = [
     "PoolTerminatedError",
     "RemoteTraceback",
     "RemoteUnpicklingError",
+    "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
+    "WorkerPool",
 ]
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
@@ -58,11 +64,13 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
         PoolTerminatedError,
         RemoteTraceback,
         RemoteUnpicklingError,
+        TaskTimeoutError,
         WorkerLostError,
     )
     from shoal._jobs import IMapIterator, IMapUnorderedIterator
     from shoal._results import ApplyResult, AsyncResult, MapResult
     from shoal.pool import Pool
+    from shoal.worker_pool import WorkerPool
 
 
 def __getattr__(name: str) -> object:

@@ -33,6 +33,8 @@ class Processes:
         initializer: Callable[..., object] | None,
         initargs: Iterable[Any],
         lifespan_chunks: int | None,
+        lifespan_items: int | None = None,
+        exit_grace: float = 10.0,
     ) -> None:
         # Created before the workers, so that forked ones inherit them mapped.
         self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
@@ -49,7 +51,9 @@ class Processes:
         # know: the default is settled only at the fork.
         snapshot = main_snapshot() if method in (None, "fork") else None
         self.engine: _shoal.Engine
-        self.method, self.engine, self._zygote = _start.start_engine(method, processes, dumps(init), lifespan_chunks)
+        self.method, self.engine, self._zygote = _start.start_engine(
+            method, processes, dumps(init), lifespan_chunks, max_items=lifespan_items, exit_grace=exit_grace
+        )
         self.inherited = snapshot if self.method == "fork" else None
         # Results decode out of these arenas, so they live as long as any result.
         self.engine.keep(self.buffers)
@@ -75,8 +79,13 @@ def start(
     initializer: Callable[..., object] | None,
     initargs: Iterable[Any],
     lifespan_chunks: int | None,
+    *,
+    lifespan_items: int | None = None,
+    exit_grace: float = 10.0,
 ) -> Processes:
     """Start ``processes`` workers the way ``start_method`` (or ``context``,
-    or the process-wide default) says."""
+    or the process-wide default) says. Each is replaced after
+    ``lifespan_chunks`` chunks or ``lifespan_items`` items, and has
+    ``exit_grace`` seconds for its exit hook when told to exit."""
     method = _start.resolve(context, start_method)
-    return Processes(method, processes, initializer, initargs, lifespan_chunks)
+    return Processes(method, processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace)

@@ -32,10 +32,11 @@ else:
     from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
 
-class WorkerLostError(Exception):
+class WorkerLostError(RuntimeError):
     """The worker process running a task died (killed by a signal, the OOM
     killer, ``os._exit``, a segfault). Only that task fails; the pool
-    replaces the worker and carries on.
+    replaces the worker and carries on. A ``RuntimeError``, as MPIRE's
+    "worker died unexpectedly" is, so programs that catch that catch this.
 
     ``pid`` is the worker's pid; ``exitcode`` its exit code if it exited,
     else ``None``; ``signal`` the number of the signal that killed it, else
@@ -139,6 +140,13 @@ def _lost_call(name: str, data: bytes, bits: int, single: bool) -> str:
     return f"\nin {which} {', '.join(calls)}{more}"
 
 
+class TaskTimeoutError(WorkerLostError, TimeoutError):
+    """A task ran past its deadline (``WorkerPool``'s ``task_timeout``): its
+    worker was killed, even inside C code, and replaced. Also the builtin
+    ``TimeoutError``, which MPIRE programs catch; the message names the
+    task's call and the limit."""
+
+
 class PoolTerminatedError(Exception):
     """The pool was terminated before the task finished."""
 
@@ -146,6 +154,22 @@ class PoolTerminatedError(Exception):
 class RemoteUnpicklingError(Exception):
     """An exception raised in a worker could not be rebuilt in the parent.
     Its repr and remote traceback are kept."""
+
+
+def remake_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """An exception of class ``cls`` with ``args`` and attributes ``state``,
+    made without calling ``cls.__init__`` (whose signature may not match
+    ``args``), as MPIRE rebuilds a task's exception."""
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+def reduce_exception(exc: BaseException) -> tuple[Any, ...]:
+    """``exc`` as a reduction (for ``__reduce__``) that :func:`remake_exception`
+    rebuilds: its class, args and attributes."""
+    return (remake_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
 
 
 def rebuild(desc: tuple[bytes | None, str, str]) -> BaseException:

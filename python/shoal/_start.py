@@ -206,15 +206,24 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
 
 
 def start_engine(
-    method: str | None, processes: int, init_payload: bytes, max_tasks: int | None
+    method: str | None,
+    processes: int,
+    init_payload: bytes,
+    max_tasks: int | None,
+    *,
+    max_items: int | None = None,
+    exit_grace: float = 10.0,
 ) -> tuple[str, _shoal.Engine, Zygote | None]:
     """Start an engine whose workers are started by ``method`` (None: the
     default, ``fork`` if this process is single-threaded at the fork, else
     ``forkserver``); each is replaced after ``max_tasks`` chunks
-    (``maxtasksperchild``). Returns the method used, the engine and its zygote."""
+    (``maxtasksperchild``) or ``max_items`` items (``worker_lifespan``), and
+    has ``exit_grace`` seconds to run its exit hook when told to exit.
+    Returns the method used, the engine and its zygote."""
+    limits: dict[str, Any] = {"lifespan_chunks": max_tasks, "lifespan_items": max_items, "exit_grace": exit_grace}
     if method == "spawn":
         argv = [sys.executable, "-c", _WORKER_CODE]
-        return method, _shoal.Engine(processes, init_payload, argv=argv, lifespan_chunks=max_tasks), None
+        return method, _shoal.Engine(processes, init_payload, argv=argv, **limits), None
     zygote: Zygote | None = None
     if method is None:
         try:
@@ -224,7 +233,7 @@ def start_engine(
     if zygote is None:
         zygote = Zygote(method or "forkserver")
     try:
-        engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, lifespan_chunks=max_tasks)
+        engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, **limits)
     except BaseException:
         # The engine closed the socket as it failed, so the zygote exits.
         zygote.close()

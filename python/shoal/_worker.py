@@ -42,6 +42,13 @@ _result_oob: _shm.Outbound | None = None
 # This worker's slot, 0..processes-1 (a replacement takes its predecessor's):
 # set by Init.
 slot: int | None = None
+# What to run when the engine tells this worker to exit (``Exit``), set by a
+# front door's initializer (``WorkerPool``'s ``worker_exit``): it returns the
+# payload of the ``ExitResult`` frame, or None to send none. See run_exit_hook.
+exit_hook: Callable[[], bytes | None] | None = None
+# Whether a task's exception that pickles but cannot be loaded is sent in a
+# form the parent can load (see _exception_pickle); WorkerPool's setup sets it.
+remake_exceptions = False
 
 
 def main() -> None:
@@ -74,15 +81,48 @@ def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, s
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if where:
         tb += where
-    try:
-        blob: bytes | None = dumps(exc)
-    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
-        blob = None
+    blob = _exception_pickle(exc)
     try:
         rep = repr(exc)
     except BaseException:  # noqa: BLE001
         rep = f"<{type(exc).__qualname__} with a failing repr>"
     return blob, '\n"""\n' + tb + '"""', rep
+
+
+def _exception_pickle(exc: BaseException) -> bytes | None:
+    """``exc`` pickled for the parent, or None if it cannot be. With
+    :data:`remake_exceptions`, one that pickles but does not load (its
+    ``__init__`` takes other arguments than its ``args``) travels as its
+    class, args and attributes instead (``_errors.reduce_exception``)."""
+    try:
+        blob = dumps(exc)
+    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
+        return None
+    if not remake_exceptions:
+        return blob
+    try:
+        loads(blob)
+        return blob
+    except BaseException:  # noqa: BLE001 - the other form, below
+        pass
+    from shoal._errors import reduce_exception
+
+    try:
+        return dumps(_Reduced(reduce_exception(exc)))
+    except BaseException:  # noqa: BLE001 - the parent gets a stand-in
+        return None
+
+
+class _Reduced:
+    """Pickles as the reduction it holds."""
+
+    __slots__ = ("reduced",)
+
+    def __init__(self, reduced: tuple[Any, ...]) -> None:
+        self.reduced = reduced
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.reduced
 
 
 def _task_note(func: Any, item: Any, flags: int) -> str:
@@ -307,6 +347,27 @@ class _Host:
         if _result_oob is not None:
             self.buffer_callback = _result_oob.collector(self.big)
         return reply
+
+    def exit(self) -> bytes | None:
+        """``Exit``: the exit hook's payload for ``ExitResult``, if any."""
+        return run_exit_hook()
+
+
+def run_exit_hook() -> bytes | None:
+    """Run :data:`exit_hook`, if one is set, once. The hook reports its own
+    failures in its payload; one that escapes it (a bug) sends nothing
+    rather than keep the worker from exiting."""
+    global exit_hook
+    hook, exit_hook = exit_hook, None
+    if hook is None:
+        return None
+    try:
+        return hook()
+    except BaseException:  # noqa: BLE001 - the worker exits either way
+        import traceback
+
+        traceback.print_exc()
+        return None
 
 
 def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, int, bytes]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 from typing import assert_type
 
-from shoal import Pool, WorkerLostError
+from shoal import Pool, WorkerLostError, WorkerPool
+from shoal.utils import chunk_tasks, make_single_arguments
 
 
 def square(x: int) -> int:
@@ -51,6 +52,15 @@ def main() -> None:
             print(f"worker {pid} lost (exit code {exc.exitcode}); the pool goes on")
 
         print(squares, labels, unordered, sums, total)
+
+    # The MPIRE-style front door.
+    with WorkerPool(2) as wpool:
+        mapped = wpool.map(add, [(1, 2), (3, 4)], chunk_size=1.5)
+        one: int = wpool.apply(add, (1, 2))
+        later = wpool.apply_async(square, 3)
+        assert_type(later.get(timeout=30), int)
+        streamed = [x for x in wpool.imap_unordered(square, make_single_arguments(range(4)), iterable_len=4)]
+        print(mapped, one, streamed, wpool.get_exit_results(), list(chunk_tasks(range(5), n_splits=2)))
 
 
 if __name__ == "__main__":

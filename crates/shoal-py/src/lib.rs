@@ -190,11 +190,12 @@ impl Drop for PyEngine {
 impl PyEngine {
     /// Start `processes` workers. Workers are spawned from `argv`, or forked
     /// by the zygote listening on `zygote_fd`, which the engine takes over
-    /// and closes.
+    /// and closes. `exit_grace`: seconds a worker told to exit has to run
+    /// its exit hook before SIGKILL.
     #[new]
     // The signature is the Python keyword interface; a struct would only move it.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2))]
+    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0))]
     fn new(
         py: Python<'_>,
         processes: usize,
@@ -204,6 +205,7 @@ impl PyEngine {
         lifespan_chunks: Option<u64>,
         lifespan_items: Option<u64>,
         kill_grace: f64,
+        exit_grace: f64,
     ) -> PyResult<Self> {
         let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd) {
             (Some(argv), None) => {
@@ -225,6 +227,8 @@ impl PyEngine {
         config.lifespan.chunks = lifespan_chunks;
         config.lifespan.items = lifespan_items;
         config.kill_grace = Duration::from_secs_f64(kill_grace.max(0.0));
+        config.exit_grace = Duration::try_from_secs_f64(exit_grace.max(0.0))
+            .map_err(|e| PyValueError::new_err(format!("exit_grace: {e}")))?;
         let engine = py
             .detach(|| Engine::start(config, launcher))
             .map_err(|e| PyOSError::new_err(e.to_string()))?;

@@ -68,9 +68,10 @@ type Ran<'py> = (u8, u32, Bound<'py, PyBytes>);
 /// after a flush), `big` (a result's large buffers), `loads`, `dumps`,
 /// `load_error` (the type standing in for a function that failed to load),
 /// and the stages left to Python: `run_task`, `fail_task`, `careful`,
-/// `define` and `init` (which returns `(succeeded, initializer ns,
-/// failure)`; the reply frame is made here). After `init` it reads
-/// `buffer_callback`. Every frame the worker sends is made here.
+/// `define`, `init` (which returns `(succeeded, initializer ns,
+/// failure)`; the reply frame is made here) and `exit` (the exit hook's
+/// payload, or None). After `init` it reads `buffer_callback`. Every frame
+/// the worker sends is made here.
 #[pyclass(frozen, module = "shoal._shoal", name = "WorkerLoop")]
 pub struct WorkerLoop {
     host: Py<PyAny>,
@@ -210,6 +211,7 @@ impl WorkerLoop {
                     return Ok((pos, since, next as u8));
                 }
                 Kind::Exit => {
+                    self.exit_result(py)?;
                     return Ok((stop, since, Next::Exit as u8));
                 }
                 // Worker-to-engine kinds never arrive here.
@@ -236,6 +238,25 @@ fn bytes_at<'py>(py: Python<'py>, buf: &Bound<'py, PyByteArray>, start: usize, s
 }
 
 impl WorkerLoop {
+    /// `Exit`: run the host's exit hook (`exit`, which returns bytes or
+    /// None) and add its payload to the batch as the `ExitResult` frame,
+    /// the last this worker sends. A payload too large for a frame becomes
+    /// an error that says so, made as a failed chunk's is.
+    fn exit_result(&self, py: Python<'_>) -> PyResult<()> {
+        let got = self.host.call_method0(py, "exit")?.into_bound(py);
+        if got.is_none() {
+            return Ok(());
+        }
+        let mut payload = got.cast_into::<PyBytes>()?;
+        let n = payload.as_bytes().len();
+        if frame::payload_len(n).is_err() {
+            let exc = PyValueError::new_err(crate::too_large(n, "the worker's exit result")).into_value(py);
+            payload = self.chunk_failed.bind(py).call1((exc, ""))?.cast_into::<PyBytes>()?;
+        }
+        let header = Header::exit_result(payload.as_bytes().len());
+        self.parts.bind(py).append(frame_bytes(py, header, payload.as_bytes())?)
+    }
+
     /// A chunk's outcome as it can travel: one too large for a frame
     /// fails the chunk with an error that says so, instead.
     fn fit_frame<'py>(

@@ -1,0 +1,194 @@
+"""The worker side of ``shoal.WorkerPool``: per-worker state, the extra
+arguments MPIRE passes, ``worker_init`` and ``worker_exit``.
+
+A ``WorkerPool``'s workers are ordinary shoal workers whose initializer is
+:func:`setup`. It runs once per worker process (replacements included),
+when the engine's ``Init`` frame arrives: it builds the extra arguments
+(worker id, shared objects, worker state, in MPIRE's order), runs
+``worker_init`` and sets ``_worker.exit_hook`` so that ``worker_exit`` runs
+when the engine tells the worker to exit. Tasks reach the user's function
+through :class:`MapCall` or :class:`ApplyCall`, the callables the job
+layer sends as the job's function, which add the extra arguments and
+unpack each task's arguments as MPIRE does.
+
+Imported by workers, so it imports nothing beyond what a worker has.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+# Settings of the pools this process started, by token, while their workers
+# start: a worker forked from this process (start method fork) finds its
+# settings here, inherited, instead of unpickled, so shared objects that
+# only travel by inheritance (multiprocessing locks, values, barriers) work.
+inherited: dict[int, dict[str, Any]] = {}
+
+# This worker's context, set by setup.
+_ctx: _Context | None = None
+
+
+class _Context:
+    """What a worker keeps for its whole life."""
+
+    __slots__ = ("exit", "extra", "init_error")
+
+    def __init__(self, extra: tuple[Any, ...], exit: Callable[..., Any] | None) -> None:
+        # Passed before each task's own arguments, and to init and exit.
+        self.extra = extra
+        self.exit = exit
+        # What worker_init raised: every task on this worker raises it, so
+        # the map fails with it, as in MPIRE, and the worker stays up.
+        self.init_error: BaseException | None = None
+
+
+def setup(token: int, settings: dict[str, Any] | None) -> None:
+    """The initializer of a ``WorkerPool``'s workers. ``settings`` is None
+    when the worker inherited them by fork (see :data:`inherited`)."""
+    global _ctx
+    from shoal import _worker
+
+    # The inherited copy first: under fork, shared objects are the parent's own.
+    settings = inherited.get(token, settings)
+    if settings is None:
+        raise RuntimeError(
+            "this WorkerPool's settings (its shared_objects, say) could not be pickled, and its workers did not "
+            "fork from the process that made it (the process had other threads, so forkserver was used): "
+            "pass start_method='fork', or shared objects that pickle (pool.ctx makes ones that do under each method)"
+        )
+    slot = _worker.slot or 0
+    cpu_ids = settings["cpu_ids"]
+    if cpu_ids:
+        os.sched_setaffinity(0, cpu_ids[slot])
+    if settings["daemon"]:
+        _mark_daemon()
+    extra: list[Any] = []
+    if settings["pass_worker_id"]:
+        extra.append(slot)
+    if settings["shared_objects"] is not None:
+        extra.append(settings["shared_objects"])
+    if settings["use_worker_state"]:
+        extra.append({})
+    worker_init = settings["worker_init"]
+    worker_exit = settings["worker_exit"]
+    if worker_init is not None:
+        worker_init = _worker.adopt_main(worker_init)
+    if worker_exit is not None:
+        worker_exit = _worker.adopt_main(worker_exit)
+    ctx = _ctx = _Context(tuple(extra), worker_exit)
+    _worker.exit_hook = _run_exit
+    # A task's exception reaches the parent as its own type even when its
+    # __init__ takes other arguments than its args, as in MPIRE.
+    _worker.remake_exceptions = True
+    if worker_init is not None:
+        try:
+            worker_init(*ctx.extra)
+        except BaseException as exc:  # noqa: BLE001 - raised again by every task
+            ctx.init_error = exc
+
+
+def _mark_daemon() -> None:
+    """Make this worker a daemonic process as ``multiprocessing`` sees it,
+    so that starting a process from a task fails as it does under MPIRE's
+    ``daemon=True`` (``AssertionError``: daemonic processes are not
+    allowed to have children)."""
+    from multiprocessing import process
+
+    process.current_process()._config["daemon"] = True  # type: ignore[attr-defined]
+
+
+def _run_exit() -> bytes | None:
+    """``_worker.exit_hook``: run ``worker_exit``, if there is one and
+    ``worker_init`` did not fail. The payload is ``(True, value)``
+    pickled, or a failure as ``_worker._chunk_failed`` makes it (a
+    3-tuple), which the parent rebuilds and raises."""
+    from shoal import _worker
+
+    ctx = _ctx
+    if ctx is None or ctx.exit is None or ctx.init_error is not None:
+        return None
+    try:
+        value = ctx.exit(*ctx.extra)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        return _worker._chunk_failed(exc, "\nin worker_exit\n")
+    try:
+        return _worker.dumps((True, value))
+    except BaseException as exc:  # noqa: BLE001 - the value cannot travel
+        return _worker._chunk_failed(exc, "\nwhile pickling the result of worker_exit\n")
+
+
+def _call_parts(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A task's arguments as MPIRE reads them: a dict is keywords; any
+    other iterable but ``str``, ``bytes`` and a numpy array is unpacked
+    into positional arguments; anything else is the one argument."""
+    if isinstance(item, dict):
+        return (), item
+    if isinstance(item, (str, bytes)):
+        return (item,), {}
+    try:
+        it = iter(item)
+    except TypeError:
+        return (item,), {}
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(item, np.ndarray):
+        return (item,), {}
+    return tuple(it), {}
+
+
+class _Call:
+    """The function a ``WorkerPool`` job runs: the user's, with the extra
+    arguments. Pickled as the user's function's own pickle (made in the
+    parent by ``_pickling.dumps_func``, so a script's function travels by
+    reference where the workers inherited it) and rebuilt in the worker."""
+
+    def __init__(self, payload: bytes, name: str, func: Callable[..., Any] | None = None) -> None:
+        self.payload = payload
+        # What messages about its tasks call it (_errors.func_name).
+        self.__qualname__ = name
+        self.func = func
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.payload, self.__qualname__))
+
+
+def _rebuild(cls: type[_Call], payload: bytes, name: str) -> _Call:
+    from shoal import _worker
+
+    return cls(payload, name, _worker.adopt_main(_worker.loads(payload)))
+
+
+class MapCall(_Call):
+    """A map's function: called with one task's item, unpacked as MPIRE does."""
+
+    def __call__(self, item: Any) -> Any:
+        ctx = _ctx
+        assert ctx is not None and self.func is not None, "a WorkerPool task outside a WorkerPool worker"
+        if ctx.init_error is not None:
+            raise ctx.init_error
+        # The common shapes first, without building anything.
+        kind = type(item)
+        if kind is tuple:
+            return self.func(*ctx.extra, *item)
+        if kind is dict:
+            return self.func(*ctx.extra, **item)
+        if kind is int or kind is float:
+            return self.func(*ctx.extra, item)
+        args, kwargs = _call_parts(item)
+        return self.func(*ctx.extra, *args, **kwargs)
+
+
+class ApplyCall(_Call):
+    """``apply``'s function: called with the call's own arguments."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = _ctx
+        assert ctx is not None and self.func is not None, "a WorkerPool task outside a WorkerPool worker"
+        if ctx.init_error is not None:
+            raise ctx.init_error
+        return self.func(*ctx.extra, *args, **kwargs)
