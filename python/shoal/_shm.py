@@ -99,7 +99,13 @@ class Arena:
         self.capacity = len(mm)
         self.ino = os.fstat(fd).st_ino
         self.soft_limit = soft_limit
+        # Guards the blocks, and the fd against close(): a thread that uses
+        # the fd counts itself in `users`, and the last one out of a closed
+        # arena closes it. A number closed twice could be another file's by
+        # then (pool.terminate() from a thread racing join()).
         self.lock = _thread.allocate_lock()
+        self.users = 0
+        self.closed = False
         magic, end = _ARENA.unpack_from(mm, 0)
         if magic != _MAGIC:
             end = HEADER
@@ -180,28 +186,57 @@ class Arena:
         nothing held) if the arena is full."""
         out: list[tuple[int, int]] = []
         mine = 0
-        for b in bufs:
-            n = b.nbytes
-            off = self.alloc(n, mine)
-            if off < 0:
-                for o, _ in out:
-                    self.mm[o] = FREE
-                return None
-            if off >= self.fresh and self.fd >= 0:
-                # Pages never written: the kernel fills them in a write()
-                # at twice the speed of page faults.
-                os.pwrite(self.fd, b, off + HEADER)
-            else:
-                self.mm[off + HEADER : off + HEADER + n] = b
-            out.append((off, n))
-            mine += n
+        fd = self._borrow()
+        try:
+            for b in bufs:
+                n = b.nbytes
+                off = self.alloc(n, mine)
+                if off < 0:
+                    for o, _ in out:
+                        self.mm[o] = FREE
+                    return None
+                if off >= self.fresh and fd >= 0:
+                    # Pages never written: the kernel fills them in a write()
+                    # at twice the speed of page faults.
+                    os.pwrite(fd, b, off + HEADER)
+                else:
+                    self.mm[off + HEADER : off + HEADER + n] = b
+                out.append((off, n))
+                mine += n
+        finally:
+            if fd >= 0:
+                self._give_back()
         return out
 
+    def _borrow(self) -> int:
+        """The fd, held open until `_give_back`; -1 once closed."""
+        with self.lock:
+            if self.closed:
+                return -1
+            self.users += 1
+            return self.fd
+
+    def _give_back(self) -> None:
+        with self.lock:
+            self.users -= 1
+            fd = self.fd if self.closed and self.users == 0 else -1
+            if fd >= 0:
+                self.fd = -1
+        if fd >= 0:
+            os.close(fd)
+
     def close(self) -> None:
-        """Close the fd; the mapping goes with the last object using it."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Close the fd, once, whichever threads call this at once; the
+        mapping goes with the last object using it."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            fd = self.fd if self.users == 0 else -1
+            if fd >= 0:
+                self.fd = -1
+        if fd >= 0:
+            os.close(fd)
 
     def __del__(self) -> None:
         self.close()
