@@ -85,23 +85,24 @@ def dumps_oob(obj: Any, oob: Outbound) -> bytes:
 
 
 def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
+    # oob.dumps: read-only arrays arrive writable (see Outbound.dumps).
     bufs: list[memoryview] = []
     collect = oob.collector(bufs)
     try:
-        data = _dumps(obj, PROTOCOL, buffer_callback=collect)
+        data = oob.dumps(obj, collect)
         careful = data.find(_MAIN) >= 0
     except Exception:  # noqa: BLE001 - try cloudpickle
         careful = True
     if careful:
         bufs.clear()
         try:
-            data = _cloud_dumps(obj, collect)
+            data = oob.dumps(obj, collect, cloud=True)
         except Exception:  # noqa: BLE001 - dumps raises the error that names the problem
             return dumps(obj)
     if bufs:
         wrapped = oob.wrap(data, bufs, _dumps)
         # No room in shared memory: the buffers travel in band.
-        return dumps(obj) if wrapped is None else wrapped
+        return oob.dumps(obj, None, cloud=careful) if wrapped is None else wrapped
     return data
 
 

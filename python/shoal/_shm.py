@@ -28,9 +28,12 @@ shoal, so memory stays bounded and nothing fails.
 
 from __future__ import annotations
 
+import _pickle
 import _thread  # not threading: a worker imports this module at start-up
+import io
 import os
 import struct
+import sys
 import time
 import weakref
 
@@ -264,16 +267,59 @@ class Outbound:
 
     def _spot(self, pb: Any) -> bool:
         """A ``buffer_callback`` for a first pass that only finds out whether
-        an object has large buffers: it counts them. The pass's stream is
-        kept only if the count did not move."""
+        an object has large or read-only buffers: it counts them. The pass's
+        stream is kept only if the count did not move."""
         try:
-            if pb.raw().nbytes < THRESHOLD:
+            m = pb.raw()
+            if m.nbytes < THRESHOLD and not m.readonly:
                 return True
         except BufferError:
             return True
         with self._hits_lock:
             self.hits += 1
-        return False
+        return m.nbytes < THRESHOLD
+
+    @staticmethod
+    def first_pass(flags: list[Any]) -> Callable[[Any], bool]:
+        """A ``buffer_callback`` for the worker's first try at a result
+        (crates/shoal-py/src/worker_loop.rs): it lists in ``flags`` the
+        buffers that send the result down the careful path, large ones
+        (left out of the stream) and read-only ones."""
+
+        def spot(pb: Any) -> bool:
+            try:
+                m = pb.raw()
+            except BufferError:
+                return True
+            if m.nbytes >= THRESHOLD:
+                flags.append(m)
+                return False
+            if m.readonly:
+                flags.append(m)
+            return True
+
+        return spot
+
+    @staticmethod
+    def dumps(obj: Any, buffer_callback: Callable[[Any], bool] | None, cloud: bool = False) -> bytes:
+        """Pickle ``obj`` (by value, with cloudpickle, if ``cloud``) so that
+        the read-only numpy arrays in it arrive writable.
+
+        numpy pickles an array's data as a ``PickleBuffer`` over its memory,
+        and pickle marks a read-only one so: the other side would get a
+        read-only array, where the standard library's pickling (protocol 4)
+        gives a writable copy, and in-place code such as ``a -= a.mean()``
+        would fail. Each side's array is its own (a copy in the stream or a
+        private block of shared memory), so it may as well be writable."""
+        if "numpy" not in sys.modules:
+            if not cloud:
+                return _pickle.dumps(obj, 5, buffer_callback=buffer_callback)
+            import cloudpickle
+
+            return cloudpickle.dumps(obj, 5, buffer_callback=buffer_callback)
+        with io.BytesIO() as f:
+            _writable_pickler(cloud)(f, 5, buffer_callback=buffer_callback).dump(obj)
+            return f.getvalue()
 
     @staticmethod
     def collector(bufs: list[memoryview]) -> Callable[[Any], bool]:
@@ -302,6 +348,63 @@ class Outbound:
         if blocks is None:
             return None
         return dumps(_Ref(arena.ino, blocks, data), 5)
+
+
+class _Alias:
+    """A read-only array's memory, presented as writable to the pickler,
+    which only reads it: numpy then pickles it as a writable buffer. Holds
+    the array, so the memory outlives every view of it the pickler keeps."""
+
+    __slots__ = ("__array_interface__", "array")
+
+    def __init__(self, array: Any) -> None:
+        face = dict(array.__array_interface__)
+        face["data"] = (face["data"][0], False)
+        self.__array_interface__ = face
+        self.array = array
+
+
+def _writable_reduce(obj: Any) -> Any:
+    """``reducer_override``: a read-only array that numpy would pickle as a
+    read-only buffer is pickled as a writable one over the same memory."""
+    np = sys.modules["numpy"]
+    if type(obj) is not np.ndarray:
+        return NotImplemented
+    flags = obj.flags
+    # numpy pickles only these as buffers; it copies the rest (and ndarray
+    # subclasses, such as memmap) into the stream, and they arrive writable.
+    if flags.writeable or not (flags.c_contiguous or flags.f_contiguous) or obj.dtype.hasobject or not obj.itemsize:
+        return NotImplemented
+    return np.asarray(_Alias(obj)).__reduce_ex__(5)
+
+
+_picklers: dict[bool, Any] = {}
+
+
+def _writable_pickler(cloud: bool) -> Any:
+    """The pickler class ``Outbound.dumps`` uses: the C one or cloudpickle's,
+    with read-only arrays reduced by ``_writable_reduce``."""
+    cls = _picklers.get(cloud)
+    if cls is not None:
+        return cls
+    if cloud:
+        import cloudpickle
+
+        class Cloud(cloudpickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                out = _writable_reduce(obj)
+                return super().reducer_override(obj) if out is NotImplemented else out
+
+        cls = Cloud
+    else:
+
+        class Plain(_pickle.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                return _writable_reduce(obj)
+
+        cls = Plain
+    _picklers[cloud] = cls
+    return cls
 
 
 class _Ref:
