@@ -112,8 +112,12 @@ impl Window {
             .saturating_add(results.waiting as u64)
             .saturating_add(running.saturating_mul(per_chunk));
         let left = (DEFAULT_MAX_BYTES as u64).saturating_sub(used);
-        let by_bytes = left / per_chunk.max(1);
-        by_count.min(u32::try_from(by_bytes).unwrap_or(u32::MAX))
+        let mut by_bytes = u32::try_from(left / per_chunk.max(1)).unwrap_or(u32::MAX);
+        if self.in_flight() == 0 {
+            // Results larger than the budget: one chunk at a time, never none.
+            by_bytes = by_bytes.max(1);
+        }
+        by_count.min(by_bytes)
     }
 
     /// Chunks a window of capacity `c` lets be in flight before any
@@ -204,6 +208,14 @@ mod tests {
         w.take(12);
         r.taken(96 << 20);
         assert_eq!(w.room_with(&r), 4);
+        // Results larger than the budget: one chunk at a time, never none.
+        let mut huge = Results::default();
+        huge.arrived(2 * DEFAULT_MAX_BYTES);
+        let mut one = Window::new(Some(1024));
+        one.submit(1);
+        assert_eq!(one.room_with(&huge), 0);
+        one.take(1);
+        assert_eq!(one.room_with(&huge), 1);
         // Tiny results: the chunk count bounds the window, as before.
         let mut small = Results::default();
         small.arrived(10);
