@@ -67,7 +67,7 @@ class Processes:
             if self._zygote is not None:
                 self._zygote.close()
                 self._zygote = None
-            self.buffers.close()
+            self.buffers.release()
 
 
 def start(
