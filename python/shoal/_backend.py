@@ -40,7 +40,7 @@ class Processes:
         # a timer racing join()); it runs once at a time.
         self._release_lock = threading.Lock()
         # Created before the workers, so that forked ones inherit them mapped.
-        self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
+        self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS, method)
         self.oob: _shm.Outbound | None = self.buffers.outbound
         # Two layers: the worker must set sys.path before it can unpickle an
         # initializer that lives in a module only the parent's path finds.

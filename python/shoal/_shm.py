@@ -13,8 +13,10 @@ Arenas: the pool owns one for arguments, which only the parent writes, and
 one per worker slot for results, which the worker holding its ``flock``
 writes. All are created by the parent, so a result outlives the worker that
 wrote it, and a memfd leaves nothing behind in ``/dev/shm``: its pages go
-when the last descriptor or mapping of it does. A worker opens an arena
-through ``/proc/<pool pid>/fd``.
+when the last descriptor or mapping of it does. A worker reopens an arena
+through ``/proc/self/fd`` when it inherited it (fork), else through
+``/proc/<pool pid>/fd``, which needs a dumpable parent: when that is not
+possible, large buffers travel in band.
 
 Layout of an arena (a sparse file of ``CAPACITY`` bytes): a header, a state
 byte per block, each block's capacity, then the blocks, each a multiple of
@@ -47,6 +49,7 @@ import _pickle
 import _thread  # not threading: a worker imports this module at start-up
 import io
 import os
+import stat
 import struct
 import sys
 import time
@@ -690,12 +693,28 @@ def _arena(ino: int) -> Arena:
 
 
 def _open_peer(pid: int, fd: int, ino: int, private: bool = False) -> int:
-    """A new descriptor for the pool's memfd ``fd``: its own open file, so
-    a ``flock`` on it is this process's alone."""
+    """A new descriptor for the pool's memfd ``fd``, its own open file (so
+    a ``flock`` on it is this process's alone) if ``private``. Through
+    ``/proc/self/fd`` if this process inherited the descriptor (a forked
+    worker: works even when the pool's process is not dumpable), else
+    through the pool's."""
     path = f"/proc/{pid}/fd/{fd}"
+    inherited = False
+    try:
+        st = os.fstat(fd)
+        inherited = st.st_ino == ino and stat.S_ISREG(st.st_mode)
+        inherited = inherited and os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:shoal")
+    except FileNotFoundError:
+        pass  # no /proc: the inode and file type say it
+    except OSError:
+        inherited = False
+    if inherited:
+        path = f"/proc/self/fd/{fd}"
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except OSError as exc:
+        if inherited and not private:
+            return os.dup(fd)  # no /proc: a reader needs no open file of its own
         raise RuntimeError(
             f"shoal: cannot open the pool's shared memory through {path} ({exc}); "
             "large buffers need it. Is /proc mounted, and is the parent process dumpable?"
@@ -727,6 +746,21 @@ def free_deferred() -> None:
     _deferred.clear()
 
 
+def _unreachable(method: str) -> str | None:
+    """Why workers started by ``method`` could not open this process's
+    arenas (None: they can). A forked worker reopens the descriptors it
+    inherited; others go through ``/proc/<pid>/fd``, which needs /proc and
+    a dumpable process (``prctl(PR_SET_DUMPABLE, 0)``, setuid programs and
+    hardened services are not)."""
+    if method == "fork":
+        return None
+    if not os.path.isdir(f"/proc/{os.getpid()}/fd"):
+        return "/proc is not mounted"
+    if _c().prctl(3, 0, 0, 0, 0) == 0:  # PR_GET_DUMPABLE
+        return f"the process is not dumpable, so {method} workers cannot open /proc/{os.getpid()}/fd"
+    return None
+
+
 def _hot_sizes(arenas: int) -> tuple[int, int]:
     """Hot bytes for the arguments' arena and for each results' arena: the
     defaults, or less under an address-space limit (``ulimit -v``), so that
@@ -753,10 +787,10 @@ class PoolBuffers:
     slot. Without them (``unavailable`` says why), large buffers travel in
     band."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, method: str = "fork") -> None:
         self.args: Arena | None = None
         self.results: list[Arena] = []
-        self.unavailable: str | None = None
+        self.unavailable = _unreachable(method)
         if self.unavailable is None:
             hot_args, hot_results = _hot_sizes(slots)
             try:

@@ -21,12 +21,22 @@ np = pytest.importorskip("numpy", reason="numpy is the common source of large bu
 MB = 1 << 20
 
 
-def _run(script: str, *args: str, limits: dict[int, int] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` in a fresh interpreter, under ``limits`` (setrlimit)."""
+def _run(
+    script: str, *args: str, limits: dict[int, int] | None = None, no_ptrace: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter, under ``limits`` (setrlimit),
+    and without the capability to look into other processes (as any user
+    but root) if ``no_ptrace``."""
 
     def limit() -> None:
         for which, value in (limits or {}).items():
             resource.setrlimit(which, (value, value))
+        if no_ptrace:
+            import ctypes
+
+            # PR_CAPBSET_DROP CAP_SYS_PTRACE: gone from every program
+            # executed from here on (the script, spawned workers).
+            ctypes.CDLL(None).prctl(24, 19, 0, 0, 0)
 
     return subprocess.run(
         [sys.executable, "-c", script, *args], preexec_fn=limit, capture_output=True, text=True, timeout=150
@@ -184,3 +194,38 @@ def test_a_kept_result_holds_no_descriptor() -> None:
     gc.collect()
     assert _arena_fds() == before
     assert [float(a[0]) for a in kept] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+# -- a parent that is not dumpable -------------------------------------------
+
+UNDUMPABLE_SCRIPT = """
+import ctypes, sys
+import numpy as np
+import shoal
+
+def double(a):
+    return a * 2
+
+with open("/proc/self/status") as f:
+    caps = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+if caps & (1 << 19):
+    sys.exit("skip: CAP_SYS_PTRACE could not be dropped, and it opens /proc/<pid>/fd of any process")
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE 0, as a hardened service does
+with shoal.Pool(2, start_method=sys.argv[1]) as pool:
+    out = pool.map(double, [np.full(1 << 14, float(i)) for i in range(8)], chunksize=1)  # 128 KiB each
+    assert [float(a[0]) for a in out] == [2.0 * i for i in range(8)]
+    assert pool.apply(double, (out[3],))[0] == 12.0
+print("ok")
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_parent_that_is_not_dumpable_passes_large_arrays(method: str) -> None:
+    # Before, spawn and forkserver workers failed every array of 64 KiB or
+    # more: RuntimeError, cannot open /proc/<pid>/fd.
+    proc = _run(UNDUMPABLE_SCRIPT, method, no_ptrace=True)
+    if proc.stderr.startswith("skip: "):
+        pytest.skip(proc.stderr[6:].strip())
+    assert (proc.returncode, proc.stdout.strip()) == (0, "ok"), proc.stderr[-2000:]
