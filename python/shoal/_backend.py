@@ -12,6 +12,7 @@ engine, where large buffers go (``oob``), and ``release``.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,8 +37,13 @@ class Processes:
         lifespan_items: int | None = None,
         exit_grace: float = 10.0,
     ) -> None:
+        # release() may be called from two threads at once (terminate() from
+        # a timer racing join()); it runs once at a time.
+        self._release_lock = threading.Lock()
         # Created before the workers, so that forked ones inherit them mapped.
-        self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS)
+        # Undecided (the default is settled at the fork): as for forkserver,
+        # whose workers must reach the arenas through /proc.
+        self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS, method or "forkserver")
         self.oob: _shm.Outbound | None = self.buffers.outbound
         # Two layers: the worker must set sys.path before it can unpickle an
         # initializer that lives in a module only the parent's path finds.
@@ -65,11 +71,14 @@ class Processes:
         return None if self._zygote is None else self._zygote.pid
 
     def release(self) -> None:
-        """Free what the workers needed, once the engine has stopped."""
-        if self._zygote is not None:
-            self._zygote.close()
-            self._zygote = None
-        self.buffers.close()
+        """Free what the workers needed, once the engine has stopped. Safe
+        to call again, from any thread; a call cut short (Ctrl-C while
+        reaping the zygote) leaves the rest to the next."""
+        with self._release_lock:
+            if self._zygote is not None:
+                self._zygote.close()
+                self._zygote = None
+            self.buffers.release()
 
 
 def start(

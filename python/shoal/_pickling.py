@@ -86,7 +86,9 @@ def _code_by_marshal(code: types.CodeType) -> tuple[Any, tuple[bytes]]:
     return marshal.loads, (marshal.dumps(code),)
 
 
-def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
+def cloud_pickler() -> Any:
+    """cloudpickle's pickler, with code kept whole (see ``_code_by_marshal``);
+    imported on first use, as cloudpickle costs ~20 ms to import."""
     global _cloud_pickler
     if _cloud_pickler is None:
         from collections import ChainMap
@@ -97,15 +99,25 @@ def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
             dispatch_table = ChainMap({types.CodeType: _code_by_marshal}, cloudpickle.Pickler.dispatch_table)
 
         _cloud_pickler = Pickler
+    return _cloud_pickler
+
+
+def _cloud_dumps(obj: Any, buffer_callback: Any = None) -> bytes:
     with io.BytesIO() as f:
-        _cloud_pickler(f, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+        cloud_pickler()(f, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(obj)
         return f.getvalue()
+
+
+def _value_helps(first: Exception) -> bool:
+    """Whether plain pickle's error ``first`` is one cloudpickle exists for:
+    an object it could only name, by a reference no worker resolves."""
+    return isinstance(first, (_pickle.PicklingError, AttributeError))
 
 
 def _by_value(obj: Any, first: Exception, buffer_callback: Any = None) -> bytes:
     """Pickle ``obj`` with cloudpickle after plain pickle raised ``first``,
     if ``first`` is what cloudpickle exists for; else raise ``first``."""
-    if not isinstance(first, (_pickle.PicklingError, AttributeError)):
+    if not _value_helps(first):
         raise first
     # If this raises too, its error is the real reason (a lock a closure
     # holds, say), where ``first`` only said "Can't pickle local object".
@@ -141,22 +153,24 @@ def dumps_oob(obj: Any, oob: Outbound) -> bytes:
 
 
 def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
+    # oob.dumps: read-only arrays arrive writable (see Outbound.dumps).
     bufs: list[memoryview] = []
     collect = oob.collector(bufs)
     try:
-        data = _dumps(obj, PROTOCOL, buffer_callback=collect)
+        data = oob.dumps(obj, collect)
         careful = _refers_to_main(data)
-    except Exception as first:  # noqa: BLE001 - _by_value decides
-        bufs.clear()
-        data = _by_value(obj, first, collect)
-        careful = False
+    except Exception as first:  # _by_value's rule decides below
+        if not _value_helps(first):
+            raise
+        careful = True
     if careful:
         bufs.clear()
-        data = _cloud_dumps(obj, collect)
+        # If this raises, its error is the real reason (see _by_value).
+        data = oob.dumps(obj, collect, cloud=True)
     if bufs:
         wrapped = oob.wrap(data, bufs, _dumps)
         # No room in shared memory: the buffers travel in band.
-        return dumps(obj) if wrapped is None else wrapped
+        return oob.dumps(obj, None, cloud=careful) if wrapped is None else wrapped
     return data
 
 

@@ -323,7 +323,8 @@ class _Host:
         self.funcs: dict[int, Any] = {}
         self.parts = parts
         self.deferred = _shm._deferred
-        # A result's large buffers, collected by buffer_callback, set by Init.
+        # Filled by buffer_callback (set by Init) with the buffers that send a
+        # result down the careful path: large or read-only ones.
         self.big: list[memoryview] = []
         self.buffer_callback: Callable[[Any], bool] | None = None
         self.loads = loads
@@ -345,7 +346,7 @@ class _Host:
         """``Init``: start up; returns ``(succeeded, initializer ns, failure)``."""
         reply = _initialise(payload, slot_id)
         if _result_oob is not None:
-            self.buffer_callback = _result_oob.collector(self.big)
+            self.buffer_callback = _result_oob.first_pass(self.big)
         return reply
 
     def exit(self) -> bytes | None:

@@ -3,7 +3,6 @@ bounded, and gone with the pool."""
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import time
@@ -25,9 +24,16 @@ def _arrays(n: int, size: int = BIG) -> list:
     return [np.full(size, float(i)) for i in range(n)]
 
 
-def _inside(array, mm) -> bool:
-    start = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    return start <= array.ctypes.data < start + len(mm)
+def _inside(array, arena: _shm.Arena) -> bool:
+    """Whether ``array``'s data lies in a mapping of ``arena``."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) > 4 and int(fields[4]) == arena.ino:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                if start <= array.ctypes.data < end:
+                    return True
+    return False
 
 
 def _memfd_inodes() -> set[int]:
@@ -49,7 +55,7 @@ def _memfd_inodes() -> set[int]:
 def _wait_all_free(arena: _shm.Arena, limit: float = 10.0) -> None:
     """Workers free a block just after sending the result that used it."""
     deadline = time.monotonic() + limit
-    while any(arena.mm[off] != _shm.FREE for off, _ in arena.blocks):
+    while arena.busy():
         assert time.monotonic() < deadline, "argument blocks were never freed"
         time.sleep(0.001)
 
@@ -61,7 +67,7 @@ def test_arrays_travel_both_ways(pool: shoal.Pool) -> None:
     assert [float(a[0]) for a in out] == [float(i) for i in range(12)]
     assert all(a.shape == (BIG,) and a.flags.writeable for a in out)
     # They live in the pool's result arenas: no copy was made on the way in.
-    assert all(any(_inside(a, arena.mm) for arena in pool._buffers.results) for a in out)
+    assert all(any(_inside(a, arena) for arena in pool._buffers.results) for a in out)
     # apply_async and imap take the same path.
     assert pool.apply_async(tasks.array_total, (arrays[3],)).get() == 3.0 * BIG
     assert list(pool.imap(tasks.array_total, arrays[:4])) == [float(i) * BIG for i in range(4)]
@@ -84,7 +90,7 @@ def test_a_result_is_private_to_the_parent(pool: shoal.Pool) -> None:
 
 def _blocks_for(n_buffers: int, nbytes: int) -> int:
     """Bytes an arena spans when it holds ``n_buffers`` blocks of ``nbytes``."""
-    return _shm.HEADER + n_buffers * (_shm.HEADER + _shm._round(nbytes))
+    return _shm.PAYLOAD + n_buffers * _shm._round(nbytes)
 
 
 def test_blocks_are_reused_not_grown() -> None:
@@ -129,7 +135,7 @@ def test_a_crash_loses_only_its_task() -> None:
 
 
 def test_a_full_arena_falls_back_to_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_shm, "CAPACITY", 1 << 20)
+    monkeypatch.setattr(_shm, "CAPACITY", _shm.PAYLOAD + (1 << 20))
     with shoal.Pool(2, start_method="spawn") as p:
         arrays = _arrays(8, 1 << 16)  # 512 KiB each: two fit, the rest do not
         assert p.map(tasks.array_total, arrays) == [float(i) * (1 << 16) for i in range(8)]

@@ -16,7 +16,7 @@ use crate::frame::Status;
 use crate::funcs::FuncId;
 use crate::ordering::Reorder;
 use crate::stats::{Counts, JobStats, Slow, Slowest, Tally};
-use crate::window::Window;
+use crate::window::{Results, Window, TAKE_BYTES};
 use std::time::Duration;
 
 /// Identifies a job within an engine.
@@ -107,7 +107,8 @@ pub(crate) struct Job {
     tally: Tally,
     /// Time workers spent on its chunks, in ns.
     busy_ns: u64,
-    /// What a job of more than one chunk keeps besides; `None` until then.
+    /// What a job of more than one chunk keeps besides; `None` until then
+    /// (a job with a bounded window has it from the start).
     many: Option<Box<Many>>,
     /// The caller wants to hear when the job finishes.
     pub(crate) watched: bool,
@@ -124,6 +125,8 @@ struct Many {
     adaptive: Adaptive,
     /// Its slowest chunks.
     slowest: Slowest,
+    /// A bounded window's results, in bytes (unused by other jobs).
+    results: Results,
 }
 
 impl Job {
@@ -141,7 +144,8 @@ impl Job {
             submitted_items: 0,
             tally: Tally::default(),
             busy_ns: 0,
-            many: None,
+            // A bounded window counts its results' bytes from the first.
+            many: spec.window.map(|_| Box::default()),
             watched: false,
             abandoned: false,
             cancelled: false,
@@ -207,10 +211,13 @@ impl Job {
         self.input_done = true;
     }
 
-    /// Chunks that may be added now without exceeding the window.
+    /// Chunks that may be added now without exceeding the window, in
+    /// chunks and in bytes (results count; see `window`).
     pub(crate) fn room(&self) -> u32 {
         if self.input_done {
             0
+        } else if let (Some(_), Some(many)) = (self.spec.window, &self.many) {
+            self.window.room_with(&many.results)
         } else {
             self.window.room()
         }
@@ -242,6 +249,9 @@ impl Job {
             self.window.take(1);
             return;
         }
+        if let (Some(_), Some(many)) = (self.spec.window, &mut self.many) {
+            many.results.arrived(outcome.payload.len());
+        }
         self.reorder.insert(outcome.index, outcome);
     }
 
@@ -255,9 +265,31 @@ impl Job {
         self.reorder.has_ready()
     }
 
-    /// Take up to `max` outcomes in the job's order.
+    /// Take up to `max` outcomes in the job's order; from a bounded
+    /// window, no more than [`TAKE_BYTES`] of results (but at least one),
+    /// as what the caller takes is out of the window's budget.
     pub(crate) fn take(&mut self, max: usize) -> Vec<Outcome> {
-        let out = self.reorder.pop_ready(max);
+        let out = match (self.spec.window, &mut self.many) {
+            (Some(_), Some(many)) => {
+                let out = if many.results.waiting() <= TAKE_BYTES {
+                    self.reorder.pop_ready(max)
+                } else {
+                    let mut out: Vec<Outcome> = Vec::new();
+                    let mut bytes = 0;
+                    while out.len() < max && bytes < TAKE_BYTES {
+                        let Some(o) = self.reorder.pop_ready(1).pop() else {
+                            break;
+                        };
+                        bytes += o.payload.len();
+                        out.push(o);
+                    }
+                    out
+                };
+                many.results.taken(out.iter().map(|o| o.payload.len()).sum());
+                out
+            }
+            _ => self.reorder.pop_ready(max),
+        };
         self.window.take(out.len() as u32);
         out
     }
@@ -267,6 +299,10 @@ impl Job {
         self.abandoned = true;
         let held = self.reorder.clear() as u32;
         self.window.take(held);
+        if let Some(many) = &mut self.many {
+            let waiting = many.results.waiting();
+            many.results.taken(waiting);
+        }
         self.input_done = true;
     }
 }
@@ -308,6 +344,40 @@ mod tests {
         assert!(j.finished());
         assert_eq!(j.take(1).len(), 1);
         assert!(!j.has_ready());
+    }
+
+    fn big(index: u32, bytes: usize) -> Outcome {
+        Outcome {
+            payload: vec![0; bytes],
+            ..outcome(index)
+        }
+    }
+
+    #[test]
+    fn results_waiting_for_the_caller_are_bounded_in_bytes() {
+        use crate::window::DEFAULT_MAX_BYTES;
+        let mb = 1 << 20;
+        let mut j = Job::new(1, JobSpec::new(0, 0).window(Some(1024)));
+        // Until a result says how large results are: a probe's worth.
+        let probe = j.room();
+        assert!(probe < 1024);
+        j.add_chunks(&vec![1; probe as usize], 0);
+        assert_eq!(j.room(), 0);
+        // Results of 8 MB arrive and wait: no room until the caller takes.
+        for i in 0..probe {
+            j.complete(big(i, 8 * mb), 0, 1, u64::from(i), 0);
+        }
+        assert_eq!(j.room(), 0);
+        // A take hands over at most TAKE_BYTES (at least one outcome)...
+        let taken = j.take(256);
+        assert_eq!(taken.len(), TAKE_BYTES / (8 * mb));
+        // ...and room comes back only for what the budget allows.
+        while !j.take(256).is_empty() {}
+        assert_eq!(j.room() as usize, DEFAULT_MAX_BYTES / (8 * mb));
+        // A result larger than TAKE_BYTES is still taken, alone.
+        j.add_chunks(&[1], 0);
+        j.complete(big(probe, 2 * TAKE_BYTES), 0, 1, 0, 0);
+        assert_eq!(j.take(256).len(), 1);
     }
 
     #[test]
