@@ -18,8 +18,8 @@ What shoal does differently from MPIRE, on purpose:
   ``TimeoutError``), its worker is replaced;
 * ``worker_init`` runs when each worker starts and ``worker_exit`` when it
   stops, whether or not it ran a task (MPIRE skips workers that got none);
-* ``n_jobs=None`` counts the CPUs this process may use (affinity, cgroup
-  quota), not the machine's.
+* ``n_jobs=None`` counts the CPUs this process may use (its affinity, as
+  ``shoal.Pool`` does), not the machine's.
 """
 
 from __future__ import annotations
