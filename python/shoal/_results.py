@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from shoal import _protocol as P
 from shoal import _shoal
-from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, WorkerLostError, rebuild
+from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, TaskTimeoutError, WorkerLostError, rebuild
 from shoal._pickling import loads, loads_chunk, loads_one
 
 T = TypeVar("T")
@@ -49,8 +49,10 @@ def decode(
             failure = rebuild(loads(payload))
         except Exception as e:  # noqa: BLE001
             failure = e
-    elif status in (P.WORKER_LOST, P.TIMED_OUT):
+    elif status == P.WORKER_LOST:
         failure = WorkerLostError.from_engine(payload, single)
+    elif status == P.TIMED_OUT:
+        failure = TaskTimeoutError.from_engine(payload, single)
     elif status == P.CANCELLED:
         failure = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:
