@@ -93,11 +93,20 @@ class Jobs:
                 self.engine.release_func(old)
         return fid, False
 
-    def new_job(self, func: Callable[..., Any], task_bits: int, ordered: bool, window: int | None = None) -> int:
-        """A job running ``func``; the function stays registered while it runs."""
+    def new_job(
+        self,
+        func: Callable[..., Any],
+        task_bits: int,
+        ordered: bool,
+        window: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """A job running ``func``; the function stays registered while it
+        runs. Past ``timeout`` seconds a chunk's worker is killed and the
+        chunk fails with ``TaskTimeoutError``."""
         fid, owned = self.func_id(func)
         try:
-            return self.engine.new_job(fid, task_bits, ordered, window)
+            return self.engine.new_job(fid, task_bits, ordered, window, timeout)
         finally:
             if owned:
                 self.engine.release_func(fid)
@@ -112,11 +121,13 @@ class Jobs:
         error_callback: Callable[[BaseException], object] | None,
         *,
         plain_tried: bool = False,
+        timeout: float | None = None,
     ) -> _shoal.JobResult:
         """``func(*args, **kwds)`` as a job of one bare item. ``plain_tried``:
         the caller already tried ``apply_plain`` (a front door that calls it
-        first, to keep its own checks off the common path)."""
-        if not plain_tried and callback is None and error_callback is None and not kwds:
+        first, to keep its own checks off the common path). ``timeout``: the
+        task's deadline in seconds (see :meth:`new_job`)."""
+        if not plain_tried and callback is None and error_callback is None and not kwds and timeout is None:
             # The common call, once func is cached. None: not taken.
             result = self.apply_plain(func, args)
             if result is not None:
@@ -135,7 +146,14 @@ class Jobs:
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
             return _shoal.JobResult.failed(exc, callback, error_callback)
         try:
-            job = self.engine.apply(fid, bits, chunk)
+            if timeout is None:
+                job = self.engine.apply(fid, bits, chunk)
+            else:
+                # A deadline belongs to a job, which engine.apply's one-call
+                # job does not take: the same job in three calls.
+                job = self.engine.new_job(fid, bits, True, None, timeout)
+                self.engine.submit(job, [chunk])
+                self.engine.finish_input(job)
         finally:
             if owned:
                 self.engine.release_func(fid)
@@ -178,9 +196,21 @@ class Jobs:
 
     # -- calls that stream -----------------------------------------------------
     def imap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], star: bool, chunksize: int | None, ordered: bool
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        star: bool,
+        chunksize: int | None,
+        ordered: bool,
+        *,
+        window: int | None = None,
+        timeout: float | None = None,
+        eager: bool = False,
     ) -> IMapIterator[Any]:
-        """``func`` over every item, yielded as results arrive."""
+        """``func`` over every item, yielded as results arrive. ``window``:
+        chunks in flight (default: the engine's for the pool's size);
+        ``timeout``: each chunk's deadline; ``eager``: read and submit the
+        whole input now (``Executor.map`` without ``buffersize``)."""
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if chunksize is None and self.equal_chunks:
@@ -188,7 +218,10 @@ class Jobs:
             # imap does, or a worker would run thousands of items a life.
             chunksize = 1
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        return cls(self, func, iterable, chunksize, star)
+        it = cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
+        if eager:
+            it._feed(everything=True)
+        return it
 
     def feed_everything(self) -> None:
         """Read the rest of every lazy job's input (``close``, then ``join``)."""
@@ -283,15 +316,24 @@ class IMapIterator(Iterator[T], Generic[T]):
     _ordered = True
 
     def __init__(
-        self, jobs: Jobs, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None, star: bool
+        self,
+        jobs: Jobs,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        star: bool,
+        *,
+        window: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._jobs = jobs
         self._engine = jobs.engine
         # No chunksize: the engine suggests one per chunk (adaptive).
         self._adaptive = chunksize is None
         self._chunks: Chunks | None = Chunks(iterable, chunksize or 1, single=chunksize == 1, oob=jobs.oob)
-        window = _shoal.window_chunks(jobs.workers, self._adaptive)
-        self._job: int = jobs.new_job(func, _bits(self._chunks.single, star), self._ordered, window)
+        if window is None:
+            window = _shoal.window_chunks(jobs.workers, self._adaptive)
+        self._job: int = jobs.new_job(func, _bits(self._chunks.single, star), self._ordered, window, timeout)
         self._chunk_lens: dict[int, int] = {}
         self._items: deque[Any] = deque()  # values, and _Raise for failed items
         self._input_error: BaseException | None = None
