@@ -1,7 +1,8 @@
 """shoal: run a function over many inputs in parallel worker processes.
 
-``shoal.Pool`` is a drop-in for ``multiprocessing.Pool`` that never hangs
-when a worker dies, reads ``imap`` input lazily, and takes any callable.
+``shoal.Pool`` is a drop-in for ``multiprocessing.Pool`` and
+``shoal.Executor`` one for ``concurrent.futures.ProcessPoolExecutor``: both
+never hang when a worker dies, read lazy input lazily, and take any callable.
 
 Names are imported on first use: a worker process imports ``shoal._worker``
 through this package and must not pay for ``multiprocessing`` to start.
@@ -18,12 +19,15 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Pool": "shoal.pool",
+    "Executor": "shoal.executor",
+    "ShoalFuture": "shoal.executor",
     "ApplyResult": "shoal._results",
     "AsyncResult": "shoal._results",
     "MapResult": "shoal._results",
     "IMapIterator": "shoal._jobs",
     "IMapUnorderedIterator": "shoal._jobs",
     "WorkerLostError": "shoal._errors",
+    "TaskTimeoutError": "shoal._errors",
     "PoolTerminatedError": "shoal._errors",
     "RemoteUnpicklingError": "shoal._errors",
     "TimeoutError": "multiprocessing",
@@ -36,6 +40,7 @@ _EXPORTS = {
 __all__ = [
     "ApplyResult",
     "AsyncResult",
+    "Executor",
     "IMapIterator",
     "IMapUnorderedIterator",
     "MapResult",
@@ -44,6 +49,8 @@ __all__ = [
     "PoolTerminatedError",
     "RemoteTraceback",
     "RemoteUnpicklingError",
+    "ShoalFuture",
+    "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
 ]
@@ -58,10 +65,12 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
         PoolTerminatedError,
         RemoteTraceback,
         RemoteUnpicklingError,
+        TaskTimeoutError,
         WorkerLostError,
     )
     from shoal._jobs import IMapIterator, IMapUnorderedIterator
     from shoal._results import ApplyResult, AsyncResult, MapResult
+    from shoal.executor import Executor, ShoalFuture
     from shoal.pool import Pool
 
 

@@ -218,7 +218,7 @@ class Jobs:
             # imap does, or a worker would run thousands of items a life.
             chunksize = 1
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        it = cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
+        it: IMapIterator[Any] = cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
         if eager:
             it._feed(everything=True)
         return it
