@@ -11,6 +11,7 @@ engine, where large buffers go (``oob``), and ``release``.
 
 from __future__ import annotations
 
+import multiprocessing.process
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,6 +43,7 @@ class Processes:
         # initializer that lives in a module only the parent's path finds.
         init = {
             "sys_path": list(sys.path),
+            "authkey": bytes(multiprocessing.process.current_process().authkey),
             "initializer": dumps((initializer, tuple(initargs))),
             "shm": self.buffers.settings(),
             # A fork worker's `__main__` is this one's: results may name it.

@@ -388,6 +388,12 @@ def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
+        if "authkey" in settings:
+            # The parent's, as the stdlib gives a child it spawns: manager
+            # proxies in arguments and initargs authenticate with it.
+            from multiprocessing import process
+
+            process.current_process().authkey = settings["authkey"]
         if settings.get("main_inherited"):
             inherit_main()
         _result_oob = _shm.attach(settings["shm"])
