@@ -221,3 +221,14 @@ def fault_on_item(arg: tuple[int, str]) -> int:
     if action:
         fault(action)
     return index
+
+
+def started_then_wait(started: str, gate: str, value: object = None) -> object:
+    """Create ``started`` (the test learns the task runs), then wait for ``gate``."""
+    open(started, "w").close()
+    return wait_for(gate, value)
+
+
+def started_then_block_in_c(started: str) -> None:
+    """Create ``started``, then sleep in C code with SIGTERM ignored."""
+    ignore_sigterm_and_block(started)

@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED
 from concurrent.futures.process import _RemoteTraceback
 from typing import Any, TypeVar
 
@@ -131,7 +132,18 @@ class ShoalFuture(Future[T]):
                 # A worker holds it (or it has just finished): it runs and
                 # delivers, as a running task does with the stdlib.
                 return self.cancelled()
-        return super().cancel()
+        return self._shoal_cancel()
+
+    def _shoal_cancel(self) -> bool:
+        """``Future.cancel``, then what the stdlib's executors do when they
+        meet a cancelled future: wake ``wait`` and ``as_completed``, which
+        ``Future.cancel`` alone leaves waiting."""
+        if not super().cancel():
+            return False
+        with self._condition:
+            if self._state == CANCELLED:
+                self.set_running_or_notify_cancel()
+        return True
 
     # Called on the engine's callback thread (or at once, for a task whose
     # arguments could not be pickled).
@@ -390,10 +402,10 @@ class Executor(_StdExecutor):
         return future
 
     def _check_open(self) -> None:
-        if self._shut:
-            raise RuntimeError("cannot schedule new futures after shutdown")
         if _global_shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if self._shut:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def map(
         self,
@@ -406,9 +418,10 @@ class Executor(_StdExecutor):
         """``fn`` over the items of ``iterables`` (zipped), results in order.
 
         As in the stdlib, the input is read and submitted now, unless
-        ``buffersize`` is given (Python 3.14's lazy map): then at most
-        ``buffersize`` chunks are submitted and not yet yielded, and the
-        input is read as results are consumed. With ``chunksize`` left at 1
+        ``buffersize`` is given (Python 3.14's lazy map): then the input is
+        read as results are consumed, with at most ``buffersize`` chunks
+        submitted and unfinished, and at most as many finished and not yet
+        yielded (3.14 counts both together). With ``chunksize`` left at 1
         and no ``buffersize``, items travel in chunks sized like
         ``multiprocessing.Pool.map``'s (about four per worker), which gives
         the same results much faster than one task per item; a
@@ -461,7 +474,7 @@ class Executor(_StdExecutor):
         if engine.cancel(job, kill_running) == 0:
             return future.cancelled()
         # Its chunk ends cancelled in the engine; the future says so now.
-        return Future.cancel(future)
+        return future._shoal_cancel()
 
     # -- lifecycle -------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
