@@ -86,7 +86,8 @@ _PROLOGUE = (
 def _load() -> None:
     assert SOURCE is not None
     code = compile(SOURCE.read_text(), str(SOURCE), "exec")
-    exec(code, globals())  # noqa: S102 - CPython's own test module, from the interpreter's install
+    # CPython's own test module, from the interpreter's install.
+    exec(code, globals())
     g = globals()
     for mixin in ("ProcessPoolForkMixin", "ProcessPoolForkserverMixin", "ProcessPoolSpawnMixin"):
         g[mixin].executor_type = ProcessPoolExecutor

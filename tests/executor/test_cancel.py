@@ -16,9 +16,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def test_cancel_of_a_queued_task_succeeds_and_it_never_runs(executor: shoal.Executor, gates) -> None:
-    blockers = [
-        executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)
-    ]
+    blockers = [executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)]
     for i in range(2):
         tasks.wait_for(gates.path(f"s{i}"))  # both workers hold a blocker
     queued = executor.submit(tasks.touch, gates.path("ran"))
@@ -45,9 +43,7 @@ def test_cancel_of_a_running_task_fails_and_it_delivers(executor: shoal.Executor
 
 
 def test_a_cancelled_future_wakes_wait_and_as_completed(executor: shoal.Executor, gates) -> None:
-    blockers = [
-        executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)
-    ]
+    blockers = [executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)]
     for i in range(2):
         tasks.wait_for(gates.path(f"s{i}"))
     queued = executor.submit(tasks.square, 2)
@@ -85,9 +81,7 @@ def test_executor_cancel_without_kill_keeps_the_stdlib_meaning(executor: shoal.E
 
 
 def test_executor_cancel_of_a_queued_task_cancels_it(executor: shoal.Executor, gates) -> None:
-    blockers = [
-        executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)
-    ]
+    blockers = [executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)]
     for i in range(2):
         tasks.wait_for(gates.path(f"s{i}"))
     queued = executor.submit(tasks.square, 3)
@@ -98,9 +92,7 @@ def test_executor_cancel_of_a_queued_task_cancels_it(executor: shoal.Executor, g
 
 
 def test_cancelling_the_asyncio_future_cancels_the_queued_task(executor: shoal.Executor, gates) -> None:
-    blockers = [
-        executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)
-    ]
+    blockers = [executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)]
     for i in range(2):
         tasks.wait_for(gates.path(f"s{i}"))
 

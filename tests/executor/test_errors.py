@@ -3,7 +3,6 @@ worker fails only its future, a deadline kills only its task."""
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import multiprocessing.pool
 import pickle
 import signal
