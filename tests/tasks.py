@@ -230,5 +230,12 @@ def started_then_wait(started: str, gate: str, value: object = None) -> object:
 
 
 def started_then_block_in_c(started: str) -> None:
-    """Create ``started``, then sleep in C code with SIGTERM ignored."""
-    ignore_sigterm_and_block(started)
+    """Write this worker's pid to ``started``, then sleep in C code with
+    SIGTERM ignored: only SIGKILL stops it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(started + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(started + ".tmp", started)  # whole, or not there
+    time.sleep(120)
