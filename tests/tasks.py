@@ -221,3 +221,21 @@ def fault_on_item(arg: tuple[int, str]) -> int:
     if action:
         fault(action)
     return index
+
+
+def started_then_wait(started: str, gate: str, value: object = None) -> object:
+    """Create ``started`` (the test learns the task runs), then wait for ``gate``."""
+    open(started, "w").close()
+    return wait_for(gate, value)
+
+
+def started_then_block_in_c(started: str) -> None:
+    """Write this worker's pid to ``started``, then sleep in C code with
+    SIGTERM ignored: only SIGKILL stops it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with open(started + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(started + ".tmp", started)  # whole, or not there
+    time.sleep(120)

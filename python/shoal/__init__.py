@@ -1,9 +1,10 @@
 """shoal: run a function over many inputs in parallel worker processes.
 
-``shoal.Pool`` is a drop-in for ``multiprocessing.Pool`` that never hangs
-when a worker dies, reads ``imap`` input lazily, and takes any callable.
-``shoal.WorkerPool`` is the same engine behind MPIRE's ``WorkerPool`` API
-(with ``shoal.utils`` for ``mpire.utils``).
+``shoal.Pool`` is a drop-in for ``multiprocessing.Pool``, ``shoal.Executor``
+one for ``concurrent.futures.ProcessPoolExecutor``, and ``shoal.WorkerPool``
+the same engine behind MPIRE's ``WorkerPool`` API (with ``shoal.utils`` for
+``mpire.utils``): all never hang when a worker dies, read lazy input lazily,
+and take any callable.
 
 Names are imported on first use: a worker process imports ``shoal._worker``
 through this package and must not pay for ``multiprocessing`` to start.
@@ -21,14 +22,16 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Pool": "shoal.pool",
     "WorkerPool": "shoal.worker_pool",
+    "Executor": "shoal.executor",
+    "ShoalFuture": "shoal.executor",
     "ApplyResult": "shoal._results",
     "AsyncResult": "shoal._results",
     "MapResult": "shoal._results",
     "IMapIterator": "shoal._jobs",
     "IMapUnorderedIterator": "shoal._jobs",
     "WorkerLostError": "shoal._errors",
-    "PoolTerminatedError": "shoal._errors",
     "TaskTimeoutError": "shoal._errors",
+    "PoolTerminatedError": "shoal._errors",
     "RemoteUnpicklingError": "shoal._errors",
     "TimeoutError": "multiprocessing",
     "MaybeEncodingError": "multiprocessing.pool",
@@ -40,6 +43,7 @@ _EXPORTS = {
 __all__ = [
     "ApplyResult",
     "AsyncResult",
+    "Executor",
     "IMapIterator",
     "IMapUnorderedIterator",
     "MapResult",
@@ -48,6 +52,7 @@ __all__ = [
     "PoolTerminatedError",
     "RemoteTraceback",
     "RemoteUnpicklingError",
+    "ShoalFuture",
     "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
@@ -69,6 +74,7 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
     )
     from shoal._jobs import IMapIterator, IMapUnorderedIterator
     from shoal._results import ApplyResult, AsyncResult, MapResult
+    from shoal.executor import Executor, ShoalFuture
     from shoal.pool import Pool
     from shoal.worker_pool import WorkerPool
 

@@ -11,6 +11,7 @@ engine, where large buffers go (``oob``), and ``release``.
 
 from __future__ import annotations
 
+import multiprocessing.process
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ class Processes:
         # initializer that lives in a module only the parent's path finds.
         init = {
             "sys_path": list(sys.path),
+            "authkey": bytes(multiprocessing.process.current_process().authkey),
             "initializer": dumps((initializer, tuple(initargs))),
             "shm": self.buffers.settings(),
         }

@@ -32,17 +32,11 @@ else:
     from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
 
 
-class WorkerLostError(RuntimeError):
-    """The worker process running a task died (killed by a signal, the OOM
-    killer, ``os._exit``, a segfault). Only that task fails; the pool
-    replaces the worker and carries on. A ``RuntimeError``, as MPIRE's
-    "worker died unexpectedly" is, so programs that catch that catch this.
-
-    ``pid`` is the worker's pid; ``exitcode`` its exit code if it exited,
-    else ``None``; ``signal`` the number of the signal that killed it, else
-    ``None``. The message names all three, the function, the input index
-    and the call (its arguments shortened).
-    """
+class _WorkerLost(Exception):
+    """The body of :class:`WorkerLostError`, which also derives from
+    ``concurrent.futures.process.BrokenProcessPool``. That module costs a
+    worker several milliseconds to import and workers import this one, so
+    the class is made on first use (``__getattr__`` below)."""
 
     def __init__(self, message: str, pid: int | None = None, exitcode: int | None = None, signal: int | None = None):
         super().__init__(message)
@@ -54,7 +48,7 @@ class WorkerLostError(RuntimeError):
         return (type(self), (self.args[0], self.pid, self.exitcode, self.signal))
 
     @classmethod
-    def from_engine(cls, payload: bytes, single: bool) -> WorkerLostError:
+    def from_engine(cls, payload: bytes, single: bool) -> Self:
         """Build from the engine's payload (``lost_message`` in
         crates/shoal-core/src/supervise.rs): a line ``pid kind value bits
         what_len name_len``, the message, the function's name, and the
@@ -75,6 +69,53 @@ class WorkerLostError(RuntimeError):
             exitcode=value if kind == "code" else None,
             signal=value if kind == "signal" else None,
         )
+
+
+_LOST_DOC = """The worker process running a task died (killed by a signal, the OOM
+killer, ``os._exit``, a segfault). Only that task fails; the pool
+replaces the worker and carries on.
+
+``pid`` is the worker's pid; ``exitcode`` its exit code if it exited,
+else ``None``; ``signal`` the number of the signal that killed it, else
+``None``. The message names all three, the function, the input index
+and the call (its arguments shortened).
+
+It derives from ``concurrent.futures.process.BrokenProcessPool``, so an
+``except BrokenProcessPool`` written for ``ProcessPoolExecutor`` catches
+it (unlike there, the pool is not broken), and so from ``RuntimeError``,
+as MPIRE's "worker died unexpectedly" is.
+"""
+
+_TIMEOUT_DOC = """A task ran past its deadline (``Executor(task_timeout=...)``,
+``Executor.schedule(..., timeout=...)``, ``WorkerPool``'s ``task_timeout``):
+its worker was killed (SIGKILL, so C code stops too) and replaced. A
+``TimeoutError``, as pebble and MPIRE raise, and a :class:`WorkerLostError`,
+since the worker is gone; the message names the task's call and the limit.
+"""
+
+if TYPE_CHECKING:
+    from concurrent.futures.process import BrokenProcessPool
+    from typing import Self
+
+    class WorkerLostError(_WorkerLost, BrokenProcessPool):
+        pass
+
+    class TaskTimeoutError(WorkerLostError, TimeoutError):
+        pass
+
+else:
+
+    def __getattr__(name: str) -> type:
+        if name not in ("WorkerLostError", "TaskTimeoutError"):
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from concurrent.futures.process import BrokenProcessPool
+
+        lost = type("WorkerLostError", (_WorkerLost, BrokenProcessPool), {"__doc__": _LOST_DOC})
+        timeout = type("TaskTimeoutError", (lost, TimeoutError), {"__doc__": _TIMEOUT_DOC})
+        for cls in (lost, timeout):
+            cls.__module__ = __name__
+        globals().update(WorkerLostError=lost, TaskTimeoutError=timeout)
+        return globals()[name]
 
 
 def func_name(func: Any) -> str:
@@ -138,13 +179,6 @@ def _lost_call(name: str, data: bytes, bits: int, single: bool) -> str:
     more = f" and {len(items) - _SHOWN_CALLS} more" if len(items) > _SHOWN_CALLS else ""
     which = "the task" if len(items) == 1 else "one of the tasks"
     return f"\nin {which} {', '.join(calls)}{more}"
-
-
-class TaskTimeoutError(WorkerLostError, TimeoutError):
-    """A task ran past its deadline (``WorkerPool``'s ``task_timeout``): its
-    worker was killed, even inside C code, and replaced. Also the builtin
-    ``TimeoutError``, which MPIRE programs catch; the message names the
-    task's call and the limit."""
 
 
 class PoolTerminatedError(Exception):

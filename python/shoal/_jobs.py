@@ -125,9 +125,9 @@ class Jobs:
     ) -> _shoal.JobResult:
         """``func(*args, **kwds)`` as a job of one bare item. ``plain_tried``:
         the caller already tried ``apply_plain`` (a front door that calls it
-        first, to keep its own checks off the common path). ``timeout``: as
-        in :meth:`new_job`."""
-        if timeout is None and not plain_tried and callback is None and error_callback is None and not kwds:
+        first, to keep its own checks off the common path). ``timeout``: the
+        task's deadline in seconds (see :meth:`new_job`)."""
+        if not plain_tried and callback is None and error_callback is None and not kwds and timeout is None:
             # The common call, once func is cached. None: not taken.
             result = self.apply_plain(func, args)
             if result is not None:
@@ -149,7 +149,8 @@ class Jobs:
             if timeout is None:
                 job = self.engine.apply(fid, bits, chunk)
             else:
-                # A deadline needs a job of its own (engine.apply has none).
+                # A deadline belongs to a job, which engine.apply's one-call
+                # job does not take: the same job in three calls.
                 job = self.engine.new_job(fid, bits, True, None, timeout)
                 self.engine.submit(job, [chunk])
                 self.engine.finish_input(job)
@@ -204,10 +205,12 @@ class Jobs:
         *,
         window: int | None = None,
         timeout: float | None = None,
+        eager: bool = False,
     ) -> IMapIterator[Any]:
         """``func`` over every item, yielded as results arrive. ``window``:
-        chunks in flight (the engine's default if None); ``timeout``: as in
-        :meth:`new_job`."""
+        chunks in flight (default: the engine's for the pool's size);
+        ``timeout``: each chunk's deadline; ``eager``: read and submit the
+        whole input now (``Executor.map`` without ``buffersize``)."""
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if chunksize is None and self.equal_chunks:
@@ -215,7 +218,10 @@ class Jobs:
             # imap does, or a worker would run thousands of items a life.
             chunksize = 1
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
+        it: IMapIterator[Any] = cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
+        if eager:
+            it._feed(everything=True)
+        return it
 
     def feed_everything(self) -> None:
         """Read the rest of every lazy job's input (``close``, then ``join``)."""

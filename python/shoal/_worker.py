@@ -451,6 +451,12 @@ def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
     try:
         settings = loads(payload)
         sys.path[:] = settings["sys_path"]
+        if "authkey" in settings:
+            # The parent's, as the stdlib gives a child it spawns: manager
+            # proxies in arguments and initargs authenticate with it.
+            from multiprocessing import process
+
+            process.current_process().authkey = settings["authkey"]
         _result_oob = _shm.attach(settings["shm"])
         initializer, initargs = loads(settings["initializer"])
         t0 = time.perf_counter_ns()

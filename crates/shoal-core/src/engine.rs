@@ -499,15 +499,24 @@ impl Engine {
     /// sent that are not killed so run and deliver as usual, like
     /// `concurrent.futures`' cancel; so does one queued on a worker behind
     /// another job's chunk.
-    pub fn cancel(&self, job: JobId, kill_running: bool) -> Result<(), EngineError> {
+    ///
+    /// Returns how many of the job's chunks this call ends as cancelled:
+    /// those dropped from the queue and those held by a worker it killed.
+    /// For a job of one chunk, 0 means it runs (or ran) and delivers, which
+    /// is what a future's `cancel()` must know to answer.
+    pub fn cancel(&self, job: JobId, kill_running: bool) -> Result<u32, EngineError> {
         let mut st = self.lock();
-        let j = st.jobs.get_mut(&job).ok_or(EngineError::UnknownJob(job))?;
+        // A job the engine has forgotten has every outcome: nothing to cancel.
+        let Some(j) = st.jobs.get_mut(&job) else {
+            return Ok(0);
+        };
         j.cancelled = true;
         j.finish_input();
         let queue = std::mem::take(&mut st.queue);
         let (dropped, kept): (VecDeque<Task>, VecDeque<Task>) = queue.into_iter().partition(|t| t.job == job);
         st.queue = kept;
         let none_dropped = dropped.is_empty();
+        let mut ended = dropped.len() as u32;
         for t in dropped {
             // `complete` tells the job's watcher if this finished it.
             st.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
@@ -518,6 +527,7 @@ impl Engine {
                 if runs_it && w.life != Life::Exited && w.fate.is_none() {
                     sys::kill(w.proc.pid, libc::SIGKILL);
                     w.fate = Some(Fate::Cancelled);
+                    ended += w.outstanding.iter().filter(|t| t.job == job).count() as u32;
                 }
             }
         }
@@ -527,7 +537,7 @@ impl Engine {
         }
         self.wake(&mut st);
         self.shared.cond.notify_all();
-        Ok(())
+        Ok(ended)
     }
 
     /// Every counter, copied at one moment, with `job`'s if it is given and
@@ -691,10 +701,20 @@ impl Engine {
     /// Cancel all unfinished chunks and kill the workers (SIGTERM, then
     /// SIGKILL after the grace period).
     pub fn terminate(&self) {
+        self.stop_workers(false);
+    }
+
+    /// [`Engine::terminate`], with SIGKILL at once: no worker runs another
+    /// instruction (`Executor.kill_workers`).
+    pub fn kill(&self) {
+        self.stop_workers(true);
+    }
+
+    fn stop_workers(&self, at_once: bool) {
         let mut st = self.lock();
         self.shared.accepting.store(false, Ordering::Release);
         if matches!(st.phase, Phase::Running | Phase::Closing) {
-            st.begin_terminate();
+            st.begin_terminate(at_once);
         }
         self.shared.cond.notify_all();
         self.shared.waker.wake();
@@ -852,7 +872,10 @@ impl State {
     }
 
     /// Cancel every unfinished chunk and signal the workers.
-    fn begin_terminate(&mut self) {
+    /// Enter `Terminating`: every unfinished chunk ends cancelled, and every
+    /// worker gets SIGTERM and SIGKILL after the grace period, or SIGKILL
+    /// now if `at_once`.
+    fn begin_terminate(&mut self, at_once: bool) {
         self.phase = Phase::Terminating;
         let msg = TERMINATED.to_vec();
         let queued: Vec<Task> = self.queue.drain(..).collect();
@@ -865,8 +888,12 @@ impl State {
                 held.push(t);
             }
             if w.life != Life::Exited {
-                sys::kill(w.proc.pid, libc::SIGTERM);
-                w.kill_at = Some(Instant::now() + self.config.kill_grace);
+                if at_once {
+                    sys::kill(w.proc.pid, libc::SIGKILL);
+                } else {
+                    sys::kill(w.proc.pid, libc::SIGTERM);
+                    w.kill_at = Some(Instant::now() + self.config.kill_grace);
+                }
                 w.life = Life::Retiring;
             }
         }

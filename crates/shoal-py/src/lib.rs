@@ -392,9 +392,10 @@ impl PyEngine {
 
     /// Cancel a job: its queued chunks end as cancelled and it takes no
     /// more. With `kill_running`, workers running its chunks are killed
-    /// and replaced, and those chunks end as cancelled too.
+    /// and replaced, and those chunks end as cancelled too. Returns how
+    /// many chunks this call ended as cancelled.
     #[pyo3(signature = (job, kill_running=false))]
-    fn cancel(&self, job: u32, kill_running: bool) -> PyResult<()> {
+    fn cancel(&self, job: u32, kill_running: bool) -> PyResult<u32> {
         self.engine()?.cancel(job, kill_running).map_err(engine_err)
     }
 
@@ -450,9 +451,16 @@ impl PyEngine {
         Ok(())
     }
 
-    /// Cancel unfinished work and kill the workers.
+    /// Cancel unfinished work and kill the workers (SIGTERM, then SIGKILL
+    /// after the grace period).
     fn terminate(&self) -> PyResult<()> {
         self.engine()?.terminate();
+        Ok(())
+    }
+
+    /// `terminate`, with SIGKILL at once.
+    fn kill(&self) -> PyResult<()> {
+        self.engine()?.kill();
         Ok(())
     }
 

@@ -636,6 +636,13 @@ impl JobResult {
         Ok(slf.get().lock().outcome.as_ref().is_some_and(|(ok, _)| *ok))
     }
 
+    /// The engine's id of the job behind this result (for `Engine.cancel`),
+    /// or `None` for a call that failed before it reached the engine.
+    #[getter]
+    fn job(&self) -> Option<u32> {
+        self.engine_job().map(|(_, job)| job)
+    }
+
     /// Called by the engine's callback thread when the job finishes.
     fn _resolve(slf: &Bound<'_, Self>, _job: u32) -> PyResult<()> {
         Self::resolve(slf).map(|_| ())

@@ -1,0 +1,543 @@
+"""``shoal.Executor``: a ``concurrent.futures.Executor`` on shoal's engine.
+
+A drop-in for ``concurrent.futures.ProcessPoolExecutor``. It stands on the
+same job layer as ``shoal.Pool`` (``_jobs.py``): ``submit`` is
+``Jobs.apply`` with two callbacks that complete a real
+``concurrent.futures.Future``; they run on the engine's callback thread when
+the task's job finishes (``crates/shoal-py/src/result.rs``), so no thread
+waits per future. ``map`` is ``Jobs.imap``, fed eagerly as the stdlib's
+``map`` reads its input, or lazily with ``buffersize`` as in Python 3.14.
+
+What the stdlib's executor cannot do, kept from shoal's promises:
+
+* a worker that dies fails only the future of the task it ran, with
+  :class:`shoal.WorkerLostError` (a ``BrokenProcessPool``); the executor
+  replaces the worker and goes on;
+* :meth:`Executor.cancel` cancels a running task by killing its worker;
+* per-task deadlines: ``Executor(task_timeout=...)`` and :meth:`Executor.schedule`;
+* lambdas, closures and ``__main__`` functions run under every start method.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor as _StdExecutor
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED
+from concurrent.futures.process import _RemoteTraceback
+from typing import Any, TypeVar
+
+from shoal import _backend, _platform, _shoal
+from shoal._errors import RemoteTraceback
+from shoal._jobs import IMapIterator, Jobs
+
+T = TypeVar("T")
+
+# Set once the interpreter starts to exit: no executor takes work after it.
+_global_shutdown = False
+# Executors not yet shut down, for the exit hook.
+_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+# Engines shut down without waiting (``shutdown(wait=False)``, a collected
+# executor, ``terminate_workers``): joined once stopped, at the latest at exit.
+_stopping: set[_Stopper] = set()
+
+
+class _Stopper:
+    """Joins an engine that was told to stop, and frees its backend."""
+
+    def __init__(self, engine: _shoal.Engine, backend: _backend.Processes) -> None:
+        self.engine = engine
+        self.backend = backend
+        self.joined = False
+        self._lock = threading.Lock()
+
+    def join(self) -> None:
+        with self._lock:
+            if self.joined:
+                return
+            self.engine.join()
+            self.backend.release()
+            self.joined = True
+        _stopping.discard(self)
+
+
+def _python_exit() -> None:
+    """At interpreter exit, as ``concurrent.futures`` does: take no new work
+    and wait for what was submitted, also for executors shut down without
+    waiting (the stdlib's hangs there; this one does not)."""
+    global _global_shutdown
+    _global_shutdown = True
+    for executor in list(_executors):
+        if executor._owner == os.getpid():
+            executor.shutdown(wait=True)
+    for stopper in list(_stopping):
+        stopper.join()
+
+
+def _reap_stopped() -> None:
+    """Join engines that have stopped by themselves since."""
+    for stopper in list(_stopping):
+        if stopper.engine.phase == "stopped":
+            stopper.join()
+
+
+# The stdlib's executors register here, so their hook runs before atexit
+# callbacks and a callback that submits is refused, as with them.
+try:
+    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - other interpreters, or already exiting
+    import atexit
+
+    atexit.register(_python_exit)
+
+
+def _adapt(exc: BaseException) -> BaseException:
+    """The task's exception as ``ProcessPoolExecutor`` gives it: the remote
+    traceback as a ``concurrent.futures.process._RemoteTraceback`` cause
+    (the job layer attaches ``multiprocessing.pool``'s, as ``Pool`` does)."""
+    cause = exc.__cause__
+    if type(cause) is RemoteTraceback:
+        # A str, as the stdlib gives it (typeshed says a traceback object).
+        exc.__cause__ = _RemoteTraceback(cause.tb)  # type: ignore[arg-type]
+    return exc
+
+
+class ShoalFuture(Future[T]):
+    """The future :meth:`Executor.submit` returns: a real
+    ``concurrent.futures.Future`` whose :meth:`cancel` reaches the engine.
+
+    ``cancel()`` keeps the stdlib's meaning: it succeeds only while no
+    worker holds the task. :meth:`Executor.cancel` also stops a running one.
+    ``running()`` stays False until the future is done: the engine does not
+    report when a worker starts a task.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The engine and the job running the task; None until submitted, and
+        # for a task that failed before it reached the engine.
+        self._shoal_job: tuple[_shoal.Engine, int] | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the task if no worker holds it yet; whether it is cancelled."""
+        target = self._shoal_job
+        if target is not None and not self.done():
+            engine, job = target
+            if engine.cancel(job, False) == 0:
+                # A worker holds it (or it has just finished): it runs and
+                # delivers, as a running task does with the stdlib.
+                return self.cancelled()
+        return self._shoal_cancel()
+
+    def _shoal_cancel(self) -> bool:
+        """``Future.cancel``, then what the stdlib's executors do when they
+        meet a cancelled future: wake ``wait`` and ``as_completed``, which
+        ``Future.cancel`` alone leaves waiting."""
+        if not super().cancel():
+            return False
+        with self._condition:
+            if self._state == CANCELLED:
+                self.set_running_or_notify_cancel()
+        return True
+
+    # Called on the engine's callback thread (or at once, for a task whose
+    # arguments could not be pickled).
+    def _shoal_done(self, value: Any) -> None:
+        try:
+            self.set_result(value)
+        except InvalidStateError:
+            pass  # cancelled meanwhile: its outcome is dropped
+
+    def _shoal_failed(self, exc: BaseException) -> None:
+        try:
+            self.set_exception(_adapt(exc))
+        except InvalidStateError:
+            pass  # cancelled meanwhile (a killed task ends cancelled, not failed)
+
+
+class _Gate(Iterator[Any]):
+    """A lazy map's input, which an executor's shutdown closes: the map then
+    reads no more and ends with ``RuntimeError``, as 3.14's does when it
+    cannot submit after shutdown."""
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self._it = iter(iterable)
+        self.closed = False
+        self.cut = False
+
+    def __next__(self) -> Any:
+        if self.closed:
+            self.cut = True
+            raise StopIteration
+        return next(self._it)
+
+
+class MapResults(Iterator[T]):
+    """The iterator :meth:`Executor.map` returns: results in input order.
+
+    Raises a task's exception at its item, ``TimeoutError`` once the map's
+    ``timeout`` has passed; either, or :meth:`close`, cancels the tasks no
+    worker holds yet, as the stdlib's map does.
+    """
+
+    def __init__(self, it: IMapIterator[T], end_time: float | None, gate: _Gate | None) -> None:
+        self._it: IMapIterator[T] | None = it
+        self._end_time = end_time
+        self._gate = gate
+
+    def __iter__(self) -> MapResults[T]:
+        return self
+
+    def __next__(self) -> T:
+        it = self._it
+        if it is None:
+            raise StopIteration
+        try:
+            if self._end_time is None:
+                return it.next()
+            return it.next(max(0.0, self._end_time - time.monotonic()))
+        except StopIteration:
+            self._it = None
+            if self._gate is not None and self._gate.cut:
+                raise RuntimeError("cannot schedule new futures after shutdown") from None
+            raise
+        except multiprocessing.TimeoutError:
+            self.close()
+            raise TimeoutError from None
+        except BaseException as exc:
+            self.close()
+            _adapt(exc)
+            raise
+
+    def close(self) -> None:
+        """Stop: tasks no worker holds yet are cancelled; the rest run."""
+        it, self._it = self._it, None
+        if it is not None:
+            it._engine.cancel(it._job, False)
+            it._finish()
+
+    def __del__(self) -> None:
+        if getattr(self, "_it", None) is not None:
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown
+                pass
+
+
+class _WorkerHandle:
+    """What ``Executor._processes`` lists, for code written against the
+    stdlib's: a live worker's pid, ``is_alive``, ``terminate``, ``kill``, ``join``."""
+
+    def __init__(self, engine: _shoal.Engine, pid: int) -> None:
+        self._engine = engine
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        return self._engine.is_alive(self.pid)
+
+    def terminate(self) -> None:
+        self._signal(15)
+
+    def kill(self) -> None:
+        self._signal(9)
+
+    def _signal(self, sig: int) -> None:
+        if self.is_alive():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def join(self, timeout: float | None = None) -> None:
+        import select
+
+        if not self.is_alive():
+            return
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"<shoal worker pid={self.pid}>"
+
+
+class Executor(_StdExecutor):
+    """A pool of worker processes with the API of
+    ``concurrent.futures.ProcessPoolExecutor``.
+
+    ``max_workers`` defaults to the CPUs this process may use;
+    ``mp_context`` (a ``multiprocessing`` context) or ``start_method``
+    chooses how workers start; ``initializer(*initargs)`` runs once in each
+    worker; a worker is replaced after ``max_tasks_per_child`` tasks (with
+    every start method, ``fork`` included). With ``task_timeout``, a task
+    still running after that many seconds fails with
+    :class:`shoal.TaskTimeoutError` (a ``TimeoutError``) and its worker is
+    killed and replaced.
+
+    Differences from the stdlib, all towards not breaking: a worker that
+    dies fails only its task's future, with :class:`shoal.WorkerLostError`
+    (a ``BrokenProcessPool``), and the executor goes on; workers start with
+    the executor, not on demand.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        start_method: str | None = None,
+        task_timeout: float | None = None,
+    ) -> None:
+        self._owner = os.getpid()
+        self._shutdown_lock = threading.Lock()
+        self._shut = True  # until started, nothing to shut down
+        self._stopper: _Stopper | None = None
+        if max_workers is None:
+            max_workers = _platform.usable_cpus()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        if task_timeout is not None and not task_timeout > 0:
+            raise ValueError("task_timeout must be None or a positive number of seconds")
+        _platform.require_supported_kernel()
+        _reap_stopped()
+        self._max_workers = max_workers
+        self._task_timeout = task_timeout
+        self._backend = _backend.start(
+            mp_context, start_method, max_workers, initializer, initargs, max_tasks_per_child
+        )
+        self._engine = self._backend.engine
+        self._mp_context = mp_context if mp_context is not None else multiprocessing.get_context(self._backend.method)
+        # max_tasks_per_child counts tasks; a map's chunk is one, so keep
+        # equal chunks there as Pool does with maxtasksperchild.
+        self._jobs = Jobs(
+            self._engine,
+            max_workers,
+            self._backend.oob,
+            equal_chunks=max_tasks_per_child is not None,
+            inherited=self._backend.inherited,
+        )
+        # Futures not done yet, for shutdown(cancel_futures=True).
+        self._pending: set[ShoalFuture[Any]] = set()
+        # Lazy maps still reading input, which shutdown stops.
+        self._gates: weakref.WeakKeyDictionary[IMapIterator[Any], _Gate] = weakref.WeakKeyDictionary()
+        self._shut = False
+        _executors.add(self)
+
+    # -- what code written for ProcessPoolExecutor reads ----------------------
+    @property
+    def _processes(self) -> dict[int, _WorkerHandle] | None:
+        """The live workers by pid, like ``ProcessPoolExecutor._processes``."""
+        if self._stopper is not None and self._stopper.joined:
+            return None
+        return {pid: _WorkerHandle(self._engine, pid) for pid in self._engine.worker_pids()}
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError("executor objects cannot be passed between processes or pickled")
+
+    # -- submission ------------------------------------------------------------
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ShoalFuture[T]:
+        """Run ``fn(*args, **kwargs)`` in a worker; returns its future.
+
+        The future fails with the task's exception (its remote traceback as
+        ``__cause__``), with :class:`shoal.WorkerLostError` if the worker
+        died, or with the pickling error if an argument cannot be pickled.
+        """
+        return self._submit(fn, args, kwargs, self._task_timeout)
+
+    def schedule(
+        self,
+        fn: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ShoalFuture[T]:
+        """pebble's ``schedule``: :meth:`submit` with a deadline of its own.
+
+        Past ``timeout`` seconds (default: the executor's ``task_timeout``),
+        the worker running the task is killed (SIGKILL, so C code stops too)
+        and replaced, and the future fails with :class:`shoal.TaskTimeoutError`,
+        a ``TimeoutError``. A ``timeout=`` on :meth:`submit` would take the
+        name from ``fn``'s own keywords, hence a method of its own.
+        """
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be None or a positive number of seconds")
+        return self._submit(fn, tuple(args), dict(kwargs or {}), self._task_timeout if timeout is None else timeout)
+
+    def _submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> ShoalFuture[T]:
+        with self._shutdown_lock:
+            self._check_open()
+            future: ShoalFuture[T] = ShoalFuture()
+            result = self._jobs.apply(
+                fn, args, kwargs, future._shoal_done, future._shoal_failed, plain_tried=True, timeout=timeout
+            )
+            job = result.job
+            if job is not None:
+                future._shoal_job = (self._engine, job)
+                # Added, then removed by a done callback, which runs at once
+                # if the task has already finished: no order misses it.
+                self._pending.add(future)
+                future.add_done_callback(self._pending.discard)
+        return future
+
+    def _check_open(self) -> None:
+        if _global_shutdown:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if self._shut:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> MapResults[T]:
+        """``fn`` over the items of ``iterables`` (zipped), results in order.
+
+        As in the stdlib, the input is read and submitted now, unless
+        ``buffersize`` is given (Python 3.14's lazy map): then the input is
+        read as results are consumed, with at most ``buffersize`` chunks
+        submitted and unfinished, and at most as many finished and not yet
+        yielded (3.14 counts both together). With ``chunksize`` left at 1
+        and no ``buffersize``, items travel in chunks sized like
+        ``multiprocessing.Pool.map``'s (about four per worker), which gives
+        the same results much faster than one task per item; a
+        ``chunksize`` given is used as given. A failed item raises at its
+        place; the items of its chunk around it are still delivered.
+        ``timeout`` counts from this call.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        star = len(iterables) != 1
+        items: Iterable[Any] = zip(*iterables, strict=False) if star else iterables[0]
+        auto = chunksize == 1 and self._task_timeout is None
+        with self._shutdown_lock:
+            self._check_open()
+            if buffersize is None:
+                items = list(items)
+                size = chunksize
+                if auto and items:
+                    size = _shoal.map_chunks(len(items), self._max_workers)[0]
+                it = self._jobs.imap(fn, items, star, size, True, timeout=self._task_timeout, eager=True)
+                return MapResults(it, end_time, None)
+            gate = _Gate(items)
+            it = self._jobs.imap(fn, gate, star, chunksize, True, window=buffersize, timeout=self._task_timeout)
+            self._gates[it] = gate
+            return MapResults(it, end_time, gate)
+
+    # -- cancelling a running task -----------------------------------------------
+    def cancel(self, future: Future[Any], *, kill_running: bool = True) -> bool:
+        """Cancel ``future``, even if its task is running: with
+        ``kill_running`` (the default), the worker running it is killed
+        (SIGKILL, so C code stops too) and replaced, and the future ends
+        cancelled at once. Returns whether the future is cancelled.
+
+        ``future.cancel()`` keeps the stdlib's meaning (only a task no
+        worker holds yet), and so does ``kill_running=False``. A short task
+        queued on a worker behind another one is neither: it runs, and this
+        returns False.
+        """
+        if not isinstance(future, ShoalFuture) or future._shoal_job is None:
+            return future.cancel()
+        if future.done():
+            return future.cancelled()
+        engine, job = future._shoal_job
+        if engine.cancel(job, kill_running) == 0:
+            return future.cancelled()
+        # Its chunk ends cancelled in the engine; the future says so now.
+        return future._shoal_cancel()
+
+    # -- lifecycle -------------------------------------------------------------
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; with ``cancel_futures``, cancel what no worker
+        holds yet; with ``wait``, return once every task is done and the
+        workers have exited. Lazy maps (``buffersize``) read no more input."""
+        with self._shutdown_lock:
+            first = not self._shut
+            self._shut = True
+        if self._stopper is None and not first:
+            return  # never started
+        if cancel_futures:
+            for future in list(self._pending):
+                future.cancel()
+        if first:
+            _executors.discard(self)
+            self._close_gates()
+            self._engine.close()
+            self._stopper = _Stopper(self._engine, self._backend)
+            _stopping.add(self._stopper)
+        if wait and self._stopper is not None:
+            self._stopper.join()
+
+    def terminate_workers(self) -> None:
+        """Stop now (Python 3.14's API): tasks no worker holds end
+        cancelled, running ones fail with :class:`shoal.PoolTerminatedError`,
+        and the workers get SIGTERM, then SIGKILL 0.2 s later."""
+        self._force(kill=False)
+
+    def kill_workers(self) -> None:
+        """:meth:`terminate_workers`, with SIGKILL at once."""
+        self._force(kill=True)
+
+    def _force(self, kill: bool) -> None:
+        self.shutdown(wait=False, cancel_futures=True)
+        if kill:
+            self._engine.kill()
+        else:
+            self._engine.terminate()
+
+    def _close_gates(self) -> None:
+        """Let every lazy map read no more input, so the engine can close."""
+        for it, gate in list(self._gates.items()):
+            gate.closed = True
+            # The consumer, if it holds the lock, reads the closed gate itself.
+            # "everything": read past a full window, straight to the gate.
+            if it._lock.acquire(blocking=False):
+                try:
+                    it._feed(everything=True)
+                finally:
+                    it._lock.release()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
+
+    def __del__(self) -> None:
+        if getattr(self, "_owner", None) != os.getpid() or getattr(self, "_shut", True):
+            return
+        try:
+            # As the stdlib's: submitted work still runs; the exit hook joins.
+            self.shutdown(wait=False)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

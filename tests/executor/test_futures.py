@@ -1,0 +1,238 @@
+"""Executor's API as concurrent.futures defines it: submit, map, the
+futures it returns, shutdown and the context manager."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import shoal
+import tasks
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_path(path: str) -> None:
+    """Block until a task has created ``path``."""
+    tasks.wait_for(path)
+
+
+def test_is_a_concurrent_futures_executor_and_returns_real_futures(executor: shoal.Executor) -> None:
+    assert isinstance(executor, cf.Executor)
+    future = executor.submit(pow, 2, 8)
+    assert isinstance(future, cf.Future)
+    assert future.result() == 256
+    assert future.done() and not future.cancelled() and future.exception() is None
+
+
+def test_submit_passes_keywords_even_ones_named_fn_and_self(executor: shoal.Executor) -> None:
+    assert executor.submit(tasks.mul, 2, b=8).result() == 16
+    assert executor.submit(dict, fn=1, self=2).result() == {"fn": 1, "self": 2}
+    with pytest.raises(TypeError):
+        executor.submit(fn=dict)  # type: ignore[call-arg]
+
+
+def test_lambdas_and_closures_run(executor: shoal.Executor) -> None:
+    k = 3
+    assert executor.submit(lambda x: x * k, 5).result() == 15
+    assert list(executor.map(lambda x: x + k, range(4))) == [3, 4, 5, 6]
+
+
+def test_as_completed_and_wait_see_every_future(executor: shoal.Executor) -> None:
+    futures = [executor.submit(tasks.square, i) for i in range(50)]
+    assert sorted(f.result() for f in cf.as_completed(futures)) == [i * i for i in range(50)]
+    done, not_done = cf.wait(futures, return_when=cf.ALL_COMPLETED)
+    assert done == set(futures) and not not_done
+
+
+def test_done_callbacks_run_once_with_the_finished_future(executor: shoal.Executor) -> None:
+    seen: list[object] = []
+    finished = threading.Event()
+
+    def on_done(f: cf.Future[int]) -> None:
+        seen.append(f.result())
+        finished.set()
+
+    executor.submit(tasks.square, 7).add_done_callback(on_done)
+    assert finished.wait(30)
+    assert seen == [49]
+
+
+def test_wait_first_completed_returns_before_a_blocked_task(executor: shoal.Executor, gates) -> None:
+    blocked = executor.submit(tasks.wait_for, gates.path("b"))
+    quick = executor.submit(tasks.square, 3)
+    done, not_done = cf.wait([blocked, quick], return_when=cf.FIRST_COMPLETED)
+    assert done == {quick} and not_done == {blocked}
+    gates.open("b")
+    assert blocked.result() is None
+
+
+def test_map_gives_results_in_order_for_one_or_several_iterables(executor: shoal.Executor) -> None:
+    assert list(executor.map(tasks.square, range(1000))) == [i * i for i in range(1000)]
+    assert list(executor.map(pow, range(10), range(10))) == [i**i for i in range(10)]
+    assert list(executor.map(pow, range(10), range(10), chunksize=3)) == [i**i for i in range(10)]
+    # zip's rule: the shortest iterable ends the map.
+    assert list(executor.map(tasks.mul, [1, 2, 3], [4, 5])) == [4, 10]
+    assert list(executor.map(tasks.square, [])) == []
+
+
+def test_map_reads_and_submits_its_input_at_once_without_buffersize(executor: shoal.Executor) -> None:
+    read: list[int] = []
+
+    def source() -> Iterator[int]:
+        for i in range(100):
+            read.append(i)
+            yield i
+
+    results = executor.map(tasks.square, source())
+    assert read == list(range(100))  # before a single result is asked for
+    assert list(results) == [i * i for i in range(100)]
+
+
+def test_map_with_buffersize_reads_input_as_results_are_taken(executor: shoal.Executor) -> None:
+    read: list[int] = []
+
+    def endless() -> Iterator[int]:
+        i = 0
+        while True:
+            read.append(i)
+            yield i
+            i += 1
+
+    results = executor.map(tasks.square, endless(), buffersize=3)
+    assert len(read) == 3
+    assert [next(results) for _ in range(10)] == [i * i for i in range(10)]
+    # Submitted and not yet yielded: at most buffersize in the engine, and
+    # as many taken from it and not yet yielded.
+    assert len(read) <= 10 + 2 * 3
+    results.close()
+
+
+@pytest.mark.parametrize(("buffersize", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError)])
+def test_map_refuses_a_bad_buffersize(executor: shoal.Executor, buffersize: object, error: type) -> None:
+    with pytest.raises(error):
+        executor.map(tasks.square, range(3), buffersize=buffersize)  # type: ignore[arg-type]
+
+
+def test_map_refuses_a_bad_chunksize(executor: shoal.Executor) -> None:
+    with pytest.raises(ValueError, match="chunksize"):
+        executor.map(tasks.square, range(3), chunksize=0)
+
+
+def test_map_raises_a_failed_item_at_its_place_after_the_ones_before(executor: shoal.Executor) -> None:
+    results = executor.map(tasks.fail_on(3), range(6))
+    assert [next(results) for _ in range(3)] == [0, 10, 20]
+    with pytest.raises(ValueError, match="bad item 3"):
+        next(results)
+    # As with the stdlib's generator, the map is over after its error.
+    assert list(results) == []
+
+
+def test_map_timeout_raises_timeout_error_and_keeps_earlier_results(executor: shoal.Executor, gates) -> None:
+    gates.open(0)
+    results = executor.map(tasks.gated, [(gates.path(0), "a"), (gates.path(1), "b")], timeout=3)
+    assert next(results) == "a"
+    with pytest.raises(TimeoutError):
+        next(results)
+    gates.open(1)
+
+
+def test_submit_after_shutdown_raises_runtime_error() -> None:
+    ex = shoal.Executor(1)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(pow, 2, 3)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.map(tasks.square, [1])
+    ex.shutdown()  # again: nothing happens
+
+
+def test_shutdown_waits_for_submitted_work() -> None:
+    ex = shoal.Executor(2)
+    futures = [ex.submit(tasks.square, i) for i in range(20)]
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == [i * i for i in range(20)]
+    assert ex._processes is None
+
+
+def test_shutdown_cancel_futures_cancels_what_no_worker_holds(gates) -> None:
+    ex = shoal.Executor(1)
+    running = ex.submit(tasks.started_then_wait, gates.path("started"), gates.path("r"), "ran")
+    queued = [ex.submit(tasks.square, i) for i in range(10)]
+    wait_path(gates.path("started"))  # the worker holds it; the rest wait in the engine
+    closer = threading.Thread(target=ex.shutdown, kwargs={"wait": True, "cancel_futures": True})
+    closer.start()
+    # shutdown cancels at once; the blocked task holds it until its gate opens.
+    cf.wait(queued, timeout=30)
+    assert all(f.cancelled() for f in queued)
+    gates.open("r")
+    closer.join(30)
+    assert running.result() == "ran"
+
+
+def test_context_manager_shuts_down_waiting() -> None:
+    with shoal.Executor(2) as ex:
+        futures = [ex.submit(tasks.square, i) for i in range(10)]
+    assert [f.result(timeout=0) for f in futures] == [i * i for i in range(10)]
+    with pytest.raises(RuntimeError):
+        ex.submit(pow, 1, 1)
+
+
+def test_a_lazy_map_reads_no_more_input_after_shutdown_and_says_so() -> None:
+    read: list[int] = []
+
+    def source() -> Iterator[int]:
+        for i in range(100):
+            read.append(i)
+            yield i
+
+    ex = shoal.Executor(2)
+    results = ex.map(tasks.square, source(), buffersize=2)
+    ex.shutdown(wait=True)
+    assert read == [0, 1]
+    assert [next(results), next(results)] == [0, 1]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        next(results)
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [({"max_workers": 0}, ValueError), ({"max_workers": -1}, ValueError)])
+def test_constructor_checks_as_the_stdlib(kwargs: dict, error: type) -> None:
+    with pytest.raises(error, match="max_workers must be greater than 0"):
+        shoal.Executor(**kwargs)
+
+
+def test_constructor_checks_initializer_and_max_tasks_per_child() -> None:
+    with pytest.raises(TypeError):
+        shoal.Executor(1, initializer=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        shoal.Executor(1, max_tasks_per_child=0)
+    with pytest.raises(TypeError):
+        shoal.Executor(1, max_tasks_per_child=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        shoal.Executor(1, task_timeout=0)
+
+
+def test_initializer_runs_in_every_worker() -> None:
+    with shoal.Executor(2, initializer=tasks.count_init) as ex:
+        assert {n for _, n in ex.map(tasks.init_count, range(20), chunksize=1)} == {1}
+
+
+def test_max_tasks_per_child_replaces_workers_with_fork_too() -> None:
+    with shoal.Executor(1, start_method="fork", max_tasks_per_child=2) as ex:
+        pids = [ex.submit(tasks.pid_of, None).result() for _ in range(4)]
+    assert pids[0] == pids[1] != pids[2] == pids[3]
+
+
+def test_manager_proxies_reach_spawned_workers() -> None:
+    # Workers take the parent's authkey, as stdlib children do.
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        shared = manager.list()
+        with shoal.Executor(1, start_method="spawn") as ex:
+            ex.submit(shared.append, 5).result()
+        assert list(shared) == [5]
