@@ -123,6 +123,13 @@ pub enum Phase {
 pub enum Want {
     /// An outcome can be taken, or there is window room for more input.
     Progress,
+    /// An outcome can be taken, or every chunk has one: what a caller that
+    /// takes outcomes while another thread feeds the job waits for.
+    Ready,
+    /// Window room for more input, or the job takes no more (its input is
+    /// complete, or the engine is terminating): what a thread that feeds
+    /// the job while another takes its outcomes waits for.
+    Room,
     /// Every chunk has an outcome.
     Finished,
 }
@@ -138,6 +145,9 @@ pub enum EngineError {
     NotRunning,
     /// The job was cancelled: it takes no more chunks.
     Cancelled(JobId),
+    /// The job's input was marked complete (or the job abandoned): it takes
+    /// no more chunks.
+    InputComplete(JobId),
 }
 
 impl fmt::Display for EngineError {
@@ -147,6 +157,7 @@ impl fmt::Display for EngineError {
             EngineError::UnknownFunc(id) => write!(f, "no function with id {id}"),
             EngineError::NotRunning => write!(f, "Pool not running"),
             EngineError::Cancelled(j) => write!(f, "job {j} was cancelled"),
+            EngineError::InputComplete(j) => write!(f, "job {j} takes no more input"),
         }
     }
 }
@@ -447,6 +458,11 @@ impl Engine {
         if j.cancelled {
             return Err(EngineError::Cancelled(job));
         }
+        if !j.takes_input() {
+            // A feeder racing whoever ended its input: refused, not a panic
+            // with the engine's lock held.
+            return Err(EngineError::InputComplete(job));
+        }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
         let (first, mut first_item) = j.add_chunks(&items, bytes);
         let spec = j.spec;
@@ -576,6 +592,10 @@ impl Engine {
             };
             let ok = match want {
                 Want::Progress => j.has_ready() || j.room() > 0 || j.finished(),
+                Want::Ready => j.has_ready() || j.finished(),
+                Want::Room => {
+                    j.room() > 0 || !j.takes_input() || matches!(st.phase, Phase::Terminating | Phase::Stopped)
+                }
                 Want::Finished => j.finished(),
             };
             if ok {
@@ -600,6 +620,11 @@ impl Engine {
         let out = j.take(max);
         if !out.is_empty() && j.room() > 0 {
             self.wake(&mut st);
+            // A feeder waiting for room (`Want::Room`) goes on at once,
+            // without a turn of the I/O thread.
+            if st.waiters > 0 {
+                self.shared.cond.notify_all();
+            }
         }
         Ok(out)
     }
@@ -618,6 +643,10 @@ impl Engine {
             j.abandon();
             if j.finished() && st.forget_job(job) {
                 self.wake(&mut st);
+            }
+            // Its input is complete now: a feeder waiting for room stops.
+            if st.waiters > 0 {
+                self.shared.cond.notify_all();
             }
         }
     }

@@ -202,6 +202,11 @@ impl Job {
         }
     }
 
+    /// Whether chunks may still be added (its input is not complete).
+    pub(crate) fn takes_input(&self) -> bool {
+        !self.input_done
+    }
+
     /// No more chunks will be added.
     pub(crate) fn finish_input(&mut self) {
         self.input_done = true;
