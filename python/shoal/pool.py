@@ -218,11 +218,12 @@ class Pool:
             raise ValueError("In unknown state")
         if self._engine is None:
             return
-        # Lazy iterators still reading input: the stdlib would have queued
-        # all of it already, so read it now and let it run.
         if self._state == CLOSE:
-            self._jobs.feed_everything()
+            # imap inputs still being read: the engine finishes once they
+            # end (Jobs.finish_lazy says which run on and which stop).
+            self._jobs.finish_lazy()
         self._engine.join()
+        self._jobs.join_feeders()
         self._release_backend()
 
     def _shutdown(self) -> None:
@@ -230,8 +231,15 @@ class Pool:
         _live_pools.discard(self)
         if self._engine is None or os.getpid() != self._owner:
             return
+        jobs = getattr(self, "_jobs", None)
+        if jobs is not None:
+            # First, so no feeder submits to a terminating engine and each
+            # imap's reader learns where its input stopped.
+            jobs.stop_lazy()
         self._engine.terminate()
         self._engine.join()
+        if jobs is not None:
+            jobs.join_feeders()
         self._release_backend()
 
     def _release_backend(self) -> None:
