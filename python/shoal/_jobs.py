@@ -399,6 +399,10 @@ class _Lazy:
     # -- the feeder thread -----------------------------------------------------
     def _feed(self) -> None:
         engine, job = self.engine, self.job
+        # Room the feeder waits for: a batch's worth, not a wake-up per
+        # result taken. A reader that waits takes every outcome in flight,
+        # so the room it leaves always grows back to this.
+        batch = min(FEED_CHUNKS, max(1, self.window // 4))
         try:
             while not self.ended.is_set():
                 if self.dropped and self.reader is not None:
@@ -406,14 +410,14 @@ class _Lazy:
                     self._abandon()
                     break
                 room = engine.room(job)
-                if room > 0:
+                if room >= batch:
                     self._feed_batch(room)
                 elif self.drain or (self.dropped and self.reader is None):
                     # Results nobody will take as they come: take them here.
                     if not self._drain() and not self.ended.is_set():
                         engine.wait_ready(job, FEED_POLL)
                 else:
-                    engine.wait_room(job, FEED_POLL)
+                    engine.wait_room(job, batch, FEED_POLL)
         except BaseException as exc:  # noqa: BLE001 - an engine error ends the input, for the reader to see
             with self.feed_lock:
                 if not self.ended.is_set():

@@ -126,10 +126,12 @@ pub enum Want {
     /// An outcome can be taken, or every chunk has one: what a caller that
     /// takes outcomes while another thread feeds the job waits for.
     Ready,
-    /// Window room for more input, or the job takes no more (its input is
-    /// complete, or the engine is terminating): what a thread that feeds
-    /// the job while another takes its outcomes waits for.
-    Room,
+    /// Window room for at least this many chunks (at least one), or the
+    /// job takes no more (its input is complete, or the engine is
+    /// terminating): what a thread that feeds the job while another takes
+    /// its outcomes waits for. Asking for a batch's worth, not one chunk,
+    /// spares the feeder a wake-up per outcome taken.
+    Room(u32),
     /// Every chunk has an outcome.
     Finished,
 }
@@ -593,8 +595,8 @@ impl Engine {
             let ok = match want {
                 Want::Progress => j.has_ready() || j.room() > 0 || j.finished(),
                 Want::Ready => j.has_ready() || j.finished(),
-                Want::Room => {
-                    j.room() > 0 || !j.takes_input() || matches!(st.phase, Phase::Terminating | Phase::Stopped)
+                Want::Room(n) => {
+                    j.room() >= n.max(1) || !j.takes_input() || matches!(st.phase, Phase::Terminating | Phase::Stopped)
                 }
                 Want::Finished => j.finished(),
             };

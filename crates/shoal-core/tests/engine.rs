@@ -71,16 +71,18 @@ fn a_reader_waits_for_outcomes_and_a_feeder_for_room_each_alone() {
         .unwrap();
     // Room but nothing to take: a reader (Ready) waits, a feeder (Room) does not.
     assert!(!e.wait(job, Want::Ready, Duration::from_millis(50)).unwrap());
-    assert!(e.wait(job, Want::Room, Duration::ZERO).unwrap());
+    assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
     e.submit(job, chunks((0..2).map(|i| format!("echo:{i}")))).unwrap();
     assert!(e.wait(job, Want::Ready, Duration::from_secs(10)).unwrap());
-    // Outcomes to take but the window full: the feeder waits until one is taken.
-    assert!(!e.wait(job, Want::Room, Duration::from_millis(50)).unwrap());
+    // Outcomes to take but the window full: the feeder waits until as many
+    // as it asks room for are taken.
+    assert!(!e.wait(job, Want::Room(1), Duration::from_millis(50)).unwrap());
     assert_eq!(e.take(job, 1).unwrap().len(), 1);
-    assert!(e.wait(job, Want::Room, Duration::ZERO).unwrap());
+    assert!(!e.wait(job, Want::Room(2), Duration::from_millis(50)).unwrap());
+    assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
     // An ended input wakes a feeder, and a late chunk is refused, not a panic.
     e.finish_input(job).unwrap();
-    assert!(e.wait(job, Want::Room, Duration::ZERO).unwrap());
+    assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
     let late = e.submit(job, chunks(["echo:2".to_string()]));
     assert_eq!(late, Err(shoal_core::EngineError::InputComplete(job)));
     assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());

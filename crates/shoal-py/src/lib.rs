@@ -333,12 +333,13 @@ impl PyEngine {
         self.wait_for(py, job, Want::Ready, timeout)
     }
 
-    /// Wait, without the GIL, until the job has room for input or takes no
-    /// more (input complete, engine terminating): a feeder's wait while
-    /// another thread takes the outcomes. Returns False on timeout.
-    #[pyo3(signature = (job, timeout=None))]
-    fn wait_room(&self, py: Python<'_>, job: u32, timeout: Option<f64>) -> PyResult<bool> {
-        self.wait_for(py, job, Want::Room, timeout)
+    /// Wait, without the GIL, until the job has room for `chunks` more
+    /// chunks (at least one) or takes no more (input complete, engine
+    /// terminating): a feeder's wait while another thread takes the
+    /// outcomes. Returns False on timeout.
+    #[pyo3(signature = (job, chunks=1, timeout=None))]
+    fn wait_room(&self, py: Python<'_>, job: u32, chunks: u32, timeout: Option<f64>) -> PyResult<bool> {
+        self.wait_for(py, job, Want::Room(chunks), timeout)
     }
 
     /// Take up to `max` outcomes, unpickling single successful results on
