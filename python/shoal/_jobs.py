@@ -32,10 +32,11 @@ T = TypeVar("T")
 # How many functions the layer keeps registered for reuse.
 FUNC_CACHE = 64
 # Chunk outcomes an iterator moves from the engine to Python at once, and
-# chunks the feed reads and submits at once. Input in flight is bounded by
-# the window plus TAKE_CHUNKS.
+# chunks a feeder reads and submits at once. Input read is bounded by the
+# window plus TAKE_CHUNKS.
 TAKE_CHUNKS = 256
 FEED_CHUNKS = 256
+# Pickles in one batch of _read_batch (a map's, or sub-ranges of a range).
 FEED_BYTES = 4 << 20
 # Chunks read and submitted at once when the whole input goes in (map): bare
 # items are pickled in bulk, and each submission wakes the engine once.
@@ -224,7 +225,10 @@ class Jobs:
                 return
             for lazy in pending:
                 reader = lazy.reader
-                if reader is None:
+                if lazy.feeder is me:
+                    # join() called from inside the input: it reads no more.
+                    lazy.cut(_unread_error)
+                elif reader is None:
                     lazy.drain = True
                 elif reader is me or not reader.is_alive():
                     lazy.cut(_unread_error)
