@@ -407,6 +407,7 @@ class _Lazy:
         # result taken. A reader that waits takes every outcome in flight,
         # so the room it leaves always grows back to this.
         batch = min(FEED_CHUNKS, max(1, self.window // 4))
+        fed = False
         try:
             while not self.ended.is_set():
                 if self.dropped and self.reader is not None:
@@ -414,9 +415,13 @@ class _Lazy:
                     self._abandon()
                     break
                 room = engine.room(job)
-                if room >= batch:
+                # An adaptive batch is one chunk: once awake, fill the room.
+                if room >= batch or (fed and room > 0):
                     self._feed_batch(room)
-                elif self.drain or (self.dropped and self.reader is None):
+                    fed = self.adaptive
+                    continue
+                fed = False
+                if self.drain or (self.dropped and self.reader is None):
                     # Results nobody will take as they come: take them here.
                     if not self._drain() and not self.ended.is_set():
                         engine.wait_ready(job, FEED_POLL)
