@@ -424,8 +424,13 @@ class _Lazy:
                 if self.drain or (self.dropped and self.reader is None):
                     # Results nobody will take as they come: take them here.
                     if not self._drain() and not self.ended.is_set():
+                        if engine.finished(job):
+                            # Its input was ended in the engine (a cancel).
+                            raise RuntimeError(f"job {job} takes no more input")
                         engine.wait_ready(job, FEED_POLL)
                 else:
+                    # Raises once the job takes no more input (a cancel,
+                    # the engine terminating), as a submit would.
                     engine.wait_room(job, batch, FEED_POLL)
         except BaseException as exc:  # noqa: BLE001 - an engine error ends the input, for the reader to see
             with self.feed_lock:
@@ -537,6 +542,8 @@ class _Lazy:
         self.chunks = None  # let go of the iterable
         try:
             self.engine.finish_input(self.job)
+        except RuntimeError:
+            pass  # cancelled and forgotten in the engine: complete already
         finally:
             self.ended.set()
 
@@ -641,6 +648,7 @@ class IMapIterator(Iterator[T], Generic[T]):
         window = _shoal.window_chunks(jobs.workers, adaptive)
         job = jobs.new_job(func, _bits(chunks.single, star), self._ordered, window)
         self._lazy = lazy = _Lazy(jobs.engine, job, chunks, adaptive, window)
+        self._job = job  # the engine's id of the job, for a front door to cancel it
         self._items = lazy.items
         jobs.start_lazy(lazy)
 

@@ -3,6 +3,7 @@ generator never blocks imap(), next(timeout) or the consumer's own loop."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import queue
 import threading
@@ -126,3 +127,18 @@ def test_an_iterator_several_threads_read_delivers_every_result_once(pool: shoal
     for t in readers:
         t.join()
     assert sorted(seen[0] + seen[1] + seen[2]) == [i * i for i in range(5000)]
+
+
+def test_a_job_cancelled_in_the_engine_ends_its_feeder_and_its_reader(pool: shoal.Pool) -> None:
+    # A front door may cancel an imap's job in the engine (WorkerPool ends a
+    # map so); the feeder must stop, not spin on a job that takes no input.
+    it = pool.imap(tasks.square, itertools.count(), chunksize=1)
+    assert next(it) == 0
+    pool._engine.cancel(it._job)
+    feeder = it._lazy.feeder
+    feeder.join(timeout=30)
+    assert not feeder.is_alive()
+    # Reading on ends in the cancelled chunks' errors, then the input's.
+    with pytest.raises((shoal.PoolTerminatedError, RuntimeError), match=r"cancelled|no more input"):
+        while True:
+            it.next(timeout=30)

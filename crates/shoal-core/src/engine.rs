@@ -126,11 +126,11 @@ pub enum Want {
     /// An outcome can be taken, or every chunk has one: what a caller that
     /// takes outcomes while another thread feeds the job waits for.
     Ready,
-    /// Window room for at least this many chunks (at least one), or the
-    /// job takes no more (its input is complete, or the engine is
-    /// terminating): what a thread that feeds the job while another takes
-    /// its outcomes waits for. Asking for a batch's worth, not one chunk,
-    /// spares the feeder a wake-up per outcome taken.
+    /// Window room for at least this many chunks (at least one): what a
+    /// thread that feeds the job while another takes its outcomes waits
+    /// for. Asking for a batch's worth, not one chunk, spares the feeder a
+    /// wake-up per outcome taken. Once the job takes no more chunks, the
+    /// wait fails with the error a submit would get.
     Room(u32),
     /// Every chunk has an outcome.
     Finished,
@@ -585,18 +585,33 @@ impl Engine {
 
     /// Wait up to `timeout` for `want`. Returns whether it happened. A job
     /// the engine has forgotten (released and finished) is finished.
+    /// Waiting for room fails once no chunk can be added (see `Want::Room`).
     pub fn wait(&self, job: JobId, want: Want, timeout: Duration) -> Result<bool, EngineError> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
             let Some(j) = st.jobs.get(&job) else {
-                return Ok(true);
+                return if matches!(want, Want::Room(_)) {
+                    Err(EngineError::UnknownJob(job))
+                } else {
+                    Ok(true)
+                };
             };
             let ok = match want {
                 Want::Progress => j.has_ready() || j.room() > 0 || j.finished(),
                 Want::Ready => j.has_ready() || j.finished(),
                 Want::Room(n) => {
-                    j.room() >= n.max(1) || !j.takes_input() || matches!(st.phase, Phase::Terminating | Phase::Stopped)
+                    // In the order submit checks them.
+                    if matches!(st.phase, Phase::Terminating | Phase::Stopped) {
+                        return Err(EngineError::NotRunning);
+                    }
+                    if j.cancelled {
+                        return Err(EngineError::Cancelled(job));
+                    }
+                    if !j.takes_input() {
+                        return Err(EngineError::InputComplete(job));
+                    }
+                    j.room() >= n.max(1)
                 }
                 Want::Finished => j.finished(),
             };

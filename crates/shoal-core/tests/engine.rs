@@ -80,11 +80,12 @@ fn a_reader_waits_for_outcomes_and_a_feeder_for_room_each_alone() {
     assert_eq!(e.take(job, 1).unwrap().len(), 1);
     assert!(!e.wait(job, Want::Room(2), Duration::from_millis(50)).unwrap());
     assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
-    // An ended input wakes a feeder, and a late chunk is refused, not a panic.
+    // An ended input fails a feeder's wait, and a late chunk is refused,
+    // not a panic.
     e.finish_input(job).unwrap();
-    assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
-    let late = e.submit(job, chunks(["echo:2".to_string()]));
-    assert_eq!(late, Err(shoal_core::EngineError::InputComplete(job)));
+    let ended = shoal_core::EngineError::InputComplete(job);
+    assert_eq!(e.wait(job, Want::Room(1), Duration::from_secs(10)), Err(ended.clone()));
+    assert_eq!(e.submit(job, chunks(["echo:2".to_string()])), Err(ended));
     assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
     assert_eq!(e.take(job, usize::MAX).unwrap().len(), 1);
 }

@@ -334,9 +334,10 @@ impl PyEngine {
     }
 
     /// Wait, without the GIL, until the job has room for `chunks` more
-    /// chunks (at least one) or takes no more (input complete, engine
-    /// terminating): a feeder's wait while another thread takes the
-    /// outcomes. Returns False on timeout.
+    /// chunks (at least one): a feeder's wait while another thread takes
+    /// the outcomes. Returns False on timeout; raises what `submit` would
+    /// once the job takes no more chunks (input complete, job cancelled,
+    /// engine terminating).
     #[pyo3(signature = (job, chunks=1, timeout=None))]
     fn wait_room(&self, py: Python<'_>, job: u32, chunks: u32, timeout: Option<f64>) -> PyResult<bool> {
         self.wait_for(py, job, Want::Room(chunks), timeout)
