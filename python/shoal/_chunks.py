@@ -1,5 +1,6 @@
 """Where a task is chunked: items from the caller's iterable become pickled
-chunks, on the calling thread.
+chunks, on the thread that reads the input (the caller's for ``map``, a
+feeder thread for ``imap``).
 
 A chunk of one item travels as the bare item, flagged ``SINGLE``, rather
 than as a one-element list: at ``chunksize=1`` that saves a list and its
@@ -23,7 +24,18 @@ if TYPE_CHECKING:
 class Chunks:
     """Pickled chunks read from ``iterable``, ``size`` items each."""
 
-    __slots__ = ("_it", "_range", "error", "exhausted", "oob", "single", "size")
+    __slots__ = (
+        "_it",
+        "_range",
+        "error",
+        "exhausted",
+        "oob",
+        "packed",
+        "pending",
+        "pickling_failed",
+        "single",
+        "size",
+    )
 
     def __init__(self, iterable: Any, size: int, single: bool | None = None, oob: Outbound | None = None) -> None:
         self._it: Iterator[Any] = iter(iterable)
@@ -41,31 +53,88 @@ class Chunks:
         # An exception raised by the iterable, or by pickling an item. It
         # ends the input and surfaces at this position, as in multiprocessing.
         self.error: BaseException | None = None
+        # Items read by the last fill(); the first `packed` of them are
+        # pickled. fill() appends them one by one as the iterable yields them
+        # (list.extend does), so while the iterable blocks, another thread
+        # may pack() the ones already read. Only pack(done=True) removes
+        # items, so a fill() counts what it read by the list's growth.
+        self.pending: list[Any] = []
+        self.packed = 0
+        # A pack() failed: the items after the one that failed are dropped.
+        self.pickling_failed = False
+
+    @property
+    def sliced(self) -> bool:
+        """Whether reads pickle sub-ranges of a range: no user code runs, and
+        nothing is pending."""
+        return self._range is not None and not self.single
 
     def read(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
         """Up to ``max_chunks`` pickled chunks and their lengths in items."""
         if self.exhausted:
             return [], []
-        if self.single:
-            return self._read_single(max_chunks)
-        if self._range is not None:
+        if self.sliced:
             return self._read_range(max_chunks)
-        payloads: list[bytes] = []
-        lens: list[int] = []
-        islice, size = itertools.islice, self.size
+        self.fill(max_chunks)
+        return self.pack(done=True)
+
+    def fill(self, max_chunks: int) -> None:
+        """Read the items of up to ``max_chunks`` chunks into ``pending``."""
+        if self.exhausted:
+            return
+        want = max_chunks if self.single else max_chunks * self.size
+        pending = self.pending
+        before = len(pending)
         try:
-            for _ in range(max_chunks):
-                chunk = list(islice(self._it, size))
-                if not chunk:
-                    self.exhausted = True
-                    break
-                payloads.append(dumps_chunk(chunk, self.oob))
-                lens.append(len(chunk))
+            # extend() keeps what was read before an exception.
+            pending.extend(itertools.islice(self._it, want))
         except Exception as exc:  # noqa: BLE001 - surfaces at its position
-            self.error = exc
+            if self.error is None:  # a failed pickling came before it
+                self.error = exc
             self.exhausted = True
-            del payloads[len(lens) :]
+            return
+        if len(pending) - before < want:
+            self.exhausted = True
+
+    def pack(self, done: bool) -> tuple[list[bytes], list[int]]:
+        """Pickle the items of ``pending`` not pickled yet: bare (single), or
+        in chunks of ``size`` items, the last maybe shorter. ``done``: the
+        reader's own call after a fill(), which empties ``pending``; without
+        it, another thread's while the fill() blocks in the iterable."""
+        pending = self.pending
+        items = pending[self.packed :]
+        if done:
+            pending.clear()
+            self.packed = 0
+        else:
+            self.packed += len(items)
+        if not items or self.pickling_failed:
+            return [], []
+        if self.single:
+            try:
+                payloads = dumps_many(items, self.oob)
+            except Exception as exc:  # noqa: BLE001 - surfaces at its position
+                payloads = getattr(exc, "shoal_done", [])
+                self._pickling_failed(exc)
+            return payloads, [1] * len(payloads)
+        size = self.size
+        payloads, lens = [], []
+        for i in range(0, len(items), size):
+            chunk = items[i : i + size]
+            try:
+                payloads.append(dumps_chunk(chunk, self.oob))
+            except Exception as exc:  # noqa: BLE001 - surfaces at its position
+                self._pickling_failed(exc)
+                break
+            lens.append(len(chunk))
         return payloads, lens
+
+    def _pickling_failed(self, exc: BaseException) -> None:
+        # Before any error the iterable raised: every pending item was read
+        # before it.
+        self.error = exc
+        self.exhausted = True
+        self.pickling_failed = True
 
     def _read_range(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
         r, size = self._range, self.size
@@ -75,20 +144,3 @@ class Chunks:
         if not self._range:
             self.exhausted = True
         return [dumps(p) for p in parts], [len(p) for p in parts]
-
-    def _read_single(self, max_chunks: int) -> tuple[list[bytes], list[int]]:
-        items: list[Any] = []
-        try:
-            # extend() keeps what was read before an exception.
-            items.extend(itertools.islice(self._it, max_chunks))
-        except Exception as exc:  # noqa: BLE001 - surfaces at its position
-            self.error = exc
-        if self.error is not None or len(items) < max_chunks:
-            self.exhausted = True
-        try:
-            payloads = dumps_many(items, self.oob)
-        except Exception as exc:  # noqa: BLE001 - surfaces at its position
-            payloads = getattr(exc, "shoal_done", [])
-            self.error = exc
-            self.exhausted = True
-        return payloads, [1] * len(payloads)

@@ -2,18 +2,20 @@
 
 Every front door stands on this one layer (``Pool`` today). A call's input
 is chunked here, with sizes from the engine's policy
-(``crates/shoal-core/src/chunking.rs``), pickled (``_chunks.Chunks``), fed
-into the engine's window by one loop (:func:`feed`), and collected by one of
-two result objects: ``JobResult`` (``crates/shoal-py/src/result.rs``) for a
-call that returns once, ``apply`` and ``map``, and :class:`IMapIterator` for
-one that streams. Both decode with the one decoder, ``_results.decode``.
+(``crates/shoal-core/src/chunking.rs``), pickled (``_chunks.Chunks``), read
+in batches (:func:`_read_batch`) and fed into the engine, all at once for a
+call whose input is in memory (:func:`feed`) or as the job's window has room
+by a feeder thread for one that reads it lazily (:class:`_Lazy`), and
+collected by one of two result objects: ``JobResult``
+(``crates/shoal-py/src/result.rs``) for a call that returns once, ``apply``
+and ``map``, and :class:`IMapIterator` for one that streams. Both decode
+with the one decoder, ``_results.decode``.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
@@ -31,14 +33,27 @@ T = TypeVar("T")
 # How many functions the layer keeps registered for reuse.
 FUNC_CACHE = 64
 # Chunk outcomes an iterator moves from the engine to Python at once, and
-# chunks the feed reads and submits at once. Input in flight is bounded by
-# the window plus TAKE_CHUNKS.
+# chunks a feeder reads and submits at once. Input read is bounded by the
+# window plus TAKE_CHUNKS.
 TAKE_CHUNKS = 256
 FEED_CHUNKS = 256
+# Pickles in one batch of _read_batch (a map's, or sub-ranges of a range).
 FEED_BYTES = 4 << 20
 # Chunks read and submitted at once when the whole input goes in (map): bare
 # items are pickled in bulk, and each submission wakes the engine once.
 EVERYTHING_BATCH = 4096
+# How often a feeder thread that waits in the engine looks at what Python
+# code asked of it (an iterator dropped, a join under way). The engine wakes
+# it at once for room, the end of its input and termination.
+FEED_POLL = 0.05
+# How long, about, a feeder reads before it submits what it read: a batch
+# (and a chunk without a given size) holds only as many items as the input
+# gave in this time in the batch before, so items of a slow input go to the
+# workers one by one, and those of a fast one in bulk.
+FEED_LATENCY = 0.002
+# How soon a reader with nothing running looks again at what the feeder has
+# read while it blocks in the iterable (doubling up to FEED_POLL).
+FLUSH_WAIT = 0.001
 
 
 class Jobs:
@@ -70,8 +85,9 @@ class Jobs:
         self._funcs_lock = threading.Lock()
         # apply_async's common call, wholly in Rust once its function is cached.
         self.apply_plain = _shoal.PlainApply(engine, self.funcs, dumps_one, oob, loads, decode)
-        # Lazy jobs still reading input, for join.
-        self.iterators: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
+        # Lazy jobs whose feeder thread may still run, for close/join/terminate.
+        self._lazy: set[_Lazy] = set()
+        self._lazy_lock = threading.Lock()
 
     def func_id(self, func: Callable[..., Any]) -> tuple[int, bool]:
         """The engine's id for ``func``, and whether the caller must release
@@ -180,7 +196,7 @@ class Jobs:
         # Submitted as chunks are pickled, so workers start on the first
         # while the rest are pickled.
         try:
-            feed(self.engine, job, chunks, plan=lens, everything=True)
+            feed(self.engine, job, chunks, plan=lens)
         except BaseException:
             # Ctrl-C while pickling: no result will own the job, so close
             # and let go of it here, or close() and join() would wait for it.
@@ -218,15 +234,68 @@ class Jobs:
             # imap does, or a worker would run thousands of items a life.
             chunksize = 1
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        it: IMapIterator[Any] = cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
         if eager:
-            it._feed(everything=True)
-        return it
+            # Room for the whole input at once: its feeder reads it all now.
+            n = len(iterable)  # type: ignore[arg-type]
+            window = max(1, -(-n // (chunksize or 1)))
+        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
 
-    def feed_everything(self) -> None:
-        """Read the rest of every lazy job's input (``close``, then ``join``)."""
-        for it in list(self.iterators):
-            it._feed(everything=True)
+    def start_lazy(self, lazy: _Lazy) -> None:
+        """Start ``lazy``'s feeder thread, and keep it for close/join/terminate."""
+        with self._lazy_lock:
+            self._lazy = {z for z in self._lazy if z.feeder.is_alive()}
+            self._lazy.add(lazy)
+        try:
+            lazy.feeder.start()
+        except BaseException:
+            lazy.cut(lambda _: RuntimeError("no thread could be started to read the input"))
+            self.engine.abandon(lazy.job)
+            raise
+
+    def lazy(self) -> list[_Lazy]:
+        """The lazy jobs whose feeder thread may still run."""
+        with self._lazy_lock:
+            return list(self._lazy)
+
+    def finish_lazy(self) -> None:
+        """``join`` after ``close``: return once every lazy job's input has
+        ended, so that the engine can finish. An input nobody has read
+        results of runs to its end, as ``multiprocessing`` runs everything
+        submitted (results wait for a later read). An input whose reader
+        is this thread (blocked here) or has exited ends where it is: its
+        reader was done with it, and it may be endless. One that another
+        live thread is reading is read on as that thread takes results."""
+        me = threading.current_thread()
+        while True:
+            pending = [z for z in self.lazy() if not z.ended.is_set()]
+            if not pending:
+                return
+            for lazy in pending:
+                reader = lazy.reader
+                if lazy.feeder is me:
+                    # join() called from inside the input: it reads no more.
+                    lazy.cut(_unread_error)
+                elif reader is None:
+                    lazy.drain = True
+                elif reader is me or not reader.is_alive():
+                    lazy.cut(_unread_error)
+            # Slices, to see a reader thread exit.
+            pending[0].ended.wait(FEED_POLL)
+
+    def stop_lazy(self) -> None:
+        """``terminate``: end every lazy job's input where it is. A reader
+        meets ``PoolTerminatedError`` after the items read so far."""
+        for lazy in self.lazy():
+            lazy.cut(_terminated_error)
+
+    def join_feeders(self) -> None:
+        """Wait for the feeder threads of ended inputs. One inside the
+        caller's iterable (a generator that blocks) is not waited for: it
+        ends when the iterable next yields, without reading more."""
+        me = threading.current_thread()
+        for lazy in self.lazy():
+            if lazy.ended.is_set() and not lazy.reading and lazy.feeder is not me and lazy.feeder.is_alive():
+                lazy.feeder.join()
 
 
 def _bits(single: bool, star: bool) -> int:
@@ -234,66 +303,89 @@ def _bits(single: bool, star: bool) -> int:
     return (P.STAR if star else 0) | (P.SINGLE if single else 0)
 
 
-def feed(
+def _read_batch(
     engine: _shoal.Engine,
     job: int,
     chunks: Chunks,
+    want: int,
     *,
     plan: list[int] | None = None,
+    planned: int = 0,
     adaptive: bool = False,
-    everything: bool = False,
-    chunk_lens: dict[int, int] | None = None,
-) -> None:
-    """Read, pickle and submit ``chunks`` while ``job``'s window has room,
-    or all of them if ``everything``. Chunk sizes come from ``plan`` (a
-    map's lengths, in order), from the engine (``adaptive``), or stay
-    ``chunks.size``. With ``chunk_lens``, records each chunk's item count by
-    index. Stops early when the input ends or fails (``chunks.error``)."""
+    max_size: int | None = None,
+    eager: bool = False,
+) -> tuple[list[bytes], list[int]]:
+    """Read and pickle up to ``want`` chunks of ``chunks``, and at most
+    about FEED_BYTES of pickles; their payloads and item counts. Chunk sizes
+    come from ``plan`` (a map's lengths, from index ``planned``), from the
+    engine (``adaptive``, at most ``max_size``), or stay ``chunks.size``.
+    Stops early when the input ends or fails (``chunks.error``). ``eager``:
+    a chunk of several items is returned as soon as it is pickled."""
+    payloads: list[bytes] = []
+    lens: list[int] = []
+    size = 0
+    while len(payloads) < want and size < FEED_BYTES:
+        # One chunk per read when sizes vary or chunks are large, so a
+        # batch never holds more than FEED_BYTES of pickles; bare items
+        # are pickled in bulk.
+        n = 1
+        if plan is not None:
+            left = len(plan) - planned - len(payloads)
+            if left == 0:
+                chunks.exhausted = True
+                break
+            if chunks.single:
+                n = min(want - len(payloads), left)
+            else:
+                chunks.size = plan[planned + len(payloads)]
+        elif adaptive:
+            hint = engine.chunk_hint(job)
+            chunks.size = hint if max_size is None else min(hint, max_size)
+        elif chunks.single:
+            n = want - len(payloads)
+        more, more_lens = chunks.read(n)
+        payloads += more
+        lens += more_lens
+        size += sum(map(len, more))
+        if chunks.exhausted or not more:
+            break
+        if eager and n == 1:
+            # A map's chunk goes to the workers as soon as it is pickled:
+            # its large buffers sit in shared memory, whose writer waits
+            # for blocks to be freed past a soft limit, and only workers
+            # that have the chunk free them.
+            break
+    return payloads, lens
+
+
+def feed(engine: _shoal.Engine, job: int, chunks: Chunks, *, plan: list[int]) -> None:
+    """Read, pickle and submit all of ``chunks`` (a map's input, in memory),
+    chunk sizes from ``plan``. Stops early when pickling fails
+    (``chunks.error``)."""
     planned = 0
-    room = EVERYTHING_BATCH if everything else engine.room(job)
-    while room > 0 and not chunks.exhausted:
-        want = min(room, EVERYTHING_BATCH if everything else FEED_CHUNKS)
-        payloads: list[bytes] = []
-        lens: list[int] = []
-        size = 0
-        while len(payloads) < want and size < FEED_BYTES:
-            # One chunk per read when sizes vary or chunks are large, so a
-            # batch never holds more than FEED_BYTES of pickles; bare items
-            # are pickled in bulk.
-            n = 1
-            if plan is not None:
-                left = len(plan) - planned
-                if left == 0:
-                    chunks.exhausted = True
-                    break
-                if chunks.single:
-                    n = min(want - len(payloads), left)
-                else:
-                    chunks.size = plan[planned]
-            elif adaptive:
-                chunks.size = engine.chunk_hint(job)
-            elif chunks.single:
-                n = want - len(payloads)
-            more, more_lens = chunks.read(n)
-            payloads += more
-            lens += more_lens
-            planned += len(more)
-            size += sum(map(len, more))
-            if chunks.exhausted or not more:
-                break
-            if everything and n == 1:
-                # A map's chunk goes to the workers as soon as it is pickled:
-                # its large buffers sit in shared memory, whose writer waits
-                # for blocks to be freed past a soft limit, and only workers
-                # that have the chunk free them.
-                break
-        if payloads:
-            first = engine.submit(job, payloads, lens)
-            if chunk_lens is not None and not chunks.single:
-                chunk_lens.update(zip(range(first, first + len(lens)), lens, strict=True))
-        elif not chunks.exhausted:
+    while not chunks.exhausted:
+        payloads, lens = _read_batch(engine, job, chunks, EVERYTHING_BATCH, plan=plan, planned=planned, eager=True)
+        if not payloads:
             return
-        room = EVERYTHING_BATCH if everything else engine.room(job)
+        engine.submit(job, payloads, lens)
+        planned += len(payloads)
+
+
+def _unread_error(items: int) -> BaseException:
+    return ValueError(
+        f"Pool not running: join() ended this imap's input after {items:n} items, as nobody was reading "
+        "its results (the thread that read them was the one calling join(), or had exited), and an input "
+        "may be endless. Items read before then ran and are delivered; the rest of the input was not read. "
+        "To run all of it, read the results to the end before join(), or from another thread while join() waits."
+    )
+
+
+def _terminated_error(items: int) -> BaseException:
+    from shoal._errors import PoolTerminatedError
+
+    return PoolTerminatedError(
+        f"the pool was terminated after this imap's input was read up to {items:n} items; the rest was not read"
+    )
 
 
 class _Raise:
@@ -305,12 +397,294 @@ class _Raise:
         self.exc = exc
 
 
+class _Lazy:
+    """One lazy job (``imap``): its input, read by a feeder thread of its
+    own, and its outcomes, moved into ``items`` by whoever reads them.
+
+    The feeder reads only while the job's window has room, so input is read
+    as workers need it, and the user's iterable runs where it cannot block
+    a caller: ``imap()``, ``next(timeout)``, ``close()`` or ``terminate()``.
+    It waits in the engine without the GIL. It holds no reference to the
+    iterator, so an iterator nobody holds is collected (``dropped``).
+
+    Invariants: chunks are submitted only under ``feed_lock`` while
+    ``ended`` is unset; ``ended`` is set once, under ``feed_lock``, after
+    the engine has been told that the input is complete (the engine refuses
+    chunks after that), and ``input_error`` then says why it ended early.
+    Outcomes are taken only under ``take_lock``.
+    """
+
+    def __init__(self, engine: _shoal.Engine, job: int, chunks: Chunks, adaptive: bool, window: int) -> None:
+        self.engine = engine
+        self.job = job
+        self.chunks: Chunks | None = chunks
+        self.adaptive = adaptive
+        self.window = window
+        # Items in each chunk of several, by index; recorded before the chunk
+        # is submitted, as a reader may take its outcome at once.
+        self.chunk_lens: dict[int, int] = {}
+        self.submitted = 0  # chunks
+        self.taken = 0  # chunks whose outcomes a reader took
+        self.items_read = 0
+        # Seconds per item the last batch took to read; None before the first.
+        self.item_secs: float | None = None
+        self.items: deque[Any] = deque()  # values, and _Raise for failed items
+        self.take_lock = threading.Lock()
+        # Reentrant: a collector may terminate a pool (Pool.__del__, so
+        # cut()) on a thread that holds it.
+        self.feed_lock = threading.RLock()
+        self.ended = threading.Event()
+        self.input_error: BaseException | None = None
+        # The thread that last waited for a result; None until one asks.
+        self.reader: threading.Thread | None = None
+        # The iterator was collected.
+        self.dropped = False
+        # Nobody takes results as they come, yet the whole input must run
+        # (join): the feeder takes them, to make room.
+        self.drain = False
+        # The feeder is inside the user's iterable.
+        self.reading = False
+        self.done = False
+        self.feeder = threading.Thread(target=self._feed, name=f"shoal-feeder-{job}", daemon=True)
+
+    # -- the feeder thread -----------------------------------------------------
+    def _feed(self) -> None:
+        engine, job = self.engine, self.job
+        # Room the feeder waits for: a batch's worth, not a wake-up per
+        # result taken. A reader that waits takes every outcome in flight,
+        # so the room it leaves always grows back to this.
+        batch = min(FEED_CHUNKS, max(1, self.window // 4))
+        fed = False
+        try:
+            while not self.ended.is_set():
+                if self.dropped and self.reader is not None:
+                    # Left by its reader (a break): the rest stays unread.
+                    self._abandon()
+                    break
+                room = engine.room(job)
+                # An adaptive batch is one chunk: once awake, fill the room.
+                # With nothing in flight, no outcome can make more room than
+                # there is (a window gives less before its first result), so
+                # whatever there is is used, as the engine's wait_room does.
+                if room >= batch or (room > 0 and (fed or self.submitted == self.taken)):
+                    self._feed_batch(room)
+                    fed = self.adaptive
+                    continue
+                fed = False
+                if self.drain or (self.dropped and self.reader is None):
+                    # Results nobody will take as they come: take them here.
+                    if not self._drain() and not self.ended.is_set():
+                        if engine.finished(job):
+                            # Its input was ended in the engine (a cancel).
+                            raise RuntimeError(f"job {job} takes no more input")
+                        engine.wait_ready(job, FEED_POLL)
+                else:
+                    # Raises once the job takes no more input (a cancel,
+                    # the engine terminating), as a submit would.
+                    engine.wait_room(job, batch, FEED_POLL)
+        except BaseException as exc:  # noqa: BLE001 - an engine error ends the input, for the reader to see
+            with self.feed_lock:
+                if not self.ended.is_set():
+                    self._end(exc)
+        finally:
+            if self.dropped:
+                engine.abandon(job)
+                self.items.clear()
+
+    def _feed_batch(self, room: int) -> None:
+        """Read up to ``room`` chunks (the user's code, without a lock) and submit them."""
+        chunks = self.chunks
+        with self.feed_lock:
+            if self.ended.is_set() or chunks is None:
+                return
+            self.reading = True
+        # As many chunks as the input gave in FEED_LATENCY last time.
+        want, max_size = min(room, FEED_CHUNKS), None
+        if self.item_secs is None:
+            want = 1  # the first item goes alone: its result comes first
+        elif self.item_secs > 0:
+            max_size = max(1, int(FEED_LATENCY / self.item_secs))
+            want = max(1, min(want, max_size // (1 if chunks.single else chunks.size)))
+        if self.adaptive and self.submitted < self.window:
+            # A first window of single items, whatever the engine has
+            # learnt meanwhile: a short input runs one item a task (a crash
+            # fails only its item), and the engine times items before it
+            # groups them.
+            max_size = 1
+        payloads: list[bytes] = []
+        lens: list[int] = []
+        error: BaseException | None = None
+        began = time.monotonic()
+        try:
+            if chunks.sliced:  # sub-ranges: no user code, nothing pending
+                payloads, lens = _read_batch(
+                    self.engine, self.job, chunks, want, adaptive=self.adaptive, max_size=max_size
+                )
+            else:
+                if self.adaptive:
+                    hint = self.engine.chunk_hint(self.job)
+                    want, chunks.size = 1, hint if max_size is None else min(hint, max_size)
+                chunks.fill(want)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and the like from the iterable surface at its position
+            error = exc
+        with self.feed_lock:
+            self.reading = False
+            if self.ended.is_set():
+                return  # cut while reading: the error set then says where
+            if self.dropped and self.reader is not None:
+                self._abandon()
+                return
+            if not chunks.sliced:
+                payloads, lens = chunks.pack(done=True)
+            self.item_secs = (time.monotonic() - began) / max(1, sum(lens))
+            self._submit(payloads, lens)
+            if error is not None or chunks.exhausted:
+                self._end(error if error is not None and not chunks.pickling_failed else chunks.error)
+
+    def _submit(self, payloads: list[bytes], lens: list[int]) -> None:
+        """Submit chunks (under ``feed_lock``, input not ended)."""
+        if not payloads:
+            return
+        chunks = self.chunks
+        assert chunks is not None
+        first = self.submitted
+        if not chunks.single:
+            self.chunk_lens.update(zip(range(first, first + len(lens)), lens, strict=True))
+        self.submitted += len(lens)
+        self.items_read += len(lens) if chunks.single else sum(lens)
+        try:
+            self.engine.submit(self.job, payloads, lens)
+        except RuntimeError:
+            if self.ended.is_set():
+                return  # ended on this thread meanwhile (see feed_lock)
+            raise
+
+    def _flush(self) -> None:
+        """Submit the items the feeder has read while it waits inside the
+        iterable for the next: their results may be what the iterable waits
+        for (a generator fed from the results). A reader calls it when it has
+        nothing else to wait for."""
+        with self.feed_lock:
+            chunks = self.chunks
+            if self.ended.is_set() or chunks is None or not self.reading:
+                return
+            payloads, lens = chunks.pack(done=False)
+            self._submit(payloads, lens)
+            if chunks.pickling_failed:
+                self._end(chunks.error)
+
+    def _drain(self) -> bool:
+        """Take outcomes nobody is waiting for (kept for a later read, or
+        dropped with the iterator); whether any came."""
+        if not self.take_lock.acquire(timeout=FEED_POLL):
+            return True  # a reader is taking them
+        try:
+            got = self._absorb()
+            if self.dropped:
+                self.items.clear()
+            return got
+        finally:
+            self.take_lock.release()
+
+    def _end(self, error: BaseException | None) -> None:
+        """The input has ended (under ``feed_lock``), early with ``error``."""
+        self.input_error = error
+        self.chunks = None  # let go of the iterable
+        try:
+            self.engine.finish_input(self.job)
+        except RuntimeError:
+            pass  # cancelled and forgotten in the engine: complete already
+        finally:
+            self.ended.set()
+
+    def _abandon(self) -> None:
+        with self.feed_lock:
+            if not self.ended.is_set():
+                self.chunks = None
+                self.engine.abandon(self.job)  # its input is complete, too
+                self.ended.set()
+
+    def cut(self, error: Callable[[int], BaseException]) -> None:
+        """End the input where it is, from another thread: what was read
+        runs, and the reader meets ``error(items read)`` after it."""
+        with self.feed_lock:
+            if not self.ended.is_set():
+                self._end(error(self.items_read))
+
+    # -- the reader --------------------------------------------------------------
+    def _absorb(self) -> bool:
+        """Move finished outcomes from the engine into ``items``; whether any came."""
+        values, rest = self.engine.take_values(self.job, TAKE_CHUNKS, loads)
+        self.taken += len(values) + len(rest)
+        items = self.items
+        items.extend(values)
+        lens = self.chunk_lens
+        for index, status, single, payload in rest:
+            decoded, errors = decode(status, single, payload, lens.pop(index, 1))
+            if errors is None:
+                items.extend(decoded)
+            else:
+                items.extend(_Raise(errors[k]) if k in errors else v for k, v in enumerate(decoded))
+        return bool(values or rest)
+
+    def next(self, timeout: float | None) -> Any:
+        """The next result, waiting for it (the iterator's slow path)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flush_wait = FLUSH_WAIT
+        with self.take_lock:
+            self.reader = threading.current_thread()
+            while True:
+                if self.items:
+                    value = self.items.popleft()
+                    if type(value) is _Raise:
+                        raise value.exc
+                    return value
+                if self.done:
+                    raise StopIteration
+                if self._absorb():
+                    continue
+                if self.ended.is_set() and self.engine.finished(self.job):
+                    # Outcomes may have arrived between the take above and
+                    # this check; only an empty take after "finished" means
+                    # everything was handed over.
+                    if self._absorb():
+                        continue
+                    self.done = True
+                    self.engine.abandon(self.job)
+                    if self.input_error is not None:
+                        error, self.input_error = self.input_error, None
+                        raise error
+                    continue
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if self.taken == self.submitted and self.reading:
+                    # Nothing runs: only the feeder, inside the iterable, can
+                    # give this reader a result. Submit what it has read, and
+                    # look again soon, as it may read more and block again.
+                    self._flush()
+                    if self.taken == self.submitted:
+                        left = flush_wait if left is None else min(left, flush_wait)
+                        flush_wait = min(2 * flush_wait, FEED_POLL)
+                if not self.engine.wait_ready(self.job, left) and deadline is not None:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError
+
+    def release(self) -> None:
+        """The iterator was collected: results nobody can read are dropped.
+        Input a reader left stays unread; input nobody read runs on."""
+        self.dropped = True
+        if self.ended.is_set():
+            # No feeder submits any more; one still running drops outcomes too.
+            self.engine.abandon(self.job)
+
+
 class IMapIterator(Iterator[T], Generic[T]):
     """The iterator ``imap`` returns: results in input order, as they arrive.
 
-    Input is read only while the job's window has room, on the thread that
-    iterates, so a generator is consumed as workers need it and a consumer
-    that stops early leaves the rest unread.
+    Input is read by a feeder thread, only while the job's window has room,
+    so a generator is consumed as workers need it, never blocks the thread
+    that iterates, and a consumer that stops early (a ``break``) leaves the
+    rest unread. ``close(); join()`` runs the whole input of an iterator
+    nobody has read yet, as ``multiprocessing`` does.
     """
 
     _ordered = True
@@ -326,62 +700,19 @@ class IMapIterator(Iterator[T], Generic[T]):
         window: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        self._jobs = jobs
-        self._engine = jobs.engine
         # No chunksize: the engine suggests one per chunk (adaptive).
-        self._adaptive = chunksize is None
-        self._chunks: Chunks | None = Chunks(iterable, chunksize or 1, single=chunksize == 1, oob=jobs.oob)
+        adaptive = chunksize is None
+        chunks = Chunks(iterable, chunksize or 1, single=chunksize == 1, oob=jobs.oob)
         if window is None:
-            window = _shoal.window_chunks(jobs.workers, self._adaptive)
-        self._job: int = jobs.new_job(func, _bits(self._chunks.single, star), self._ordered, window, timeout)
-        self._chunk_lens: dict[int, int] = {}
-        self._items: deque[Any] = deque()  # values, and _Raise for failed items
-        self._input_error: BaseException | None = None
-        self._done = False
-        self._lock = threading.Lock()
-        jobs.iterators.add(self)
-        self._feed()
-
-    def _feed(self, everything: bool = False) -> None:
-        """Read input while the window has room (all of it if ``everything``)."""
-        chunks = self._chunks
-        if chunks is None:
-            return
-        feed(
-            self._engine,
-            self._job,
-            chunks,
-            adaptive=self._adaptive,
-            everything=everything,
-            chunk_lens=self._chunk_lens,
-        )
-        if chunks.exhausted:
-            self._input_error = chunks.error
-            self._chunks = None
-            self._engine.finish_input(self._job)
-
-    def _absorb(self) -> bool:
-        """Move finished outcomes from the engine into ``_items``; whether any came."""
-        values, rest = self._engine.take_values(self._job, TAKE_CHUNKS, loads)
-        items = self._items
-        items.extend(values)
-        lens = self._chunk_lens
-        for index, status, single, payload in rest:
-            decoded, errors = decode(status, single, payload, lens.pop(index) if lens else 1)
-            if errors is None:
-                items.extend(decoded)
-            else:
-                items.extend(_Raise(errors[k]) if k in errors else v for k, v in enumerate(decoded))
-        return bool(values or rest)
+            window = _shoal.window_chunks(jobs.workers, adaptive)
+        job = jobs.new_job(func, _bits(chunks.single, star), self._ordered, window, timeout)
+        self._lazy = lazy = _Lazy(jobs.engine, job, chunks, adaptive, window)
+        self._job = job  # the engine's id of the job, for a front door to cancel it
+        self._items = lazy.items
+        jobs.start_lazy(lazy)
 
     def __iter__(self) -> IMapIterator[T]:
         return self
-
-    def _pop(self) -> T:
-        value = self._items.popleft()
-        if type(value) is _Raise:
-            raise value.exc
-        return value
 
     def next(self, timeout: float | None = None) -> T:
         """The next result; ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
@@ -397,44 +728,15 @@ class IMapIterator(Iterator[T], Generic[T]):
                 if type(value) is _Raise:
                     raise value.exc
                 return value
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while True:
-                if self._items:
-                    return self._pop()
-                if self._done:
-                    raise StopIteration
-                if self._absorb():
-                    self._feed()
-                    continue
-                if self._chunks is None and self._engine.finished(self._job):
-                    # Outcomes may have arrived between the take above and
-                    # this check; only an empty take after "finished" means
-                    # everything was handed over.
-                    if self._absorb():
-                        continue
-                    self._finish()
-                    if self._input_error is not None:
-                        error, self._input_error = self._input_error, None
-                        raise error
-                    continue
-                self._feed()
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not self._engine.wait(self._job, False, left) and left is not None:
-                    raise TimeoutError
+        return self._lazy.next(timeout)
 
     __next__ = next
 
-    def _finish(self) -> None:
-        self._done = True
-        self._engine.abandon(self._job)
-        self._jobs.iterators.discard(self)
-
     def __del__(self) -> None:
-        engine = getattr(self, "_engine", None)
-        if engine is not None and not getattr(self, "_done", True):
+        lazy = getattr(self, "_lazy", None)
+        if lazy is not None and not lazy.done:
             try:
-                engine.abandon(self._job)
+                lazy.release()
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
 

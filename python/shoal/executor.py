@@ -215,11 +215,14 @@ class MapResults(Iterator[T]):
             raise
 
     def close(self) -> None:
-        """Stop: tasks no worker holds yet are cancelled; the rest run."""
+        """Stop: no more input is read, tasks no worker holds yet are
+        cancelled, the rest run, and their results are dropped."""
         it, self._it = self._it, None
         if it is not None:
-            it._engine.cancel(it._job, False)
-            it._finish()
+            lazy = it._lazy
+            lazy.cut(lambda _read: RuntimeError("the map was closed"))
+            lazy.engine.cancel(lazy.job, False)
+            lazy.release()
 
     def __del__(self) -> None:
         if getattr(self, "_it", None) is not None:
@@ -516,16 +519,12 @@ class Executor(_StdExecutor):
             self._engine.terminate()
 
     def _close_gates(self) -> None:
-        """Let every lazy map read no more input, so the engine can close."""
+        """Let every lazy map read no more input, so the engine can close:
+        what was read runs, then its reader meets ``RuntimeError``."""
         for it, gate in list(self._gates.items()):
             gate.closed = True
-            # The consumer, if it holds the lock, reads the closed gate itself.
-            # "everything": read past a full window, straight to the gate.
-            if it._lock.acquire(blocking=False):
-                try:
-                    it._feed(everything=True)
-                finally:
-                    it._lock.release()
+            gate.cut = True
+            it._lazy.cut(lambda _read: RuntimeError("cannot schedule new futures after shutdown"))
 
     def __enter__(self) -> Executor:
         return self

@@ -192,9 +192,15 @@ class Pool:
 
     def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = None) -> IMapIterator[T]:
         """Like :meth:`map`, but yields results in order as they arrive,
-        reading ``iterable`` only as workers need it. With no ``chunksize``,
-        chunks start at one item and grow with the measured time per item,
-        so the first result comes as soon as one task is done."""
+        reading ``iterable`` only as workers need it, on a thread of its own:
+        a slow or blocking generator never blocks this call, ``next(timeout)``
+        or :meth:`close`. With no ``chunksize``, chunks start at one item and
+        grow with the measured time per item, so the first result comes as
+        soon as one task is done. :meth:`join` after :meth:`close` runs the
+        whole input of an iterator nobody has read from yet, as
+        ``multiprocessing`` does; one its reader left (read from on the
+        thread that joins, or by a thread that has exited) stops where it is,
+        and reading it on raises ``ValueError`` there."""
         self._check_running()
         return self._jobs.imap(func, iterable, False, chunksize, ordered=True)
 
@@ -218,27 +224,41 @@ class Pool:
         self._shutdown()
 
     def join(self) -> None:
-        """Wait for the workers to exit. Call :meth:`close` or :meth:`terminate` first."""
+        """Wait for the workers to exit. Call :meth:`close` or :meth:`terminate` first.
+
+        After :meth:`close`, it first waits for the input of every ``imap``
+        still being read (see :meth:`imap`)."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
         if self._state not in (CLOSE, TERMINATE):
             raise ValueError("In unknown state")
         if self._engine is None:
             return
-        # Lazy iterators still reading input: the stdlib would have queued
-        # all of it already, so read it now and let it run.
         if self._state == CLOSE:
-            self._jobs.feed_everything()
+            # imap inputs still being read: the engine finishes once they
+            # end (Jobs.finish_lazy says which run on and which stop).
+            self._jobs.finish_lazy()
         self._engine.join()
+        self._jobs.join_feeders()
         self._release_backend()
 
-    def _shutdown(self) -> None:
-        """Terminate and reap everything; safe to call more than once."""
+    def _shutdown(self, collected: bool = False) -> None:
+        """Terminate and reap everything; safe to call more than once.
+        ``collected``: from ``__del__``, which may run on any thread, even
+        one inside an imap's locks, so it does not wait for feeder threads
+        (they end on their own, reading no more)."""
         _live_pools.discard(self)
         if self._engine is None or os.getpid() != self._owner:
             return
+        jobs = getattr(self, "_jobs", None)
+        if jobs is not None:
+            # First, so no feeder submits to a terminating engine and each
+            # imap's reader learns where its input stopped.
+            jobs.stop_lazy()
         self._engine.terminate()
         self._engine.join()
+        if jobs is not None and not collected:
+            jobs.join_feeders()
         self._release_backend()
 
     def _release_backend(self) -> None:
@@ -260,6 +280,6 @@ class Pool:
             _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
         if getattr(self, "_engine", None) is not None:
             try:
-                self._shutdown()
+                self._shutdown(collected=True)
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass

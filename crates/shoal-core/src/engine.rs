@@ -123,6 +123,15 @@ pub enum Phase {
 pub enum Want {
     /// An outcome can be taken, or there is window room for more input.
     Progress,
+    /// An outcome can be taken, or every chunk has one: what a caller that
+    /// takes outcomes while another thread feeds the job waits for.
+    Ready,
+    /// Window room for at least this many chunks (at least one): what a
+    /// thread that feeds the job while another takes its outcomes waits
+    /// for. Asking for a batch's worth, not one chunk, spares the feeder a
+    /// wake-up per outcome taken. Once the job takes no more chunks, the
+    /// wait fails with the error a submit would get.
+    Room(u32),
     /// Every chunk has an outcome.
     Finished,
 }
@@ -141,6 +150,9 @@ pub enum EngineError {
     /// A payload of this many bytes does not fit a frame
     /// ([`crate::frame::MAX_PAYLOAD`]).
     TooLarge(usize),
+    /// The job's input was marked complete (or the job abandoned): it takes
+    /// no more chunks.
+    InputComplete(JobId),
 }
 
 impl fmt::Display for EngineError {
@@ -151,6 +163,7 @@ impl fmt::Display for EngineError {
             EngineError::NotRunning => write!(f, "Pool not running"),
             EngineError::Cancelled(j) => write!(f, "job {j} was cancelled"),
             EngineError::TooLarge(n) => write!(f, "{}", FrameError::TooLarge(*n)),
+            EngineError::InputComplete(j) => write!(f, "job {j} takes no more input"),
         }
     }
 }
@@ -468,6 +481,11 @@ impl Engine {
         if j.cancelled {
             return Err(EngineError::Cancelled(job));
         }
+        if !j.takes_input() {
+            // A feeder racing whoever ended its input: refused, not a panic
+            // with the engine's lock held.
+            return Err(EngineError::InputComplete(job));
+        }
         let bytes: usize = payloads.iter().map(Vec::len).sum();
         let (first, mut first_item) = j.add_chunks(&items, bytes);
         let spec = j.spec;
@@ -598,15 +616,38 @@ impl Engine {
 
     /// Wait up to `timeout` for `want`. Returns whether it happened. A job
     /// the engine has forgotten (released and finished) is finished.
+    /// Waiting for room fails once no chunk can be added (see `Want::Room`).
     pub fn wait(&self, job: JobId, want: Want, timeout: Duration) -> Result<bool, EngineError> {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         loop {
             let Some(j) = st.jobs.get(&job) else {
-                return Ok(true);
+                return if matches!(want, Want::Room(_)) {
+                    Err(EngineError::UnknownJob(job))
+                } else {
+                    Ok(true)
+                };
             };
             let ok = match want {
                 Want::Progress => j.has_ready() || j.room() > 0 || j.finished(),
+                Want::Ready => j.has_ready() || j.finished(),
+                Want::Room(n) => {
+                    // In the order submit checks them.
+                    if matches!(st.phase, Phase::Terminating | Phase::Stopped) {
+                        return Err(EngineError::NotRunning);
+                    }
+                    if j.cancelled {
+                        return Err(EngineError::Cancelled(job));
+                    }
+                    if !j.takes_input() {
+                        return Err(EngineError::InputComplete(job));
+                    }
+                    // Or whatever room there is, once nothing is in flight:
+                    // no outcome can make more (a window may give less room
+                    // than asked: before its first result, say).
+                    let room = j.room();
+                    room >= n.max(1) || (room > 0 && j.in_flight() == 0)
+                }
                 Want::Finished => j.finished(),
             };
             if ok {
@@ -631,6 +672,11 @@ impl Engine {
         let out = j.take(max);
         if !out.is_empty() && j.room() > 0 {
             self.wake(&mut st);
+            // A feeder waiting for room (`Want::Room`) goes on at once,
+            // without a turn of the I/O thread.
+            if st.waiters > 0 {
+                self.shared.cond.notify_all();
+            }
         }
         Ok(out)
     }
@@ -649,6 +695,10 @@ impl Engine {
             j.abandon();
             if j.finished() && st.forget_job(job) {
                 self.wake(&mut st);
+            }
+            // Its input is complete now: a feeder waiting for room stops.
+            if st.waiters > 0 {
+                self.shared.cond.notify_all();
             }
         }
     }

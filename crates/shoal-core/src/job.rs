@@ -206,6 +206,11 @@ impl Job {
         }
     }
 
+    /// Whether chunks may still be added (its input is not complete).
+    pub(crate) fn takes_input(&self) -> bool {
+        !self.input_done
+    }
+
     /// No more chunks will be added.
     pub(crate) fn finish_input(&mut self) {
         self.input_done = true;
@@ -213,6 +218,11 @@ impl Job {
 
     /// Chunks that may be added now without exceeding the window, in
     /// chunks and in bytes (results count; see `window`).
+    /// Chunks submitted and not yet taken by the caller.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.window.in_flight()
+    }
+
     pub(crate) fn room(&self) -> u32 {
         if self.input_done {
             0

@@ -66,6 +66,33 @@ fn a_lazy_job_is_held_to_its_window() {
 }
 
 #[test]
+fn a_reader_waits_for_outcomes_and_a_feeder_for_room_each_alone() {
+    let e = engine(2);
+    let job = e
+        .new_job(JobSpec::new(e.register_func(b"f".to_vec(), "f").unwrap(), 0).window(Some(2)))
+        .unwrap();
+    // Room but nothing to take: a reader (Ready) waits, a feeder (Room) does not.
+    assert!(!e.wait(job, Want::Ready, Duration::from_millis(50)).unwrap());
+    assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
+    e.submit(job, chunks((0..2).map(|i| format!("echo:{i}")))).unwrap();
+    assert!(e.wait(job, Want::Ready, Duration::from_secs(10)).unwrap());
+    // Outcomes to take but the window full: the feeder waits until as many
+    // as it asks room for are taken.
+    assert!(!e.wait(job, Want::Room(1), Duration::from_millis(50)).unwrap());
+    assert_eq!(e.take(job, 1).unwrap().len(), 1);
+    assert!(!e.wait(job, Want::Room(2), Duration::from_millis(50)).unwrap());
+    assert!(e.wait(job, Want::Room(1), Duration::ZERO).unwrap());
+    // An ended input fails a feeder's wait, and a late chunk is refused,
+    // not a panic.
+    e.finish_input(job).unwrap();
+    let ended = shoal_core::EngineError::InputComplete(job);
+    assert_eq!(e.wait(job, Want::Room(1), Duration::from_secs(10)), Err(ended.clone()));
+    assert_eq!(e.submit(job, chunks(["echo:2".to_string()])), Err(ended));
+    assert!(e.wait(job, Want::Finished, Duration::from_secs(10)).unwrap());
+    assert_eq!(e.take(job, usize::MAX).unwrap().len(), 1);
+}
+
+#[test]
 fn a_killed_worker_fails_only_its_chunk_and_is_replaced() {
     let e = engine(2);
     let before = e.worker_pids();

@@ -103,9 +103,10 @@ fn outcome_tuple<'py>(py: Python<'py>, o: &Outcome) -> (u32, u8, bool, Bound<'py
 fn engine_err(e: EngineError) -> PyErr {
     match e {
         EngineError::NotRunning => PyValueError::new_err("Pool not running"),
-        EngineError::UnknownJob(_) | EngineError::UnknownFunc(_) | EngineError::Cancelled(_) => {
-            PyRuntimeError::new_err(e.to_string())
-        }
+        EngineError::UnknownJob(_)
+        | EngineError::UnknownFunc(_)
+        | EngineError::Cancelled(_)
+        | EngineError::InputComplete(_) => PyRuntimeError::new_err(e.to_string()),
         EngineError::TooLarge(n) => PyValueError::new_err(too_large(n, "a task's input (or its function)")),
     }
 }
@@ -345,22 +346,26 @@ impl PyEngine {
     /// Returns False on timeout. Raises what a signal handler raises.
     #[pyo3(signature = (job, finished, timeout=None))]
     fn wait(&self, py: Python<'_>, job: u32, finished: bool, timeout: Option<f64>) -> PyResult<bool> {
-        let engine = self.engine()?;
         let want = if finished { Want::Finished } else { Want::Progress };
-        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-        loop {
-            let slice = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
-                None => SIGNAL_CHECK,
-            };
-            if py.detach(|| engine.wait(job, want, slice)).map_err(engine_err)? {
-                return Ok(true);
-            }
-            py.check_signals()?;
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(false);
-            }
-        }
+        self.wait_for(py, job, want, timeout)
+    }
+
+    /// Wait, without the GIL, until the job has an outcome to take or has
+    /// every outcome: a reader's wait while another thread feeds the job.
+    /// Returns False on timeout. Raises what a signal handler raises.
+    #[pyo3(signature = (job, timeout=None))]
+    fn wait_ready(&self, py: Python<'_>, job: u32, timeout: Option<f64>) -> PyResult<bool> {
+        self.wait_for(py, job, Want::Ready, timeout)
+    }
+
+    /// Wait, without the GIL, until the job has room for `chunks` more
+    /// chunks (at least one): a feeder's wait while another thread takes
+    /// the outcomes. Returns False on timeout; raises what `submit` would
+    /// once the job takes no more chunks (input complete, job cancelled,
+    /// engine terminating).
+    #[pyo3(signature = (job, chunks=1, timeout=None))]
+    fn wait_room(&self, py: Python<'_>, job: u32, chunks: u32, timeout: Option<f64>) -> PyResult<bool> {
+        self.wait_for(py, job, Want::Room(chunks), timeout)
     }
 
     /// Take up to `max` outcomes, unpickling single successful results on
@@ -538,6 +543,26 @@ impl PyEngine {
 }
 
 impl PyEngine {
+    /// Wait for `want` without the GIL, waking every `SIGNAL_CHECK` to run
+    /// signal handlers. Returns False on timeout.
+    fn wait_for(&self, py: Python<'_>, job: u32, want: Want, timeout: Option<f64>) -> PyResult<bool> {
+        let engine = self.engine()?;
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
+                None => SIGNAL_CHECK,
+            };
+            if py.detach(|| engine.wait(job, want, slice)).map_err(engine_err)? {
+                return Ok(true);
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Forget the callback of `job`: its result was resolved by a caller.
     pub(crate) fn unwatch_job(&self, job: u32) -> Option<Py<PyAny>> {
         self.callbacks.lock().expect("callbacks lock").remove(&job)
