@@ -1,5 +1,5 @@
-"""What the machine offers a pool: the CPUs this process may use, and a
-kernel that can run shoal's engine."""
+"""What the machine offers a pool: the CPUs this process may use, a kernel
+that can run shoal's engine, and how many threads the kernel counts here."""
 
 from __future__ import annotations
 
@@ -33,3 +33,22 @@ def require_supported_kernel() -> None:
     or a seccomp profile that refuses it). Call before starting workers, so
     that nothing is left to clean up."""
     _shoal.check_kernel()
+
+
+def os_threads() -> int:
+    """The threads of this process as the kernel counts them: Python's,
+    the engine's and those C libraries start. 0 if it cannot be read."""
+    try:
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        stat = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    # The command name, field 2, is in parentheses and may hold spaces or
+    # parentheses itself; num_threads is field 20, the 18th after it.
+    try:
+        return int(stat[stat.rindex(b")") + 2 :].split()[17])
+    except (ValueError, IndexError):
+        return 0
