@@ -39,7 +39,11 @@ thread in this process, and ``forkserver``, which is safe with any threads,
 otherwise; the count is taken again right after the fork (see
 :func:`_fork_zygote`). Threads that C libraries start (a BLAS pool, a gRPC
 poller) count too: shoal cannot see which locks they hold, and CPython's
-warning counts them as well. The first gives the stdlib's Linux default
+warning counts them as well; except those their library stops itself before
+any fork, as OpenBLAS's pool (numpy's) does, which a fork whose child exits
+at once lets it do before the count (``_platform.single_threaded``): a
+numpy program forks, with its workers inheriting numpy, as before its
+threads were counted. The first gives the stdlib's Linux default
 semantics (workers inherit the parent's state) at half its start-up cost;
 ``Pool._start_method`` says which was used.
 ``multiprocessing.set_start_method``, ``context=`` and ``start_method=``
@@ -57,7 +61,7 @@ import sys
 from typing import Any
 
 from shoal import _shoal
-from shoal._platform import os_threads
+from shoal._platform import os_threads, single_threaded
 
 METHODS = ("fork", "spawn", "forkserver")
 
@@ -67,8 +71,8 @@ _ZYGOTE_CODE = "from shoal._zygote import main; main()"
 # Modules a forkserver zygote imports before it forks, when this process
 # has them (see `_zygote.preload`): its workers then start with them, as
 # forked ones do, where each would otherwise import numpy (~65 ms here) when
-# its first array arrives. numpy is why forkserver is the default at all:
-# its BLAS thread pool makes this process threaded.
+# its first array arrives. Once per pool, even if no task needs it: a numpy
+# program's pool forks unless it runs other threads, or asks for forkserver.
 PRELOAD = ("numpy",)
 
 
@@ -175,7 +179,7 @@ class Zygote:
 
 def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int:
     """Fork the zygote; with ``alone``, only from a single-threaded process."""
-    if alone and os_threads() != 1:
+    if alone and not single_threaded():
         raise _NotAlone
     parent = os.getpid()
     pid = os.fork()

@@ -52,7 +52,7 @@ def preload(specs: list[str]) -> bool:
     process is then unfit to fork from: a module failed to import, or is
     another file than the pool's (found first on this interpreter's path),
     or a thread it started outlives a fork."""
-    from shoal._platform import os_threads
+    from shoal._platform import single_threaded
 
     for spec in specs:
         name, _, file = spec.partition("=")
@@ -62,20 +62,11 @@ def preload(specs: list[str]) -> bool:
             return False
         if getattr(sys.modules.get(name), "__file__", None) != file:
             return False
-    if os_threads() > 1:
-        # A library may start threads as it loads and stop them itself
-        # before any fork (OpenBLAS's pool does, with pthread_atfork). One
-        # fork, of a child that exits at once, lets it: a thread still alive
-        # after it could hold a lock no worker forked later would see released.
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded"
-            pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-    return os_threads() == 1
+    # A library may start threads as it loads and stop them itself before
+    # any fork (OpenBLAS's pool does): see single_threaded. A thread that
+    # outlives a fork could hold a lock no worker forked later would see
+    # released.
+    return single_threaded()
 
 
 # The sys.stdin this process had (the parent's, in a fork zygote). Kept,

@@ -131,6 +131,36 @@ def test_thread_started_just_before_the_fork_also_rules_out_fork(tmp_path: Path)
     assert "result [1, 2]" in proc.stdout
 
 
+# numpy's OpenBLAS starts a thread pool as it loads, and stops it itself
+# before any fork (pthread_atfork): a numpy script is single-threaded at the
+# fork, forks, and its workers inherit numpy. Its BLAS works on after.
+NUMPY_SCRIPT = r"""
+import sys, numpy, shoal
+from shoal import _platform
+
+def has_numpy(_):
+    return "numpy" in sys.modules
+
+if _platform.os_threads() == 1:
+    sys.exit("skip: this numpy starts no thread as it loads")
+with shoal.Pool(2) as pool:
+    print("method", pool._start_method, pool.map(has_numpy, range(2), chunksize=1))
+a = numpy.arange(90000.0).reshape(300, 300)
+assert (a @ numpy.eye(300) == a).all()
+print("blas", _platform.os_threads() > 1)
+"""
+
+
+def test_numpy_script_still_forks_by_default(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    proc = _run(NUMPY_SCRIPT, cwd=tmp_path)
+    if proc.stderr.startswith("skip: "):
+        pytest.skip(proc.stderr[6:].strip())
+    assert proc.returncode == 0, proc.stderr
+    assert "method fork [True, True]" in proc.stdout, proc.stdout
+    assert "blas True" in proc.stdout, proc.stdout
+
+
 def test_single_threaded_script_still_forks_by_default(tmp_path: Path) -> None:
     code = "import shoal\nwith shoal.Pool(1) as p:\n    print('method', p._start_method, p.map(abs, [-2]))\n"
     proc = _run(code, cwd=tmp_path)
