@@ -62,8 +62,8 @@ class Jobs:
     ``equal_chunks``: without a chunk size, ``map`` keeps
     ``multiprocessing``'s equal chunks (a lifespan counted in chunks, such as
     ``maxtasksperchild``, then replaces workers as often as it would there).
-    ``inherited``: the script's globals as the workers inherited them by
-    fork (``_pickling.main_snapshot``), if they did.
+    ``inherited``: the script's functions and classes as the workers
+    inherited them by fork (``_pickling.main_snapshot``), if they did.
     """
 
     def __init__(

@@ -41,6 +41,7 @@ import io
 import marshal
 import sys
 import types
+import weakref
 
 from shoal._shoal import pack_each, pack_one, pack_values, unpack_one, unpack_values
 
@@ -199,10 +200,16 @@ def loads_one(data: Any) -> Any:
 
 
 def main_snapshot() -> dict[str, Any]:
-    """``__main__``'s globals now: taken as a pool forks the process its
-    workers come from, they are what the workers inherit."""
+    """The functions and classes among ``__main__``'s globals now, by weak
+    reference: taken as a pool forks the process its workers come from,
+    they are what the workers inherit. Only those, and weakly: a copy of all
+    the globals kept what they named alive as long as the pool, such as the
+    previous pool of a loop at the script's top level, and so every earlier
+    one (their engines' descriptors stayed open)."""
     main = sys.modules.get("__main__")
-    return dict(vars(main)) if main is not None else {}
+    if main is None:
+        return {}
+    return {name: weakref.ref(v) for name, v in vars(main).items() if isinstance(v, (types.FunctionType, type))}
 
 
 def dumps_func(func: Any, inherited: dict[str, Any] | None = None) -> tuple[bytes, bool]:
@@ -260,8 +267,9 @@ def _top_level_is(func: Any, inherited: dict[str, Any]) -> bool:
     """Whether the top-level name ``func`` is found under is bound to the
     same object now as in ``inherited``."""
     top = func.__qualname__.split(".")[0]
-    main = sys.modules.get("__main__")
-    return top in inherited and inherited[top] is getattr(main, top, None)
+    then = inherited.get(top)
+    now = getattr(sys.modules.get("__main__"), top, None)
+    return then is not None and now is not None and then() is now
 
 
 def _unpicklable_global(func: Any, exc: Exception) -> Exception:

@@ -1,9 +1,10 @@
-"""What the machine offers a pool: the CPUs this process may use, and a
-kernel that can run shoal's engine."""
+"""What the machine offers a pool: the CPUs this process may use, a kernel
+that can run shoal's engine, and whether this process may fork."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 from shoal import _shoal
 
@@ -33,3 +34,55 @@ def require_supported_kernel() -> None:
     or a seccomp profile that refuses it). Call before starting workers, so
     that nothing is left to clean up."""
     _shoal.check_kernel()
+
+
+def os_threads() -> int:
+    """The threads of this process as the kernel counts them: Python's,
+    the engine's and those C libraries start. 0 if it cannot be read."""
+    try:
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        stat = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    # The command name, field 2, is in parentheses and may hold spaces or
+    # parentheses itself; num_threads is field 20, the 18th after it.
+    try:
+        return int(stat[stat.rindex(b")") + 2 :].split()[17])
+    except (ValueError, IndexError):
+        return 0
+
+
+def single_threaded() -> bool:
+    """Whether the kernel counts one thread in this process, once the
+    libraries that stop their own threads for a fork have done so.
+
+    OpenBLAS (numpy's BLAS) starts a thread pool as it loads, stops it in a
+    ``pthread_atfork`` handler before any fork, and starts it again only
+    when next used. A fork whose child exits at once runs those handlers; a
+    thread that outlives it (Python's, most C libraries') still counts."""
+    threads = os_threads()
+    if threads <= 1:
+        return threads == 1
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return False  # Python threads do not stop for a fork
+    import ctypes
+
+    # PyDLL: the GIL stays held across fork(), so the child, which only
+    # exits, never waits for it; no Python at-fork hook runs, nor CPython
+    # 3.12+'s warning, for a child that does nothing.
+    libc = ctypes.PyDLL(None)
+    fork, exit_ = libc.fork, libc._exit
+    pid = fork()
+    if pid == 0:
+        exit_(0)
+    if pid < 0:
+        return False
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped by the program's own SIGCHLD handler
+    return os_threads() == 1

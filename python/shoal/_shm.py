@@ -30,10 +30,12 @@ reuse: a fresh page costs ~0.5 ms per MiB here, a copy into a resident one
 pool is released every free block does. So a live pool holds at most its hot
 bytes beyond what is in use, and an array kept after its pool is gone pins
 its own block and nothing else (no descriptor, no mapping but its own). The
-writer maps only the header and its hot bytes and writes other blocks with
-``pwrite``; a reader maps each block it loads. Nothing maps a whole arena,
-so the address space used is what is in use plus the hot bytes, which are
-made smaller to fit an address-space limit (``ulimit -v``).
+writer maps only the header and its hot bytes, copies into hot blocks it has
+filled before, and writes other blocks (and a hot block the first time, its
+pages not there yet) with ``pwrite``; a reader maps each block it loads.
+Nothing maps a whole arena, so the address space used is what is in use
+plus the hot bytes, which are made smaller to fit an address-space limit
+(``ulimit -v``).
 
 A worker frees an argument's block only after the result of its chunk has
 been written: a chunk that was loaded but whose result never left can be
@@ -215,6 +217,9 @@ class Arena:
         # The writer's blocks, (offset, capacity), by index: those a
         # previous writer made are taken over (a replaced worker's).
         self.blocks: list[tuple[int, int]] = []
+        # Hot blocks this writer has filled: their pages stay while the pool
+        # lives (those a previous writer made may never have been written).
+        self.resident: set[int] = set()
         self._end = PAYLOAD
         if writer:
             for i in range(count):
@@ -321,7 +326,7 @@ class Arena:
                         self.view[_STATES + j] = FREE
                     return None
                 off, cap = self.blocks[i]
-                if off + cap <= self.hot_end:
+                if i in self.resident:
                     self.view[off : off + n] = b
                 else:
                     # Pages never written, or given back: the kernel fills
@@ -329,6 +334,8 @@ class Arena:
                     done = 0
                     while done < n:
                         done += os.pwrite(fd, b[done:], off + done)
+                    if off + cap <= self.hot_end:
+                        self.resident.add(i)
                 out.append((i, off, cap, n))
                 mine += n
         finally:

@@ -39,7 +39,11 @@ thread in this process, and ``forkserver``, which is safe with any threads,
 otherwise; the count is taken again right after the fork (see
 :func:`_fork_zygote`). Threads that C libraries start (a BLAS pool, a gRPC
 poller) count too: shoal cannot see which locks they hold, and CPython's
-warning counts them as well. The first gives the stdlib's Linux default
+warning counts them as well; except those their library stops itself before
+any fork, as OpenBLAS's pool (numpy's) does, which a fork whose child exits
+at once lets it do before the count (``_platform.single_threaded``): a
+numpy program forks, with its workers inheriting numpy, as before its
+threads were counted. The first gives the stdlib's Linux default
 semantics (workers inherit the parent's state) at half its start-up cost;
 ``Pool._start_method`` says which was used.
 ``multiprocessing.set_start_method``, ``context=`` and ``start_method=``
@@ -57,11 +61,29 @@ import sys
 from typing import Any
 
 from shoal import _shoal
+from shoal._platform import os_threads, single_threaded
 
 METHODS = ("fork", "spawn", "forkserver")
 
 _WORKER_CODE = "from shoal._worker import main; main()"
 _ZYGOTE_CODE = "from shoal._zygote import main; main()"
+
+# Modules a forkserver zygote imports before it forks, when this process
+# has them (see `_zygote.preload`): its workers then start with them, as
+# forked ones do, where each would otherwise import numpy (~65 ms here) when
+# its first array arrives. Once per pool, even if no task needs it: a numpy
+# program's pool forks unless it runs other threads, or asks for forkserver.
+PRELOAD = ("numpy",)
+
+
+def _preload() -> list[str]:
+    """``name=file`` for each module of ``PRELOAD`` this process has."""
+    out = []
+    for name in PRELOAD:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file:
+            out.append(f"{name}={file}")
+    return out
 
 
 def resolve(context: Any = None, start_method: str | None = None) -> str | None:
@@ -106,25 +128,6 @@ def _close_control_fds_in_child() -> None:
 os.register_at_fork(after_in_child=_close_control_fds_in_child)
 
 
-def os_threads() -> int:
-    """The threads of this process as the kernel counts them: Python's,
-    the engine's and those C libraries start. 0 if it cannot be read."""
-    try:
-        fd = os.open("/proc/self/stat", os.O_RDONLY)
-    except OSError:
-        return 0
-    try:
-        stat = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    # The command name, field 2, is in parentheses and may hold spaces or
-    # parentheses itself; num_threads is field 20, the 18th after it.
-    try:
-        return int(stat[stat.rindex(b")") + 2 :].split()[17])
-    except (ValueError, IndexError):
-        return 0
-
-
 class _NotAlone(Exception):
     """This process had another thread when the default fork was taken."""
 
@@ -143,7 +146,7 @@ class Zygote:
         try:
             if method == "forkserver":
                 self._popen = subprocess.Popen(
-                    [sys.executable, "-c", _ZYGOTE_CODE], stdin=theirs.fileno(), close_fds=True
+                    [sys.executable, "-c", _ZYGOTE_CODE, *_preload()], stdin=theirs.fileno(), close_fds=True
                 )
                 self.pid = self._popen.pid
             else:
@@ -176,7 +179,7 @@ class Zygote:
 
 def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int:
     """Fork the zygote; with ``alone``, only from a single-threaded process."""
-    if alone and os_threads() != 1:
+    if alone and not single_threaded():
         raise _NotAlone
     parent = os.getpid()
     pid = os.fork()

@@ -1,13 +1,14 @@
 """The zygote: a single-threaded process that forks workers on request.
 
-For the "forkserver" start method it is a fresh interpreter; for "fork" it
-is a fork of the parent taken before that pool's engine thread exists. The
-engine sends it a worker id with the worker's channel attached (SCM_RIGHTS);
-it forks, replies with the child's pid, and, since only it can reap its
-children, reports each child's exit status. It exits when the engine closes
-the control socket or the pool's process exits; its workers die with it
-(PR_SET_PDEATHSIG). It keeps an heir, a fork of itself, that the engine
-turns to if it is killed (:class:`_Server`).
+For the "forkserver" start method it is a fresh interpreter, which first
+imports the modules of ``_start.PRELOAD`` that the pool's process has
+(numpy); for "fork" it is a fork of the parent taken before that pool's
+engine thread exists. The engine sends it a worker id with the worker's
+channel attached (SCM_RIGHTS); it forks, replies with the child's pid, and,
+since only it can reap its children, reports each child's exit status. It
+exits when the engine closes the control socket or the pool's process
+exits; its workers die with it (PR_SET_PDEATHSIG). It keeps an heir, a fork
+of itself, that the engine turns to if it is killed (:class:`_Server`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,41 @@ _INT = P.struct.Struct("i")
 
 
 def main() -> None:
-    """Entry point of a spawned zygote: the control socket is standard input."""
+    """Entry point of a spawned zygote: the control socket is standard
+    input; the arguments name modules to import first (``name=file``)."""
+    # Ctrl-C reaches the whole process group: ignored from the start (as
+    # serve does), not only once the preload is done.
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    if len(sys.argv) > 1 and not preload(sys.argv[1:]):
+        # Unfit to fork from: start over, a fresh interpreter without them.
+        os.execv(sys.executable, sys.orig_argv[: len(sys.orig_argv) - len(sys.argv) + 1])
     fd = os.dup(0)
     devnull_stdin()
     serve(fd, os.getppid())
     os._exit(0)
+
+
+def preload(specs: list[str]) -> bool:
+    """Import the pool's modules named in ``specs`` (``name=file``, see
+    ``_start.PRELOAD``), for every worker to fork with them. False if this
+    process is then unfit to fork from: a module failed to import, or is
+    another file than the pool's (found first on this interpreter's path),
+    or a thread it started outlives a fork."""
+    from shoal._platform import single_threaded
+
+    for spec in specs:
+        name, _, file = spec.partition("=")
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001 - its workers will say why, if they need it
+            return False
+        if getattr(sys.modules.get(name), "__file__", None) != file:
+            return False
+    # A library may start threads as it loads and stop them itself before
+    # any fork (OpenBLAS's pool does): see single_threaded. A thread that
+    # outlives a fork could hold a lock no worker forked later would see
+    # released.
+    return single_threaded()
 
 
 # The sys.stdin this process had (the parent's, in a fork zygote). Kept,

@@ -131,6 +131,36 @@ def test_thread_started_just_before_the_fork_also_rules_out_fork(tmp_path: Path)
     assert "result [1, 2]" in proc.stdout
 
 
+# numpy's OpenBLAS starts a thread pool as it loads, and stops it itself
+# before any fork (pthread_atfork): a numpy script is single-threaded at the
+# fork, forks, and its workers inherit numpy. Its BLAS works on after.
+NUMPY_SCRIPT = r"""
+import sys, numpy, shoal
+from shoal import _platform
+
+def has_numpy(_):
+    return "numpy" in sys.modules
+
+if _platform.os_threads() == 1:
+    sys.exit("skip: this numpy starts no thread as it loads")
+with shoal.Pool(2) as pool:
+    print("method", pool._start_method, pool.map(has_numpy, range(2), chunksize=1))
+a = numpy.arange(90000.0).reshape(300, 300)
+assert (a @ numpy.eye(300) == a).all()
+print("blas", _platform.os_threads() > 1)
+"""
+
+
+def test_numpy_script_still_forks_by_default(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    proc = _run(NUMPY_SCRIPT, cwd=tmp_path)
+    if proc.stderr.startswith("skip: "):
+        pytest.skip(proc.stderr[6:].strip())
+    assert proc.returncode == 0, proc.stderr
+    assert "method fork [True, True]" in proc.stdout, proc.stdout
+    assert "blas True" in proc.stdout, proc.stdout
+
+
 def test_single_threaded_script_still_forks_by_default(tmp_path: Path) -> None:
     code = "import shoal\nwith shoal.Pool(1) as p:\n    print('method', p._start_method, p.map(abs, [-2]))\n"
     proc = _run(code, cwd=tmp_path)
@@ -227,3 +257,70 @@ def test_initializer_calling_sys_exit_fails_the_tasks_and_the_program_goes_on(me
     assert lines[-1] == "still running", proc.stdout
     error = next(line for line in lines if line.startswith("error "))
     assert "setup" in error and "SystemExit" in error and "3" in error, error
+
+
+# What a forkserver zygote imports before it forks (shoal._start.PRELOAD):
+# numpy, where the script has it, so that workers start with it as forked
+# ones do; the zygote still forks only while it has a single thread.
+PRELOADED = r"""
+import json, os, sys, shoal
+from shoal import _platform, _start
+
+def loaded(names):
+    # Only what the worker had before this task: it imports nothing.
+    return {name: getattr(sys.modules.get(name), "__file__", None) for name in names}
+
+if __name__ == "__main__":
+    names = sys.argv[1:]
+    _start.PRELOAD = tuple(names)
+    for name in names:
+        __import__(name)
+    with shoal.Pool(2, start_method="forkserver") as pool:
+        workers = pool.map(loaded, [names] * 2, chunksize=1)
+        zygote = pool._backend.zygote_pid
+        with open(f"/proc/{zygote}/stat", "rb") as f:
+            stat = f.read()
+        threads = int(stat[stat.rindex(b")") + 2 :].split()[17])
+    parent = {name: sys.modules[name].__file__ for name in names}
+    print(json.dumps({"workers": workers, "parent": parent, "zygote_threads": threads}))
+"""
+
+
+def test_forkserver_workers_start_with_numpy_when_the_script_has_it(tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    proc = _run(PRELOADED, "numpy", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["workers"] == [got["parent"]] * 2, got
+    assert got["zygote_threads"] == 1, got
+
+
+def test_a_preloaded_module_whose_thread_outlives_a_fork_is_not_preloaded(tmp_path: Path) -> None:
+    # A thread no at-fork handler stops (OpenBLAS's pool stops its own):
+    # the zygote starts over without the module, and forks single-threaded.
+    (tmp_path / "threaded_mod.py").write_text(
+        "import ctypes\n"
+        "libc = ctypes.CDLL(None)\n"
+        "tid = ctypes.c_ulong()\n"
+        "assert libc.pthread_create(ctypes.byref(tid), None, ctypes.cast(libc.pause, ctypes.c_void_p), None) == 0\n"
+    )
+    proc = _run(PRELOADED, "threaded_mod", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["workers"] == [{"threaded_mod": None}] * 2, got
+    assert got["zygote_threads"] == 1, got
+
+
+def test_a_module_the_zygote_finds_elsewhere_is_not_preloaded(tmp_path: Path) -> None:
+    # The script imports its own copy; the zygote, a fresh interpreter,
+    # would find another first: workers must not start with that one.
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "dup_mod.py").write_text("WHICH = 'other'\n")
+    (tmp_path / "dup_mod.py").write_text("WHICH = 'zygote'\n")
+    first = "import sys\nsys.path.insert(0, 'other')\nimport json, os, shoal"
+    code = PRELOADED.replace("import json, os, sys, shoal", first)
+    proc = _run(code, "dup_mod", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["parent"]["dup_mod"].endswith(os.path.join("other", "dup_mod.py")), got
+    assert got["workers"] == [{"dup_mod": None}] * 2, got
