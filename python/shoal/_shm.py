@@ -763,7 +763,9 @@ def _unreachable(method: str) -> str | None:
         return None
     if not os.path.isdir(f"/proc/{os.getpid()}/fd"):
         return "/proc is not mounted"
-    if _c().prctl(3, 0, 0, 0, 0) == 0:  # PR_GET_DUMPABLE
+    from shoal._shoal import dumpable
+
+    if not dumpable():
         return f"the process is not dumpable, so {method} workers cannot open /proc/{os.getpid()}/fd"
     return None
 

@@ -693,6 +693,15 @@ fn window_chunks(workers: usize, adaptive: bool) -> u32 {
     shoal_core::window_chunks(workers, adaptive)
 }
 
+/// Whether this process is dumpable (`prctl(PR_GET_DUMPABLE)`): only then
+/// may a process it did not fork open its descriptors through `/proc`.
+/// Here rather than through ctypes, whose import cost every pool ~4 ms.
+#[pyfunction]
+fn dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE reads a flag and takes no pointers.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) > 0 }
+}
+
 /// Raise `OSError` saying what shoal requires if this kernel cannot run the
 /// engine (no `pidfd_open`: before Linux 5.3, or refused by seccomp).
 /// `Pool()` calls it before starting anything, so nothing needs cleaning up.
@@ -745,8 +754,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        check_kernel, live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply, PyEngine,
-        WorkerLoop,
+        check_kernel, dumpable, live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply,
+        PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]
