@@ -161,7 +161,9 @@ impl Worker {
 
     /// Queue a frame for sending.
     pub(crate) fn send(&mut self, header: Header, payload: &[u8]) {
-        // Payloads over 4 GiB are rejected in the Python layer before they get here.
+        // A payload a frame cannot carry is refused by the engine's API
+        // (`Engine::apply`, `submit_items`, `register_func`: `TooLarge`)
+        // before it is queued.
         frame::encode(&mut self.out, header, payload).expect("payload size checked at submission");
     }
 
