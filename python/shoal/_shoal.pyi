@@ -5,6 +5,7 @@ classes are ``@final`` (no ``#[pyclass]`` here allows subclassing) and are
 built by ``__new__``, which is where PyO3's ``#[new]`` puts the signature.
 """
 
+import sys
 from collections.abc import Callable
 from typing import Any, Final, Literal, Self, final
 
@@ -24,15 +25,20 @@ __all__ = [
     "Engine",
     "JobResult",
     "PlainApply",
+    "Span",
     "WorkerLoop",
     "__version__",
     "check_kernel",
+    "discard_pages",
     "dumpable",
     "live_threads",
     "map_chunks",
+    "mmap_shared",
+    "munmap",
     "pack_each",
     "pack_one",
     "pack_values",
+    "punch_hole",
     "unpack_one",
     "unpack_values",
     "window_chunks",
@@ -88,6 +94,17 @@ class PlainApply:
         decode: _Decode,
     ) -> Self: ...
     def __call__(self, func: Callable[..., Any], args: Any) -> JobResult | None: ...
+
+@final
+class Span:
+    """A writable buffer over a range of a shared mapping (python/shoal/_shm.py)."""
+
+    def __new__(cls, address: int, length: int) -> Self: ...
+    def __len__(self) -> int: ...
+    # A buffer (PyO3's __getbuffer__); Python shows it as methods from 3.12.
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
+        def __release_buffer__(self, buffer: memoryview, /) -> None: ...
 
 @final
 class WorkerLoop:
@@ -163,3 +180,7 @@ def unpack_values(data: bytes | memoryview) -> list[Any]: ...
 def pack_one(obj: Any) -> bytes | None: ...
 def pack_each(items: list[Any]) -> list[bytes] | None: ...
 def unpack_one(data: bytes | memoryview) -> Any: ...
+def mmap_shared(fd: int, length: int, offset: int) -> int: ...
+def munmap(addr: int, length: int) -> None: ...
+def discard_pages(addr: int, length: int) -> None: ...
+def punch_hole(fd: int, offset: int, length: int) -> None: ...

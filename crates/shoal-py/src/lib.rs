@@ -4,8 +4,8 @@
 //! errors into the exceptions `multiprocessing.Pool` raises; plus the pieces
 //! that run once per task, where Python would cost more than the task: the
 //! result object (`result.rs`), the worker's loop (`worker_loop.rs`),
-//! `apply_async`'s fast path (`plain_apply.rs`) and packed numbers
-//! (`packed.rs`). No engine policy lives here. Every blocking
+//! `apply_async`'s fast path (`plain_apply.rs`), packed numbers
+//! (`packed.rs`) and shared-memory mappings (`mapping.rs`). No engine policy lives here. Every blocking
 //! call releases the GIL and wakes every 50 ms to let Python run signal
 //! handlers, so Ctrl-C interrupts a wait promptly.
 
@@ -33,6 +33,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod mapping;
 mod packed;
 mod plain_apply;
 mod result;
@@ -750,6 +751,8 @@ fn upper_snake(name: &str) -> String {
 
 #[pymodule(gil_used = false)]
 mod _shoal {
+    #[pymodule_export]
+    use super::mapping::{discard_pages, mmap_shared, munmap, punch_hole, Span};
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
