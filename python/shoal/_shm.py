@@ -456,6 +456,11 @@ class Outbound:
     def __init__(self, arena: Arena | Callable[[], Arena | None] | None) -> None:
         # The factory's answer replaces it on first use, and may be None.
         self._arena: Arena | Callable[[], Arena | None] | None = arena
+        # Under fork, the main_snapshot the workers inherited: a pickle
+        # naming only those script functions and classes keeps its names
+        # (_pickling._inherited_only). None: everything of __main__ goes by
+        # value.
+        self.inherited: dict[str, Any] | None = None
         # Large buffers `spot` has seen, ever; see `spot`.
         self.hits = 0
         self._hits_lock = _thread.allocate_lock()  # never lose a count: it only grows
