@@ -155,15 +155,35 @@ def _run_exit() -> bytes | None:
 
     ctx = _ctx
     if ctx is None or ctx.exit is None or ctx.init_error is not None:
+        _mp_exit()
         return None
     try:
         value = ctx.exit(*ctx.extra)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        _mp_exit()
         return _worker._chunk_failed(exc, "\nin worker_exit\n")
+    _mp_exit()
     try:
         return _worker.dumps((True, value))
     except BaseException as exc:  # noqa: BLE001 - the value cannot travel
         return _worker._chunk_failed(exc, "\nwhile pickling the result of worker_exit\n")
+
+
+def _mp_exit() -> None:
+    """Run ``multiprocessing``'s exit routine, as a process it started runs
+    it as it ends, if this worker used ``multiprocessing`` at all: a
+    ``Queue`` in the shared objects hands what tasks put in it to its pipe
+    (its feeder thread) before the worker exits, and child processes are
+    joined. Its finalizers from the parent are skipped (each knows its pid)."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    try:
+        util._exit_function()
+    except BaseException:  # noqa: BLE001 - the worker exits either way
+        import traceback
+
+        traceback.print_exc()
 
 
 def _call_parts(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -741,6 +741,9 @@ class WorkerPool:
         if self._map_running:
             raise RuntimeError("Cannot call 'map' while another 'map' is running")
         finished = False
+        # worker_init timed out: the workers cannot get through it, so they
+        # are stopped even with keep_alive, as MPIRE stops its pool.
+        init_stuck = False
         self._map_running = True
         try:
             jobs = self._start_workers(worker_init, worker_exit, plan.lifespan, plan.init_timeout, plan.exit_timeout)
@@ -764,7 +767,7 @@ class WorkerPool:
                             "the WorkerPool was terminated (or its with block left) while this map was unfinished"
                         )
             except TimeoutError as exc:
-                _name_init_hook(exc)
+                init_stuck = _name_init_hook(exc)
                 raise
             finished = True
         finally:
@@ -774,7 +777,7 @@ class WorkerPool:
                 if not finished:
                     # Failed, or left early: the rest of it is cancelled.
                     self._end_current()
-                    if not self._keep_alive:
+                    if not self._keep_alive or init_stuck:
                         self._halt()
                 self._current = None
         if not self._keep_alive:
@@ -880,12 +883,14 @@ def _check_timeouts(task: float | None, init: float | None, exit: float | None) 
 _INIT_TIMED_OUT = "the initializer of worker "
 
 
-def _name_init_hook(exc: BaseException) -> None:
+def _name_init_hook(exc: BaseException) -> bool:
     """Say in a task's ``TaskTimeoutError`` that ``worker_init`` timed
     out, when that is what failed it (the engine's message says "the
-    initializer", as ``multiprocessing`` names it)."""
+    initializer", as ``multiprocessing`` names it); whether it was."""
     if isinstance(exc, _errors.TaskTimeoutError) and str(exc).startswith(_INIT_TIMED_OUT):
         exc.args = (f"worker_init timed out (worker_init_timeout): {exc.args[0]}", *exc.args[1:])
+        return True
+    return False
 
 
 class _Spawning:
