@@ -93,6 +93,9 @@ def setup(token: int, payload: bytes | None) -> None:
     # __init__ takes other arguments than its args, as in MPIRE.
     _worker.remake_exceptions = True
     if worker_init is not None:
+        # worker_init_timeout counts from here (the engine kills the worker
+        # at its deadline, even in C code).
+        _worker.init_started()
         try:
             worker_init(*ctx.extra)
         except BaseException as exc:  # noqa: BLE001 - raised again by every task

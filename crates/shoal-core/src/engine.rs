@@ -87,10 +87,10 @@ pub struct EngineConfig {
     /// After `Exit` (close, lifespan), how long a worker has to run its
     /// exit hook and exit before SIGKILL.
     pub exit_grace: Duration,
-    /// How long a worker's initializer may run, from when the worker is
-    /// sent its settings (so a spawned worker's interpreter start-up counts
-    /// too): past it, the worker is killed, like a chunk past its deadline,
-    /// and every chunk waiting in the queue then fails as timed out, as an
+    /// How long a worker's initializer may run, from when the worker says
+    /// it starts (`InitStarted`; a worker that never says so has no limit):
+    /// past it, the worker is killed, like a chunk past its deadline, and
+    /// every chunk waiting in the queue then fails as timed out, as an
     /// MPIRE map fails when a `worker_init` times out. `None`: no limit.
     pub init_timeout: Option<Duration>,
     /// Like `exit_grace`, but a worker still running its exit hook when it
@@ -609,16 +609,16 @@ impl Engine {
 
     /// Set [`EngineConfig::init_timeout`] and [`EngineConfig::exit_timeout`]
     /// of a running engine: a front door whose workers outlive one call
-    /// (MPIRE's `keep_alive`) takes these per call. Workers still starting
-    /// get the new init deadline, counted from their launch; workers already
-    /// told to exit keep the time they were given.
+    /// (MPIRE's `keep_alive`) takes these per call. Workers whose
+    /// initializer is running get the new init deadline, counted from when
+    /// it started; workers already told to exit keep the time they were given.
     pub fn set_hook_timeouts(&self, init: Option<Duration>, exit: Option<Duration>) {
         let mut st = self.lock();
         st.config.init_timeout = init;
         st.config.exit_timeout = exit;
         for w in &mut st.workers {
-            if w.life == Life::Starting && w.fate.is_none() {
-                w.deadline = init.map(|t| (w.launched_at + t, t));
+            if let (Life::Starting, None, Some(at)) = (w.life, w.fate, w.init_started_at) {
+                w.deadline = init.map(|t| (at + t, t));
             }
         }
         self.wake(&mut st);

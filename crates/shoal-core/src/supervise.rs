@@ -18,6 +18,7 @@
 
 use crate::engine::{ExitReport, Phase, Start, State, CANCELLED, TERMINATED};
 use crate::frame::{Header, Kind, Status};
+use crate::job::JobId;
 use crate::launch::{Exit, Launched};
 use crate::stats::Slow;
 use crate::sys;
@@ -161,8 +162,6 @@ impl State {
                     Header::init(start.slot, start.serial, self.config.init_payload.len()),
                     &self.config.init_payload,
                 );
-                // Its initializer's deadline, from now: it has its settings.
-                w.deadline = self.config.init_timeout.map(|t| (Instant::now() + t, t));
                 let filled = &mut self.slot_filled[start.slot as usize];
                 if *filled {
                     self.slots[start.slot as usize].restarts += 1;
@@ -239,6 +238,13 @@ impl State {
                     stats.start_up += now.saturating_duration_since(w.launched_at);
                     stats.init += Duration::from_nanos(h.run_ns());
                     self.init_failures = 0;
+                }
+                Kind::InitStarted => {
+                    let w = &mut self.workers[i];
+                    w.init_started_at = Some(now);
+                    if w.life == Life::Starting && w.fate.is_none() {
+                        w.deadline = self.config.init_timeout.map(|t| (now + t, t));
+                    }
                 }
                 Kind::InitFailed => {
                     self.init_error = Some(payload);
@@ -409,18 +415,34 @@ impl State {
     /// A worker in `slot` was killed because its initializer ran past
     /// `limit`: every chunk waiting in the queue fails as timed out, so a
     /// caller waiting on one hears of it instead of waiting for a worker
-    /// whose initializer may never finish. Chunks other workers hold go on.
+    /// whose initializer may never finish, and their jobs are cancelled, so
+    /// that none of their later chunks runs on a replacement (the job
+    /// failed, as an MPIRE map does). Chunks other workers hold go on.
     fn init_timed_out(&mut self, pid: i32, slot: u32, exit: Exit, limit: Duration) {
         let what = format!(
             "the initializer of worker {slot} (process {pid}) ran past its timeout of {:.3} s; \
              the process was killed and the tasks waiting for a worker were failed",
             limit.as_secs_f64()
         );
+        let mut failed_jobs: Vec<JobId> = Vec::new();
         for t in self.queue.drain_all() {
+            if !failed_jobs.contains(&t.job) {
+                failed_jobs.push(t.job);
+            }
             // No function name: the message is about the worker, not a call.
             let payload = lost_message(pid, exit, &what, "", &t);
             // Not counted against `slot`: no worker there ever held it.
             self.complete(&t, Status::TimedOut, payload, 0, 0);
+        }
+        for job in failed_jobs {
+            let Some(j) = self.jobs.get_mut(&job) else { continue };
+            let was_open = j.takes_input();
+            j.cancelled = true;
+            j.finish_input();
+            // Finished by ending its input: `complete` did not see it finish.
+            if was_open && j.finished() {
+                self.job_finished(job);
+            }
         }
     }
 

@@ -123,8 +123,8 @@ pub(crate) struct Worker {
     pub(crate) kill_at: Option<Instant>,
     /// When the chunk it holds must have finished (jobs with a timeout),
     /// or, while it is starting, when its initializer must have (the
-    /// engine's `init_timeout`): a worker takes chunks only once ready, so
-    /// the two never overlap.
+    /// engine's `init_timeout`, from `InitStarted`): a worker takes chunks
+    /// only once ready, so the two never overlap.
     pub(crate) deadline: Option<(Instant, Duration)>,
     /// The engine killed it, and why.
     pub(crate) fate: Option<Fate>,
@@ -134,6 +134,8 @@ pub(crate) struct Worker {
     pub(crate) idle_since: Option<Instant>,
     /// When it was told to exit.
     pub(crate) exit_sent_at: Option<Instant>,
+    /// When its user initializer started (it sent `InitStarted`).
+    pub(crate) init_started_at: Option<Instant>,
 }
 
 impl Worker {
@@ -162,6 +164,7 @@ impl Worker {
             launched_at,
             idle_since: None,
             exit_sent_at: None,
+            init_started_at: None,
         })
     }
 

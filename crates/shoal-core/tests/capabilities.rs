@@ -308,8 +308,13 @@ fn an_initializer_past_the_init_timeout_is_killed_and_the_queued_chunks_time_out
     let e = engine_with(config);
     let first = e.worker_pids();
     let f = e.register_func(b"f".to_vec(), "f").unwrap();
-    let out = outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:a", "echo:b"]));
+    // Its input is left open, as a lazy map's is while it reads.
+    let job_of_the_failed = e.new_job(JobSpec::new(f, 0)).unwrap();
+    e.submit(job_of_the_failed, vec![b"echo:a".to_vec(), b"echo:b".to_vec()]).unwrap();
+    let out = outcomes(&e, job_of_the_failed);
     assert!(out.iter().all(|o| o.status == Status::TimedOut), "{out:?}");
+    // Its job failed: it takes no more chunks (none would run on a replacement).
+    assert!(e.submit(job_of_the_failed, vec![b"echo:late".to_vec()]).is_err());
     let msg = text(&out[0]);
     assert!(
         msg.contains("the initializer of worker 0 (process ") && msg.contains("ran past its timeout of 0.300 s"),

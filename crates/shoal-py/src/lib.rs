@@ -21,7 +21,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::{PyTraverseError, PyVisit};
-use shoal_core::frame::task;
+use shoal_core::frame::{self, task};
 use shoal_core::{
     Engine, EngineConfig, EngineError, ExitReport, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
 };
@@ -764,6 +764,15 @@ fn worker_prelude(parent_pid: i32) -> bool {
     }
 }
 
+/// The `InitStarted` frame a worker sends as its user initializer starts
+/// (the engine's init timeout counts from it).
+#[pyfunction]
+fn init_started_frame(py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
+    let mut out = Vec::new();
+    frame::encode(&mut out, frame::Header::init_started(), &[]).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyBytes::new(py, &out))
+}
+
 /// `ItemErrors` as `ITEM_ERRORS`: the name of a protocol constant.
 fn upper_snake(name: &str) -> String {
     let mut out = String::new();
@@ -782,8 +791,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        check_kernel, dumpable, live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply,
-        PyEngine, WorkerLoop,
+        check_kernel, dumpable, init_started_frame, live_threads, map_chunks, window_chunks, worker_prelude, JobResult,
+        PlainApply, PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]

@@ -53,6 +53,10 @@ fn main() {
                         exit_sleep = Duration::from_millis(String::from_utf8_lossy(ms).parse().unwrap());
                     }
                     if let Some(ms) = payload.strip_prefix(b"slowinit:") {
+                        // The initializer proper starts now (the init timeout counts from here).
+                        frame::encode(&mut reply, Header::init_started(), b"").unwrap();
+                        out.write_all(&reply).unwrap();
+                        reply.clear();
                         let ms: u64 = String::from_utf8_lossy(ms).parse().unwrap();
                         std::thread::sleep(Duration::from_millis(ms));
                     }
