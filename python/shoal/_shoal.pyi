@@ -28,6 +28,7 @@ __all__ = [
     "__version__",
     "check_kernel",
     "dumpable",
+    "init_started_frame",
     "live_threads",
     "map_chunks",
     "pack_each",

@@ -909,7 +909,7 @@ class _Spawning:
         # which the shared object the pool holds sees to.
         return fd
 
-    def DupFd(self, fd: int) -> _wp_worker.ProcFd:  # noqa: N802 - multiprocessing's name
+    def DupFd(self, fd: int) -> _wp_worker.ProcFd:
         return _wp_worker.ProcFd(self.pid, fd, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
 
 
@@ -923,10 +923,14 @@ def _dumps_spawning(obj: Any) -> bytes:
 
     base = cloud_pickler()
 
-    class Pickler(base):  # type: ignore[misc, valid-type]
-        dispatch_table = ChainMap(reduction.ForkingPickler._extra_reducers, base.dispatch_table)
+    # multiprocessing's own reducers (Arena, Connection, ...), registered on
+    # ForkingPickler as their modules are imported; typeshed lacks the table.
+    extra: dict[type, Any] = getattr(reduction.ForkingPickler, "_extra_reducers")  # noqa: B009
 
-    set_spawning_popen: Callable[[Any], None] = context.set_spawning_popen  # type: ignore[attr-defined]
+    class Pickler(base):  # type: ignore[misc, valid-type]
+        dispatch_table = ChainMap(extra, base.dispatch_table)
+
+    set_spawning_popen: Callable[[Any], None] = context.set_spawning_popen
     set_spawning_popen(_Spawning())
     try:
         with io.BytesIO() as f:
@@ -959,5 +963,3 @@ def _check_progress_bar(
         )
     if progress_bar:
         raise _not_implemented("progress_bar (and progress_bar_options, progress_bar_style)")
-
-

@@ -151,6 +151,4 @@ def test_every_worker_gets_work_early(method: str, kwargs: dict[str, Any]) -> No
     pool.set_shared_objects(pool.ctx.Barrier(N_JOBS))
     with pool:
         assert pool.map(wp_sem_tasks.wait_on_barrier, range(N_JOBS), **kwargs) == list(range(N_JOBS))
-        assert sorted(pool.imap_unordered(wp_sem_tasks.wait_on_barrier, range(N_JOBS), **kwargs)) == list(
-            range(N_JOBS)
-        )
+        assert sorted(pool.imap_unordered(wp_sem_tasks.wait_on_barrier, range(N_JOBS), **kwargs)) == list(range(N_JOBS))

@@ -52,7 +52,7 @@ def test_the_worker_stuck_in_init_is_replaced(method: str) -> None:
 @pytest.mark.timeout(60)
 def test_apply_with_a_stuck_worker_init(method: str) -> None:
     with shoal.WorkerPool(1, start_method=method) as pool:
-        with pytest.raises(TimeoutError, match="ran past its timeout of 0.300 s"):
+        with pytest.raises(TimeoutError, match=r"ran past its timeout of 0\.300 s"):
             pool.apply(wp_tasks.square, (3,), worker_init=wp_sem_tasks.sleep_in_c, worker_init_timeout=0.3)
 
 

@@ -86,7 +86,8 @@ impl Queue {
     /// Take the waiting chunks of `job`; the others keep their order.
     pub(crate) fn take_job(&mut self, job: crate::job::JobId) -> Vec<Task> {
         fn split(q: &mut VecDeque<Task>, job: crate::job::JobId, out: &mut Vec<Task>) {
-            let (taken, kept): (VecDeque<Task>, VecDeque<Task>) = std::mem::take(q).into_iter().partition(|t| t.job == job);
+            let (taken, kept): (VecDeque<Task>, VecDeque<Task>) =
+                std::mem::take(q).into_iter().partition(|t| t.job == job);
             *q = kept;
             out.extend(taken);
         }

@@ -208,7 +208,10 @@ fn exit_results_travel_back_and_lifespans_count_items() {
         if got.is_empty() {
             return false;
         }
-        assert_eq!(got[0], (0, ExitReport::Returned(format!("bye:0:{}", pids[0]).into_bytes())));
+        assert_eq!(
+            got[0],
+            (0, ExitReport::Returned(format!("bye:0:{}", pids[0]).into_bytes()))
+        );
         true
     });
     assert_eq!(e.stats(None).workers[0].restarts, 1);
@@ -276,7 +279,11 @@ fn a_pinned_job_runs_chunk_i_on_slot_i_mod_n_from_slot_0_each_job() {
     }
     // Pinned chunks wait for their own slot while the others idle, and an
     // unpinned job queued behind them is not held up by them.
-    let slow = run(&e, JobSpec::new(f, 0).pinned(true), &["sleep:300:a", "echo:b", "echo:c", "sleep:10:d"]);
+    let slow = run(
+        &e,
+        JobSpec::new(f, 0).pinned(true),
+        &["sleep:300:a", "echo:b", "echo:c", "sleep:10:d"],
+    );
     let free = run(&e, JobSpec::new(f, 0), &["echo:x"; 4]);
     assert_eq!(outcomes(&e, free).len(), 4);
     let got: Vec<String> = outcomes(&e, slow).iter().map(text).collect();
@@ -310,7 +317,8 @@ fn an_initializer_past_the_init_timeout_is_killed_and_the_queued_chunks_time_out
     let f = e.register_func(b"f".to_vec(), "f").unwrap();
     // Its input is left open, as a lazy map's is while it reads.
     let job_of_the_failed = e.new_job(JobSpec::new(f, 0)).unwrap();
-    e.submit(job_of_the_failed, vec![b"echo:a".to_vec(), b"echo:b".to_vec()]).unwrap();
+    e.submit(job_of_the_failed, vec![b"echo:a".to_vec(), b"echo:b".to_vec()])
+        .unwrap();
     let out = outcomes(&e, job_of_the_failed);
     assert!(out.iter().all(|o| o.status == Status::TimedOut), "{out:?}");
     // Its job failed: it takes no more chunks (none would run on a replacement).
@@ -346,7 +354,13 @@ fn an_exit_hook_past_the_exit_timeout_is_killed_and_reported() {
         let ExitReport::TimedOut(msg) = report else {
             panic!("{report:?}")
         };
-        assert!(msg.starts_with(&format!("the exit hook of worker {slot} (process ")), "{msg}");
-        assert!(msg.ends_with("ran past its timeout of 0.300 s; the process was killed"), "{msg}");
+        assert!(
+            msg.starts_with(&format!("the exit hook of worker {slot} (process ")),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("ran past its timeout of 0.300 s; the process was killed"),
+            "{msg}"
+        );
     }
 }

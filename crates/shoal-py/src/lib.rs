@@ -23,7 +23,8 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::{PyTraverseError, PyVisit};
 use shoal_core::frame::{self, task};
 use shoal_core::{
-    Engine, EngineConfig, EngineError, ExitReport, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
+    Engine, EngineConfig, EngineError, ExitReport, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want,
+    ZygoteLauncher,
 };
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
