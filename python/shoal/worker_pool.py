@@ -165,9 +165,9 @@ class WorkerPool:
     of workers (``None`` or 0: the CPUs this process may use). ``cpu_ids``:
     CPUs to pin the workers to, one list for all or one per worker.
     ``shared_objects``: passed to the task, ``worker_init`` and
-    ``worker_exit`` functions when not ``None``; under ``fork`` the
-    workers inherit it, so it may hold ``multiprocessing`` locks, values and
-    barriers. ``pass_worker_id`` and ``use_worker_state`` pass the worker's
+    ``worker_exit`` functions when not ``None``; it may hold
+    ``multiprocessing`` locks, values, barriers and queues (see below).
+    ``pass_worker_id`` and ``use_worker_state`` pass the worker's
     id (0..n_jobs-1) and a per-worker ``dict``; the extra arguments come in
     the order worker id, shared objects, worker state, then the task's.
     ``start_method``: ``fork``, ``forkserver`` or ``spawn`` (``None``:
@@ -246,7 +246,9 @@ class WorkerPool:
     @property
     def ctx(self) -> Any:
         """The ``multiprocessing`` context of the start method the workers
-        use, for making shared objects (``pool.ctx.Value``, ``.Barrier``)."""
+        use, for making shared objects (``pool.ctx.Value``, ``.Barrier``,
+        ``.Lock``, ``.Event``, ``.Array``, ``.Queue``) that reach the workers
+        under that method."""
         method = _start.resolve(None, self._start_method)
         if method is None:
             # As the pool will settle it when it starts its workers.
@@ -531,9 +533,15 @@ class WorkerPool:
         worker is replaced (checked between chunks). ``worker_init`` and
         ``worker_exit`` run once in each worker, as it starts and as it
         stops. ``task_timeout``: seconds a task may run before its worker is
-        killed and the task fails with ``TimeoutError``. The first task that
-        fails raises its own exception, with the worker's traceback as its
-        cause, and the rest of the map is cancelled.
+        killed and the task fails with ``TimeoutError``.
+        ``worker_init_timeout`` and ``worker_exit_timeout``: seconds
+        ``worker_init`` and ``worker_exit`` may run before their worker is
+        killed (even inside C code) and the map raises ``TimeoutError``
+        naming the hook; a worker stuck in ``worker_init`` fails the tasks
+        waiting for a worker, and the pool's workers are then stopped (the
+        next map starts others). The first task that fails raises its own
+        exception, with the worker's traceback as its cause, and the rest of
+        the map is cancelled.
         """
         items = self.imap(
             func,
@@ -832,8 +840,9 @@ class WorkerPool:
         first; returns an :class:`AsyncResult`. ``args`` that is not an
         iterable (or is a ``str``, ``bytes`` or numpy array) is the one
         argument. The first call starts the workers, with its
-        ``worker_init`` and ``worker_exit``; later ones cannot change them.
-        ``callback`` and ``error_callback`` run in the parent."""
+        ``worker_init`` and ``worker_exit`` and their timeouts (see
+        :meth:`map`); later ones cannot change them. ``callback`` and
+        ``error_callback`` run in the parent."""
         _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         jobs = self._jobs
         if jobs is None:

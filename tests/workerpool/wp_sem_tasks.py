@@ -110,3 +110,10 @@ def big_exit(*_: object) -> bytes:
 def add_to_value_in_pair(pair: tuple[Any, Any], x: int) -> int:
     """add_to_value on the first of the shared objects."""
     return add_to_value(pair[0], x)
+
+
+def stamp_then_sleep_in_c(stamp: Any) -> None:
+    """worker_init that records when it started (time.time()) in the shared
+    Value ``stamp``, then blocks in C: for measuring the init timeout's latency."""
+    stamp.value = time.time()
+    sleep_in_c()
