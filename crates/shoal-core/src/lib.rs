@@ -51,7 +51,7 @@ mod worker;
 
 pub use chunking::{map_chunks, window_chunks, PlanError};
 pub use engine::{
-    live_threads, thread_ended, thread_started, Engine, EngineConfig, EngineError, Lifespan, Phase, Want,
+    live_threads, thread_ended, thread_started, Engine, EngineConfig, EngineError, ExitReport, Lifespan, Phase, Want,
 };
 pub use frame::Status;
 pub use funcs::FuncId;

@@ -21,9 +21,10 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::{PyTraverseError, PyVisit};
-use shoal_core::frame::task;
+use shoal_core::frame::{self, task};
 use shoal_core::{
-    Engine, EngineConfig, EngineError, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
+    Engine, EngineConfig, EngineError, ExitReport, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want,
+    ZygoteLauncher,
 };
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
@@ -260,8 +261,9 @@ impl PyEngine {
 
     /// Create a job running function `func`; returns its id. `window`
     /// bounds chunks in flight; past `timeout` seconds a chunk's worker is
-    /// killed and the chunk times out.
-    #[pyo3(signature = (func, task_bits, ordered, window=None, timeout=None))]
+    /// killed and the chunk times out; `pinned`: chunk `i` runs only on the
+    /// worker in slot `i % processes` (MPIRE's `order_tasks`).
+    #[pyo3(signature = (func, task_bits, ordered, window=None, timeout=None, pinned=false))]
     fn new_job(
         &self,
         func: u32,
@@ -269,13 +271,15 @@ impl PyEngine {
         ordered: bool,
         window: Option<u32>,
         timeout: Option<f64>,
+        pinned: bool,
     ) -> PyResult<u32> {
         let order = if ordered { Order::Ordered } else { Order::Unordered };
         let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
         let spec = JobSpec::new(func, task_bits)
             .order(order)
             .window(window)
-            .timeout(timeout);
+            .timeout(timeout)
+            .pinned(pinned);
         self.engine()?.new_job(spec).map_err(engine_err)
     }
 
@@ -444,11 +448,36 @@ impl PyEngine {
         Ok(out)
     }
 
-    /// What workers' exit hooks returned since the last call, as
-    /// `[(slot, payload)]` in the order they exited.
+    /// What workers' exit hooks returned since the last call, in the order
+    /// they exited, as `[(slot, payload, None)]`, or `(slot, None, message)`
+    /// for a hook killed at the exit timeout.
     fn take_exit_results<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let got = self.engine()?.take_exit_results();
-        PyList::new(py, got.iter().map(|(slot, p)| (*slot, PyBytes::new(py, p))))
+        PyList::new(
+            py,
+            got.into_iter().map(|(slot, report)| match report {
+                ExitReport::Returned(p) => (slot, Some(PyBytes::new(py, &p)), None),
+                ExitReport::TimedOut(msg) => (slot, None, Some(msg)),
+            }),
+        )
+    }
+
+    /// Seconds a worker's initializer may run (`init`, counted from when it
+    /// is sent its settings) and a worker told to exit may run its exit hook
+    /// (`exit`) before it is killed; either failure is reported (see
+    /// `EngineConfig::init_timeout`, `exit_timeout`). None: no limit (for
+    /// `exit`, the exit grace, unreported).
+    #[pyo3(signature = (init=None, exit=None))]
+    fn set_hook_timeouts(&self, init: Option<f64>, exit: Option<f64>) -> PyResult<()> {
+        let secs = |what: &str, t: Option<f64>| -> PyResult<Option<Duration>> {
+            t.map(|t| {
+                Duration::try_from_secs_f64(t.max(0.0)).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
+            })
+            .transpose()
+        };
+        let (init, exit) = (secs("init", init)?, secs("exit", exit)?);
+        self.engine()?.set_hook_timeouts(init, exit);
+        Ok(())
     }
 
     /// Stop accepting jobs; queued work finishes, then workers exit.
@@ -737,6 +766,15 @@ fn worker_prelude(parent_pid: i32) -> bool {
     }
 }
 
+/// The `InitStarted` frame a worker sends as its user initializer starts
+/// (the engine's init timeout counts from it).
+#[pyfunction]
+fn init_started_frame(py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
+    let mut out = Vec::new();
+    frame::encode(&mut out, frame::Header::init_started(), &[]).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyBytes::new(py, &out))
+}
+
 /// `ItemErrors` as `ITEM_ERRORS`: the name of a protocol constant.
 fn upper_snake(name: &str) -> String {
     let mut out = String::new();
@@ -757,8 +795,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        check_kernel, dumpable, live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply,
-        PyEngine, WorkerLoop,
+        check_kernel, dumpable, init_started_frame, live_threads, map_chunks, window_chunks, worker_prelude, JobResult,
+        PlainApply, PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]
