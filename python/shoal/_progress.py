@@ -129,7 +129,7 @@ def _classes() -> tuple[Any, Any]:
     if "std" not in _made:
         from tqdm import tqdm
 
-        class StdBar(tqdm):  # type: ignore[misc]
+        class StdBar(tqdm):
             # No tqdm monitor thread: this bar's own thread refreshes it,
             # and a thread started here would be alive when workers fork.
             monitor_interval = 0
@@ -160,7 +160,7 @@ def _rich_class() -> Any:
         except ImportError as exc:
             raise ImportError("progress_bar_style='rich' needs rich: pip install rich") from exc
 
-        class RichBar(tqdm_rich):  # type: ignore[misc]
+        class RichBar(tqdm_rich):
             monitor_interval = 0
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -192,7 +192,7 @@ def _notebook_class() -> Any:
     if "notebook" not in _made:
         from tqdm.notebook import tqdm_notebook
 
-        class NotebookBar(tqdm_notebook):  # type: ignore[misc]
+        class NotebookBar(tqdm_notebook):
             monitor_interval = 0
 
             @classmethod
@@ -242,10 +242,10 @@ class Progress:
                 return
             self._bar = bar_class(self._style)(**self._options)
         self._sources = (count, total, outcome)
-        self._thread = threading.Thread(
-            target=self._follow, args=(count, total, outcome), name="shoal-progress", daemon=True
-        )
-        self._thread.start()
+        thread = threading.Thread(target=self._follow, args=(count, total, outcome), name="shoal-progress", daemon=True)
+        thread.start()
+        # Only a started thread is joined: Ctrl-C may land between the two.
+        self._thread = thread
 
     def _follow(
         self,
@@ -308,7 +308,11 @@ class Progress:
             self._closed = True
             bar = self._bar
             if bar is None:
-                return
+                if how == LEFT:
+                    return
+                # Ended before it was drawn (Ctrl-C as workers started, a
+                # failure at the first chunk): drawn now, to say how.
+                bar = self._bar = bar_class(self._style)(**self._options)
             try:
                 if how is None:
                     if total is not None and bar.total != total:

@@ -413,12 +413,12 @@ class Pool:
     ) -> IMapUnorderedIterator[T]:
         """Like :meth:`imap`, but yields results as they complete."""
         self._check_running()
-        it = self._jobs.imap(func, iterable, False, chunksize, ordered=False)
-        if not progress_bar and progress_bar_options is None and progress_bar_style is None:
-            return it  # type: ignore[return-value]
-        return self._imap_with_bar(  # type: ignore[return-value]
-            it, iterable, progress_bar, progress_bar_options, progress_bar_style
+        it: IMapUnorderedIterator[T] = self._jobs.imap(  # type: ignore[assignment]
+            func, iterable, False, chunksize, ordered=False
         )
+        if not progress_bar and progress_bar_options is None and progress_bar_style is None:
+            return it
+        return self._imap_with_bar(it, iterable, progress_bar, progress_bar_options, progress_bar_style)
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
