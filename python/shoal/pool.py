@@ -449,6 +449,9 @@ class Pool:
             self._jobs.finish_lazy()
         self._engine.join()
         self._jobs.join_feeders()
+        for progress in list(self._bars):
+            # Every job has ended: a bar its reader left closes where it is.
+            progress.end(_progress.LEFT)
         self._release_backend()
 
     def _shutdown(self, collected: bool = False) -> None:

@@ -408,7 +408,10 @@ class WorkerPool:
     def _keep_stats(self, engine: _shoal.Engine) -> None:
         """Keep the counters of workers that have stopped, for insights."""
         if self._insights_enabled:
-            self._last_stats = engine.stats()
+            try:
+                self._last_stats = engine.stats()
+            except RuntimeError:
+                pass  # an engine already released: the last counters stay
 
     def _stats(self) -> dict[str, Any] | None:
         """The running workers' counters, or the last ones' once stopped."""
@@ -528,7 +531,14 @@ class WorkerPool:
         stops. ``task_timeout``: seconds a task may run before its worker is
         killed and the task fails with ``TimeoutError``. The first task that
         fails raises its own exception, with the worker's traceback as its
-        cause, and the rest of the map is cancelled.
+        cause, and the rest of the map is cancelled. ``progress_bar``: draw
+        a tqdm bar in this process, fed from the engine's counters (no cost
+        per task); ``progress_bar_options``: tqdm's keyword arguments, over
+        MPIRE's defaults; ``progress_bar_style``: ``"std"``, ``"rich"``,
+        ``"notebook"`` or ``"dashboard"`` (draws nothing). The bar shows a
+        failure, a terminate or a Ctrl-C when the map ends so.
+        ``enable_insights`` (keyword only): turn insights on or off from
+        this map on (see :meth:`get_insights`).
         """
         items = self.imap(
             func,
