@@ -121,6 +121,8 @@ def bar_class(style: str | None) -> Any:
 
 
 _made: dict[str, Any] = {}
+# The lock every bar of shoal's draws under (see StdBar).
+_THREAD_LOCK = threading.RLock()
 
 
 def _classes() -> tuple[Any, Any]:
@@ -133,6 +135,11 @@ def _classes() -> tuple[Any, Any]:
             # No tqdm monitor thread: this bar's own thread refreshes it,
             # and a thread started here would be alive when workers fork.
             monitor_interval = 0
+            # Bars are drawn by this process only: a thread lock, not
+            # tqdm's default, which makes a multiprocessing lock (and, with
+            # spawn or forkserver as the default start method, starts
+            # multiprocessing's resource tracker process).
+            _lock = _THREAD_LOCK
 
             @classmethod
             def try_options(cls, options: dict[str, Any]) -> None:
@@ -162,6 +169,7 @@ def _rich_class() -> Any:
 
         class RichBar(tqdm_rich):
             monitor_interval = 0
+            _lock = _THREAD_LOCK  # see StdBar
 
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 # rich refreshes on a thread of its own unless told not to;
@@ -194,6 +202,7 @@ def _notebook_class() -> Any:
 
         class NotebookBar(tqdm_notebook):
             monitor_interval = 0
+            _lock = _THREAD_LOCK  # see StdBar
 
             @classmethod
             def try_options(cls, options: dict[str, Any]) -> None:

@@ -263,3 +263,20 @@ def test_no_bar_thread_is_left_behind() -> None:
         pool.map(pt.square, range(10), progress_bar=True, progress_bar_options={"file": io.StringIO()})
     after: Iterator[str] = (t.name for t in threading.enumerate())
     assert "shoal-progress" not in set(after) - before
+
+
+@pytest.mark.timeout(30)
+def test_outside_a_kernel_is_not_a_notebook() -> None:
+    assert not _progress._in_notebook()
+    assert _progress.bar_class("notebook") is _progress.bar_class("std")
+
+
+@pytest.mark.timeout(30)
+def test_in_a_kernel_the_notebook_style_is_the_widget(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ipywidgets", reason="the widget bar needs ipywidgets")
+    from tqdm.notebook import tqdm_notebook
+
+    monkeypatch.setattr(_progress, "_in_notebook", lambda: True)
+    cls = _progress.bar_class("notebook")
+    assert issubclass(cls, tqdm_notebook)
+    _progress.check_options(True, {"desc": "w"}, "notebook", 3)
