@@ -18,12 +18,14 @@ duration is the chunk's and its arguments say how many tasks it held.
 
 from __future__ import annotations
 
+import io
 import math
+import pickle
 from datetime import timedelta
 from typing import Any
 
 from shoal import _protocol as P
-from shoal._pickling import loads_chunk, loads_one
+from shoal._shoal import unpack_one, unpack_values
 from shoal.utils import is_ndarray
 
 PARTS = ("start_up", "init", "waiting", "working", "exit")
@@ -47,6 +49,25 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
+class _Unpickler(pickle.Unpickler):
+    """Loads a kept input here, in the parent, for its repr. An input whose
+    large buffers travelled in shared memory is refused: loading it would
+    read (and free) blocks that belong to other chunks by now."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "shoal._shm":
+            raise pickle.UnpicklingError("its buffers were in shared memory")
+        return super().find_class(module, name)
+
+
+def _load(payload: bytes, single: bool) -> Any:
+    """A kept chunk input, as ``_pickling.loads_one``/``loads_chunk`` load
+    it: a pickle, or numbers packed by the extension."""
+    if payload[:1] == b"\x80":  # a pickle (protocol 2+)
+        return _Unpickler(io.BytesIO(payload)).load()
+    return unpack_one(payload) if single else unpack_values(payload)
+
+
 def _task_args(item: Any) -> str:
     """One task's arguments as MPIRE shows them (``Arg 0: 5 | Arg 1: 2``),
     unpacked as a ``WorkerPool`` task unpacks them: a dict into keywords,
@@ -63,14 +84,14 @@ def describe_input(task_bits: int, payload: bytes, items: int) -> str:
     of several, the first few tasks' and how many it held."""
     try:
         if task_bits & P.SINGLE:
-            one = loads_one(payload)
+            one = _load(payload, True)
             if task_bits & P.APPLY:  # (args, kwargs) of an apply
                 args, kwargs = one
                 parts = [f"Arg {i}: {v!r}" for i, v in enumerate(args)]
                 parts += [f"Arg {k}: {v!r}" for k, v in kwargs.items()]
                 return " | ".join(parts)
             return _task_args(one)
-        tasks = list(loads_chunk(payload))
+        tasks = list(_load(payload, False))
     except Exception:  # noqa: BLE001 - an input that does not load here is shown as not kept
         return NOT_KEPT
     if len(tasks) == 1:

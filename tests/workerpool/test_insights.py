@@ -161,3 +161,19 @@ def test_seconds_are_formatted_as_mpire_formats_them() -> None:
     assert _insights.format_seconds(0) == "0:00:00"
     assert _insights.format_seconds(3661.5) == "1:01:01.500"
     assert _insights.format_seconds(0.0005) == "0:00:00.000"
+
+
+@pytest.mark.timeout(60)
+def test_arguments_in_shared_memory_are_not_loaded_again(method: str) -> None:
+    """A large array travels in shared memory; the parent never loads the
+    kept input of such a chunk (its blocks belong to other chunks by then),
+    and the arrays after it arrive intact."""
+    np = pytest.importorskip("numpy")
+    big = np.arange(8 * 200_000, dtype=np.float64).reshape(8, 200_000)
+    with shoal.WorkerPool(2, enable_insights=True, start_method=method, keep_alive=True) as pool:
+        sums = pool.map(pt.row_sums, big, n_splits=8)
+        assert np.array_equal(sums, big.sum(axis=1))
+        args = pool.get_insights()["top_5_max_task_args"]
+        assert args and all(a == _insights.NOT_KEPT for a in args)
+        again = pool.map(pt.row_sums, big + 1, n_splits=8)
+        assert np.array_equal(again, (big + 1).sum(axis=1))
