@@ -340,19 +340,17 @@ class Pool:
 
     def _imap_with_bar(
         self,
-        it: _Iterator,
+        make: Callable[[], _Iterator],
         iterable: Iterable[Any],
         progress_bar: bool,
         options: dict[str, Any] | None,
         style: str | None,
     ) -> _Iterator:
-        """Make ``it``'s bar follow it, closing once it has ended."""
+        """The iterator ``make()`` returns, its options checked first and
+        its bar following it, closing once it has ended."""
         total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
-        try:
-            progress = self._progress(progress_bar, options, style, total)
-        except BaseException:
-            self._engine.abandon(it._job)
-            raise
+        progress = self._progress(progress_bar, options, style, total)
+        it = make()
         if progress is None:
             return it
         engine, job, lazy = self._engine, it._job, it._lazy  # the job layer's, read only
@@ -396,10 +394,15 @@ class Pool:
         thread that joins, or by a thread that has exited) stops where it is,
         and reading it on raises ``ValueError`` there."""
         self._check_running()
-        it = self._jobs.imap(func, iterable, False, chunksize, ordered=True)
         if not progress_bar and progress_bar_options is None and progress_bar_style is None:
-            return it
-        return self._imap_with_bar(it, iterable, progress_bar, progress_bar_options, progress_bar_style)
+            return self._jobs.imap(func, iterable, False, chunksize, ordered=True)
+        return self._imap_with_bar(
+            lambda: self._jobs.imap(func, iterable, False, chunksize, ordered=True),
+            iterable,
+            progress_bar,
+            progress_bar_options,
+            progress_bar_style,
+        )
 
     def imap_unordered(
         self,
@@ -413,12 +416,13 @@ class Pool:
     ) -> IMapUnorderedIterator[T]:
         """Like :meth:`imap`, but yields results as they complete."""
         self._check_running()
-        it: IMapUnorderedIterator[T] = self._jobs.imap(  # type: ignore[assignment]
-            func, iterable, False, chunksize, ordered=False
-        )
+
+        def make() -> IMapUnorderedIterator[T]:
+            return self._jobs.imap(func, iterable, False, chunksize, ordered=False)  # type: ignore[return-value]
+
         if not progress_bar and progress_bar_options is None and progress_bar_style is None:
-            return it
-        return self._imap_with_bar(it, iterable, progress_bar, progress_bar_options, progress_bar_style)
+            return make()
+        return self._imap_with_bar(make, iterable, progress_bar, progress_bar_options, progress_bar_style)
 
     # -- lifecycle -----------------------------------------------------------
     def close(self) -> None:
