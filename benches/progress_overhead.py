@@ -8,6 +8,9 @@ map of ``N`` one-line tasks on a warm pool of 2 workers:
   with both;
 * ``shoal.Pool.map`` without a bar and with one.
 
+Then what a bar costs per map, whatever its size (drawing it, its thread,
+closing it), from maps of 10 tasks.
+
 The bar draws to stderr; send it to /dev/null to keep the terminal quiet:
 
     .venv/bin/python benches/progress_overhead.py 2>/dev/null
@@ -72,5 +75,29 @@ def main() -> None:
         )
 
 
+def fixed_cost(maps: int = 50) -> None:
+    """What a bar adds to one map, from many maps of 10 tasks."""
+    with shoal.Pool(2) as pool, shoal.WorkerPool(2, keep_alive=True) as wp:
+        calls = {
+            "Pool": lambda: pool.map(task, range(10)),
+            "Pool + bar": lambda: pool.map(task, range(10), progress_bar=True),
+            "WorkerPool": lambda: wp.map(task, range(10)),
+            "WorkerPool + bar": lambda: wp.map(task, range(10), progress_bar=True),
+        }
+        for call in calls.values():
+            call()  # warm: workers, the function, tqdm imported
+        per_map: dict[str, list[float]] = {}
+        for _ in range(ROUNDS):
+            for name, call in calls.items():
+                t0 = time.perf_counter()
+                for _ in range(maps):
+                    call()
+                per_map.setdefault(name, []).append((time.perf_counter() - t0) / maps)
+    print("a map of 10 tasks, median ms per map")
+    for name, values in per_map.items():
+        print(f"  {name:<28} {statistics.median(values) * 1e3:7.2f} ms")
+
+
 if __name__ == "__main__":
     main()
+    fixed_cost()
