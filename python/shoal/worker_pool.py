@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Sized
 from typing import Any, Generic, TypeVar
 
-from shoal import _backend, _errors, _platform, _shoal, _start, _wp_worker
+from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _start, _wp_worker
 from shoal._errors import func_name, rebuild
 from shoal._jobs import IMapIterator, Jobs
 from shoal._pickling import PROTOCOL, cloud_pickler, dumps_func, loads
@@ -50,7 +50,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 START_METHODS = ("fork", "forkserver", "spawn", "threading")
-PROGRESS_BAR_STYLES = (None, "std", "rich", "notebook", "dashboard")
+PROGRESS_BAR_STYLES = _progress.STYLES
 # How long a worker told to exit may run worker_exit before it is killed,
 # when the map gives no worker_exit_timeout: as long as it needs, within reason.
 EXIT_GRACE = 24 * 3600.0
@@ -179,7 +179,9 @@ class WorkerPool:
     lambdas, closures and a script's functions under every start method.
     ``order_tasks``: chunk ``i`` of each map goes to worker ``i % n_jobs``
     (and waits for it), instead of to whichever worker is free.
-    ``enable_insights`` and ``start_method="threading"`` raise
+    ``enable_insights``: keep the timings :meth:`get_insights` and
+    :meth:`print_insights` report (the engine counts them anyway; this
+    only says whether to report them). ``start_method="threading"`` raises
     ``NotImplementedError`` for now.
 
     Shared objects reach the workers as ``multiprocessing`` passes a
@@ -215,8 +217,6 @@ class WorkerPool:
             raise ValueError(f"start_method should be one of {START_METHODS}, not {start_method!r}")
         if start_method == "threading":
             raise _not_implemented("start_method='threading'")
-        if enable_insights:
-            raise _not_implemented("enable_insights (get_insights, print_insights)")
         self._start_method = start_method
         self._order_tasks = bool(order_tasks)
         self._cpu_ids = check_cpu_ids(cpu_ids, self._n_jobs)
@@ -226,6 +226,12 @@ class WorkerPool:
         self._use_worker_state = bool(use_worker_state)
         self._keep_alive = bool(keep_alive)
         self._use_dill = bool(use_dill)
+        self._insights_enabled = bool(enable_insights)
+        # The engine's counters as the last workers left them, for insights
+        # read after they stopped (Engine.stats; see _insights.py).
+        self._last_stats: dict[str, Any] | None = None
+        # The bar of the map under way, so terminate() can close it.
+        self._progress: _progress.Progress | None = None
         # Set when a setter changed what running workers were started with.
         self._params_changed = False
         # What the running workers were started with.
@@ -427,6 +433,7 @@ class WorkerPool:
                 engine.close()
                 engine.join()
                 self._take_exit_results()
+                self._keep_stats(engine)
         except BaseException:
             self._halt()
             raise
@@ -451,7 +458,47 @@ class WorkerPool:
             return
         backend.engine.terminate()
         backend.engine.join()
+        self._keep_stats(backend.engine)
         backend.release()
+
+    def _keep_stats(self, engine: _shoal.Engine) -> None:
+        """Keep the counters of workers that have stopped, for insights."""
+        if self._insights_enabled:
+            try:
+                self._last_stats = engine.stats()
+            except RuntimeError:
+                pass  # an engine already released: the last counters stay
+
+    def _stats(self) -> dict[str, Any] | None:
+        """The running workers' counters, or the last ones' once stopped."""
+        backend = self._backend
+        if backend is not None and os.getpid() == self._owner:
+            try:
+                return backend.engine.stats()
+            except RuntimeError:
+                pass  # stopping meanwhile: the last counters are kept
+        return self._last_stats
+
+    def get_insights(self) -> dict[str, Any]:
+        """Timings of the workers, as MPIRE reports them: per worker
+        (``n_completed_tasks``, ``start_up_time``, ``init_time``,
+        ``waiting_time``, ``working_time``, ``exit_time``), their totals
+        (``total_..._time``, ``total_time``), means, standard deviations and
+        ratios (``..._time_mean``, ``..._time_std``, ``..._ratio``), and the
+        five longest tasks (``top_5_max_task_durations``,
+        ``top_5_max_task_args``). Times are strings such as
+        ``'0:00:01.142'``. Readable during an imap; after the workers stop,
+        the last workers' timings. Empty unless ``enable_insights=True`` and
+        workers have started. Chunks are what workers time: see
+        ``shoal._insights`` for what that means for the top five."""
+        if not self._insights_enabled:
+            return {}
+        stats = self._stats()
+        return {} if stats is None else _insights.insights(stats)
+
+    def print_insights(self) -> None:
+        """Print :meth:`get_insights` as a table."""
+        print(_insights.table(self.get_insights()))
 
     def stop_and_join(self, keep_alive: bool = False) -> None:
         """Stop the workers once they have finished their tasks, running
@@ -473,6 +520,9 @@ class WorkerPool:
         ``RuntimeError`` when used. The pool can start workers again."""
         self._generation += 1
         self._map_running = False
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.finish(_progress.TERMINATED)
         self._end_current()
         self._halt()
 
@@ -518,6 +568,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> Any:
         """``func`` over every task, as a list in input order (or one numpy
         array: results that are arrays are concatenated unless
@@ -541,7 +593,14 @@ class WorkerPool:
         waiting for a worker, and the pool's workers are then stopped (the
         next map starts others). The first task that fails raises its own
         exception, with the worker's traceback as its cause, and the rest of
-        the map is cancelled.
+        the map is cancelled. ``progress_bar``: draw a tqdm bar in this
+        process, fed from the engine's counters (no cost per task);
+        ``progress_bar_options``: tqdm's keyword arguments, over MPIRE's
+        defaults; ``progress_bar_style``: ``"std"``, ``"rich"``,
+        ``"notebook"`` or ``"dashboard"`` (draws nothing). The bar shows a
+        failure, a terminate or a Ctrl-C when the map ends so.
+        ``enable_insights`` (keyword only): turn insights on or off from
+        this map on (see :meth:`get_insights`).
         """
         items = self.imap(
             func,
@@ -559,6 +618,7 @@ class WorkerPool:
             worker_exit_timeout,
             progress_bar_options,
             progress_bar_style,
+            enable_insights=enable_insights,
         )
         results = list(items)
         if concatenate_numpy_output and results and is_ndarray(results[0]):
@@ -584,6 +644,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> list[Any]:
         """Like :meth:`map`, as a list in the order tasks finish."""
         return list(
@@ -603,6 +665,7 @@ class WorkerPool:
                 worker_exit_timeout,
                 progress_bar_options,
                 progress_bar_style,
+                enable_insights=enable_insights,
             )
         )
 
@@ -623,6 +686,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> Generator[Any, None, None]:
         """Like :meth:`map`, as a generator of results in input order. Input
         is read as workers need it; nothing starts until the first result is
@@ -641,6 +706,7 @@ class WorkerPool:
             progress_bar_options,
             progress_bar_style,
         )
+        self._enable_insights(enable_insights)
         return self._run(func, plan, True, worker_init, worker_exit, self._generation)
 
     def imap_unordered(
@@ -660,6 +726,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> Generator[Any, None, None]:
         """Like :meth:`imap`, yielding results in the order tasks finish."""
         plan = self._plan(
@@ -676,7 +744,14 @@ class WorkerPool:
             progress_bar_options,
             progress_bar_style,
         )
+        self._enable_insights(enable_insights)
         return self._run(func, plan, False, worker_init, worker_exit, self._generation)
+
+    def _enable_insights(self, enable_insights: bool | None) -> None:
+        """A map's ``enable_insights`` (older MPIRE took it there): turns
+        insights on or off for the pool from this map on."""
+        if enable_insights is not None:
+            self._insights_enabled = bool(enable_insights)
 
     def _plan(
         self,
@@ -695,7 +770,8 @@ class WorkerPool:
     ) -> _Plan:
         """Check a map's parameters as MPIRE does and work out its input,
         chunk size and window."""
-        _check_progress_bar(progress_bar, progress_bar_options, progress_bar_style)
+        if progress_bar_options is not None and not isinstance(progress_bar_options, dict):
+            raise TypeError("progress_bar_options should be a dictionary")
         _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         check_number(iterable_len, "iterable_len", (int,), True, 0)
         check_number(chunk_size, "chunk_size", (int, float), True, 1)
@@ -729,7 +805,12 @@ class WorkerPool:
         else:
             size = None  # the engine sizes chunks by measured task time
         window = None if max_tasks_active is None else max(1, max_tasks_active // (size or 1))
-        return _Plan(items, size, window, task_timeout, worker_lifespan, worker_init_timeout, worker_exit_timeout)
+        plan = _Plan(items, size, window, task_timeout, worker_lifespan, worker_init_timeout, worker_exit_timeout)
+        # The bar's total: the number of tasks, or of row blocks.
+        total = n_tasks if n_tasks is not None or not isinstance(items, Sized) else len(items)
+        plan.progress = _check_progress_bar(progress_bar, progress_bar_options, progress_bar_style, total)
+        plan.total = total
+        return plan
 
     def _run(
         self,
@@ -753,6 +834,10 @@ class WorkerPool:
         # are stopped even with keep_alive, as MPIRE stops its pool.
         init_stuck = False
         self._map_running = True
+        # How the bar ends if the map does not finish: as failed, unless
+        # said otherwise below.
+        stopped = _progress.FAILED
+        it: IMapIterator[Any] | None = None
         try:
             jobs = self._start_workers(worker_init, worker_exit, plan.lifespan, plan.init_timeout, plan.exit_timeout)
             call = _wp_worker.MapCall(dumps_func(func, jobs.inherited)[0], func_name(func))
@@ -767,6 +852,11 @@ class WorkerPool:
                 pinned=self._order_tasks,
             )
             self._current = it
+            if plan.progress is not None:
+                # Drawn once the workers run, so no thread of the bar's is
+                # alive when they fork.
+                self._progress = plan.progress
+                plan.progress.start(*_progress_sources(jobs.engine, it, plan.total))
             try:
                 for value in it:
                     yield value
@@ -778,7 +868,20 @@ class WorkerPool:
                 init_stuck = _name_init_hook(exc)
                 raise
             finished = True
+        except KeyboardInterrupt:
+            stopped = _progress.INTERRUPTED
+            raise
+        except GeneratorExit:
+            stopped = _progress.LEFT  # the caller stopped reading: the bar stays where it is
+            raise
         finally:
+            if plan.progress is not None:
+                if self._progress is plan.progress:
+                    self._progress = None
+                if finished:
+                    plan.progress.finish(None, total=_items_read(it))
+                else:
+                    plan.progress.finish(stopped, n=_count_of(it))
             # After terminate() the pool is no longer this map's: leave it be.
             if self._generation == generation:
                 self._map_running = False
@@ -858,10 +961,21 @@ class WorkerPool:
 
 
 class _Plan:
-    """A map's input, chunk size, window, deadline, worker lifespan, and
-    the limits on its workers' ``worker_init`` and ``worker_exit``."""
+    """A map's input, chunk size, window, deadline, worker lifespan, the
+    limits on its workers' ``worker_init`` and ``worker_exit``, and its
+    progress bar (``None``: none) and number of tasks if known."""
 
-    __slots__ = ("chunk_size", "exit_timeout", "init_timeout", "items", "lifespan", "timeout", "window")
+    __slots__ = (
+        "chunk_size",
+        "exit_timeout",
+        "init_timeout",
+        "items",
+        "lifespan",
+        "progress",
+        "timeout",
+        "total",
+        "window",
+    )
 
     def __init__(
         self,
@@ -880,6 +994,8 @@ class _Plan:
         self.lifespan = lifespan
         self.init_timeout = init_timeout
         self.exit_timeout = exit_timeout
+        self.progress: _progress.Progress | None = None
+        self.total: int | None = None
 
 
 def _check_timeouts(task: float | None, init: float | None, exit: float | None) -> None:
@@ -961,14 +1077,40 @@ def _unsendable(method: str, exc: Exception) -> RuntimeError:
 
 
 def _check_progress_bar(
-    progress_bar: bool, progress_bar_options: dict[str, Any] | None, progress_bar_style: str | None
-) -> None:
-    if progress_bar_options is not None and not isinstance(progress_bar_options, dict):
-        raise TypeError("progress_bar_options should be a dictionary")
-    if progress_bar_style not in PROGRESS_BAR_STYLES:
-        raise ValueError(
-            f'Invalid progress bar style: {progress_bar_style}. Use either None (=default), "std", "rich", '
-            f'"notebook" or "dashboard"'
-        )
-    if progress_bar:
-        raise _not_implemented("progress_bar (and progress_bar_options, progress_bar_style)")
+    progress_bar: bool, progress_bar_options: dict[str, Any] | None, progress_bar_style: str | None, total: int | None
+) -> _progress.Progress | None:
+    """The map's bar (not drawn yet), or ``None`` without one; its options
+    checked as MPIRE checks them (see ``_progress.check_options``)."""
+    options = _progress.check_options(progress_bar, progress_bar_options, progress_bar_style, total)
+    return _progress.Progress(options, progress_bar_style) if progress_bar else None
+
+
+def _progress_sources(
+    engine: _shoal.Engine, it: IMapIterator[Any], total: int | None
+) -> tuple[Callable[[], int | None], Callable[[], int | None]]:
+    """What a map's bar follows: the tasks of its job that have finished
+    (from the engine's counters), and how many tasks there are (known at
+    the call, or once the input has been read to its end)."""
+    lazy = it._lazy  # the job layer's, read only
+
+    def known_total() -> int | None:
+        if total is not None:
+            return total
+        return lazy.items_read if lazy.ended.is_set() else None
+
+    return _progress.job_counter(engine, it._job), known_total
+
+
+def _items_read(it: IMapIterator[Any] | None) -> int | None:
+    """The tasks a finished map ran: every one it read."""
+    return None if it is None else it._lazy.items_read
+
+
+def _count_of(it: IMapIterator[Any] | None) -> int | None:
+    """The tasks of an unfinished map that ran, if the engine still knows."""
+    if it is None:
+        return None
+    try:
+        return _progress.finished_items(it._lazy.engine.job_stats(it._job))
+    except RuntimeError:
+        return None  # the engine has stopped

@@ -57,5 +57,5 @@ pub use frame::Status;
 pub use funcs::FuncId;
 pub use job::{JobId, JobSpec, Order, Outcome};
 pub use launch::{Exit, Launched, Launcher, SpawnLauncher, ZygoteLauncher};
-pub use stats::{Counts, JobStats, Slow, Slowest, Snapshot, Tally, WorkerStats, SLOWEST};
+pub use stats::{Counts, JobStats, Slow, SlowInput, Slowest, Snapshot, Tally, WorkerStats, KEEP_INPUT_BYTES, SLOWEST};
 pub use sys::probe_pidfd;

@@ -20,7 +20,7 @@ use crate::engine::{ExitReport, Phase, Start, State, CANCELLED, TERMINATED};
 use crate::frame::{Header, Kind, Status};
 use crate::job::JobId;
 use crate::launch::{Exit, Launched};
-use crate::stats::Slow;
+use crate::stats::{Slow, SlowInput};
 use crate::sys;
 use crate::worker::{Fate, Life, Task, Worker};
 use std::io;
@@ -275,13 +275,19 @@ impl State {
                     if status.ran() {
                         let run = Duration::from_nanos(h.run_ns());
                         stats.busy += run;
-                        stats.slowest.offer(Slow {
+                        // The input too, for insights to show the slowest
+                        // tasks' arguments: copied only for a chunk that
+                        // enters the list.
+                        let slow = Slow {
                             run,
                             job: task.job,
                             chunk: task.index,
                             first_item: task.first_item,
                             items: task.items,
-                        });
+                        };
+                        stats
+                            .slowest
+                            .offer_with(slow, || SlowInput::keep(task.task_bits, &task.payload));
                     }
                     self.funcs.record(task.func, h.run_ns(), task.items);
                     self.complete(&task, status, payload, h.run_ns(), h.failed());

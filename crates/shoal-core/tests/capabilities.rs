@@ -101,6 +101,14 @@ fn counters_add_up_and_can_be_read_while_work_runs() {
     assert!(w
         .iter()
         .any(|s| s.slowest.as_slice()[0].run >= Duration::from_millis(40)));
+    // The slot keeps the slowest chunk's input too, for insights to show
+    // its arguments.
+    let slow = w
+        .iter()
+        .find(|s| s.slowest.as_slice().first().is_some_and(|x| x.chunk == 20))
+        .expect("a slot ran chunk 20");
+    let kept = slow.slowest.inputs()[0].as_ref().expect("input kept");
+    assert_eq!((kept.task_bits, &kept.payload[..]), (0, &b"sleep:40:slow"[..]));
     // Idle time grows while nothing runs.
     let before: Duration = w.iter().map(|s| s.idle).sum();
     std::thread::sleep(Duration::from_millis(50));

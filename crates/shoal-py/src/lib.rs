@@ -131,14 +131,29 @@ fn tally_dict<'py>(py: Python<'py>, t: &Tally) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
-/// The slowest chunks as `[(seconds, job, chunk, first_item, items)]`.
+/// The slowest chunks as `[(seconds, job, chunk, first_item, items,
+/// input)]`; `input` is `(task_bits, pickled chunk)` where the engine kept
+/// it (a worker slot's slowest, of up to `KEEP_INPUT_BYTES`), else None.
 fn slowest_list<'py>(py: Python<'py>, s: &shoal_core::Slowest) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(
-        py,
-        s.as_slice()
-            .iter()
-            .map(|x| (x.run.as_secs_f64(), x.job, x.chunk, x.first_item, x.items)),
-    )
+    let out = PyList::empty(py);
+    for (i, x) in s.as_slice().iter().enumerate() {
+        let input = match s.inputs().get(i) {
+            Some(Some(k)) => Some((k.task_bits, PyBytes::new(py, &k.payload))),
+            _ => None,
+        };
+        out.append((x.run.as_secs_f64(), x.job, x.chunk, x.first_item, x.items, input))?;
+    }
+    Ok(out)
+}
+
+/// A job's counters as `stats` gives them to Python.
+fn job_dict<'py>(py: Python<'py>, j: &shoal_core::JobStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("submitted", (j.submitted.chunks, j.submitted.items))?;
+    d.set_item("tally", tally_dict(py, &j.tally)?)?;
+    d.set_item("busy", j.busy.as_secs_f64())?;
+    d.set_item("slowest", slowest_list(py, &j.slowest)?)?;
+    Ok(d)
 }
 
 type Callbacks = Arc<Mutex<HashMap<u32, Py<PyAny>>>>;
@@ -412,7 +427,9 @@ impl PyEngine {
     /// Every counter at one moment, read without the GIL: `{"workers":
     /// [per slot], "job": the job's, or None}`. Times are in seconds; a
     /// tally maps "done", "failed" and "cancelled" to `(chunks, items)`;
-    /// slowest chunks are `(seconds, job, chunk, first_item, items)`.
+    /// slowest chunks are `(seconds, job, chunk, first_item, items, input)`,
+    /// `input` being `(task_bits, pickled chunk)` for a slot's slowest
+    /// chunks of at most `KEEP_INPUT_BYTES` (else None).
     #[pyo3(signature = (job=None))]
     fn stats<'py>(&self, py: Python<'py>, job: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine()?;
@@ -435,17 +452,19 @@ impl PyEngine {
         let out = PyDict::new(py);
         out.set_item("workers", workers)?;
         match &snap.job {
-            Some(j) => {
-                let d = PyDict::new(py);
-                d.set_item("submitted", (j.submitted.chunks, j.submitted.items))?;
-                d.set_item("tally", tally_dict(py, &j.tally)?)?;
-                d.set_item("busy", j.busy.as_secs_f64())?;
-                d.set_item("slowest", slowest_list(py, &j.slowest)?)?;
-                out.set_item("job", d)?;
-            }
+            Some(j) => out.set_item("job", job_dict(py, j)?)?,
             None => out.set_item("job", py.None())?,
         }
         Ok(out)
+    }
+
+    /// One job's counters, as `stats(job)["job"]` gives them, or None once
+    /// the job is finished and forgotten: what a progress bar polls, without
+    /// building every worker's.
+    fn job_stats<'py>(&self, py: Python<'py>, job: u32) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let engine = self.engine()?;
+        let snap = py.detach(|| engine.stats(Some(job)));
+        snap.job.as_ref().map(|j| job_dict(py, j)).transpose()
     }
 
     /// What workers' exit hooks returned since the last call, in the order
