@@ -389,6 +389,30 @@ impl PyEngine {
         unpickle_values(py, out, loads)
     }
 
+    /// Call `callback(job)` once, on the engine's callback thread, as soon
+    /// as the job has an outcome to take or has finished: how an event
+    /// loop hears of results without a thread waiting for them. Returns
+    /// False, and keeps nothing, if that is so already: look again instead.
+    /// One callback a job at a time (a caller multiplexes its waiters).
+    fn notify_ready(&self, job: u32, callback: Py<PyAny>) -> PyResult<bool> {
+        let engine = self.engine()?;
+        self.start_notifier();
+        // In the map before the engine may send: the callback thread looks
+        // it up as soon as it hears.
+        self.callbacks.lock().expect("callbacks lock").insert(job, callback);
+        if engine.watch_ready(job) {
+            return Ok(true);
+        }
+        drop(self.unwatch_job(job));
+        Ok(false)
+    }
+
+    /// Whether a worker holds (or has run) a chunk of the job: the engine's
+    /// answer to `concurrent.futures.Future.running()`.
+    fn dispatched(&self, job: u32) -> PyResult<bool> {
+        Ok(self.engine()?.dispatched(job))
+    }
+
     /// Whether every chunk of the job has an outcome.
     fn finished(&self, job: u32) -> PyResult<bool> {
         self.engine()?.finished(job).map_err(engine_err)
