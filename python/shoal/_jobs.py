@@ -755,6 +755,17 @@ class IMapIterator(Iterator[T], AsyncIterator[T], Generic[T]):
 
     async def __anext__(self) -> T:
         """The next result, awaited; ``StopAsyncIteration`` at the end."""
+        # Fast path, as in next(): what has arrived, in one coroutine.
+        items = self._items
+        if items:
+            try:
+                value = items.popleft()
+            except IndexError:
+                pass  # another thread took the last one
+            else:
+                if type(value) is _Raise:
+                    raise value.exc
+                return value
         return await self._anext(None)
 
     async def _anext(self, timeout: float | None) -> T:

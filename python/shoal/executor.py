@@ -275,8 +275,10 @@ class MapResults(Iterator[T], AsyncIterator[T]):
             raise TimeoutError from None
         except BaseException as exc:
             self.close()
-            _adapt(exc)
-            raise
+            adapted = _adapt(exc)
+            if adapted is exc:
+                raise
+            raise adapted from adapted.__cause__
 
     def __aiter__(self) -> MapResults[T]:
         return self
@@ -298,10 +300,13 @@ class MapResults(Iterator[T], AsyncIterator[T]):
             self.close()
             raise TimeoutError from None
         except BaseException as exc:
-            if not _is_cancel(exc):
-                self.close()
-                _adapt(exc)
-            raise
+            if _is_cancel(exc):
+                raise
+            self.close()
+            adapted = _adapt(exc)
+            if adapted is exc:
+                raise
+            raise adapted from adapted.__cause__
 
     def close(self) -> None:
         """Stop: no more input is read, tasks no worker holds yet are
