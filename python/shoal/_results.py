@@ -205,4 +205,3 @@ class ReadyWaiters:
             waiters, self._waiters = self._waiters, []
         for loop, fut in waiters:
             _wake_threadsafe(loop, fut)
-

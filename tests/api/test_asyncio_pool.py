@@ -81,9 +81,7 @@ def test_await_returns_after_the_callback_has_run(pool: shoal.Pool, gates) -> No
     seen: list[object] = []
 
     async def main() -> object:
-        result = pool.apply_async(
-            tasks.started_then_wait, (gates.path("s"), gates.path("go"), 5), callback=seen.append
-        )
+        result = pool.apply_async(tasks.started_then_wait, (gates.path("s"), gates.path("go"), 5), callback=seen.append)
         waiter = asyncio.ensure_future(result)
         await asyncio.sleep(0)  # the waiter is armed before the task may finish
         gates.open("go")
