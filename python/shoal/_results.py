@@ -97,7 +97,8 @@ class AsyncResult(abc.ABC, Generic[T]):
     ``JobResult`` (crates/shoal-py/src/result.rs), with the four methods of
     ``multiprocessing.pool.AsyncResult``, and awaitable: ``await result``
     gives the value (or raises the task's exception) without blocking the
-    event loop."""
+    event loop. Cancelling the awaiting task (``asyncio.wait_for`` timing
+    out, say) leaves the pool's task running and the result readable."""
 
     @abc.abstractmethod
     def __await__(self) -> Generator[Any, None, T]: ...
