@@ -167,19 +167,28 @@ def test_await_after_terminate_raises_what_get_raises(gates) -> None:
             result.get()
 
 
-def test_an_awaited_result_keeps_no_reference_to_the_loop(pool: shoal.Pool) -> None:
+def test_an_awaited_result_keeps_no_reference_to_the_loop(pool: shoal.Pool, gates) -> None:
     results = [pool.apply_async(tasks.square, (i,)) for i in range(20)]
     mapped = pool.map_async(tasks.square, range(20))
+    gated = pool.apply_async(tasks.gated, ((gates.path("go"), "late"),))
     loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
 
     async def main() -> None:
         loops.append(weakref.ref(asyncio.get_running_loop()))
-        await asyncio.gather(*results, mapped)
+        waiter = asyncio.ensure_future(gated)
+        await asyncio.sleep(0)
+        # The waiting task has left a waker with the result...
+        assert [r for r in gc.get_referents(gated) if isinstance(r, functools.partial)]
+        gates.open("go")
+        await asyncio.gather(*results, mapped, waiter)
+        # ...which went when it was called.
+        assert not [r for r in gc.get_referents(gated) if isinstance(r, functools.partial)]
 
     asyncio.run(main())
     gc.collect()
     assert loops[0]() is None
     assert [r.get() for r in results] == [i * i for i in range(20)]
+    assert gated.get() == "late"
 
 
 def test_no_thread_is_started_per_await(pool: shoal.Pool) -> None:
@@ -272,7 +281,7 @@ def test_cancelling_an_async_for_keeps_the_iterator_whole(pool: shoal.Pool, gate
 
     async def main() -> None:
         reader = asyncio.ensure_future(it.__anext__())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the reader runs its first step and waits
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
@@ -285,15 +294,21 @@ def test_cancelling_an_async_for_keeps_the_iterator_whole(pool: shoal.Pool, gate
     assert list(it) == [0, 1, 2, 3]
 
 
-def test_an_async_for_keeps_no_reference_to_the_loop(pool: shoal.Pool) -> None:
+def test_an_async_for_keeps_no_reference_to_the_loop(pool: shoal.Pool, gates) -> None:
     loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
-    it = pool.imap(tasks.square, range(100))
+    it = pool.imap(tasks.gated, [(gates.path(i), i) for i in range(3)], 1)
 
     async def main() -> list[int]:
         loops.append(weakref.ref(asyncio.get_running_loop()))
-        return [x async for x in it]
+        reader = asyncio.ensure_future(it.__anext__())
+        await asyncio.sleep(0)  # the reader runs its first step and waits
+        assert it._waiters is not None and it._waiters._waiters  # one waits
+        for i in range(3):
+            gates.open(i)
+        return [await reader] + [x async for x in it]
 
-    assert len(asyncio.run(main())) == 100
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert it._waiters is not None and not it._waiters._waiters
     gc.collect()
     assert loops[0]() is None
 

@@ -119,7 +119,7 @@ def test_cancelling_an_async_for_over_map_leaves_it_readable(executor: shoal.Exe
 
     async def main() -> None:
         reader = asyncio.ensure_future(results.__anext__())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the reader runs its first step and waits
         reader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await reader
