@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
 from typing import Any, Generic, TypeVar
 
@@ -26,7 +26,7 @@ from shoal import _shoal
 from shoal._chunks import Chunks
 from shoal._errors import func_name
 from shoal._pickling import dumps_func, dumps_one, dumps_oob, loads
-from shoal._results import decode
+from shoal._results import ReadyWaiters, _set_woken, decode
 
 T = TypeVar("T")
 
@@ -687,7 +687,7 @@ class _Lazy:
             self.engine.abandon(self.job)
 
 
-class IMapIterator(Iterator[T], Generic[T]):
+class IMapIterator(Iterator[T], AsyncIterator[T], Generic[T]):
     """The iterator ``imap`` returns: results in input order, as they arrive.
 
     Input is read by a feeder thread, only while the job's window has room,
@@ -695,9 +695,16 @@ class IMapIterator(Iterator[T], Generic[T]):
     that iterates, and a consumer that stops early (a ``break``) leaves the
     rest unread. ``close(); join()`` runs the whole input of an iterator
     nobody has read yet, as ``multiprocessing`` does.
+
+    ``async for`` reads it from an event loop without blocking it: the
+    engine's callback thread wakes the loop when results arrive. Cancelling
+    the task that reads leaves the iterator as it was (no result is lost;
+    the next read goes on from there).
     """
 
     _ordered = True
+    # The event loops waiting for this job, made on the first async read.
+    _waiters: ReadyWaiters | None = None
 
     def __init__(
         self,
@@ -742,6 +749,64 @@ class IMapIterator(Iterator[T], Generic[T]):
         return self._lazy.next(timeout)
 
     __next__ = next
+
+    def __aiter__(self) -> IMapIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """The next result, awaited; ``StopAsyncIteration`` at the end."""
+        # Fast path, as in next(): what has arrived, in one coroutine.
+        items = self._items
+        if items:
+            try:
+                value = items.popleft()
+            except IndexError:
+                pass  # another thread took the last one
+            else:
+                if type(value) is _Raise:
+                    raise value.exc
+                return value
+        return await self._anext(None)
+
+    async def _anext(self, timeout: float | None) -> T:
+        """The next result, waited for on the running event loop;
+        ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
+        from asyncio import get_running_loop
+
+        loop = get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        lazy = self._lazy
+        flush_wait = FLUSH_WAIT
+        while True:
+            try:
+                return self.next(0)  # what has arrived, without waiting
+            except StopIteration:
+                raise StopAsyncIteration from None
+            except TimeoutError as exc:
+                if exc.__cause__ is not None or exc.args:
+                    raise  # a task's own multiprocessing.TimeoutError
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = ReadyWaiters(lazy.engine, lazy.job)
+            woken = loop.create_future()
+            if not waiters.add(loop, woken):
+                continue  # something arrived meanwhile
+            # Look again by then even without news: at the deadline, and
+            # soon while only the feeder, blocked in the iterable, can give
+            # a result (next() submits what it has read; see _Lazy.next).
+            delay = None if deadline is None else max(0.0, deadline - loop.time())
+            if lazy.taken == lazy.submitted and lazy.reading:
+                delay = flush_wait if delay is None else min(delay, flush_wait)
+                flush_wait = min(2 * flush_wait, FEED_POLL)
+            timer = None if delay is None else loop.call_later(delay, _set_woken, woken)
+            try:
+                await woken
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                waiters.discard(woken)
 
     def __del__(self) -> None:
         lazy = getattr(self, "_lazy", None)

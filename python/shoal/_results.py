@@ -10,7 +10,10 @@ everything else to :func:`decode`.
 from __future__ import annotations
 
 import abc
-from typing import Any, Generic, TypeVar
+import threading
+from collections.abc import Generator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 # WorkerLostError and TaskTimeoutError are read through _errors when a
 # worker is lost: they are made on first use, as making them imports
@@ -19,6 +22,9 @@ from shoal import _errors, _shoal
 from shoal import _protocol as P
 from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, rebuild
 from shoal._pickling import loads, loads_chunk, loads_one
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 
@@ -89,7 +95,13 @@ def _clone(exc: BaseException) -> BaseException:
 class AsyncResult(abc.ABC, Generic[T]):
     """What ``apply_async`` and ``map_async`` return: the engine's
     ``JobResult`` (crates/shoal-py/src/result.rs), with the four methods of
-    ``multiprocessing.pool.AsyncResult``."""
+    ``multiprocessing.pool.AsyncResult``, and awaitable: ``await result``
+    gives the value (or raises the task's exception) without blocking the
+    event loop. Cancelling the awaiting task (``asyncio.wait_for`` timing
+    out, say) leaves the pool's task running and the result readable."""
+
+    @abc.abstractmethod
+    def __await__(self) -> Generator[Any, None, T]: ...
 
     @abc.abstractmethod
     def get(self, timeout: float | None = None) -> T: ...
@@ -109,3 +121,88 @@ AsyncResult.register(_shoal.JobResult)
 # multiprocessing.pool's names for the two shapes of result; here one class
 # serves both.
 ApplyResult = MapResult = _shoal.JobResult
+
+
+# -- asyncio ---------------------------------------------------------------------
+# Completion reaches an event loop through the engine's callback thread (or
+# whichever thread learns of it first), which calls a waker that schedules
+# the loop's future with call_soon_threadsafe: no thread waits per result.
+# asyncio is imported only by code that runs inside a loop already.
+
+
+def _set_woken(fut: asyncio.Future[None]) -> None:
+    if not fut.done():  # cancelled meanwhile
+        fut.set_result(None)
+
+
+def _wake_threadsafe(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> None:
+    """Wake ``fut``'s awaiter from any thread."""
+    try:
+        loop.call_soon_threadsafe(_set_woken, fut)
+    except RuntimeError:
+        pass  # the loop is closed: nobody awaits any more
+
+
+async def _await_result(result: Any) -> Any:
+    """``await result`` for a ``JobResult``: its value, or its exception raised.
+
+    Cancelling the awaiting task detaches it: the task in the pool runs on,
+    and the result can still be awaited or read with ``get()``, as a pool's
+    result may be awaited by several tasks (and ``multiprocessing`` results
+    have no cancel).
+    """
+    from asyncio import get_running_loop
+
+    loop = get_running_loop()
+    while not result.ready():
+        woken: asyncio.Future[None] = loop.create_future()
+        waker = partial(_wake_threadsafe, loop, woken)
+        if not result._wake_on_outcome(waker):
+            continue  # known meanwhile, or another caller is decoding it
+        try:
+            await woken
+        except BaseException:
+            result._forget_waker(waker)
+            raise
+    return result.get()
+
+
+class ReadyWaiters:
+    """The event-loop futures waiting for a streaming job's next outcome,
+    woken together by one notification from the engine
+    (``Engine.notify_ready``), which is re-armed whenever someone waits
+    again. It holds no reference to the iterator, so an iterator nobody
+    holds is still collected while a notification is armed."""
+
+    __slots__ = ("_armed", "_engine", "_job", "_lock", "_waiters")
+
+    def __init__(self, engine: _shoal.Engine, job: int) -> None:
+        self._engine = engine
+        self._job = job
+        self._lock = threading.Lock()
+        self._armed = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def add(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> bool:
+        """Wake ``fut`` once the job has something to take or has finished;
+        False if it has now (``fut`` is not kept: look again)."""
+        with self._lock:
+            if not self._armed:
+                if not self._engine.notify_ready(self._job, self._fire):
+                    return False
+                self._armed = True
+            self._waiters.append((loop, fut))
+            return True
+
+    def discard(self, fut: asyncio.Future[None]) -> None:
+        """Forget ``fut`` (its task was cancelled, or it woke otherwise)."""
+        with self._lock:
+            self._waiters = [w for w in self._waiters if w[1] is not fut]
+
+    def _fire(self, _job: int) -> None:
+        # On the engine's callback thread.
+        with self._lock:
+            self._armed = False
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            _wake_threadsafe(loop, fut)

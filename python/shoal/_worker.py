@@ -197,10 +197,25 @@ def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[i
         try:
             dumps(value)
         except BaseException as exc:  # noqa: BLE001
-            errors.append((k, *_describe(MaybeEncodingError(exc, value))))
+            errors.append((k, *_describe(_encoding_error(MaybeEncodingError(exc, value), exc))))
             results[k] = None
     errors.sort(key=lambda e: e[0])
     return P.ITEM_ERRORS, len(errors), dumps((results, errors))
+
+
+def _encoding_error(err: BaseException, exc: BaseException) -> BaseException:
+    """``err`` (``Pool``'s ``MaybeEncodingError``) with the pickling error
+    ``exc`` as its cause, so the remote traceback shows where pickling
+    failed, and as its ``pickling_error``, if that pickles, for
+    ``shoal.Executor``, which raises the pickling error itself, as
+    ``ProcessPoolExecutor`` does."""
+    err.__cause__ = exc
+    try:
+        dumps(exc)
+    except BaseException:  # noqa: BLE001 - then only its repr travels, as before
+        return err
+    vars(err)["pickling_error"] = exc
+    return err
 
 
 def _chunk_failed(exc: BaseException, where: str) -> bytes:

@@ -16,6 +16,11 @@ What the stdlib's executor cannot do, kept from shoal's promises:
 * :meth:`Executor.cancel` cancels a running task by killing its worker;
 * per-task deadlines: ``Executor(task_timeout=...)`` and :meth:`Executor.schedule`;
 * lambdas, closures and ``__main__`` functions run under every start method.
+
+asyncio: ``loop.run_in_executor`` and ``asyncio.wrap_future`` work as with
+the stdlib, a future can be awaited itself (``await executor.submit(...)``),
+and ``async for`` reads :meth:`Executor.map`'s results; completion reaches
+the loop through the engine's callback thread, never a thread per call.
 """
 
 from __future__ import annotations
@@ -25,15 +30,20 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import CANCELLED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from concurrent.futures.process import _RemoteTraceback
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal import _backend, _platform, _shoal
 from shoal._errors import RemoteTraceback
+
+if TYPE_CHECKING:
+    from shoal._errors import MaybeEncodingError  # declared there: typeshed lacks it
+else:
+    from multiprocessing.pool import MaybeEncodingError
 from shoal._jobs import IMapIterator, Jobs
 
 T = TypeVar("T")
@@ -99,12 +109,30 @@ except (AttributeError, RuntimeError):  # pragma: no cover - other interpreters,
 def _adapt(exc: BaseException) -> BaseException:
     """The task's exception as ``ProcessPoolExecutor`` gives it: the remote
     traceback as a ``concurrent.futures.process._RemoteTraceback`` cause
-    (the job layer attaches ``multiprocessing.pool``'s, as ``Pool`` does)."""
+    (the job layer attaches ``multiprocessing.pool``'s, as ``Pool`` does),
+    and a result the worker could not pickle as the pickling error itself,
+    not ``Pool``'s ``MaybeEncodingError`` (the worker sends both)."""
     cause = exc.__cause__
+    if type(exc) is MaybeEncodingError:
+        original = vars(exc).get("pickling_error")
+        if isinstance(original, BaseException):
+            original.__cause__ = cause
+            exc = original
     if type(cause) is RemoteTraceback:
         # A str, as the stdlib gives it (typeshed says a traceback object).
         exc.__cause__ = _RemoteTraceback(cause.tb)  # type: ignore[arg-type]
     return exc
+
+
+def _local_cause(exc: BaseException) -> None:
+    """Give an error raised here before the task reached a worker (its
+    arguments could not be pickled) the cause ``ProcessPoolExecutor`` gives
+    it: its traceback, as a ``_RemoteTraceback``."""
+    import traceback
+
+    if exc.__cause__ is None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        exc.__cause__ = _RemoteTraceback(f'\n"""\n{tb}"""')  # type: ignore[arg-type]
 
 
 class ShoalFuture(Future[T]):
@@ -113,8 +141,10 @@ class ShoalFuture(Future[T]):
 
     ``cancel()`` keeps the stdlib's meaning: it succeeds only while no
     worker holds the task. :meth:`Executor.cancel` also stops a running one.
-    ``running()`` stays False until the future is done: the engine does not
-    report when a worker starts a task.
+    ``running()`` is True once a worker holds the task (runs it, or has it
+    queued behind the task it runs, as the stdlib's call queue does), asked
+    of the engine when called. ``await future`` works inside an event loop,
+    as ``await asyncio.wrap_future(future)`` does.
     """
 
     def __init__(self) -> None:
@@ -122,6 +152,25 @@ class ShoalFuture(Future[T]):
         # The engine and the job running the task; None until submitted, and
         # for a task that failed before it reached the engine.
         self._shoal_job: tuple[_shoal.Engine, int] | None = None
+
+    def running(self) -> bool:
+        """Whether a worker holds the task and it is not done yet."""
+        target = self._shoal_job
+        with self._condition:
+            if self._state == PENDING and target is not None and target[0].dispatched(target[1]):
+                # Asked, not told: the engine does not call back per dispatch,
+                # so a program that never asks pays nothing. Once running, it
+                # stays so, as with the stdlib.
+                self._state = RUNNING
+            return self._state == RUNNING
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await future``: ``asyncio.wrap_future``, whose completion comes
+        from the engine's callback thread. Cancelling the awaiting task
+        cancels the future (a queued task), as ``wrap_future`` does."""
+        import asyncio
+
+        return asyncio.wrap_future(self).__await__()
 
     def cancel(self) -> bool:
         """Cancel the task if no worker holds it yet; whether it is cancelled."""
@@ -137,12 +186,23 @@ class ShoalFuture(Future[T]):
     def _shoal_cancel(self) -> bool:
         """``Future.cancel``, then what the stdlib's executors do when they
         meet a cancelled future: wake ``wait`` and ``as_completed``, which
-        ``Future.cancel`` alone leaves waiting."""
-        if not super().cancel():
-            return False
+        ``Future.cancel`` alone leaves waiting. The engine has ended the
+        task cancelled, so a future seen running (killed with its worker)
+        is cancelled too."""
         with self._condition:
-            if self._state == CANCELLED:
-                self.set_running_or_notify_cancel()
+            state = self._state
+            if state == FINISHED:
+                return False
+            if state == CANCELLED_AND_NOTIFIED:
+                return True
+            # Future.cancel and set_running_or_notify_cancel in one step,
+            # from RUNNING too, which Future.cancel refuses.
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        if state != CANCELLED:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     # Called on the engine's callback thread (or at once, for a task whose
@@ -177,12 +237,16 @@ class _Gate(Iterator[Any]):
         return next(self._it)
 
 
-class MapResults(Iterator[T]):
+class MapResults(Iterator[T], AsyncIterator[T]):
     """The iterator :meth:`Executor.map` returns: results in input order.
 
     Raises a task's exception at its item, ``TimeoutError`` once the map's
     ``timeout`` has passed; either, or :meth:`close`, cancels the tasks no
     worker holds yet, as the stdlib's map does.
+
+    ``async for`` reads it from an event loop without blocking it, with the
+    same errors and timeout; cancelling the reading task leaves the map as
+    it was (its tasks run on; :meth:`close` stops them).
     """
 
     def __init__(self, it: IMapIterator[T], end_time: float | None, gate: _Gate | None) -> None:
@@ -211,8 +275,38 @@ class MapResults(Iterator[T]):
             raise TimeoutError from None
         except BaseException as exc:
             self.close()
-            _adapt(exc)
+            adapted = _adapt(exc)
+            if adapted is exc:
+                raise
+            raise adapted from adapted.__cause__
+
+    def __aiter__(self) -> MapResults[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """The next result, awaited; ``StopAsyncIteration`` at the end."""
+        it = self._it
+        if it is None:
+            raise StopAsyncIteration
+        try:
+            timeout = None if self._end_time is None else max(0.0, self._end_time - time.monotonic())
+            return await it._anext(timeout)
+        except StopAsyncIteration:
+            self._it = None
+            if self._gate is not None and self._gate.cut:
+                raise RuntimeError("cannot schedule new futures after shutdown") from None
             raise
+        except multiprocessing.TimeoutError:
+            self.close()
+            raise TimeoutError from None
+        except BaseException as exc:
+            if _is_cancel(exc):
+                raise
+            self.close()
+            adapted = _adapt(exc)
+            if adapted is exc:
+                raise
+            raise adapted from adapted.__cause__
 
     def close(self) -> None:
         """Stop: no more input is read, tasks no worker holds yet are
@@ -230,6 +324,14 @@ class MapResults(Iterator[T]):
                 self.close()
             except Exception:  # noqa: BLE001 - interpreter shutdown
                 pass
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    """Whether ``exc`` cancels the task that awaits (which leaves a map as
+    it was), not a failure of the map."""
+    import asyncio
+
+    return isinstance(exc, asyncio.CancelledError)
 
 
 class _WorkerHandle:
@@ -396,7 +498,13 @@ class Executor(_StdExecutor):
                 fn, args, kwargs, future._shoal_done, future._shoal_failed, plain_tried=True, timeout=timeout
             )
             job = result.job
-            if job is not None:
+            if job is None:
+                # Failed here, before a worker saw it (an argument that
+                # cannot be pickled): nobody has seen the future yet.
+                exc = future.exception(0)
+                if exc is not None:
+                    _local_cause(exc)
+            else:
                 future._shoal_job = (self._engine, job)
                 # Added, then removed by a done callback, which runs at once
                 # if the task has already finished: no order misses it.

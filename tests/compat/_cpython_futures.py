@@ -167,16 +167,6 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
         _BREAKS + " (BrokenProcessPool); shoal fails only that future with shoal.RemoteUnpicklingError "
         "(SystemExit while unpickling a result must not exit the caller)",
     ),
-    ("ExecutorDeadlockTest", "test_error_during_result_pickle_on_worker"): (
-        ALL,
-        "expects the result's PicklingError itself; shoal's worker reports a result it cannot pickle as "
-        "multiprocessing.pool.MaybeEncodingError naming that error, as shoal.Pool must",
-    ),
-    ("ExecutorDeadlockTest", "test_exit_during_result_pickle_on_worker"): (
-        ALL,
-        "expects the SystemExit raised while pickling the result; shoal's worker reports it as "
-        "multiprocessing.pool.MaybeEncodingError naming it, as shoal.Pool must",
-    ),
 }
 # Known differences skipped (with the reason) rather than run as expected
 # failures: their setUp fails, or they pass or fail by timing.

@@ -7,6 +7,7 @@ import multiprocessing.pool
 import pickle
 import signal
 import sys
+import threading
 import traceback
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
@@ -41,14 +42,45 @@ def test_system_exit_comes_back_as_itself(executor: shoal.Executor) -> None:
     assert executor.submit(tasks.square, 2).result() == 4
 
 
-def test_an_argument_that_cannot_be_pickled_fails_through_the_future(executor: shoal.Executor) -> None:
-    future = executor.submit(tasks.identity, tasks.FaultOnPickle("error"))
-    assert isinstance(future.exception(timeout=0), RuntimeError)
+# ProcessPoolExecutor (3.11 to 3.13) fails the future of an argument or a
+# result that cannot be pickled with the pickling error itself, its
+# traceback as a _RemoteTraceback cause.
 
 
-def test_a_result_that_cannot_be_pickled_fails_its_future(executor: shoal.Executor) -> None:
-    with pytest.raises(multiprocessing.pool.MaybeEncodingError):
-        executor.submit(tasks.unpicklable_result, None).result()
+@pytest.mark.parametrize("arg", [tasks.FaultOnPickle("error"), threading.Lock()])
+def test_an_argument_that_cannot_be_pickled_fails_through_the_future(executor: shoal.Executor, arg: object) -> None:
+    future = executor.submit(tasks.identity, arg)
+    exc = future.exception(timeout=0)
+    assert isinstance(exc, RuntimeError if isinstance(arg, tasks.FaultOnPickle) else TypeError)
+    assert type(exc.__cause__) is _RemoteTraceback
+    assert "Traceback (most recent call last)" in exc.__cause__.tb
+    assert executor.submit(tasks.square, 2).result() == 4
+
+
+def test_a_result_that_cannot_be_pickled_fails_its_future_with_the_pickling_error(executor: shoal.Executor) -> None:
+    exc = executor.submit(tasks.unpicklable_result, None).exception()
+    assert type(exc) is TypeError and "pickle" in str(exc)
+    assert type(exc.__cause__) is _RemoteTraceback
+    assert "dumps" in exc.__cause__.tb  # where pickling failed, in the worker
+    with pytest.raises(TypeError, match="pickle"):
+        list(executor.map(tasks.unpicklable_result, range(3)))
+
+
+@pytest.mark.parametrize(("action", "error"), [("error", RuntimeError), ("exit", SystemExit)])
+def test_an_error_while_pickling_the_result_is_raised_as_itself(
+    executor: shoal.Executor, action: str, error: type[BaseException]
+) -> None:
+    # As ProcessPoolExecutor does (test_concurrent_futures' test_error_during_result_pickle_on_worker).
+    with pytest.raises(error):
+        executor.submit(tasks.return_fault_on_pickle, action).result()
+    assert executor.submit(tasks.square, 3).result() == 9
+
+
+def test_pool_still_reports_an_unpicklable_result_as_maybe_encoding_error(gates) -> None:
+    with shoal.Pool(1) as pool:
+        with pytest.raises(multiprocessing.pool.MaybeEncodingError) as info:
+            pool.apply(tasks.unpicklable_result, (None,))
+        assert "pickle" in info.value.exc and "dumps" in info.value.__cause__.tb
 
 
 def test_an_error_while_unpickling_the_task_fails_only_its_future(executor: shoal.Executor) -> None:

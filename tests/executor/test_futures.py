@@ -70,6 +70,33 @@ def test_wait_first_completed_returns_before_a_blocked_task(executor: shoal.Exec
     assert blocked.result() is None
 
 
+def test_running_is_true_once_a_worker_holds_the_task_and_false_once_done(executor: shoal.Executor, gates) -> None:
+    blockers = [executor.submit(tasks.started_then_wait, gates.path(f"s{i}"), gates.path("go"), i) for i in range(2)]
+    for i in range(2):
+        tasks.wait_for(gates.path(f"s{i}"))
+    queued = executor.submit(tasks.square, 3)  # both workers are busy
+    assert all(f.running() for f in blockers)
+    assert "state=running" in repr(blockers[0])
+    assert not queued.running()
+    assert not blockers[0].cancel()  # running: as the stdlib says
+    gates.open("go")
+    assert [f.result() for f in blockers] == [0, 1] and queued.result() == 9
+    assert not any(f.running() for f in [*blockers, queued])
+
+
+def test_a_running_future_killed_by_executor_cancel_ends_cancelled(executor: shoal.Executor, gates) -> None:
+    running = executor.submit(tasks.started_then_wait, gates.path("s"), gates.path("never"), 1)
+    tasks.wait_for(gates.path("s"))
+    assert running.running()
+    done = threading.Event()
+    running.add_done_callback(lambda _: done.set())
+    assert executor.cancel(running)
+    assert running.cancelled() and running.done() and not running.running()
+    assert done.is_set()
+    assert cf.wait([running], timeout=0).done == {running}
+    assert executor.submit(tasks.square, 5).result() == 25
+
+
 def test_map_gives_results_in_order_for_one_or_several_iterables(executor: shoal.Executor) -> None:
     assert list(executor.map(tasks.square, range(1000))) == [i * i for i in range(1000)]
     assert list(executor.map(pow, range(10), range(10))) == [i**i for i in range(10)]

@@ -771,6 +771,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Send `job`'s id on the done listener once, as soon as it has an
+    /// outcome to take or has finished: a re-armable "something is ready"
+    /// for a reader that must not block (`async for` over `imap`), which
+    /// arms it again after it has taken what there was. Returns false, and
+    /// arms nothing, if that is so already (or the job is forgotten, which
+    /// is finished): the caller looks again instead of waiting.
+    pub fn watch_ready(&self, job: JobId) -> bool {
+        let mut st = self.lock();
+        let Some(j) = st.jobs.get_mut(&job) else {
+            return false;
+        };
+        if j.has_ready() || j.finished() {
+            return false;
+        }
+        j.ready_watched = true;
+        true
+    }
+
+    /// Whether a worker holds a chunk of `job` (runs it, or has it queued
+    /// behind the one it runs), or one has an outcome: what
+    /// `concurrent.futures` calls running. Asked, not told, so a caller
+    /// that never asks pays nothing.
+    pub fn dispatched(&self, job: JobId) -> bool {
+        let st = self.lock();
+        let Some(j) = st.jobs.get(&job) else {
+            // Forgotten: every outcome was handed over.
+            return true;
+        };
+        j.completed() > 0 || st.workers.iter().any(|w| w.outstanding.iter().any(|t| t.job == job))
+    }
+
     /// Where watched jobs' ids are sent when they finish.
     pub fn set_done_listener(&self, tx: Sender<JobId>) {
         self.lock().done_tx = Some(tx);
@@ -866,8 +897,8 @@ impl State {
     /// A job has every outcome: tell its watcher, and let the workers forget
     /// its function.
     pub(crate) fn job_finished(&mut self, job: JobId) {
-        let Some(j) = self.jobs.get(&job) else { return };
-        if j.watched {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if j.watched || std::mem::take(&mut j.ready_watched) {
             if let Some(tx) = &self.done_tx {
                 let _ = tx.send(job);
             }
@@ -957,6 +988,11 @@ impl State {
         j.complete(outcome, task.payload.len(), task.items, task.first_item, failed);
         if j.finished() {
             self.job_finished(task.job);
+        } else if j.ready_watched && j.has_ready() {
+            j.ready_watched = false;
+            if let Some(tx) = &self.done_tx {
+                let _ = tx.send(task.job);
+            }
         }
     }
 

@@ -122,6 +122,9 @@ pub(crate) struct Job {
     many: Option<Box<Many>>,
     /// The caller wants to hear when the job finishes.
     pub(crate) watched: bool,
+    /// The caller wants to hear, once, when an outcome can be taken or the
+    /// job finishes ([`crate::Engine::watch_ready`]); cleared as it is told.
+    pub(crate) ready_watched: bool,
     /// The caller has let go of the job: drop its outcomes as they come.
     pub(crate) abandoned: bool,
     /// Cancelled: its queued chunks were dropped and no more may be added.
@@ -157,6 +160,7 @@ impl Job {
             // A bounded window counts its results' bytes from the first.
             many: spec.window.map(|_| Box::default()),
             watched: false,
+            ready_watched: false,
             abandoned: false,
             cancelled: false,
         }
@@ -278,6 +282,11 @@ impl Job {
     /// Whether every chunk has an outcome and no more will be added.
     pub(crate) fn finished(&self) -> bool {
         self.input_done && self.completed == self.window.submitted()
+    }
+
+    /// Chunks with an outcome so far.
+    pub(crate) fn completed(&self) -> u32 {
+        self.completed
     }
 
     /// Whether an outcome can be taken now.

@@ -19,6 +19,12 @@
 //! collection their own creation set off (~10% of the parent's time for
 //! 20k `apply_async`), and nothing it holds then can lead back to it; it is
 //! tracked from the moment it holds something that can.
+//!
+//! Awaiting (`await result`, `shoal._results._await_result`): the event
+//! loop registers a waker, which whoever sets the outcome calls: the
+//! engine's callback thread, through the same watch a result with callbacks
+//! uses, or a thread that called `get`. No thread waits per result, and a
+//! result nobody awaits pays nothing (the wakers live in [`More`]).
 
 use crate::{single_value, PyEngine};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
@@ -33,6 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static AWAIT_RESULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The caller's callbacks; `__clear__` drops them.
 struct Hooks {
@@ -66,11 +73,46 @@ struct More {
     /// runs Python, which Ctrl-C can interrupt, and an interrupted call
     /// must leave them for the next.
     backlog: VecDeque<Outcome>,
+    /// Called without arguments once the outcome is set (or a decode was
+    /// interrupted, so a waiter looks again): event loops awaiting it.
+    wakers: Vec<Py<PyAny>>,
+    /// `_resolve` is registered with the engine's callback thread for a
+    /// result made without callbacks (one with callbacks has it from birth).
+    watched: bool,
+}
+
+impl More {
+    /// Whether the engine's callback thread will call `_resolve`.
+    fn watched(&self) -> bool {
+        self.watched || self.hooks.is_some()
+    }
 }
 
 impl Held {
     fn more(&mut self) -> &mut More {
         self.more.get_or_insert_with(Box::default)
+    }
+
+    /// Set the outcome; the wakers to call once the lock is let go.
+    fn settle(&mut self, outcome: (bool, Py<PyAny>)) -> Vec<Py<PyAny>> {
+        self.outcome = Some(outcome);
+        self.take_wakers()
+    }
+
+    fn take_wakers(&mut self) -> Vec<Py<PyAny>> {
+        self.more
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.wakers))
+            .unwrap_or_default()
+    }
+}
+
+/// Call each waker; one that raises is reported, and the rest still run.
+fn wake(py: Python<'_>, wakers: Vec<Py<PyAny>>) {
+    for w in wakers {
+        if let Err(e) = w.call0(py) {
+            e.write_unraisable(py, Some(w.bind(py)));
+        }
     }
 }
 
@@ -285,9 +327,15 @@ impl JobResult {
         match self.decode_one(py, &o) {
             Ok(outcome) => Ok(Some(outcome)),
             Err(e) => {
-                // Interrupted (Ctrl-C while unpickling): the next call decodes it.
-                self.lock().more().backlog.push_front(o);
+                // Interrupted (Ctrl-C while unpickling): the next call decodes
+                // it, and an awaiting loop is told to make that call.
+                let wakers = {
+                    let mut held = self.lock();
+                    held.more().backlog.push_front(o);
+                    held.take_wakers()
+                };
                 self.stashed.store(true, Ordering::Release);
+                wake(py, wakers);
                 Err(e)
             }
         }
@@ -350,8 +398,14 @@ impl JobResult {
             let error = match decoded {
                 Ok(error) => error,
                 Err(e) => {
-                    // Interrupted: this outcome and the rest wait for the next call.
-                    self.lock().more().backlog.push_front(o);
+                    // Interrupted: this outcome and the rest wait for the next
+                    // call, which an awaiting loop is told to make.
+                    let wakers = {
+                        let mut held = self.lock();
+                        held.more().backlog.push_front(o);
+                        held.take_wakers()
+                    };
+                    wake(py, wakers);
                     return Err(e);
                 }
             };
@@ -400,12 +454,13 @@ impl JobResult {
             });
             if callback.is_none() {
                 // The common case: nothing to run first.
-                held.outcome = Some(outcome);
+                let wakers = held.settle(outcome);
                 drop(held);
                 self.known.store(true, Ordering::Release);
                 if needs_tracking {
                     track(slf);
                 }
+                wake(py, wakers);
                 return Ok(());
             }
             callback
@@ -420,18 +475,20 @@ impl JobResult {
                 if e.is_instance_of::<PyKeyboardInterrupt>(py) {
                     // The outcome stands: the job's outcomes are already
                     // taken, and a retry must see them, not an empty result.
-                    self.lock().outcome = Some(outcome);
+                    let wakers = self.lock().settle(outcome);
                     self.known.store(true, Ordering::Release);
+                    wake(py, wakers);
                     return Err(e);
                 }
                 e.write_unraisable(py, Some(slf.as_any()));
             }
         }
-        self.lock().outcome = Some(outcome);
+        let wakers = self.lock().settle(outcome);
         self.known.store(true, Ordering::Release);
         if needs_tracking {
             track(slf);
         }
+        wake(py, wakers);
         Ok(())
     }
 
@@ -645,7 +702,79 @@ impl JobResult {
 
     /// Called by the engine's callback thread when the job finishes.
     fn _resolve(slf: &Bound<'_, Self>, _job: u32) -> PyResult<()> {
-        Self::resolve(slf).map(|_| ())
+        let resolved = Self::resolve(slf);
+        if resolved.is_err() {
+            // Decoding failed here: an awaiting loop looks for itself, and
+            // meets the error there.
+            let wakers = slf.get().lock().take_wakers();
+            wake(slf.py(), wakers);
+        }
+        resolved.map(|_| ())
+    }
+
+    /// Have `waker()` called (on whichever thread sets the outcome) once
+    /// the outcome is known; False if it is known already, or if the
+    /// engine has handed the outcome to another caller still decoding it:
+    /// then look again (`ready()`), and `waker` is not kept. How `await`
+    /// hears of the outcome without a thread waiting for it.
+    fn _wake_on_outcome(slf: &Bound<'_, Self>, waker: Py<PyAny>) -> PyResult<bool> {
+        let this = slf.get();
+        if this.known.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let Some((engine, job)) = this.engine_job() else {
+            return Ok(false);
+        };
+        // A forked child's copy of a pool says so here.
+        engine.get().engine()?;
+        let py = slf.py();
+        let watch = {
+            let mut held = this.lock();
+            if held.outcome.is_some() {
+                return Ok(false);
+            }
+            let more = held.more();
+            more.wakers.push(waker.clone_ref(py));
+            let watch = !more.watched();
+            more.watched = true;
+            watch
+        };
+        // It holds a waker now, which may lead back to it (a coroutine
+        // that holds the result).
+        track(slf);
+        if watch {
+            let on_done = slf.getattr("_resolve")?.unbind();
+            if engine.get().watch_job(job, on_done).is_err() {
+                // The engine has forgotten the job: a caller took its
+                // outcome and is decoding it (or was interrupted, leaving
+                // it for the next call). Undo, and let the caller look.
+                drop(engine.get().unwatch_job(job));
+                let mut held = this.lock();
+                if let Some(more) = held.more.as_mut() {
+                    more.watched = false;
+                    more.wakers.retain(|w| !w.is(&waker));
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Forget a waker given to `_wake_on_outcome` (its awaiting task was
+    /// cancelled), so the result holds no reference to its loop.
+    fn _forget_waker(&self, waker: &Bound<'_, PyAny>) {
+        let mut held = self.lock();
+        if let Some(more) = held.more.as_mut() {
+            more.wakers.retain(|w| !w.is(waker));
+        }
+    }
+
+    /// `await result`: the value, or the task's exception raised, without
+    /// blocking the event loop; see `shoal._results._await_result`.
+    fn __await__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let make = AWAIT_RESULT.import(py, "shoal._results", "_await_result")?;
+        make.call1((slf,))?.call_method0(pyo3::intern!(py, "__await__"))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -672,6 +801,9 @@ impl JobResult {
         visit.call(&more.values)?;
         if let Some((_, e)) = &more.first_error {
             visit.call(e)?;
+        }
+        for w in &more.wakers {
+            visit.call(w)?;
         }
         Ok(())
     }
