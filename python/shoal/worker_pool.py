@@ -127,7 +127,8 @@ def check_cpu_ids(cpu_ids: list[int | list[int]] | None, n_jobs: int) -> list[li
 class AsyncResult(Generic[T]):
     """What :meth:`WorkerPool.apply_async` returns, as in MPIRE: ``get``
     waits for the value and raises the builtin ``TimeoutError`` if it is not
-    there in time, or the task's own exception."""
+    there in time, or the task's own exception. Beyond MPIRE, it can be
+    awaited."""
 
     __slots__ = ("_result",)
 
@@ -156,6 +157,11 @@ class AsyncResult(Generic[T]):
                 raise TimeoutError
         value: T = self._result.get()
         return value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await result``: the value, or the task's exception, without
+        blocking the event loop (the engine wakes it; see ``_results``)."""
+        return self._result.__await__()
 
 
 class WorkerPool:

@@ -3,6 +3,7 @@ builtin TimeoutError from get, extra arguments, one failure per call."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import threading
 
@@ -80,3 +81,17 @@ def test_extra_arguments_and_init_from_the_first_apply(method: str) -> None:
         exits = pool.get_exit_results()
     assert len(exits) == 2
     assert sum(tasks for _, _, tasks in exits) == 11
+
+
+@pytest.mark.timeout(60)
+def test_an_apply_async_result_can_be_awaited(method: str) -> None:
+    async def main(pool: shoal.WorkerPool) -> tuple[object, ...]:
+        good = pool.apply_async(wp_tasks.square, (6,))
+        bad = pool.apply_async(wp_tasks.fail_on_five, (5,))
+        value = await good
+        with pytest.raises(wp_tasks.CustomError):
+            await bad
+        return value, await pool.apply_async(wp_tasks.add, (1, 2))
+
+    with shoal.WorkerPool(2, start_method=method) as pool:
+        assert asyncio.run(main(pool)) == (36, 3)
