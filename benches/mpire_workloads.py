@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 # -- numerical: MPIRE's is a 5000x5000 image and 10 filters per core -----------
-IMAGE_SIDE = 1000  # 8 MB of float64
+IMAGE_SIDE = 1200  # 11.5 MB of float64
 FILTERS_PER_WORKER = 10
 STRIDE = 5
 
@@ -67,7 +67,7 @@ def convolve_global(filt: np.ndarray) -> np.ndarray:
 
 
 # -- stateful: MPIRE's is 2000 documents of 15000 or 5000 words ----------------
-DOCUMENTS = 100
+DOCUMENTS = 150
 WORDS_EVEN, WORDS_ODD = 900, 300  # unbalanced on purpose, as MPIRE's
 WORD_BYTES = 20
 POPULAR = 3  # a prefix is popular if seen more than this many times

@@ -77,5 +77,10 @@ def faster_than(subject: str, peer: str, by: float, label: str) -> Target:
     return Target(f"{label} ≥ {by:g}x", lambda r: ratio(r, peer, subject), at_least(by))
 
 
+# Short names of the peers, for target texts.
+SHORT = {"concurrent.futures": "PPE", "multiprocessing": "mp.Pool"}
+
+
 def ahead_of_each(subject: str, peers: tuple[str, ...], label: str) -> list[Target]:
-    return [faster_than(subject, p, 1.0, f"{label}: {p}/shoal") for p in peers]
+    """``subject`` (called ``label``) faster than each of ``peers``."""
+    return [faster_than(subject, p, 1.0, f"{SHORT.get(p, p)}/{label}") for p in peers]

@@ -136,9 +136,9 @@ def w_gather(lib: str) -> dict:
 
 
 SHOAL = "shoal.Executor"
-AHEAD = tuple(ahead_of_each(SHOAL, PEERS, "peer/shoal"))
+AHEAD = tuple(ahead_of_each(SHOAL, PEERS, "Executor"))
 SUBMIT_US = Target("per submit ≤ 3 µs", lambda r: figure(r, SHOAL, "per_submit_us"), at_most(3.0))
-GATHER_VS_PPE = faster_than(SHOAL, "concurrent.futures", 10, "PPE/shoal")
+GATHER_VS_PPE = faster_than(SHOAL, "concurrent.futures", 10, "PPE/Executor")
 
 ROWS: dict[str, Row] = {
     "exec_submit": Row(

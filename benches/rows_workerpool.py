@@ -119,7 +119,7 @@ ROWS: dict[str, Row] = {
         60,
         ("multiprocessing", "mpire", "shoal", "shoal.WorkerPool"),
         (
-            within("shoal.WorkerPool", "multiprocessing", 1.0, "WorkerPool/multiprocessing"),
+            within("shoal.WorkerPool", "multiprocessing", 1.0, "WorkerPool/mp.Pool"),
             within("shoal.WorkerPool", "mpire", 0.3, "WorkerPool/mpire"),
         ),
     ),
