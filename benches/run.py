@@ -171,7 +171,9 @@ def targets(row: Row, per_lib: Results) -> str:
             na = any(r is not None and r.get("na") == NOT_IMPLEMENTED for r in per_lib.values())
             cells.append(f"{t.text}: {'n/a (not implemented)' if na else 'n/a'}")
         else:
-            cells.append(f"{t.text}: {value:.2f} {'✓' if t.met(value) else '✗ MISSED'}")
+            # Three decimals near 1, where two would print a miss as "1.00".
+            shown = f"{value:.3f}" if 0.95 < value < 1.05 else f"{value:.2f}"
+            cells.append(f"{t.text}: {shown} {'✓' if t.met(value) else '✗ MISSED'}")
     return "; ".join(cells) or "—"
 
 
