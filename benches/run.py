@@ -148,19 +148,25 @@ def _x(ratio: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2f}x"
 
 
-def vs_best_peer(per_lib: Results) -> str:
+def vs_best_peer(row: Row, per_lib: Results) -> str:
     """How many times faster each shoal front door is than the fastest peer
-    on this row (serial is no peer)."""
-    peers = {lib: r["time"] for lib, r in per_lib.items() if lib not in SUBJECTS and lib != "serial" and usable(r)}
-    if not peers:
+    on this row (serial is no peer). When every peer ran out of time, the
+    time limit gives a lower bound."""
+    ran = {lib: r for lib, r in per_lib.items() if lib not in SUBJECTS and lib != "serial"}
+    peers = {lib: r["time"] for lib, r in ran.items() if usable(r)}
+    if peers:
+        best = min(peers, key=peers.__getitem__)
+        best_time, above, against = peers[best], "", f"vs {best}"
+    elif ran and all(r is None for r in ran.values()):
+        best_time, above, against = float(row.timeout), "> ", f"every peer over {row.timeout} s"
+    else:
         return "—"
-    best = min(peers, key=peers.__getitem__)
     cells = []
     for lib, short in SUBJECTS.items():
         r = per_lib.get(lib)
         if lib in per_lib:
-            cells.append(f"{short} {_x(peers[best] / r['time'])}" if usable(r) and r["time"] else f"{short} —")
-    return ", ".join(cells) + f" (vs {best})"
+            cells.append(f"{short} {above}{_x(best_time / r['time'])}" if usable(r) and r["time"] else f"{short} —")
+    return ", ".join(cells) + f" ({against})"
 
 
 def targets(row: Row, per_lib: Results) -> str:
@@ -184,7 +190,11 @@ def table(results: dict[str, Results], libs: list[str]) -> str:
         names = [n for n in rows if n in results]
         if not names:
             continue
-        cols = [lib for lib in dict.fromkeys(lib for n in names for lib in rows[n].libs) if lib in libs]
+        cols = [
+            lib
+            for lib in dict.fromkeys(lib for n in names for lib in rows[n].libs)
+            if lib in libs and any(lib in results[n] for n in names)
+        ]
         head = "| row | " + " | ".join(cols) + " | shoal vs best peer | targets |"
         lines = [f"### {section}", "", head, "|---" * (len(cols) + 3) + "|"]
         for n in names:
@@ -194,7 +204,7 @@ def table(results: dict[str, Results], libs: list[str]) -> str:
                 cell = fmt(per_lib[lib], row.timeout) if lib in per_lib else ""
                 cells.append(f"**{cell}**" if lib in SUBJECTS and cell else cell)
             lines.append(
-                f"| {row.title} | " + " | ".join(cells) + f" | {vs_best_peer(per_lib)} | {targets(row, per_lib)} |"
+                f"| {row.title} | " + " | ".join(cells) + f" | {vs_best_peer(row, per_lib)} | {targets(row, per_lib)} |"
             )
         out.append("\n".join(lines))
     return "\n\n".join(out)
