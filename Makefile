@@ -49,7 +49,7 @@ $(LINT_DEPS): $(DEPS)
 	touch $@
 
 $(BENCH_DEPS): $(DEPS)
-	$(BIN)/pip install --quiet numpy matplotlib mpire loky tqdm
+	$(BIN)/pip install --quiet numpy matplotlib mpire loky tqdm pebble
 	touch $@
 
 bench: build-release $(BENCH_DEPS)

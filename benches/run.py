@@ -1,13 +1,22 @@
 """The benchmark suite: `make bench`.
 
-Every figure comes from a fresh interpreter per run (`--one`); each
-workload runs several times and the median is kept. All libraries run in
-the same invocation, so the table is a set of ratios taken on the same
-machine at the same time. Output: benches/results/latest.md and
-benches/results/latest.png.
+Every figure comes from a fresh interpreter per run (`--one`); each row
+runs several times and the median is kept. All libraries run in the same
+invocation, so the table is a set of ratios taken on the same machine at
+the same time. Each row says how shoal compares with the best peer, and
+whether the issues' targets are met (reported, never asserted: benches are
+not tests). Output: benches/results/latest.{md,json,png} for a full run,
+partial.{md,json} otherwise.
+
+Sections (each a group for --only):
+  pool        every pool library on the classic rows (rows_pool.py)
+  workerpool  keep_alive=False small map, progress bar, insights (rows_workerpool.py)
+  mpire       MPIRE's three published workloads (rows_mpire.py)
+  executor    shoal.Executor vs ProcessPoolExecutor, loky, pebble (rows_executor.py)
 
   .venv/bin/python benches/run.py                      # everything
-  .venv/bin/python benches/run.py --only imap_cs1 --libs shoal,multiprocessing
+  .venv/bin/python benches/run.py --only executor
+  .venv/bin/python benches/run.py --only imap_cs1 --libs shoal,shoal.WorkerPool,mpire
 """
 
 from __future__ import annotations
@@ -16,379 +25,86 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import workloads as W  # noqa: E402
+import rows_executor  # noqa: E402
+import rows_mpire  # noqa: E402
+import rows_pool  # noqa: E402
+import rows_workerpool  # noqa: E402
+from adapters import WORKERS, preimport  # noqa: E402
+from rows import NOT_IMPLEMENTED, Results, Row, usable  # noqa: E402
 
-WORKERS = 2
+SECTIONS: dict[str, dict[str, Row]] = {
+    "pool": rows_pool.ROWS,
+    "workerpool": rows_workerpool.ROWS,
+    "mpire": rows_mpire.ROWS,
+    "executor": rows_executor.ROWS,
+}
+ROWS: dict[str, Row] = {name: row for rows in SECTIONS.values() for name, row in rows.items()}
+SUBJECTS = {"shoal": "Pool", "shoal.WorkerPool": "WorkerPool", "shoal.Executor": "Executor"}
 # A run longer than this is not repeated: noise is small next to it, and
 # the peers at chunksize 1 take minutes per run.
 SLOW_RUN = 10.0
-LIBS = ["serial", "multiprocessing", "concurrent.futures", "mpire", "loky", "shoal"]
 
 
-# -- adapters: one small interface over every library -------------------------
+def script_square(x: int) -> int:
+    """A function of the script a user runs, so it lives in ``__main__``
+    (rows_workerpool's small map sends it)."""
+    return x * x
 
 
-class Done:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def get(self) -> Any:
-        return self.value
-
-
-class Serial:
-    def map(self, f, it, chunksize=None):
-        return list(map(f, it))
-
-    def imap(self, f, it, chunksize=None):
-        return map(f, it)
-
-    imap_unordered = imap
-
-    def apply_async(self, f, args):
-        return Done(f(*args))
-
-
-class StdPool:
-    def __init__(self, pool) -> None:
-        self.p = pool
-
-    def map(self, f, it, chunksize=None):
-        return self.p.map(f, it, chunksize)
-
-    def imap(self, f, it, chunksize=None):
-        return self.p.imap(f, it) if chunksize is None else self.p.imap(f, it, chunksize)
-
-    def imap_unordered(self, f, it, chunksize=None):
-        if chunksize is None:
-            return self.p.imap_unordered(f, it)
-        return self.p.imap_unordered(f, it, chunksize)
-
-    def apply_async(self, f, args):
-        return self.p.apply_async(f, args)
-
-
-class Futures:
-    """concurrent.futures.ProcessPoolExecutor and loky's executor."""
-
-    class _Result:
-        def __init__(self, fut) -> None:
-            self.fut = fut
-
-        def get(self):
-            return self.fut.result()
-
-    def __init__(self, ex) -> None:
-        self.ex = ex
-
-    def map(self, f, it, chunksize=None):
-        return list(self.ex.map(f, it, chunksize=chunksize or 1))
-
-    def imap(self, f, it, chunksize=None):
-        return self.ex.map(f, it, chunksize=chunksize or 1)
-
-    def imap_unordered(self, f, it, chunksize=None):
-        from concurrent.futures import as_completed
-
-        return (fut.result() for fut in as_completed([self.ex.submit(f, x) for x in it]))
-
-    def apply_async(self, f, args):
-        return self._Result(self.ex.submit(f, *args))
-
-
-class Mpire:
-    def __init__(self, pool) -> None:
-        self.p = pool
-
-    def map(self, f, it, chunksize=None):
-        return self.p.map(f, it, chunk_size=chunksize)
-
-    def imap(self, f, it, chunksize=None):
-        return self.p.imap(f, it, chunk_size=chunksize)
-
-    def imap_unordered(self, f, it, chunksize=None):
-        return self.p.imap_unordered(f, it, chunk_size=chunksize)
-
-    def apply_async(self, f, args):
-        return self.p.apply_async(f, args=args)
-
-
-@contextmanager
-def pool(lib: str) -> Iterator[Any]:
-    """A pool of WORKERS workers with the library's defaults, closed on exit."""
-    if lib == "serial":
-        yield Serial()
-    elif lib == "multiprocessing":
-        import multiprocessing
-
-        p = multiprocessing.Pool(WORKERS)
-        yield StdPool(p)
-        p.close()
-        p.join()
-    elif lib == "shoal":
-        import shoal
-
-        p = shoal.Pool(WORKERS)
-        yield StdPool(p)
-        p.close()
-        p.join()
-    elif lib == "concurrent.futures":
-        from concurrent.futures import ProcessPoolExecutor
-
-        ex = ProcessPoolExecutor(WORKERS)
-        yield Futures(ex)
-        ex.shutdown(wait=True)
-    elif lib == "loky":
-        import loky
-
-        ex = loky.get_reusable_executor(max_workers=WORKERS)
-        yield Futures(ex)
-        ex.shutdown(wait=True)
-    elif lib == "mpire":
-        import mpire
-
-        p = mpire.WorkerPool(n_jobs=WORKERS)
-        yield Mpire(p)
-        p.terminate()
-    else:
-        raise ValueError(lib)
-
-
-def preimport(lib: str) -> None:
-    """Import the library before any timing starts."""
-    mod = {"serial": None, "concurrent.futures": "concurrent.futures"}.get(lib, lib)
-    if mod:
-        __import__(mod)
-    if lib == "shoal":
-        import shoal
-
-        shoal.Pool  # noqa: B018 - resolve the lazy export
-
-
-@contextmanager
-def warm(lib: str) -> Iterator[Any]:
-    with pool(lib) as h:
-        h.map(W.square, range(100))
-        yield h
-
-
-# -- workloads -------------------------------------------------------------------
-
-
-def w_map_cold(lib: str) -> dict:
-    t0 = time.perf_counter()
-    with pool(lib) as h:
-        out = h.map(W.square, range(1_000_000))
-    dt = time.perf_counter() - t0
-    assert out[-1] == 999_999**2
-    return {"time": dt}
-
-
-def w_map_warm(lib: str) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        out = h.map(W.square, range(1_000_000))
-        dt = time.perf_counter() - t0
-    assert out[-1] == 999_999**2
-    return {"time": dt}
-
-
-def _consume(it: Iterable[Any]) -> int:
-    n = 0
-    for _ in it:
-        n += 1
-    return n
-
-
-def w_imap_default(lib: str) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        n = _consume(h.imap(W.square, (i for i in range(200_000))))
-        dt = time.perf_counter() - t0
-    assert n == 200_000
-    return {"time": dt}
-
-
-def w_imap_cs1(lib: str) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        n = _consume(h.imap(W.square, (i for i in range(200_000)), chunksize=1))
-        dt = time.perf_counter() - t0
-    assert n == 200_000
-    return {"time": dt, "per_task_us": dt / n * 1e6}
-
-
-def w_apply_async(lib: str) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        rs = [h.apply_async(W.square, (i,)) for i in range(20_000)]
-        out = [r.get() for r in rs]
-        dt = time.perf_counter() - t0
-    assert out[-1] == 19_999**2
-    return {"time": dt, "per_task_us": dt / 20_000 * 1e6}
-
-
-def w_cpu(lib: str) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        h.map(W.cpu_5ms, range(200))
-        dt = time.perf_counter() - t0
-    return {"time": dt}
-
-
-def ideal_greedy(durations: list[float], workers: int) -> float:
-    """Makespan of greedy list scheduling in input order with no overhead."""
-    free = [0.0] * workers
-    for d in durations:
-        i = free.index(min(free))
-        free[i] += d
-    return max(free)
-
-
-def w_skewed(lib: str) -> dict:
-    n = 200
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        _consume(h.imap_unordered(W.skewed, range(n)))
-        dt = time.perf_counter() - t0
-    ideal = ideal_greedy([W.skewed_duration(i) for i in range(n)], WORKERS)
-    return {"time": dt, "vs_ideal": dt / ideal}
-
-
-def w_numpy_args(lib: str) -> dict:
-    import numpy as np
-
-    arrays = [np.full(1 << 17, float(i)) for i in range(200)]
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        out = h.map(W.array_sum, arrays)
-        dt = time.perf_counter() - t0
-    assert out[7] == 14.0
-    return {"time": dt}
-
-
-def w_numpy_results(lib: str) -> dict:
-    import numpy as np  # imported before timing, as for every library
-
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        out = h.map(W.make_array, range(100))
-        dt = time.perf_counter() - t0
-    # mpire concatenates numpy results into one array by default.
-    assert float(np.asarray(out).reshape(100, -1)[7][5]) == 7.0
-    return {"time": dt}
-
-
-def w_startup(lib: str) -> dict:
-    t0 = time.perf_counter()
-    with pool(lib) as h:
-        h.map(W.square, range(4))
-    return {"time": time.perf_counter() - t0}
-
-
-def _memory(lib: str, n: int) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        got = _consume(h.imap(W.length, W.kib_items(n)))
-        dt = time.perf_counter() - t0
-    assert got == n
-    return {"time": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def w_memory_200k(lib: str) -> dict:
-    return _memory(lib, 200_000)
-
-
-def w_memory_2m(lib: str) -> dict:
-    return _memory(lib, 2_000_000)
-
-
-def w_latency(lib: str) -> dict:
-    with warm(lib) as h:
-        t0 = time.perf_counter()
-        it = iter(h.imap(W.sleep_300ms, range(6)))
-        next(it)
-        dt = time.perf_counter() - t0
-        _consume(it)
-    return {"time": dt}
-
-
-# name -> (function, title, runs, seconds allowed per run)
-WORKLOADS: dict[str, tuple[Callable[[str], dict], str, int, int]] = {
-    "map_cold": (w_map_cold, "1. map, 1M ints, cold (create, map, close)", 5, 60),
-    "map_warm": (w_map_warm, "1. map, 1M ints, warm pool", 5, 60),
-    "imap_default": (w_imap_default, "2. imap, generator of 200k ints, defaults", 3, 60),
-    "imap_cs1": (w_imap_cs1, "2. imap, generator of 200k ints, chunksize=1", 3, 60),
-    "apply_async": (w_apply_async, "3. 20k apply_async, then get", 3, 60),
-    # More runs: the host's speed varies by more than the gaps between the pools.
-    "cpu": (w_cpu, "4. CPU-bound, 200 tasks of ~5 ms", 9, 60),
-    "skewed": (w_skewed, "5. skewed, 200 tasks (2 ms, 1 in 10 60 ms), imap_unordered", 5, 60),
-    "numpy_args": (w_numpy_args, "6. numpy, 200 x 1 MiB arrays in", 3, 60),
-    "numpy_results": (w_numpy_results, "6. numpy, 100 x 1 MiB arrays out", 3, 60),
-    "startup": (w_startup, "7. start-up: create 2, map 4, close", 5, 60),
-    "memory_200k": (w_memory_200k, "8. imap, 200k items of 1 KiB", 3, 60),
-    "memory_2m": (w_memory_2m, "8. imap, 2M items of 1 KiB", 3, 60),
-    "latency": (w_latency, "9. time to first imap result, 300 ms tasks", 3, 60),
-}
-
-
-def run_one(workload: str, lib: str, timeout: int) -> dict | None:
-    """One run in a fresh interpreter; None if it exceeded ``timeout`` or failed."""
+def run_one(name: str, lib: str) -> dict | None:
+    """One run in a fresh interpreter; None if it exceeded the row's timeout."""
+    row = ROWS[name]
     # A session of its own, so that a run cut off by the timeout takes its
     # pool's workers with it (ProcessPoolExecutor's would otherwise linger).
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--one", workload, lib],
+        [sys.executable, __file__, "--one", name, lib],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env={**os.environ, **row.env},
     )
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=row.timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         return None
-    out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    if out.returncode != 0:
-        print(f"  {workload} {lib} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+    if proc.returncode != 0:
+        print(f"  {name} {lib} failed:\n{stderr[-2000:]}", file=sys.stderr)
         return {"failed": 1.0, "time": 0.0}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
-def measure(workloads: list[str], libs: list[str]) -> dict[str, dict[str, dict | None]]:
-    """Each workload's median per library. Runs go in rounds, one run of
-    every library per round, and the order rotates from round to round: this
+def measure(names: list[str], libs: list[str]) -> dict[str, Results]:
+    """Each row's median per library. Runs go in rounds, one run of every
+    library per round, and the order rotates from round to round: this
     host's speed drifts over minutes, and running all of one library's runs
     before the next would hand that drift to whichever ran later."""
-    results: dict[str, dict[str, dict | None]] = {}
-    for name in workloads:
-        _fn, title, runs, timeout = WORKLOADS[name]
-        todo = [lib for lib in libs if not (name == "startup" and lib == "serial")]
+    results: dict[str, Results] = {}
+    for name in names:
+        row = ROWS[name]
+        todo = [lib for lib in row.libs if lib in libs]
         samples: dict[str, list[dict]] = {lib: [] for lib in todo}
         done: dict[str, dict | None] = {}
-        for round_no in range(runs):
-            shift = round_no % len(todo)
+        for round_no in range(row.runs):
+            shift = round_no % max(1, len(todo))
             for lib in todo[shift:] + todo[:shift]:
                 if lib in done:
                     continue
-                r = run_one(name, lib, timeout)
-                if r is None or r.get("failed"):
-                    done[lib] = r  # too slow or failed: do not spend more runs on it
+                r = run_one(name, lib)
+                if r is None or r.get("failed") or r.get("na"):
+                    done[lib] = r  # too slow, failed or absent: no more runs
                     continue
                 samples[lib].append(r)
                 if r["time"] > SLOW_RUN:
@@ -400,19 +116,27 @@ def measure(workloads: list[str], libs: list[str]) -> dict[str, dict[str, dict |
             else:
                 got = samples[lib]
                 results[name][lib] = {k: statistics.median(s[k] for s in got) for k in got[0]}
-            print(f"{title:60s} {lib:20s} {_fmt(results[name][lib], timeout)}", flush=True)
+            print(f"{row.title[:70]:70s} {lib:20s} {fmt(results[name][lib], row.timeout)}", flush=True)
     return results
 
 
-def _fmt(r: dict | None, timeout: int = 0) -> str:
+def _ms(t: float) -> str:
+    return f"{t * 1000:.0f} ms" if t >= 0.1 else f"{t * 1000:.1f} ms"
+
+
+def fmt(r: dict | None, timeout: int = 0) -> str:
     if r is None:
         return f"> {timeout} s" if timeout else "failed"
     if r.get("failed"):
         return "failed"
-    t = r["time"]
-    s = f"{t * 1000:.0f} ms" if t >= 0.1 else f"{t * 1000:.1f} ms"
-    if "per_task_us" in r:
-        s += f" ({r['per_task_us']:.1f} µs/task)"
+    if r.get("na"):
+        return f"n/a ({r['na']})"
+    if "with_over_without" in r:
+        return f"{_ms(r['base'])} → {_ms(r['time'])} ({r['with_over_without']:.3f}x)"
+    s = _ms(r["time"])
+    for key, unit in (("per_task_us", "µs/task"), ("per_submit_us", "µs/submit")):
+        if key in r:
+            s += f" ({r[key]:.1f} {unit})"
     if "vs_ideal" in r:
         s += f" ({r['vs_ideal']:.2f}x ideal)"
     if "peak_rss_mb" in r:
@@ -420,44 +144,93 @@ def _fmt(r: dict | None, timeout: int = 0) -> str:
     return s
 
 
-def table(results: dict[str, dict[str, dict | None]], libs: list[str]) -> str:
-    head = "| workload | " + " | ".join(libs) + " |"
-    lines = [head, "|---" * (len(libs) + 1) + "|"]
-    for name, per_lib in results.items():
-        title, timeout = WORKLOADS[name][1], WORKLOADS[name][3]
-        cells = []
-        for lib in libs:
-            if lib not in per_lib:
-                cells.append("")
-                continue
-            cell = _fmt(per_lib[lib], timeout)
-            cells.append(f"**{cell}**" if lib == "shoal" else cell)
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _x(ratio: float) -> str:
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2f}x"
 
 
-def chart(results: dict[str, dict[str, dict | None]], libs: list[str], path: Path) -> None:
+def vs_best_peer(row: Row, per_lib: Results) -> str:
+    """How many times faster each shoal front door is than the fastest peer
+    on this row (serial is no peer). When every peer ran out of time, the
+    time limit gives a lower bound."""
+    ran = {lib: r for lib, r in per_lib.items() if lib not in SUBJECTS and lib != "serial"}
+    peers = {lib: r["time"] for lib, r in ran.items() if usable(r)}
+    if peers:
+        best = min(peers, key=peers.__getitem__)
+        best_time, above, against = peers[best], "", f"vs {best}"
+    elif ran and all(r is None for r in ran.values()):
+        best_time, above, against = float(row.timeout), "> ", f"every peer over {row.timeout} s"
+    else:
+        return "—"
+    cells = []
+    for lib, short in SUBJECTS.items():
+        r = per_lib.get(lib)
+        if lib in per_lib:
+            cells.append(f"{short} {above}{_x(best_time / r['time'])}" if usable(r) and r["time"] else f"{short} —")
+    return ", ".join(cells) + f" ({against})"
+
+
+def targets(row: Row, per_lib: Results) -> str:
+    cells = []
+    for t in row.targets:
+        value = t.ratio(per_lib)
+        if value is None:
+            na = any(r is not None and r.get("na") == NOT_IMPLEMENTED for r in per_lib.values())
+            cells.append(f"{t.text}: {'n/a (not implemented)' if na else 'n/a'}")
+        else:
+            # Three decimals near 1, where two would print a miss as "1.00".
+            shown = f"{value:.3f}" if 0.95 < value < 1.05 else f"{value:.2f}"
+            cells.append(f"{t.text}: {shown} {'✓' if t.met(value) else '✗ MISSED'}")
+    return "; ".join(cells) or "—"
+
+
+def table(results: dict[str, Results], libs: list[str]) -> str:
+    """One table per section, with the section's libraries as columns."""
+    out = []
+    for section, rows in SECTIONS.items():
+        names = [n for n in rows if n in results]
+        if not names:
+            continue
+        cols = [
+            lib
+            for lib in dict.fromkeys(lib for n in names for lib in rows[n].libs)
+            if lib in libs and any(lib in results[n] for n in names)
+        ]
+        head = "| row | " + " | ".join(cols) + " | shoal vs best peer | targets |"
+        lines = [f"### {section}", "", head, "|---" * (len(cols) + 3) + "|"]
+        for n in names:
+            row, per_lib = rows[n], results[n]
+            cells = []
+            for lib in cols:
+                cell = fmt(per_lib[lib], row.timeout) if lib in per_lib else ""
+                cells.append(f"**{cell}**" if lib in SUBJECTS and cell else cell)
+            lines.append(
+                f"| {row.title} | " + " | ".join(cells) + f" | {vs_best_peer(row, per_lib)} | {targets(row, per_lib)} |"
+            )
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def chart(results: dict[str, Results], libs: list[str], path: Path) -> None:
+    """Time relative to multiprocessing.Pool, for the rows it runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = [lib for lib in libs if lib != "serial"]
-    names = [
-        n for n in results if results[n].get("multiprocessing") and not results[n]["multiprocessing"].get("failed")
-    ]
+    names = [n for n in results if usable(results[n].get("multiprocessing"))]
+    peers = [lib for lib in libs if lib != "serial" and any(lib in results[n] for n in names)]
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(names) * len(peers) / 2 + 1.5))
     height = 0.8 / len(peers)
     for k, lib in enumerate(peers):
         ys, xs = [], []
         for i, n in enumerate(names):
             r, base = results[n].get(lib), results[n]["multiprocessing"]
-            if r is not None and base is not None and not r.get("failed") and not base.get("failed"):
+            if usable(r) and r["time"] > 0:
                 ys.append(i + k * height)
                 xs.append(r["time"] / base["time"])
         ax.barh(ys, xs, height=height, label=lib)
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))])
-    ax.set_yticklabels([WORKLOADS[n][1] for n in names], fontsize=8)
+    ax.set_yticklabels([ROWS[n].title[:70] for n in names], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
@@ -467,28 +240,49 @@ def chart(results: dict[str, dict[str, dict | None]], libs: list[str], path: Pat
     fig.savefig(path, dpi=110)
 
 
+def selected(only: str | None) -> list[str]:
+    """Row names from ``--only`` (section names and row names, comma-separated)."""
+    if not only:
+        return list(ROWS)
+    names: list[str] = []
+    for item in only.split(","):
+        if item in SECTIONS:
+            names += SECTIONS[item]
+        elif item in ROWS:
+            names.append(item)
+        else:
+            raise SystemExit(f"unknown section or row {item!r}; sections: {', '.join(SECTIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def all_libs() -> list[str]:
+    return list(dict.fromkeys(lib for row in ROWS.values() for lib in row.libs))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--one", nargs=2, metavar=("WORKLOAD", "LIB"), help=argparse.SUPPRESS)
-    ap.add_argument("--only", help="comma-separated workloads")
-    ap.add_argument("--libs", help="comma-separated libraries")
+    ap.add_argument("--one", nargs=2, metavar=("ROW", "LIB"), help=argparse.SUPPRESS)
+    ap.add_argument("--only", help="comma-separated sections or rows: " + ", ".join(SECTIONS) + ", " + ", ".join(ROWS))
+    ap.add_argument("--libs", help="comma-separated libraries: " + ", ".join(all_libs()))
     args = ap.parse_args()
     if args.one:
         name, lib = args.one
         preimport(lib)
-        print(json.dumps(WORKLOADS[name][0](lib)))
+        print(json.dumps(ROWS[name].fn(lib)))
         return
-    workloads = args.only.split(",") if args.only else list(WORKLOADS)
-    libs = args.libs.split(",") if args.libs else LIBS
-    started = time.strftime("%Y-%m-%d %H:%M")
-    results = measure(workloads, libs)
-    runs = sorted({WORKLOADS[w][2] for w in workloads})
+    names = selected(args.only)
+    libs = args.libs.split(",") if args.libs else all_libs()
+    started, t0, load0 = time.strftime("%Y-%m-%d %H:%M"), time.monotonic(), os.getloadavg()[0]
+    results = measure(names, libs)
+    elapsed, load1 = time.monotonic() - t0, os.getloadavg()[0]
+    runs = sorted({ROWS[n].runs for n in names})
     runs_text = f"{runs[0]}-{runs[-1]}" if len(runs) > 1 else str(runs[0])
     header = (
-        f"Run {started}: Python {platform.python_version()}, {os.cpu_count()} cores, {WORKERS} workers, "
-        f"each library with its defaults (multiprocessing and mpire: fork; shoal: fork, as no other pool "
-        f"runs). Median of {runs_text} runs, each in a fresh process; "
-        f"a figure over {SLOW_RUN:.0f} s is one run. Lower is better."
+        f"Run {started} ({elapsed / 60:.1f} min; 1-minute load average {load0:.1f} at the start, {load1:.1f} at "
+        f"the end): Python {platform.python_version()}, {os.cpu_count()} cores, {WORKERS} workers, each library "
+        f"with its defaults (multiprocessing and mpire: fork; shoal: fork while the process has one thread). "
+        f"Median of {runs_text} runs, each in a fresh process; a figure over {SLOW_RUN:.0f} s is one run. "
+        f"Lower is better; 'shoal vs best peer' is the best peer's time over shoal's (above 1: shoal is faster)."
     )
     text = header + "\n\n" + table(results, libs) + "\n"
     print("\n" + text)
@@ -500,6 +294,7 @@ def main() -> None:
         chart(results, libs, out / "latest.png")
     else:
         (out / "partial.md").write_text(text)
+        (out / "partial.json").write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
