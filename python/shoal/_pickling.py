@@ -265,6 +265,11 @@ def dumps_func(func: Any, inherited: dict[str, Any] | None = None) -> tuple[byte
         data = _dumps(func, PROTOCOL)
     except Exception as first:  # noqa: BLE001 - _by_value decides
         return _by_value(func, first), False
+    if getattr(type(func), "pickles_prepared", False):
+        # A wrapper whose pickle carries its function's, made by this
+        # function already: a `__main__` in it is inside those bytes, sent
+        # as they were decided, not a reference this pickle makes.
+        return data, False
     if data.find(_MAIN) < 0:
         return data, _names_itself(func)
     if inherited is not None and _script_level(func) and _top_level_is(func, inherited):
