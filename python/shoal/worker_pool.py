@@ -1004,11 +1004,16 @@ class WorkerPool:
         ``worker_init`` and ``worker_exit`` and their timeouts (see
         :meth:`map`); later ones cannot change them. ``callback`` and
         ``error_callback`` run in the parent."""
-        _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
+        # The common call (no timeouts, a tuple of arguments) checks no more
+        # than it must: this runs once per task.
+        if task_timeout is not None or worker_init_timeout is not None or worker_exit_timeout is not None:
+            _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         jobs = self._jobs
         if jobs is None:
             jobs = self._start_workers(worker_init, worker_exit, None, worker_init_timeout, worker_exit_timeout)
-        if isinstance(args, (str, bytes)) or is_ndarray(args) or not isinstance(args, Iterable):
+        if type(args) is not tuple and (
+            isinstance(args, (str, bytes)) or is_ndarray(args) or not isinstance(args, Iterable)
+        ):
             args = (args,)
         target: Callable[..., Any] = func
         if self._extra_arguments() or self._worker_init is not None:
