@@ -225,6 +225,12 @@ def loads_chunk(data: Any) -> Any:
     return loads(data) if data[0] == _PROTO else unpack_values(data)
 
 
+def is_packed_chunk(data: Any) -> bool:
+    """Whether ``dumps_chunk`` packed this chunk: its items are all plain
+    ints or all plain floats."""
+    return bool(data[0] != _PROTO)
+
+
 def dumps_one(obj: Any, oob: Outbound | None = None) -> bytes:
     """One task's item or result, for ``loads_one``: packed if it is a plain
     number or a short tuple of them, else as ``dumps`` does."""

@@ -30,7 +30,7 @@ import types
 from shoal import _protocol as P
 from shoal import _shm
 from shoal._errors import describe_call, func_name
-from shoal._pickling import _dumps, dumps, dumps_chunk, loads, loads_chunk, loads_one
+from shoal._pickling import _dumps, dumps, dumps_chunk, is_packed_chunk, loads, loads_chunk, loads_one
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
@@ -471,6 +471,9 @@ def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, int, byt
         items = (loads_one(payload),) if flags & P.SINGLE else loads_chunk(payload)
     except BaseException as exc:  # noqa: BLE001
         return P.CHUNK_FAILED, 0, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+    if flags & P.UNPACK and not flags & P.SINGLE and is_packed_chunk(payload):
+        # Plain numbers only: each is the one argument, by MPIRE's rule too.
+        flags &= ~P.UNPACK
     return _run_chunk(func, flags, items)
 
 

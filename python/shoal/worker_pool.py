@@ -1018,7 +1018,15 @@ class WorkerPool:
         target: Callable[..., Any] = func
         if self._extra_arguments() or self._worker_init is not None:
             target = _wp_worker.ApplyCall(dumps_func(func, jobs.inherited)[0], func_name(func))
-        result = jobs.apply(target, args, kwargs or {}, callback, error_callback, timeout=task_timeout)
+        if callback is None and error_callback is None and not kwargs and task_timeout is None:
+            # The common call, once func is cached, wholly in Rust (as
+            # Pool.apply_async takes it). None: not taken.
+            plain = jobs.apply_plain(target, args)
+            if plain is not None:
+                return AsyncResult(plain)
+            result = jobs.apply(target, args, {}, None, None, plain_tried=True)
+        else:
+            result = jobs.apply(target, args, kwargs or {}, callback, error_callback, timeout=task_timeout)
         return AsyncResult(result)
 
 
