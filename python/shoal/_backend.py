@@ -128,6 +128,4 @@ def start(
     that fork inherit ``initializer`` and ``initargs``; others get them
     pickled by ``dumps_init``."""
     method = _start.resolve(context, start_method)
-    return Processes(
-        method, processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace, dumps_init
-    )
+    return Processes(method, processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace, dumps_init)

@@ -244,9 +244,7 @@ class Jobs:
             # Room for the whole input at once: its feeder reads it all now.
             n = len(iterable)  # type: ignore[arg-type]
             window = max(1, -(-n // (chunksize or 1)))
-        return cls(
-            self, func, iterable, chunksize, star, window=window, timeout=timeout, pinned=pinned, unpack=unpack
-        )
+        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout, pinned=pinned, unpack=unpack)
 
     def start_lazy(self, lazy: _Lazy) -> None:
         """Start ``lazy``'s feeder thread, and keep it for close/join/terminate."""

@@ -49,7 +49,7 @@ def test_unpicklable_shared_objects_reach_forked_workers() -> None:
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_unpicklable_shared_objects_fail_clearly_elsewhere(method: str) -> None:
     with shoal.WorkerPool(2, start_method=method, shared_objects=Unpicklable(1)) as pool:
-        with pytest.raises(RuntimeError, match="cannot be sent to its .* workers"):
+        with pytest.raises(RuntimeError, match=r"cannot be sent to its .* workers"):
             pool.map(read_shared, range(5))
 
 
