@@ -540,10 +540,11 @@ impl Engine {
             st.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
         }
         if kill_running {
+            let st = &mut *st;
             for w in &mut st.workers {
                 let runs_it = w.outstanding.front().is_some_and(|t| t.job == job);
                 if runs_it && w.life != Life::Exited && w.fate.is_none() {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    st.launcher.kill(&w.proc, libc::SIGKILL);
                     w.fate = Some(Fate::Cancelled);
                     ended += w.outstanding.iter().filter(|t| t.job == job).count() as u32;
                 }
@@ -939,9 +940,9 @@ impl State {
             }
             if w.life != Life::Exited {
                 if at_once {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    self.launcher.kill(&w.proc, libc::SIGKILL);
                 } else {
-                    sys::kill(w.proc.pid, libc::SIGTERM);
+                    self.launcher.kill(&w.proc, libc::SIGTERM);
                     w.kill_at = Some(Instant::now() + self.config.kill_grace);
                 }
                 w.life = Life::Retiring;
@@ -978,7 +979,7 @@ impl State {
             }
             if let Some(at) = w.kill_at {
                 if now >= at {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    self.launcher.kill(&w.proc, libc::SIGKILL);
                     w.kill_at = None;
                 }
             }
@@ -986,7 +987,7 @@ impl State {
             // C code; the death is then handled as a time-out.
             if let Some((at, limit)) = w.deadline {
                 if now >= at && w.fate.is_none() {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    self.launcher.kill(&w.proc, libc::SIGKILL);
                     w.fate = Some(Fate::TimedOut(limit));
                 }
             }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 mod packed;
 mod plain_apply;
 mod result;
+mod threads;
 mod worker_loop;
 use plain_apply::PlainApply;
 use result::JobResult;
@@ -191,38 +192,41 @@ impl Drop for PyEngine {
 impl PyEngine {
     /// Start `processes` workers. Workers are spawned from `argv`, or forked
     /// by the zygote listening on `zygote_fd`, which the engine takes over
-    /// and closes. `exit_grace`: seconds a worker told to exit has to run
-    /// its exit hook before SIGKILL.
+    /// and closes, or are threads of this process that each call
+    /// `threads(fd, slot)` and exit with the int it returns. `exit_grace`:
+    /// seconds a worker told to exit has to run its exit hook before SIGKILL.
     #[new]
     // The signature is the Python keyword interface; a struct would only move it.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0))]
+    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, threads=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0))]
     fn new(
         py: Python<'_>,
         processes: usize,
         init_payload: &Bound<'_, PyBytes>,
         argv: Option<Vec<String>>,
         zygote_fd: Option<i32>,
+        threads: Option<Py<PyAny>>,
         lifespan_chunks: Option<u64>,
         lifespan_items: Option<u64>,
         kill_grace: f64,
         exit_grace: f64,
     ) -> PyResult<Self> {
-        let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd) {
-            (Some(argv), None) => {
+        let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd, threads) {
+            (None, None, Some(serve)) => Box::new(threads::launcher(serve)),
+            (Some(argv), None, None) => {
                 let (program, args) = argv
                     .split_first()
                     .ok_or_else(|| PyValueError::new_err("argv is empty"))?;
                 Box::new(SpawnLauncher::new(program.clone(), args.to_vec()))
             }
-            (None, Some(fd)) => {
+            (None, Some(fd), None) => {
                 if fd < 0 {
                     return Err(PyValueError::new_err(format!("bad zygote descriptor {fd}")));
                 }
                 // SAFETY: the caller hands the descriptor over (socket.detach()).
                 Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) }))
             }
-            _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
+            _ => return Err(PyValueError::new_err("give exactly one of argv, zygote_fd and threads")),
         };
         let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
         config.lifespan.chunks = lifespan_chunks;
@@ -655,12 +659,12 @@ impl PyEngine {
     }
 }
 
-/// Counts a callback thread in [`shoal_core::live_threads`] from before it
-/// starts until it ends.
-struct ThreadCount;
+/// Counts a callback thread (or a thread worker) in
+/// [`shoal_core::live_threads`] from before it starts until it ends.
+pub(crate) struct ThreadCount;
 
 impl ThreadCount {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         shoal_core::thread_started();
         ThreadCount
     }
