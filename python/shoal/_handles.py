@@ -58,6 +58,11 @@ _TAKE = _prefix(_TAKE_CODE)
 _PEEK = _prefix(_PEEK_CODE)
 
 
+def is_reference(data: bytes) -> bool:
+    """Whether ``data`` is a reference made by a table in this process."""
+    return data.startswith(_TAKE)
+
+
 def _forget(table: int) -> None:
     """Drop every object ``table`` put in that nobody took."""
     for key in [k for k in _objects if k >> _KEY_BITS == table]:
@@ -72,11 +77,15 @@ class Handles:
     ``by_reference`` and call :meth:`put` instead of pickling.
     """
 
-    __slots__ = ("__weakref__", "_keys", "id")
+    __slots__ = ("__weakref__", "_keys", "id", "tracebacks")
 
     by_reference = True
 
     def __init__(self) -> None:
+        # Whether a task's exception also carries its traceback as text, for
+        # a RemoteTraceback cause (WorkerPool's workers ask, as MPIRE gives
+        # one); a ThreadPool's goes as itself, as the stdlib's does.
+        self.tracebacks = False
         self.id = next(_table_ids) % (1 << (63 - _KEY_BITS))
         self._keys = itertools.count(self.id << _KEY_BITS)
         weakref.finalize(self, _forget, self.id)

@@ -83,19 +83,27 @@ def _describe(exc: BaseException, where: str = "", oob: Any = None) -> tuple[byt
     cannot be pickled), the formatted remote traceback, and its repr. A
     thread worker's (``oob`` is its pool's object table) is the exception
     itself, by reference, with no text: it keeps its own traceback."""
-    if oob is not None and oob.by_reference:
+    if not _with_text(oob):
         return oob.put(exc), None, ""
     import traceback
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if where:
         tb += where
-    blob = _exception_pickle(exc)
+    blob = _exception_pickle(exc) if oob is None or not oob.by_reference else oob.put(exc)
     try:
         rep = repr(exc)
     except BaseException:  # noqa: BLE001
         rep = f"<{type(exc).__qualname__} with a failing repr>"
     return blob, '\n"""\n' + tb + '"""', rep
+
+
+def _with_text(oob: Any) -> bool:
+    """Whether a task's failure is described with its traceback as text,
+    which the parent attaches as a ``RemoteTraceback`` cause: in a process
+    worker, and in a thread worker whose pool asks for it (``WorkerPool``,
+    as MPIRE does; a ``ThreadPool``'s exception goes as itself)."""
+    return oob is None or not oob.by_reference or oob.tracebacks
 
 
 def _exception_pickle(exc: BaseException) -> bytes | None:
@@ -164,7 +172,7 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: Any, oob: Any = None
             k = len(results)
             if errors is None:
                 errors = []
-            note = "" if oob is not None else _task_note(func, _item_at(items, k), flags)
+            note = _task_note(func, _item_at(items, k), flags) if _with_text(oob) else ""
             errors.append((k, *_describe(exc, note, oob)))
             results.append(None)
             if flags & P.APPLY:
@@ -387,7 +395,7 @@ def run_exit_hook() -> bytes | None:
 
 def _fail_task(exc: BaseException, func: Any, item: Any, flags: int, oob: Any = None) -> tuple[int, int, bytes]:
     """A plain task's call raised ``exc``."""
-    note = "" if oob is not None else _task_note(func, item, flags)
+    note = _task_note(func, item, flags) if _with_text(oob) else ""
     return _encode([None], [(0, *_describe(exc, note, oob))], flags, oob)
 
 

@@ -167,14 +167,18 @@ class WorkerPool:
     id (0..n_jobs-1) and a per-worker ``dict``; the extra arguments come in
     the order worker id, shared objects, worker state, then the task's.
     ``start_method``: ``fork``, ``forkserver`` or ``spawn`` (``None``:
-    shoal's default, see ``shoal._start``). ``keep_alive``: keep the workers
+    shoal's default, see ``shoal._start``), or ``threading``: workers are
+    threads of this process, through the same route, and nothing is pickled
+    (tasks get the very objects given). A thread cannot be killed, so under
+    ``threading`` a ``task_timeout`` raises ``ValueError`` saying so, and
+    ``terminate`` leaves a task that is still running to finish on its own. ``keep_alive``: keep the workers
     (and their state) from one map to the next instead of starting and
     stopping them for each. ``daemon``: whether tasks are refused to start
     processes of their own, as ``multiprocessing`` refuses daemons.
     ``use_dill`` is accepted and changes nothing: shoal already sends
     lambdas, closures and a script's functions under every start method.
-    ``enable_insights``, ``order_tasks`` and ``start_method="threading"``
-    raise ``NotImplementedError`` for now.
+    ``enable_insights`` and ``order_tasks`` raise ``NotImplementedError``
+    for now.
     """
 
     def __init__(
@@ -192,14 +196,12 @@ class WorkerPool:
         order_tasks: bool = False,
     ) -> None:
         self._owner = os.getpid()
-        self._backend: _backend.Processes | None = None
+        self._backend: _backend.Processes | _backend.Threads | None = None
         self._jobs: Jobs | None = None
         check_number(n_jobs, "n_jobs", (int,), True, 0)
         self._n_jobs: int = n_jobs or _platform.usable_cpus()
         if start_method is not None and start_method not in START_METHODS:
             raise ValueError(f"start_method should be one of {START_METHODS}, not {start_method!r}")
-        if start_method == "threading":
-            raise _not_implemented("start_method='threading'")
         if enable_insights:
             raise _not_implemented("enable_insights (get_insights, print_insights)")
         if order_tasks:
@@ -232,7 +234,12 @@ class WorkerPool:
     @property
     def ctx(self) -> Any:
         """The ``multiprocessing`` context of the start method the workers
-        use, for making shared objects (``pool.ctx.Value``, ``.Barrier``)."""
+        use, for making shared objects (``pool.ctx.Value``, ``.Barrier``):
+        ``multiprocessing.dummy`` under ``threading``, as in MPIRE."""
+        if self._start_method == _backend.THREADING:
+            import multiprocessing.dummy
+
+            return multiprocessing.dummy
         method = _start.resolve(None, self._start_method)
         if method is None:
             # As the pool will settle it when it starts its workers.
@@ -306,14 +313,19 @@ class WorkerPool:
             "worker_exit": worker_exit,
         }
         token = next(_tokens)
-        method = _start.resolve(None, self._start_method)
+        threads = self._start_method == _backend.THREADING
+        method = _backend.THREADING if threads else _start.resolve(None, self._start_method)
         # Forked workers inherit the settings: nothing is pickled, so shared
         # objects may be anything that survives a fork. With no method set,
         # whether the workers fork is settled at the fork (see _start), so
         # the settings are also sent pickled, if they can be.
         if method in (None, "fork"):
             _wp_worker.inherited[token] = settings
-        initargs: tuple[Any, ...] = (token, None if method == "fork" or not _picklable(settings) else settings)
+        initargs: tuple[Any, ...]
+        if threads:
+            initargs = (token, settings)  # by reference: nothing is pickled
+        else:
+            initargs = (token, None if method == "fork" or not _picklable(settings) else settings)
         try:
             backend = _backend.start(
                 None,

@@ -75,7 +75,6 @@ def test_what_is_not_implemented_says_so(kwargs: dict, what: str) -> None:
     [
         ({"enable_insights": True}, "enable_insights"),
         ({"order_tasks": True}, "order_tasks"),
-        ({"start_method": "threading"}, "threading"),
     ],
 )
 def test_constructor_refuses_what_is_not_implemented(kwargs: dict, what: str) -> None:

@@ -168,6 +168,18 @@ pub(crate) struct PyEngine {
     /// Objects outcomes may need to be decoded (the pool's shared-memory
     /// arenas), kept as long as the engine, and so as long as any result.
     kept: Mutex<Vec<Py<PyAny>>>,
+    /// Its workers are threads of this process, which cannot be killed.
+    threads: bool,
+}
+
+/// The error for `what` (a timeout, a cancel that kills) asked of a pool
+/// whose workers are threads.
+fn cannot_kill_threads(what: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "{what} needs a worker that can be killed, and this pool's workers are threads, which cannot be \
+         (a thread runs its task to the end): use worker processes (start_method 'fork', 'forkserver' or \
+         'spawn') for timeouts and for stopping running tasks, or make the task check a deadline itself"
+    ))
 }
 
 /// The thread that runs watch callbacks: not started, running, or joined.
@@ -211,6 +223,7 @@ impl PyEngine {
         kill_grace: f64,
         exit_grace: f64,
     ) -> PyResult<Self> {
+        let on_threads = threads.is_some();
         let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd, threads) {
             (None, None, Some(serve)) => Box::new(threads::launcher(serve)),
             (Some(argv), None, None) => {
@@ -243,6 +256,7 @@ impl PyEngine {
             callbacks: Arc::default(),
             notifier: Mutex::new(Notifier::Idle),
             kept: Mutex::new(Vec::new()),
+            threads: on_threads,
         })
     }
 
@@ -273,6 +287,9 @@ impl PyEngine {
         window: Option<u32>,
         timeout: Option<f64>,
     ) -> PyResult<u32> {
+        if self.threads && timeout.is_some() {
+            return Err(cannot_kill_threads("a task timeout"));
+        }
         let order = if ordered { Order::Ordered } else { Order::Unordered };
         let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
         let spec = JobSpec::new(func, task_bits)
@@ -405,6 +422,9 @@ impl PyEngine {
     /// many chunks this call ended as cancelled.
     #[pyo3(signature = (job, kill_running=false))]
     fn cancel(&self, job: u32, kill_running: bool) -> PyResult<u32> {
+        if self.threads && kill_running {
+            return Err(cannot_kill_threads("cancelling a running task"));
+        }
         self.engine()?.cancel(job, kill_running).map_err(engine_err)
     }
 
