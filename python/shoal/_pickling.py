@@ -43,13 +43,13 @@ import sys
 import types
 import weakref
 
+from shoal._handles import Handles
 from shoal._shoal import pack_each, pack_one, pack_values, unpack_one, unpack_values
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
     from typing import Any
 
-    from shoal._handles import Handles
     from shoal._shm import Outbound
 
 PROTOCOL = 5
@@ -143,8 +143,8 @@ def dumps_oob(obj: Any, oob: Outbound | Handles) -> bytes:
     """``dumps(obj, oob)`` without the dispatch, for ``apply_async``. A
     thread pool's ``oob`` is its object table: ``obj`` then travels by
     reference, unpickled (``_handles``)."""
-    if oob.by_reference:
-        return oob.put(obj)  # type: ignore[union-attr]
+    if isinstance(oob, Handles):
+        return oob.put(obj)
     # Most objects have no large buffer: one pass, with a callback shared by
     # all calls that only counts them (any count, any thread, means "look
     # again" below).
@@ -230,7 +230,7 @@ def dumps_func(func: Any, inherited: dict[str, Any] | Handles | None = None) -> 
     A thread pool's workers share this process: ``inherited`` is then its
     object table, and ``func`` itself travels, by reference.
     """
-    if inherited is not None and not isinstance(inherited, dict):
+    if isinstance(inherited, Handles):
         return inherited.put(func), True
     try:
         data = _dumps(func, PROTOCOL)
@@ -343,8 +343,8 @@ def dumps_many(items: list[Any], oob: Outbound | Handles | None = None) -> list[
     packed = pack_each(items)
     if packed is not None:
         return packed
-    if oob is not None and oob.by_reference:
-        put = oob.put  # type: ignore[union-attr]
+    if isinstance(oob, Handles):
+        put = oob.put
         return [put(x) for x in items]
     try:
         if oob is None:
