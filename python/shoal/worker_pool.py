@@ -237,9 +237,9 @@ class WorkerPool:
         use, for making shared objects (``pool.ctx.Value``, ``.Barrier``):
         ``multiprocessing.dummy`` under ``threading``, as in MPIRE."""
         if self._start_method == _backend.THREADING:
-            import multiprocessing.dummy
+            from multiprocessing import dummy
 
-            return multiprocessing.dummy
+            return dummy
         method = _start.resolve(None, self._start_method)
         if method is None:
             # As the pool will settle it when it starts its workers.
