@@ -374,7 +374,10 @@ impl Engine {
         while !st.started {
             st = engine.shared.cond.wait(st).expect("engine lock poisoned");
         }
-        if st.workers.is_empty() {
+        // None started: not "none alive now", as a worker whose initializer
+        // fails at once (a thread's can, within microseconds) may have
+        // started, failed and been reaped before this caller woke up.
+        if !st.slot_filled.iter().any(|&filled| filled) {
             let why = st.launch_error.clone().unwrap_or_else(|| "unknown error".into());
             drop(st);
             engine.terminate();

@@ -27,12 +27,19 @@ pub(crate) fn launcher(serve: Py<PyAny>) -> ThreadLauncher {
                 let ThreadStart { slot, channel, exit } = start;
                 // Python only borrows the descriptor: it is closed here,
                 // after the loop, whatever happened in it.
-                let code = Python::try_attach(|py| match serve.bind(py).call1((channel.as_raw_fd(), slot)) {
-                    Ok(v) => v.extract::<i32>().unwrap_or(1),
-                    Err(e) => {
-                        e.write_unraisable(py, None);
-                        1
-                    }
+                let code = Python::try_attach(|py| {
+                    let code = match serve.bind(py).call1((channel.as_raw_fd(), slot)) {
+                        Ok(v) => v.extract::<i32>().unwrap_or(1),
+                        Err(e) => {
+                            e.write_unraisable(py, None);
+                            1
+                        }
+                    };
+                    // Let go of the pool's objects here, with the GIL, before
+                    // the end is reported: once the engine has seen every
+                    // worker end, no worker thread holds anything of the pool.
+                    drop(serve);
+                    code
                 });
                 drop(channel);
                 // None: the interpreter is shutting down; nothing ran.
