@@ -2,10 +2,7 @@
 arguments MPIRE passes, ``worker_init`` and ``worker_exit``.
 
 A ``WorkerPool``'s workers are ordinary shoal workers whose initializer is
-:func:`setup`. Under ``start_method="threading"`` they are thread workers
-(``_threads``): a worker's context then lives on its thread's host
-instead of in this module's globals, and the calls hold the user's
-function itself (it travelled by reference). It runs once per worker process (replacements included),
+:func:`setup`. It runs once per worker (replacements included),
 when the engine's ``Init`` frame arrives: it builds the extra arguments
 (worker id, shared objects, worker state, in MPIRE's order), runs
 ``worker_init`` and sets ``_worker.exit_hook`` so that ``worker_exit`` runs
@@ -13,6 +10,11 @@ when the engine tells the worker to exit. Tasks reach the user's function
 through :class:`MapCall` or :class:`ApplyCall`, the callables the job
 layer sends as the job's function, which add the extra arguments and
 unpack each task's arguments as MPIRE does.
+
+Under ``start_method="threading"`` the workers are threads of the parent
+(``_threads``): a worker's context lives on its thread's host instead of
+in this module's globals, and the calls hold the user's function itself,
+which travelled by reference.
 
 Imported by workers, so it imports nothing beyond what a worker has.
 """
