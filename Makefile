@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(DEPS): $(BIN)/python pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "maturin>=1.9.3,<2" "cloudpickle>=2.1" "pytest>=8" "pytest-timeout>=2.3" "ruff>=0.6" numpy
+	$(BIN)/pip install --quiet "maturin>=1.9.3,<2" "cloudpickle>=2.1" "pytest>=8" "pytest-timeout>=2.3" "ruff>=0.6" numpy rich "tqdm>=4.27"
 	touch $@
 
 # Development build (fast to compile) of the extension, installed editable.

@@ -69,6 +69,8 @@ class Processes:
             method, processes, dumps(init), lifespan_chunks, max_items=lifespan_items, exit_grace=exit_grace
         )
         self.inherited = snapshot if self.method == "fork" else None
+        if self.oob is not None:
+            self.oob.inherited = self.inherited
         # Results decode out of these arenas, so they live as long as any result.
         self.engine.keep(self.buffers)
 

@@ -116,13 +116,15 @@ class Jobs:
         ordered: bool,
         window: int | None = None,
         timeout: float | None = None,
+        pinned: bool = False,
     ) -> int:
         """A job running ``func``; the function stays registered while it
         runs. Past ``timeout`` seconds a chunk's worker is killed and the
-        chunk fails with ``TaskTimeoutError``."""
+        chunk fails with ``TaskTimeoutError``. ``pinned``: chunk ``i`` runs
+        on the worker in slot ``i % workers`` (``WorkerPool``'s ``order_tasks``)."""
         fid, owned = self.func_id(func)
         try:
-            return self.engine.new_job(fid, task_bits, ordered, window, timeout)
+            return self.engine.new_job(fid, task_bits, ordered, window, timeout, pinned)
         finally:
             if owned:
                 self.engine.release_func(fid)
@@ -222,11 +224,13 @@ class Jobs:
         window: int | None = None,
         timeout: float | None = None,
         eager: bool = False,
+        pinned: bool = False,
     ) -> IMapIterator[Any]:
         """``func`` over every item, yielded as results arrive. ``window``:
         chunks in flight (default: the engine's for the pool's size);
         ``timeout``: each chunk's deadline; ``eager``: read and submit the
-        whole input now (``Executor.map`` without ``buffersize``)."""
+        whole input now (``Executor.map`` without ``buffersize``);
+        ``pinned``: chunk ``i`` runs on worker ``i % workers`` (see :meth:`new_job`)."""
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if chunksize is None and self.equal_chunks:
@@ -238,7 +242,7 @@ class Jobs:
             # Room for the whole input at once: its feeder reads it all now.
             n = len(iterable)  # type: ignore[arg-type]
             window = max(1, -(-n // (chunksize or 1)))
-        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout)
+        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout, pinned=pinned)
 
     def start_lazy(self, lazy: _Lazy) -> None:
         """Start ``lazy``'s feeder thread, and keep it for close/join/terminate."""
@@ -467,8 +471,14 @@ class _Lazy:
                 # there is (a window gives less before its first result), so
                 # whatever there is is used, as the engine's wait_room does.
                 if room >= batch or (room > 0 and (fed or self.submitted == self.taken)):
+                    # The first chunk goes alone (its result comes first);
+                    # the room it leaves is filled at once, not a batch's
+                    # worth later, which a window gives only once a result is
+                    # back: every worker gets work before any finishes, as a
+                    # task that waits for the others (a Barrier) needs.
+                    alone = self.item_secs is None
                     self._feed_batch(room)
-                    fed = self.adaptive
+                    fed = self.adaptive or alone
                     continue
                 fed = False
                 if self.drain or (self.dropped and self.reader is None):
@@ -699,13 +709,14 @@ class IMapIterator(Iterator[T], Generic[T]):
         *,
         window: int | None = None,
         timeout: float | None = None,
+        pinned: bool = False,
     ) -> None:
         # No chunksize: the engine suggests one per chunk (adaptive).
         adaptive = chunksize is None
         chunks = Chunks(iterable, chunksize or 1, single=chunksize == 1, oob=jobs.oob)
         if window is None:
             window = _shoal.window_chunks(jobs.workers, adaptive)
-        job = jobs.new_job(func, _bits(chunks.single, star), self._ordered, window, timeout)
+        job = jobs.new_job(func, _bits(chunks.single, star), self._ordered, window, timeout, pinned)
         self._lazy = lazy = _Lazy(jobs.engine, job, chunks, adaptive, window)
         self._job = job  # the engine's id of the job, for a front door to cancel it
         self._items = lazy.items

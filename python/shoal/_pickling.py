@@ -16,8 +16,9 @@ cloudpickle, which pickles them by value:
   module name in the stream, so a substring test finds it cheaply. (With
   ``find``: ``bytes in bytes`` first tries the needle as an int, and raises
   and clears a TypeError, which triples its cost on a short pickle.) A
-  function the workers inherited, by fork, keeps its reference
-  (:func:`dumps_func`).
+  function or class the workers inherited, by fork, unchanged since, keeps
+  its reference (:func:`dumps_func` for a task's callable,
+  :func:`_inherited_only` for arguments).
 
 Code pickled by value keeps its file name (cloudpickle writes
 ``<dynamic-code>``), so a remote traceback shows the script's file and line.
@@ -164,7 +165,7 @@ def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
     collect = oob.collector(bufs)
     try:
         data = oob.dumps(obj, collect)
-        careful = _refers_to_main(data)
+        careful = _refers_to_main(data) and not _inherited_only(obj, oob.inherited)
     except Exception as first:  # _by_value's rule decides below
         if not _value_helps(first):
             raise
@@ -178,6 +179,43 @@ def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
         # No room in shared memory: the buffers travel in band.
         return oob.dumps(obj, None, cloud=careful) if wrapped is None else wrapped
     return data
+
+
+class _MainNames(_pickle.Pickler):
+    """Pickles to nowhere, to learn whether every function and class of
+    ``__main__`` an object names is one the workers inherited unchanged."""
+
+    def __init__(self, inherited: dict[str, Any]) -> None:
+        super().__init__(io.BytesIO(), PROTOCOL, buffer_callback=_out_of_band)
+        self.inherited = inherited
+        self.all_inherited = True
+
+    def reducer_override(self, obj: Any) -> Any:
+        if getattr(obj, "__module__", None) == "__main__" and isinstance(obj, (types.FunctionType, type)):
+            if not (_script_level(obj) and _top_level_is(obj, self.inherited)):
+                self.all_inherited = False
+        return NotImplemented
+
+
+def _out_of_band(_: Any) -> None:
+    return None  # a buffer's bytes say nothing about names: skip them
+
+
+def _inherited_only(obj: Any, inherited: dict[str, Any] | None) -> bool:
+    """Whether the workers, forked with ``inherited`` (a
+    :func:`main_snapshot`), resolve every ``__main__`` reference in plain
+    pickle's stream of ``obj`` to the object it names here. Then it travels
+    so, as under ``multiprocessing``'s fork: an instance of a script's class
+    is an instance of the class the workers' functions see, where a copy of
+    the class sent by value would be another class."""
+    if inherited is None:
+        return False
+    names = _MainNames(inherited)
+    try:
+        names.dump(obj)
+    except Exception:  # noqa: BLE001 - by value, then, which says why if it fails too
+        return False
+    return names.all_inherited
 
 
 def dumps_chunk(items: list[Any], oob: Outbound | Handles | None = None) -> bytes:
@@ -369,5 +407,9 @@ def dumps_many(items: list[Any], oob: Outbound | Handles | None = None) -> list[
                 raise
         return out
     if _refers_to_main(b"".join(out)):
-        return [dumps(x) if _refers_to_main(d) else d for x, d in zip(items, out, strict=True)]
+        inherited = None if oob is None else oob.inherited
+        return [
+            dumps(x) if _refers_to_main(d) and not _inherited_only(x, inherited) else d
+            for x, d in zip(items, out, strict=True)
+        ]
     return out

@@ -12,9 +12,12 @@ from __future__ import annotations
 import abc
 from typing import Any, Generic, TypeVar
 
+# WorkerLostError and TaskTimeoutError are read through _errors when a
+# worker is lost: they are made on first use, as making them imports
+# concurrent.futures (and logging), which a pool's start-up need not pay.
+from shoal import _errors, _shoal
 from shoal import _protocol as P
-from shoal import _shoal
-from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, TaskTimeoutError, WorkerLostError, rebuild
+from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, rebuild
 from shoal._pickling import loads, loads_chunk, loads_one
 
 T = TypeVar("T")
@@ -50,9 +53,9 @@ def decode(
         except Exception as e:  # noqa: BLE001
             failure = e
     elif status == P.WORKER_LOST:
-        failure = WorkerLostError.from_engine(payload, single)
+        failure = _errors.WorkerLostError.from_engine(payload, single)
     elif status == P.TIMED_OUT:
-        failure = TaskTimeoutError.from_engine(payload, single)
+        failure = _errors.TaskTimeoutError.from_engine(payload, single)
     elif status == P.CANCELLED:
         failure = PoolTerminatedError(payload.decode("utf-8", "replace"))
     else:

@@ -57,6 +57,8 @@ import sys
 import time
 import weakref
 
+from shoal import _shoal
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -106,59 +108,6 @@ def _round(n: int) -> int:
     return (n + _GRAIN - 1) // _GRAIN * _GRAIN
 
 
-class _Libc:
-    """mmap and friends through ctypes: ``mmap.mmap`` keeps a duplicate of
-    the descriptor per mapping, and maps only whole files' worth of offsets
-    from its own object. Made on first use: ctypes costs worker start-up."""
-
-    PROT_RW = 0x1 | 0x2
-    MAP_SHARED = 0x1
-    MADV_REMOVE = 9
-    PUNCH_HOLE = 0x2 | 0x1  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-
-    def __init__(self) -> None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        vp, size, cint, off = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_long
-        self._mmap = libc.mmap
-        self._mmap.restype = vp
-        self._mmap.argtypes = (vp, size, cint, cint, cint, off)
-        self.munmap = libc.munmap
-        self.munmap.argtypes = (vp, size)
-        self.madvise = libc.madvise
-        self.madvise.argtypes = (vp, size, cint)
-        self.fallocate = libc.fallocate
-        self.fallocate.argtypes = (cint, cint, off, off)
-        self.prctl = libc.prctl
-        self.c_char = ctypes.c_char
-        self.get_errno = ctypes.get_errno
-        self.failed = ctypes.c_void_p(-1).value
-
-    def mmap(self, fd: int, length: int, offset: int) -> int:
-        """The address of a shared, writable mapping of ``fd``."""
-        addr = self._mmap(None, length, self.PROT_RW, self.MAP_SHARED, fd, offset)
-        if addr is None or addr == self.failed:
-            err = self.get_errno()
-            raise OSError(err, os.strerror(err))
-        return int(addr)
-
-    def buffer(self, addr: int, length: int) -> Any:
-        """A ctypes array over ``length`` bytes at ``addr``: an object whose
-        death can be observed, and a writable buffer."""
-        return (self.c_char * length).from_address(addr)
-
-
-_libc: _Libc | None = None
-
-
-def _c() -> _Libc:
-    global _libc
-    if _libc is None:
-        _libc = _Libc()
-    return _libc
-
-
 def _address_space_error(exc: OSError, what: str) -> MemoryError:
     """``exc`` (from mmap) as the error a user can act on."""
     import resource
@@ -184,7 +133,6 @@ class Arena:
     """
 
     def __init__(self, fd: int, writer: bool = False, soft_limit: int | None = None) -> None:
-        c = _c()
         self.fd = fd
         self.pid = os.getpid()
         self.ino = os.fstat(fd).st_ino
@@ -207,8 +155,9 @@ class Arena:
         # The writer maps the header, the tables and the hot blocks; a
         # reader, the header and the states.
         self._len = self.hot_end if writer else _CAPS
-        self._addr = c.mmap(fd, self._len, 0)
-        self.view = memoryview(c.buffer(self._addr, self._len)).cast("B")
+        self._addr = _shoal.mmap_shared(fd, self._len, 0)
+        # Span is a buffer, which type checkers see only from 3.12 on.
+        self.view = memoryview(_shoal.Span(self._addr, self._len))  # type: ignore[arg-type]
         # Free hot blocks this process mapped when it loaded them, kept
         # mapped for the next load: offset -> (address, capacity).
         self.idle: dict[int, tuple[int, int]] = {}
@@ -347,7 +296,6 @@ class Arena:
         """An object exposing block ``i``'s first ``n`` bytes, in place; the
         block is freed when the object dies. (A copy, and the block freed
         now, if the block cannot be mapped.)"""
-        c = _c()
         with self.lock:
             addr = self.idle.pop(off, (0, 0))[0]
         try:
@@ -357,7 +305,7 @@ class Arena:
                     raise RuntimeError("shoal: a buffer names shared memory that was closed before it was read")
                 try:
                     try:
-                        addr = c.mmap(fd, cap, off)
+                        addr = _shoal.mmap_shared(fd, cap, off)
                     except OSError as exc:
                         # No mapping to be had (an address-space limit, or
                         # vm.max_map_count mappings): a private copy.
@@ -366,7 +314,7 @@ class Arena:
                         return copy
                 finally:
                     self._give_back()
-            owner = c.buffer(addr, n)
+            owner = _shoal.Span(addr, n)
         except BaseException:
             # The object will not be made: the block is free all the same.
             self.release(i, off, cap, addr, counted=False)
@@ -414,9 +362,8 @@ class Arena:
         if addr:
             # Give the pages back before the block is free: a writer may
             # fill it again at once.
-            c = _c()
-            c.madvise(addr, cap, c.MADV_REMOVE)
-            c.munmap(addr, cap)
+            _shoal.discard_pages(addr, cap)
+            _shoal.munmap(addr, cap)
         self.view[_STATES + i] = FREE
 
     # -- the descriptor -------------------------------------------------------
@@ -446,9 +393,8 @@ class Arena:
                 return
             self.live = False
             idle, self.idle = self.idle, {}
-        c = _c()
         for addr, cap in idle.values():
-            c.munmap(addr, cap)
+            _shoal.munmap(addr, cap)
         fd = self._borrow()
         if fd < 0:
             return
@@ -460,13 +406,13 @@ class Arena:
                 everything = self.writer and self.users == 1
                 waiting = len(busy) - self.loaded
             if everything:
-                c.fallocate(fd, c.PUNCH_HOLE, PAYLOAD, self.capacity - PAYLOAD)
+                _shoal.punch_hole(fd, PAYLOAD, self.capacity - PAYLOAD)
             else:
                 caps = struct.unpack(f"<{count}Q", os.pread(fd, 8 * count, _CAPS))
                 off, held = PAYLOAD, set(busy)
                 for i, cap in enumerate(caps):
                     if i not in held:
-                        c.fallocate(fd, c.PUNCH_HOLE, off, cap)
+                        _shoal.punch_hole(fd, off, cap)
                     off += cap
         finally:
             self._give_back()
@@ -491,13 +437,12 @@ class Arena:
             if os.getpid() != self.pid:
                 return  # a forked child's copy of its parent's object
             self.close()
-            c = _c()
             for addr, cap in getattr(self, "idle", {}).values():
-                c.munmap(addr, cap)
+                _shoal.munmap(addr, cap)
             addr, self._addr = getattr(self, "_addr", 0), 0
             if addr:
                 self.view.release()
-                c.munmap(addr, self._len)
+                _shoal.munmap(addr, self._len)
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
@@ -515,6 +460,11 @@ class Outbound:
     def __init__(self, arena: Arena | Callable[[], Arena | None] | None) -> None:
         # The factory's answer replaces it on first use, and may be None.
         self._arena: Arena | Callable[[], Arena | None] | None = arena
+        # Under fork, the main_snapshot the workers inherited: a pickle
+        # naming only those script functions and classes keeps its names
+        # (_pickling._inherited_only). None: everything of __main__ goes by
+        # value.
+        self.inherited: dict[str, Any] | None = None
         # Large buffers `spot` has seen, ever; see `spot`.
         self.hits = 0
         self._hits_lock = _thread.allocate_lock()  # never lose a count: it only grows

@@ -50,6 +50,8 @@ exit_hook: Callable[[], bytes | None] | None = None
 # Whether a task's exception that pickles but cannot be loaded is sent in a
 # form the parent can load (see _exception_pickle); WorkerPool's setup sets it.
 remake_exceptions = False
+# The channel to the engine: set by serve.
+_channel: int | None = None
 # Per thread: ``thread.worker`` is the host of the thread worker running on
 # this thread (``_threads.ThreadHost``: its slot, exit hook and object
 # table), where a process worker has the globals above. Unset elsewhere.
@@ -240,6 +242,8 @@ def serve(fd: int, parent_pid: int) -> int:
         import _signal  # the C module: `signal` would import enum, ~5 ms
 
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    global _channel
+    _channel = fd
     inbox = _Inbox(fd)
     outbox = _Outbox(fd)
     try:
@@ -374,6 +378,18 @@ class _Host:
     def exit(self) -> bytes | None:
         """``Exit``: the exit hook's payload for ``ExitResult``, if any."""
         return run_exit_hook()
+
+
+def init_started() -> None:
+    """Tell the engine that the user's initializer starts now, so that
+    its init timeout (``WorkerPool``'s ``worker_init_timeout``) counts from
+    here, not from the worker's launch. Called by an initializer, during
+    ``Init``: the first frame this worker sends, so it is written at once,
+    ahead of nothing."""
+    from shoal import _shoal
+
+    if _channel is not None:
+        _write_all(_channel, _shoal.init_started_frame())
 
 
 def run_exit_hook() -> bytes | None:

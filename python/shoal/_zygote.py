@@ -110,13 +110,17 @@ def serve(ctrl_fd: int, parent: int) -> None:
         parent_fd = os.pidfd_open(parent)
     except OSError:
         return  # the pool's process is gone already
-    _run(ctrl_fd, parent_fd)
+    _run(ctrl_fd, parent_fd, first=True)
 
 
-def _run(ctrl_fd: int, parent_fd: int) -> None:
+def _run(ctrl_fd: int, parent_fd: int, first: bool = False) -> None:
     sock = _socket.socket(fileno=ctrl_fd)
     server = _Server(sock, parent_fd)
     try:
+        if first:
+            # While the pool's process is still starting its engine, so the
+            # first worker's fork does not wait for this one.
+            server.make_heir()
         server.run()
     except OSError:
         pass  # the engine hung up while we wrote to it
@@ -136,8 +140,9 @@ class _Server:
     makes an heir of its own. The engine learns of each heir (``ZYGOTE_HEIR``,
     with its control socket attached) before any worker this zygote forks:
     a zygote forks no worker while it has no heir, and replaces an heir
-    that exits at once. A fresh heir waits for its first request before making
-    one, so there is never more than one.
+    that exits at once. A pool's first zygote makes its heir as it starts;
+    an heir waits for its first request before making one, so there is
+    never more than one.
     """
 
     def __init__(self, sock: _socket.socket, parent_fd: int) -> None:

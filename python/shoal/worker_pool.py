@@ -15,7 +15,9 @@ What shoal does differently from MPIRE, on purpose:
   the pool stays usable;
 * ``task_timeout`` kills the worker at the deadline, even inside C code: the
   task fails with :class:`shoal.TaskTimeoutError` (a builtin
-  ``TimeoutError``), its worker is replaced;
+  ``TimeoutError``), its worker is replaced; ``worker_init_timeout`` and
+  ``worker_exit_timeout`` kill a worker stuck in its hook the same way (the
+  engine's deadlines, crates/shoal-core/src/engine.rs ``State::step``);
 * ``worker_init`` runs when each worker starts and ``worker_exit`` when it
   stops, whether or not it ran a task (MPIRE skips workers that got none);
 * ``n_jobs=None`` counts the CPUs this process may use (its affinity, as
@@ -25,6 +27,8 @@ What shoal does differently from MPIRE, on purpose:
 from __future__ import annotations
 
 import atexit
+import fcntl
+import io
 import itertools
 import logging
 import math
@@ -35,10 +39,10 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Sized
 from typing import Any, Generic, TypeVar
 
-from shoal import _backend, _platform, _shoal, _start, _wp_worker
+from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _start, _wp_worker
 from shoal._errors import func_name, rebuild
 from shoal._jobs import IMapIterator, Jobs
-from shoal._pickling import dumps, dumps_func, loads
+from shoal._pickling import PROTOCOL, cloud_pickler, dumps_func, loads
 from shoal.utils import chunk_tasks, is_ndarray, task_count
 
 T = TypeVar("T")
@@ -46,9 +50,9 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 START_METHODS = ("fork", "forkserver", "spawn", "threading")
-PROGRESS_BAR_STYLES = (None, "std", "rich", "notebook", "dashboard")
-# How long a worker told to exit may run worker_exit before it is killed:
-# as long as it needs, within reason, until worker_exit_timeout exists.
+PROGRESS_BAR_STYLES = _progress.STYLES
+# How long a worker told to exit may run worker_exit before it is killed,
+# when the map gives no worker_exit_timeout: as long as it needs, within reason.
 EXIT_GRACE = 24 * 3600.0
 # MPIRE's default when neither chunk_size nor n_splits is given: 64 chunks
 # per worker.
@@ -161,9 +165,9 @@ class WorkerPool:
     of workers (``None`` or 0: the CPUs this process may use). ``cpu_ids``:
     CPUs to pin the workers to, one list for all or one per worker.
     ``shared_objects``: passed to the task, ``worker_init`` and
-    ``worker_exit`` functions when not ``None``; under ``fork`` the
-    workers inherit it, so it may hold ``multiprocessing`` locks, values and
-    barriers. ``pass_worker_id`` and ``use_worker_state`` pass the worker's
+    ``worker_exit`` functions when not ``None``; it may hold
+    ``multiprocessing`` locks, values, barriers and queues (see below).
+    ``pass_worker_id`` and ``use_worker_state`` pass the worker's
     id (0..n_jobs-1) and a per-worker ``dict``; the extra arguments come in
     the order worker id, shared objects, worker state, then the task's.
     ``start_method``: ``fork``, ``forkserver`` or ``spawn`` (``None``:
@@ -177,8 +181,20 @@ class WorkerPool:
     processes of their own, as ``multiprocessing`` refuses daemons.
     ``use_dill`` is accepted and changes nothing: shoal already sends
     lambdas, closures and a script's functions under every start method.
-    ``enable_insights`` and ``order_tasks`` raise ``NotImplementedError``
-    for now.
+    ``order_tasks``: chunk ``i`` of each map goes to worker ``i % n_jobs``
+    (and waits for it), instead of to whichever worker is free.
+    ``enable_insights``: keep the timings :meth:`get_insights` and
+    :meth:`print_insights` report (the engine counts them anyway; this
+    only says whether to report them).
+
+    Shared objects reach the workers as ``multiprocessing`` passes a
+    process's arguments: forked workers inherit them; others get them
+    pickled as ``multiprocessing`` pickles for a process it spawns, so
+    locks, values, arrays, events, barriers and queues made by ``pool.ctx``
+    (or a context of the pool's start method) work under every method. One
+    made for ``fork`` (by ``multiprocessing`` itself where its default is
+    fork) reaches forked workers only; under ``spawn`` or ``forkserver``
+    the first map raises ``RuntimeError`` saying so.
     """
 
     def __init__(
@@ -202,11 +218,8 @@ class WorkerPool:
         self._n_jobs: int = n_jobs or _platform.usable_cpus()
         if start_method is not None and start_method not in START_METHODS:
             raise ValueError(f"start_method should be one of {START_METHODS}, not {start_method!r}")
-        if enable_insights:
-            raise _not_implemented("enable_insights (get_insights, print_insights)")
-        if order_tasks:
-            raise _not_implemented("order_tasks")
         self._start_method = start_method
+        self._order_tasks = bool(order_tasks)
         self._cpu_ids = check_cpu_ids(cpu_ids, self._n_jobs)
         self._daemon = bool(daemon)
         self._shared_objects = shared_objects
@@ -214,6 +227,12 @@ class WorkerPool:
         self._use_worker_state = bool(use_worker_state)
         self._keep_alive = bool(keep_alive)
         self._use_dill = bool(use_dill)
+        self._insights_enabled = bool(enable_insights)
+        # The engine's counters as the last workers left them, for insights
+        # read after they stopped (Engine.stats; see _insights.py).
+        self._last_stats: dict[str, Any] | None = None
+        # The bar of the map under way, so terminate() can close it.
+        self._progress: _progress.Progress | None = None
         # Set when a setter changed what running workers were started with.
         self._params_changed = False
         # What the running workers were started with.
@@ -234,8 +253,10 @@ class WorkerPool:
     @property
     def ctx(self) -> Any:
         """The ``multiprocessing`` context of the start method the workers
-        use, for making shared objects (``pool.ctx.Value``, ``.Barrier``):
-        ``multiprocessing.dummy`` under ``threading``, as in MPIRE."""
+        use, for making shared objects (``pool.ctx.Value``, ``.Barrier``,
+        ``.Lock``, ``.Event``, ``.Array``, ``.Queue``) that reach the workers
+        under that method: ``multiprocessing.dummy`` under ``threading``, as
+        in MPIRE."""
         if self._start_method == _backend.THREADING:
             from multiprocessing import dummy
 
@@ -275,17 +296,39 @@ class WorkerPool:
         self._keep_alive = keep_alive
 
     def set_order_tasks(self, order_tasks: bool = True) -> None:
-        """``order_tasks=True`` is not implemented yet: it raises
-        ``NotImplementedError``."""
-        if order_tasks:
-            raise _not_implemented("order_tasks")
+        """Whether chunk ``i`` of each map goes to worker ``i % n_jobs``
+        (MPIRE's strict round-robin), starting at worker 0 in every map,
+        rather than to whichever worker is free. A chunk whose worker died
+        runs on that worker's replacement. From the next map on; running
+        workers stay."""
+        self._order_tasks = bool(order_tasks)
 
     # -- workers ---------------------------------------------------------------
     def _start_workers(
-        self, worker_init: Callable[..., Any] | None, worker_exit: Callable[..., Any] | None, lifespan: int | None
+        self,
+        worker_init: Callable[..., Any] | None,
+        worker_exit: Callable[..., Any] | None,
+        lifespan: int | None,
+        init_timeout: float | None = None,
+        exit_timeout: float | None = None,
     ) -> Jobs:
         """The running workers' job layer, starting workers first if none
-        run, or if the running ones were started with other settings."""
+        run, or if the running ones were started with other settings; with
+        the hook timeouts of this call in force."""
+        jobs = self._workers(worker_init, worker_exit, lifespan)
+        assert self._backend is not None, "workers were started above"
+        # A limit for a hook the workers do not run would only count their
+        # start-up (init) or let a worker with nothing to do be reported.
+        self._backend.engine.set_hook_timeouts(
+            init_timeout if self._worker_init is not None else None,
+            exit_timeout if self._worker_exit is not None else None,
+        )
+        return jobs
+
+    def _workers(
+        self, worker_init: Callable[..., Any] | None, worker_exit: Callable[..., Any] | None, lifespan: int | None
+    ) -> Jobs:
+        """The job layer of :meth:`_start_workers`, without the timeouts."""
         if self._backend is not None and self._jobs is not None:
             if not self._params_changed and lifespan == self._lifespan:
                 if worker_init is not self._worker_init or worker_exit is not self._worker_exit:
@@ -316,16 +359,23 @@ class WorkerPool:
         threads = self._start_method == _backend.THREADING
         method = _backend.THREADING if threads else _start.resolve(None, self._start_method)
         # Forked workers inherit the settings: nothing is pickled, so shared
-        # objects may be anything that survives a fork. With no method set,
-        # whether the workers fork is settled at the fork (see _start), so
-        # the settings are also sent pickled, if they can be.
+        # objects may be anything that survives a fork. Others get them
+        # pickled as multiprocessing pickles a spawned process's arguments,
+        # which is the one time its locks and values may be. With no method
+        # set, whether the workers fork is settled at the fork (see _start),
+        # so the settings are also sent pickled, if they can be.
         if method in (None, "fork"):
             _wp_worker.inherited[token] = settings
-        initargs: tuple[Any, ...]
+        payload: Any = None
         if threads:
-            initargs = (token, settings)  # by reference: nothing is pickled
-        else:
-            initargs = (token, None if method == "fork" or not _picklable(settings) else settings)
+            payload = settings  # by reference: nothing is pickled
+        elif method != "fork":
+            try:
+                payload = _dumps_spawning(settings)
+            except Exception as exc:
+                if method is not None:
+                    raise _unsendable(method, exc) from exc
+        initargs: tuple[Any, ...] = (token, payload)
         try:
             backend = _backend.start(
                 None,
@@ -353,7 +403,10 @@ class WorkerPool:
         (and failures into ``_exit_errors``)."""
         if self._backend is None:
             return
-        for _slot, payload in self._backend.engine.take_exit_results():
+        for _slot, payload, timed_out in self._backend.engine.take_exit_results():
+            if payload is None:
+                self._exit_errors.append(TimeoutError(f"worker_exit timed out (worker_exit_timeout): {timed_out}"))
+                continue
             try:
                 got = loads(payload)
             except Exception as exc:  # noqa: BLE001 - reported by stop_and_join
@@ -389,11 +442,18 @@ class WorkerPool:
                 engine.close()
                 engine.join()
                 self._take_exit_results()
+                self._keep_stats(engine)
         except BaseException:
             self._halt()
             raise
         self._backend = self._jobs = None
         backend.release()
+        self._raise_exit_error()
+
+    def _raise_exit_error(self) -> None:
+        """Raise the first ``worker_exit`` failure (or time-out) collected
+        so far, if any, forgetting the others."""
+        self._take_exit_results()
         if self._exit_errors:
             error = self._exit_errors[0]
             self._exit_errors.clear()
@@ -407,7 +467,47 @@ class WorkerPool:
             return
         backend.engine.terminate()
         backend.engine.join()
+        self._keep_stats(backend.engine)
         backend.release()
+
+    def _keep_stats(self, engine: _shoal.Engine) -> None:
+        """Keep the counters of workers that have stopped, for insights."""
+        if self._insights_enabled:
+            try:
+                self._last_stats = engine.stats()
+            except RuntimeError:
+                pass  # an engine already released: the last counters stay
+
+    def _stats(self) -> dict[str, Any] | None:
+        """The running workers' counters, or the last ones' once stopped."""
+        backend = self._backend
+        if backend is not None and os.getpid() == self._owner:
+            try:
+                return backend.engine.stats()
+            except RuntimeError:
+                pass  # stopping meanwhile: the last counters are kept
+        return self._last_stats
+
+    def get_insights(self) -> dict[str, Any]:
+        """Timings of the workers, as MPIRE reports them: per worker
+        (``n_completed_tasks``, ``start_up_time``, ``init_time``,
+        ``waiting_time``, ``working_time``, ``exit_time``), their totals
+        (``total_..._time``, ``total_time``), means, standard deviations and
+        ratios (``..._time_mean``, ``..._time_std``, ``..._ratio``), and the
+        five longest tasks (``top_5_max_task_durations``,
+        ``top_5_max_task_args``). Times are strings such as
+        ``'0:00:01.142'``. Readable during an imap; after the workers stop,
+        the last workers' timings. Empty unless ``enable_insights=True`` and
+        workers have started. Chunks are what workers time: see
+        ``shoal._insights`` for what that means for the top five."""
+        if not self._insights_enabled:
+            return {}
+        stats = self._stats()
+        return {} if stats is None else _insights.insights(stats)
+
+    def print_insights(self) -> None:
+        """Print :meth:`get_insights` as a table."""
+        print(_insights.table(self.get_insights()))
 
     def stop_and_join(self, keep_alive: bool = False) -> None:
         """Stop the workers once they have finished their tasks, running
@@ -429,6 +529,9 @@ class WorkerPool:
         ``RuntimeError`` when used. The pool can start workers again."""
         self._generation += 1
         self._map_running = False
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.finish(_progress.TERMINATED)
         self._end_current()
         self._halt()
 
@@ -474,6 +577,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> Any:
         """``func`` over every task, as a list in input order (or one numpy
         array: results that are arrays are concatenated unless
@@ -489,9 +594,22 @@ class WorkerPool:
         worker is replaced (checked between chunks). ``worker_init`` and
         ``worker_exit`` run once in each worker, as it starts and as it
         stops. ``task_timeout``: seconds a task may run before its worker is
-        killed and the task fails with ``TimeoutError``. The first task that
-        fails raises its own exception, with the worker's traceback as its
-        cause, and the rest of the map is cancelled.
+        killed and the task fails with ``TimeoutError``.
+        ``worker_init_timeout`` and ``worker_exit_timeout``: seconds
+        ``worker_init`` and ``worker_exit`` may run before their worker is
+        killed (even inside C code) and the map raises ``TimeoutError``
+        naming the hook; a worker stuck in ``worker_init`` fails the tasks
+        waiting for a worker, and the pool's workers are then stopped (the
+        next map starts others). The first task that fails raises its own
+        exception, with the worker's traceback as its cause, and the rest of
+        the map is cancelled. ``progress_bar``: draw a tqdm bar in this
+        process, fed from the engine's counters (no cost per task);
+        ``progress_bar_options``: tqdm's keyword arguments, over MPIRE's
+        defaults; ``progress_bar_style``: ``"std"``, ``"rich"``,
+        ``"notebook"`` or ``"dashboard"`` (draws nothing). The bar shows a
+        failure, a terminate or a Ctrl-C when the map ends so.
+        ``enable_insights`` (keyword only): turn insights on or off from
+        this map on (see :meth:`get_insights`).
         """
         items = self.imap(
             func,
@@ -509,6 +627,7 @@ class WorkerPool:
             worker_exit_timeout,
             progress_bar_options,
             progress_bar_style,
+            enable_insights=enable_insights,
         )
         results = list(items)
         if concatenate_numpy_output and results and is_ndarray(results[0]):
@@ -534,6 +653,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> list[Any]:
         """Like :meth:`map`, as a list in the order tasks finish."""
         return list(
@@ -553,6 +674,7 @@ class WorkerPool:
                 worker_exit_timeout,
                 progress_bar_options,
                 progress_bar_style,
+                enable_insights=enable_insights,
             )
         )
 
@@ -573,6 +695,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> Generator[Any, None, None]:
         """Like :meth:`map`, as a generator of results in input order. Input
         is read as workers need it; nothing starts until the first result is
@@ -591,6 +715,7 @@ class WorkerPool:
             progress_bar_options,
             progress_bar_style,
         )
+        self._enable_insights(enable_insights)
         return self._run(func, plan, True, worker_init, worker_exit, self._generation)
 
     def imap_unordered(
@@ -610,6 +735,8 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
         progress_bar_options: dict[str, Any] | None = None,
         progress_bar_style: str | None = None,
+        *,
+        enable_insights: bool | None = None,
     ) -> Generator[Any, None, None]:
         """Like :meth:`imap`, yielding results in the order tasks finish."""
         plan = self._plan(
@@ -626,7 +753,14 @@ class WorkerPool:
             progress_bar_options,
             progress_bar_style,
         )
+        self._enable_insights(enable_insights)
         return self._run(func, plan, False, worker_init, worker_exit, self._generation)
+
+    def _enable_insights(self, enable_insights: bool | None) -> None:
+        """A map's ``enable_insights`` (older MPIRE took it there): turns
+        insights on or off for the pool from this map on."""
+        if enable_insights is not None:
+            self._insights_enabled = bool(enable_insights)
 
     def _plan(
         self,
@@ -645,7 +779,8 @@ class WorkerPool:
     ) -> _Plan:
         """Check a map's parameters as MPIRE does and work out its input,
         chunk size and window."""
-        _check_progress_bar(progress_bar, progress_bar_options, progress_bar_style)
+        if progress_bar_options is not None and not isinstance(progress_bar_options, dict):
+            raise TypeError("progress_bar_options should be a dictionary")
         _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         check_number(iterable_len, "iterable_len", (int,), True, 0)
         check_number(chunk_size, "chunk_size", (int, float), True, 1)
@@ -679,7 +814,12 @@ class WorkerPool:
         else:
             size = None  # the engine sizes chunks by measured task time
         window = None if max_tasks_active is None else max(1, max_tasks_active // (size or 1))
-        return _Plan(items, size, window, task_timeout, worker_lifespan)
+        plan = _Plan(items, size, window, task_timeout, worker_lifespan, worker_init_timeout, worker_exit_timeout)
+        # The bar's total: the number of tasks, or of row blocks.
+        total = n_tasks if n_tasks is not None or not isinstance(items, Sized) else len(items)
+        plan.progress = _check_progress_bar(progress_bar, progress_bar_options, progress_bar_style, total)
+        plan.total = total
+        return plan
 
     def _run(
         self,
@@ -699,31 +839,73 @@ class WorkerPool:
         if self._map_running:
             raise RuntimeError("Cannot call 'map' while another 'map' is running")
         finished = False
+        # worker_init timed out: the workers cannot get through it, so they
+        # are stopped even with keep_alive, as MPIRE stops its pool.
+        init_stuck = False
         self._map_running = True
+        # How the bar ends if the map does not finish: as failed, unless
+        # said otherwise below.
+        stopped = _progress.FAILED
+        it: IMapIterator[Any] | None = None
         try:
-            jobs = self._start_workers(worker_init, worker_exit, plan.lifespan)
+            jobs = self._start_workers(worker_init, worker_exit, plan.lifespan, plan.init_timeout, plan.exit_timeout)
             call = _wp_worker.MapCall(dumps_func(func, jobs.inherited)[0], func_name(func))
-            it = jobs.imap(call, plan.items, False, plan.chunk_size, ordered, window=plan.window, timeout=plan.timeout)
+            it = jobs.imap(
+                call,
+                plan.items,
+                False,
+                plan.chunk_size,
+                ordered,
+                window=plan.window,
+                timeout=plan.timeout,
+                pinned=self._order_tasks,
+            )
             self._current = it
-            for value in it:
-                yield value
-                if self._generation != generation:
-                    raise RuntimeError(
-                        "the WorkerPool was terminated (or its with block left) while this map was unfinished"
-                    )
+            if plan.progress is not None:
+                # Drawn once the workers run, so no thread of the bar's is
+                # alive when they fork.
+                self._progress = plan.progress
+                plan.progress.start(*_progress_sources(jobs.engine, it, plan.total))
+            try:
+                for value in it:
+                    yield value
+                    if self._generation != generation:
+                        raise RuntimeError(
+                            "the WorkerPool was terminated (or its with block left) while this map was unfinished"
+                        )
+            except TimeoutError as exc:
+                init_stuck = _name_init_hook(exc)
+                raise
             finished = True
+        except KeyboardInterrupt:
+            stopped = _progress.INTERRUPTED
+            raise
+        except GeneratorExit:
+            stopped = _progress.LEFT  # the caller stopped reading: the bar stays where it is
+            raise
         finally:
+            if plan.progress is not None:
+                if self._progress is plan.progress:
+                    self._progress = None
+                if finished:
+                    plan.progress.finish(None, total=_items_read(it))
+                else:
+                    plan.progress.finish(stopped, n=_count_of(it))
             # After terminate() the pool is no longer this map's: leave it be.
             if self._generation == generation:
                 self._map_running = False
                 if not finished:
                     # Failed, or left early: the rest of it is cancelled.
                     self._end_current()
-                    if not self._keep_alive:
+                    if not self._keep_alive or init_stuck:
                         self._halt()
                 self._current = None
         if not self._keep_alive:
             self._stop()
+        else:
+            # Workers replaced during the map (worker_lifespan) ran
+            # worker_exit: its failure or time-out fails the map, as in MPIRE.
+            self._raise_exit_error()
 
     # -- apply -----------------------------------------------------------------
     def apply(
@@ -770,12 +952,13 @@ class WorkerPool:
         first; returns an :class:`AsyncResult`. ``args`` that is not an
         iterable (or is a ``str``, ``bytes`` or numpy array) is the one
         argument. The first call starts the workers, with its
-        ``worker_init`` and ``worker_exit``; later ones cannot change them.
-        ``callback`` and ``error_callback`` run in the parent."""
+        ``worker_init`` and ``worker_exit`` and their timeouts (see
+        :meth:`map`); later ones cannot change them. ``callback`` and
+        ``error_callback`` run in the parent."""
         _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         jobs = self._jobs
         if jobs is None:
-            jobs = self._start_workers(worker_init, worker_exit, None)
+            jobs = self._start_workers(worker_init, worker_exit, None, worker_init_timeout, worker_exit_timeout)
         if isinstance(args, (str, bytes)) or is_ndarray(args) or not isinstance(args, Iterable):
             args = (args,)
         extra = self._pass_worker_id or self._shared_objects is not None or self._use_worker_state
@@ -787,9 +970,21 @@ class WorkerPool:
 
 
 class _Plan:
-    """A map's input, chunk size, window, deadline and worker lifespan."""
+    """A map's input, chunk size, window, deadline, worker lifespan, the
+    limits on its workers' ``worker_init`` and ``worker_exit``, and its
+    progress bar (``None``: none) and number of tasks if known."""
 
-    __slots__ = ("chunk_size", "items", "lifespan", "timeout", "window")
+    __slots__ = (
+        "chunk_size",
+        "exit_timeout",
+        "init_timeout",
+        "items",
+        "lifespan",
+        "progress",
+        "timeout",
+        "total",
+        "window",
+    )
 
     def __init__(
         self,
@@ -798,41 +993,133 @@ class _Plan:
         window: int | None,
         timeout: float | None,
         lifespan: int | None,
+        init_timeout: float | None = None,
+        exit_timeout: float | None = None,
     ) -> None:
         self.items = items
         self.chunk_size = chunk_size
         self.window = window
         self.timeout = timeout
         self.lifespan = lifespan
+        self.init_timeout = init_timeout
+        self.exit_timeout = exit_timeout
+        self.progress: _progress.Progress | None = None
+        self.total: int | None = None
 
 
 def _check_timeouts(task: float | None, init: float | None, exit: float | None) -> None:
     for value, name in ((task, "task_timeout"), (init, "worker_init_timeout"), (exit, "worker_exit_timeout")):
         check_number(value, name, (int, float), True, 1e-8)
-    if init is not None:
-        raise _not_implemented("worker_init_timeout")
-    if exit is not None:
-        raise _not_implemented("worker_exit_timeout")
+
+
+# How the engine's message for an initializer killed at its deadline begins
+# (crates/shoal-core/src/supervise.rs, `init_timed_out`).
+_INIT_TIMED_OUT = "the initializer of worker "
+
+
+def _name_init_hook(exc: BaseException) -> bool:
+    """Say in a task's ``TaskTimeoutError`` that ``worker_init`` timed
+    out, when that is what failed it (the engine's message says "the
+    initializer", as ``multiprocessing`` names it); whether it was."""
+    if isinstance(exc, _errors.TaskTimeoutError) and str(exc).startswith(_INIT_TIMED_OUT):
+        exc.args = (f"worker_init timed out (worker_init_timeout): {exc.args[0]}", *exc.args[1:])
+        return True
+    return False
+
+
+class _Spawning:
+    """Stands in for the process being spawned while the pool pickles
+    its settings (``multiprocessing.context.set_spawning_popen``): while one
+    is set, ``multiprocessing``'s locks, values and queues agree to be
+    pickled, as they do for a ``Process`` being started, and hand their
+    descriptors to :meth:`DupFd`."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+    def duplicate_for_child(self, fd: int) -> int:
+        # The worker reopens the pool's own descriptor (ProcFd): nothing to
+        # duplicate, and the descriptor must stay open while workers start,
+        # which the shared object the pool holds sees to.
+        return fd
+
+    def DupFd(self, fd: int) -> _wp_worker.ProcFd:
+        return _wp_worker.ProcFd(self.pid, fd, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
+
+
+def _dumps_spawning(obj: Any) -> bytes:
+    """Pickle ``obj`` as ``multiprocessing`` pickles the arguments of a
+    process it spawns: with its reducers (shared memory, pipes) and while a
+    spawn is under way, so its locks, values and queues pickle (by name and
+    through :class:`_wp_worker.ProcFd`) instead of insisting on inheritance."""
+    from collections import ChainMap
+    from multiprocessing import context, reduction
+
+    base = cloud_pickler()
+
+    # multiprocessing's own reducers (Arena, Connection, ...), registered on
+    # ForkingPickler as their modules are imported; typeshed lacks the table.
+    extra: dict[type, Any] = getattr(reduction.ForkingPickler, "_extra_reducers")  # noqa: B009
+
+    class Pickler(base):  # type: ignore[misc, valid-type]
+        dispatch_table = ChainMap(extra, base.dispatch_table)
+
+    set_spawning_popen: Callable[[Any], None] = context.set_spawning_popen
+    set_spawning_popen(_Spawning())
+    try:
+        with io.BytesIO() as f:
+            Pickler(f, protocol=PROTOCOL).dump(obj)
+            return f.getvalue()
+    finally:
+        set_spawning_popen(None)
+
+
+def _unsendable(method: str, exc: Exception) -> RuntimeError:
+    """The error for settings (shared objects, worker_init, worker_exit)
+    that cannot reach workers started by ``method``."""
+    return RuntimeError(
+        f"this WorkerPool's shared_objects, worker_init or worker_exit cannot be sent to its {method} workers: "
+        f"{exc}. multiprocessing objects (Lock, Value, Barrier, ...) made for fork, as multiprocessing.Lock() is "
+        "where fork is its default, reach forked workers only: make them with pool.ctx (pool.ctx.Lock(), "
+        "pool.ctx.Value('i', 0)), or use start_method='fork'"
+    )
 
 
 def _check_progress_bar(
-    progress_bar: bool, progress_bar_options: dict[str, Any] | None, progress_bar_style: str | None
-) -> None:
-    if progress_bar_options is not None and not isinstance(progress_bar_options, dict):
-        raise TypeError("progress_bar_options should be a dictionary")
-    if progress_bar_style not in PROGRESS_BAR_STYLES:
-        raise ValueError(
-            f'Invalid progress bar style: {progress_bar_style}. Use either None (=default), "std", "rich", '
-            f'"notebook" or "dashboard"'
-        )
-    if progress_bar:
-        raise _not_implemented("progress_bar (and progress_bar_options, progress_bar_style)")
+    progress_bar: bool, progress_bar_options: dict[str, Any] | None, progress_bar_style: str | None, total: int | None
+) -> _progress.Progress | None:
+    """The map's bar (not drawn yet), or ``None`` without one; its options
+    checked as MPIRE checks them (see ``_progress.check_options``)."""
+    options = _progress.check_options(progress_bar, progress_bar_options, progress_bar_style, total)
+    return _progress.Progress(options, progress_bar_style) if progress_bar else None
 
 
-def _picklable(obj: Any) -> bool:
-    """Whether ``obj`` pickles (multiprocessing primitives made for fork do not)."""
+def _progress_sources(
+    engine: _shoal.Engine, it: IMapIterator[Any], total: int | None
+) -> tuple[Callable[[], int | None], Callable[[], int | None]]:
+    """What a map's bar follows: the tasks of its job that have finished
+    (from the engine's counters), and how many tasks there are (known at
+    the call, or once the input has been read to its end)."""
+    lazy = it._lazy  # the job layer's, read only
+
+    def known_total() -> int | None:
+        if total is not None:
+            return total
+        return lazy.items_read if lazy.ended.is_set() else None
+
+    return _progress.job_counter(engine, it._job), known_total
+
+
+def _items_read(it: IMapIterator[Any] | None) -> int | None:
+    """The tasks a finished map ran: every one it read."""
+    return None if it is None else it._lazy.items_read
+
+
+def _count_of(it: IMapIterator[Any] | None) -> int | None:
+    """The tasks of an unfinished map that ran, if the engine still knows."""
+    if it is None:
+        return None
     try:
-        dumps(obj)
-    except Exception:  # noqa: BLE001 - any failure: it does not
-        return False
-    return True
+        return _progress.finished_items(it._lazy.engine.job_stats(it._job))
+    except RuntimeError:
+        return None  # the engine has stopped

@@ -239,3 +239,51 @@ def test_the_default_start_method_sends_script_functions_by_reference_when_it_fo
     )
     assert proc.returncode == 0, proc.stderr
     assert "fork [True, True] [2, 3]" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_an_instance_of_a_script_class_is_an_instance_of_it_in_the_worker(tmp_path: Path, method: str) -> None:
+    # isinstance in the task holds under every start method, on every route
+    # arguments take; under fork the class goes by reference (the workers
+    # have it), as with multiprocessing. A class defined, or a name rebound,
+    # after the pool forked goes by value, as the workers do not have it.
+    proc = _script(
+        tmp_path,
+        """
+        import sys
+        from shoal import Pool, Executor, WorkerPool
+
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def check(p, q=None):
+            return isinstance(p, Point) and type(p) is Point and (q is None or isinstance(q, Point))
+
+        def name(p):
+            return type(p).__name__
+
+        if __name__ == "__main__":
+            m = sys.argv[1]
+            with Pool(2, start_method=m) as pool:
+                got = [
+                    *pool.map(check, [Point(i) for i in range(300)]),
+                    *pool.imap(check, (Point(i) for i in range(3)), chunksize=1),
+                    *pool.imap_unordered(check, [Point(i) for i in range(3)], chunksize=2),
+                    *pool.starmap(check, [(Point(1), Point(2))]),
+                    pool.apply(check, (Point(3),), {"q": Point(4)}),
+                    pool.apply_async(check, (Point(5),)).get(30),
+                ]
+                class Late:
+                    pass
+                late = pool.apply(name, (Late(),))
+            with Executor(2, start_method=m) as ex:
+                got.append(ex.submit(check, Point(6)).result(30))
+            with WorkerPool(2, start_method=m) as wp:
+                got.extend(wp.map(check, [(Point(7),)]))
+            print(all(got), len(got), late)
+        """,
+        method,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "311", "Late"]

@@ -9,6 +9,7 @@ many are still alive through weak references to a payload in the cycle.
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -16,6 +17,7 @@ import pytest
 
 import shoal
 import tasks
+from shoal import _shoal
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,3 +140,26 @@ def test_a_pool_in_a_cycle_is_collected() -> None:
     gc.collect()
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_a_span_lives_exactly_as_long_as_its_views() -> None:
+    # _shm frees a shared-memory block when its Span dies: a view taken of
+    # it (numpy's, pickle's) must keep it alive, and the last one let go.
+    fd = os.memfd_create("span-test", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, 1 << 16)
+        addr = _shoal.mmap_shared(fd, 1 << 16, 0)
+        span = _shoal.Span(addr, 4096)
+        dead = weakref.ref(span)
+        view = memoryview(span)
+        view[:3] = b"abc"
+        del span
+        gc.collect()
+        assert dead() is not None
+        assert os.pread(fd, 3, 0) == b"abc"
+        view.release()
+        del view
+        assert dead() is None
+        _shoal.munmap(addr, 1 << 16)
+    finally:
+        os.close(fd)

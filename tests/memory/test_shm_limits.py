@@ -144,12 +144,11 @@ def test_a_kept_result_holds_only_its_own_block() -> None:
 def test_a_result_that_cannot_be_mapped_arrives_as_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     # As when vm.max_map_count mappings are in use, or no address space is left.
     with shoal.Pool(2) as p:
-        libc = _shm._c()
 
         def no_mapping(fd: int, length: int, offset: int) -> int:
             raise OSError(12, "Cannot allocate memory")
 
-        monkeypatch.setattr(libc, "mmap", no_mapping)
+        monkeypatch.setattr(_shm._shoal, "mmap_shared", no_mapping)
         out = p.map(tasks.filled, [(MB // 8, float(i)) for i in range(6)], chunksize=1)
         monkeypatch.undo()
         assert [float(a[0]) for a in out] == [float(i) for i in range(6)]

@@ -50,40 +50,6 @@ def test_map_parameters_are_checked_at_the_call(call: str, kwargs: dict, error: 
     assert children() == before  # nothing started
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "what"),
-    [
-        ({"progress_bar": True}, "progress_bar"),
-        ({"progress_bar": True, "progress_bar_style": "dashboard"}, "progress_bar"),
-        ({"worker_init_timeout": 1.0}, "worker_init_timeout"),
-        ({"worker_exit_timeout": 1.0}, "worker_exit_timeout"),
-    ],
-)
-def test_what_is_not_implemented_says_so(kwargs: dict, what: str) -> None:
-    pool = shoal.WorkerPool(2)
-    with pytest.raises(NotImplementedError, match=what):
-        pool.map(wp_tasks.square, range(3), **kwargs)
-    with pytest.raises(NotImplementedError, match=what):
-        pool.imap(wp_tasks.square, range(3), **kwargs)
-    if "progress_bar" not in kwargs:
-        with pytest.raises(NotImplementedError, match=what):
-            pool.apply_async(wp_tasks.square, (3,), **kwargs)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "what"),
-    [
-        ({"enable_insights": True}, "enable_insights"),
-        ({"order_tasks": True}, "order_tasks"),
-    ],
-)
-def test_constructor_refuses_what_is_not_implemented(kwargs: dict, what: str) -> None:
-    with pytest.raises(NotImplementedError, match=what):
-        shoal.WorkerPool(2, **kwargs)
-    with pytest.raises(NotImplementedError, match="order_tasks"):
-        shoal.WorkerPool(2).set_order_tasks()
-
-
 def test_unknown_start_method() -> None:
     with pytest.raises(ValueError, match="start_method"):
         shoal.WorkerPool(2, start_method="teleport")

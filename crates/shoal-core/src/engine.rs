@@ -13,10 +13,10 @@ use crate::funcs::{FuncId, Funcs};
 use crate::io::{Inbound, Outgoing, ReadBufs};
 use crate::job::{Job, JobId, JobSpec, Outcome};
 use crate::launch::Launcher;
+use crate::scheduler::Queue;
 use crate::stats::{Snapshot, WorkerStats};
 use crate::sys::{self, Waker};
 use crate::worker::{Fate, Life, Task, Worker};
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -87,6 +87,16 @@ pub struct EngineConfig {
     /// After `Exit` (close, lifespan), how long a worker has to run its
     /// exit hook and exit before SIGKILL.
     pub exit_grace: Duration,
+    /// How long a worker's initializer may run, from when the worker says
+    /// it starts (`InitStarted`; a worker that never says so has no limit):
+    /// past it, the worker is killed, like a chunk past its deadline, and
+    /// every chunk waiting in the queue then fails as timed out, as an
+    /// MPIRE map fails when a `worker_init` times out. `None`: no limit.
+    pub init_timeout: Option<Duration>,
+    /// Like `exit_grace`, but a worker still running its exit hook when it
+    /// passes is reported ([`ExitReport::TimedOut`]) as well as killed.
+    /// `None`: `exit_grace` applies, silently.
+    pub exit_timeout: Option<Duration>,
     /// How long a launch may take to be answered before it counts as failed.
     pub launch_timeout: Duration,
 }
@@ -100,6 +110,8 @@ impl EngineConfig {
             lifespan: Lifespan::default(),
             kill_grace: Duration::from_millis(200),
             exit_grace: Duration::from_secs(10),
+            init_timeout: None,
+            exit_timeout: None,
             launch_timeout: Duration::from_secs(30),
         }
     }
@@ -134,6 +146,16 @@ pub enum Want {
     Room(u32),
     /// Every chunk has an outcome.
     Finished,
+}
+
+/// What a worker's exit hook left, in [`Engine::take_exit_results`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReport {
+    /// The hook's payload (an `ExitResult` frame).
+    Returned(Vec<u8>),
+    /// The hook ran past [`EngineConfig::exit_timeout`] and the worker was
+    /// killed; the message says which worker and the limit.
+    TimedOut(String),
 }
 
 /// Errors the engine's API returns.
@@ -190,8 +212,8 @@ pub(crate) struct State {
     spare_calls: Vec<Call>,
     /// Frames read from a worker and not yet handled (kept for its capacity).
     pub(crate) frames: Vec<(Header, Vec<u8>)>,
-    /// Chunks waiting for a worker, in submission order.
-    pub(crate) queue: VecDeque<Task>,
+    /// Chunks waiting for a worker, in submission order (per lane: see [`Queue`]).
+    pub(crate) queue: Queue,
     pub(crate) workers: Vec<Worker>,
     /// Launches asked for and not answered yet.
     pub(crate) starting: Vec<Start>,
@@ -203,7 +225,7 @@ pub(crate) struct State {
     /// Whether each slot has had a worker, so the next one is a restart.
     pub(crate) slot_filled: Vec<bool>,
     /// What exit hooks returned, by slot, in the order workers exited.
-    pub(crate) exit_results: Vec<(u32, Vec<u8>)>,
+    pub(crate) exit_results: Vec<(u32, ExitReport)>,
     pub(crate) launcher: Box<dyn Launcher>,
     /// Workers that died before their initializer finished, in a row.
     pub(crate) init_failures: u32,
@@ -325,7 +347,7 @@ impl Engine {
                 funcs: Funcs::default(),
                 spare_calls: Vec::new(),
                 frames: Vec::new(),
-                queue: VecDeque::new(),
+                queue: Queue::new(config_workers),
                 workers: Vec::new(),
                 starting: Vec::new(),
                 next_serial: 0,
@@ -505,6 +527,7 @@ impl Engine {
                 func: spec.func,
                 task_bits: spec.task_bits,
                 timeout: Task::timeout_ns(spec.timeout),
+                pinned: spec.pinned,
             });
         }
         self.wake_for_work(&mut st);
@@ -533,9 +556,7 @@ impl Engine {
         };
         j.cancelled = true;
         j.finish_input();
-        let queue = std::mem::take(&mut st.queue);
-        let (dropped, kept): (VecDeque<Task>, VecDeque<Task>) = queue.into_iter().partition(|t| t.job == job);
-        st.queue = kept;
+        let dropped = st.queue.take_job(job);
         let none_dropped = dropped.is_empty();
         let mut ended = dropped.len() as u32;
         for t in dropped {
@@ -586,8 +607,25 @@ impl Engine {
 
     /// What workers' exit hooks returned since the last call, as
     /// `(slot, payload)` in the order they exited.
-    pub fn take_exit_results(&self) -> Vec<(u32, Vec<u8>)> {
+    pub fn take_exit_results(&self) -> Vec<(u32, ExitReport)> {
         std::mem::take(&mut self.lock().exit_results)
+    }
+
+    /// Set [`EngineConfig::init_timeout`] and [`EngineConfig::exit_timeout`]
+    /// of a running engine: a front door whose workers outlive one call
+    /// (MPIRE's `keep_alive`) takes these per call. Workers whose
+    /// initializer is running get the new init deadline, counted from when
+    /// it started; workers already told to exit keep the time they were given.
+    pub fn set_hook_timeouts(&self, init: Option<Duration>, exit: Option<Duration>) {
+        let mut st = self.lock();
+        st.config.init_timeout = init;
+        st.config.exit_timeout = exit;
+        for w in &mut st.workers {
+            if let (Life::Starting, None, Some(at)) = (w.life, w.fate, w.init_started_at) {
+                w.deadline = init.map(|t| (at + t, t));
+            }
+        }
+        self.wake(&mut st);
     }
 
     /// Mark a job's input complete.
@@ -874,6 +912,7 @@ impl State {
             func: call.func,
             task_bits: call.task_bits,
             timeout: None,
+            pinned: false,
         };
         if !known {
             let msg = format!("no function with id {} (it was released before the call)", call.func);
@@ -932,7 +971,7 @@ impl State {
     fn begin_terminate(&mut self, at_once: bool) {
         self.phase = Phase::Terminating;
         let msg = TERMINATED.to_vec();
-        let queued: Vec<Task> = self.queue.drain(..).collect();
+        let queued: Vec<Task> = self.queue.drain_all();
         let mut held = Vec::new();
         for w in &mut self.workers {
             for t in w.take_all() {
@@ -962,7 +1001,7 @@ impl State {
     /// Work to do before sleeping: retire, launch, dispatch, kill, close.
     fn step(&mut self) {
         let now = Instant::now();
-        let grace = self.config.exit_grace;
+        let grace = self.config.exit_timeout.unwrap_or(self.config.exit_grace);
         // Retire workers that reached their lifespan once they are idle.
         let lifespan = self.config.lifespan;
         let closing = self.phase == Phase::Closing && self.queue.is_empty() && self.jobs.values().all(|j| j.finished());
@@ -984,10 +1023,17 @@ impl State {
                 if now >= at {
                     self.launcher.kill(&w.proc, libc::SIGKILL);
                     w.kill_at = None;
+                    // Told to exit (not terminated) and still in its exit
+                    // hook: reported when its death is handled.
+                    let exiting = w.exit_sent_at.is_some() && self.phase != Phase::Terminating;
+                    if let (true, Some(limit), None) = (exiting, self.config.exit_timeout, w.fate) {
+                        w.fate = Some(Fate::ExitTimedOut(limit));
+                    }
                 }
             }
-            // A chunk past its job's deadline: kill its worker, even inside
-            // C code; the death is then handled as a time-out.
+            // A chunk past its job's deadline, or an initializer past the
+            // init timeout: kill the worker, even inside C code; the death
+            // is then handled as a time-out.
             if let Some((at, limit)) = w.deadline {
                 if now >= at && w.fate.is_none() {
                     self.launcher.kill(&w.proc, libc::SIGKILL);

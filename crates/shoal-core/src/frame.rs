@@ -57,11 +57,15 @@ pub enum Kind {
     InitFailed = 66,
     /// Worker to engine, last frame: the exit hook's pickled result.
     ExitResult = 67,
+    /// Worker to engine, before `Ready`: the user's initializer starts now.
+    /// The engine's init timeout counts from here, not from the launch, so a
+    /// spawned interpreter's start-up is not charged to the initializer.
+    InitStarted = 68,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Init,
         Kind::Func,
         Kind::Task,
@@ -71,6 +75,7 @@ impl Kind {
         Kind::Result,
         Kind::InitFailed,
         Kind::ExitResult,
+        Kind::InitStarted,
     ];
 
     /// Decode a kind byte.
@@ -86,6 +91,7 @@ impl Kind {
             65 => Kind::Result,
             66 => Kind::InitFailed,
             67 => Kind::ExitResult,
+            68 => Kind::InitStarted,
             _ => return None,
         })
     }
@@ -263,6 +269,11 @@ impl Header {
     /// `ExitResult`.
     pub fn exit_result(len: usize) -> Header {
         Header::new(Kind::ExitResult, len)
+    }
+
+    /// `InitStarted`.
+    pub fn init_started() -> Header {
+        Header::new(Kind::InitStarted, 0)
     }
 
     /// Task, Result: the job.

@@ -62,6 +62,10 @@ pub struct JobSpec {
     /// chunk fails as timed out. A job with one gets one chunk per worker
     /// at a time, so its deadline is never spent waiting in a worker's queue.
     pub timeout: Option<Duration>,
+    /// Pin chunk `i` to the worker in slot `i % workers` (MPIRE's
+    /// `order_tasks`), instead of giving each chunk to whichever worker is
+    /// free. Indices start at 0 in every job, so each job starts at slot 0.
+    pub pinned: bool,
 }
 
 impl JobSpec {
@@ -73,6 +77,7 @@ impl JobSpec {
             order: Order::Ordered,
             window: None,
             timeout: None,
+            pinned: false,
         }
     }
 
@@ -89,6 +94,11 @@ impl JobSpec {
     /// The same job, with a deadline per chunk.
     pub fn timeout(self, timeout: Option<Duration>) -> Self {
         JobSpec { timeout, ..self }
+    }
+
+    /// The same job, with its chunks pinned to worker slots (or not).
+    pub fn pinned(self, pinned: bool) -> Self {
+        JobSpec { pinned, ..self }
     }
 }
 

@@ -52,7 +52,7 @@ mod worker;
 
 pub use chunking::{map_chunks, window_chunks, PlanError};
 pub use engine::{
-    live_threads, thread_ended, thread_started, Engine, EngineConfig, EngineError, Lifespan, Phase, Want,
+    live_threads, thread_ended, thread_started, Engine, EngineConfig, EngineError, ExitReport, Lifespan, Phase, Want,
 };
 pub use frame::Status;
 pub use funcs::FuncId;
@@ -60,5 +60,5 @@ pub use job::{JobId, JobSpec, Order, Outcome};
 pub use launch::{
     Exit, Launched, Launcher, SpawnLauncher, SpawnThread, ThreadExit, ThreadLauncher, ThreadStart, ZygoteLauncher,
 };
-pub use stats::{Counts, JobStats, Slow, Slowest, Snapshot, Tally, WorkerStats, SLOWEST};
+pub use stats::{Counts, JobStats, Slow, SlowInput, Slowest, Snapshot, Tally, WorkerStats, KEEP_INPUT_BYTES, SLOWEST};
 pub use sys::probe_pidfd;

@@ -1,8 +1,9 @@
 //! Dynamic scheduling: which worker gets the next chunk, and how many chunks
 //! a worker may hold at once.
 //!
-//! There is no per-worker pre-assignment. Chunks wait in one queue and go to
-//! the worker holding the fewest. A worker holds more than the chunk it is
+//! There is no per-worker pre-assignment, except for a job that asks for it
+//! (MPIRE's `order_tasks`: chunk `i` runs on worker `i % n`, see [`Queue`]).
+//! Other chunks wait in one queue and go to the worker holding the fewest. A worker holds more than the chunk it is
 //! running only when chunks are short: one queued behind a long chunk would
 //! wait for it while another worker idles (head-of-line blocking), but a
 //! worker with nothing queued behind a 5 µs chunk would idle for a whole
@@ -12,7 +13,96 @@
 use crate::engine::{Lifespan, State};
 use crate::frame::{task, Header};
 use crate::worker::{Life, Task, Worker};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// Chunks waiting for a worker: one queue any worker takes from, and one
+/// per worker slot for the chunks of jobs that pin theirs (chunk `i` to slot
+/// `i % slots`). A pinned chunk waits for its slot's worker even while
+/// others idle, which is what pinning asks for; kept apart, it never holds
+/// up the other jobs' chunks behind it. A pinned chunk whose worker died is
+/// put back in its slot's queue, so that slot's replacement runs it.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    common: VecDeque<Task>,
+    /// One per slot.
+    pinned: Vec<VecDeque<Task>>,
+    /// Chunks in `pinned`, so that the common case looks at no slot queue.
+    n_pinned: usize,
+}
+
+impl Queue {
+    /// Empty queues for an engine of `slots` worker slots.
+    pub(crate) fn new(slots: usize) -> Self {
+        Queue {
+            common: VecDeque::new(),
+            pinned: (0..slots).map(|_| VecDeque::new()).collect(),
+            n_pinned: 0,
+        }
+    }
+
+    /// The slot queue a pinned chunk waits in.
+    fn lane(&mut self, t: &Task) -> &mut VecDeque<Task> {
+        let slot = t.index as usize % self.pinned.len();
+        &mut self.pinned[slot]
+    }
+
+    /// Queue a chunk behind the others of its lane.
+    pub(crate) fn push_back(&mut self, t: Task) {
+        if t.pinned {
+            self.n_pinned += 1;
+            self.lane(&t).push_back(t);
+        } else {
+            self.common.push_back(t);
+        }
+    }
+
+    /// Queue a chunk ahead of the others of its lane (one a dead worker held).
+    pub(crate) fn push_front(&mut self, t: Task) {
+        if t.pinned {
+            self.n_pinned += 1;
+            self.lane(&t).push_front(t);
+        } else {
+            self.common.push_front(t);
+        }
+    }
+
+    /// Whether no chunk waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.common.is_empty() && self.n_pinned == 0
+    }
+
+    /// Take every waiting chunk: the common queue's, then each slot's, each
+    /// in its order.
+    pub(crate) fn drain_all(&mut self) -> Vec<Task> {
+        let mut out: Vec<Task> = self.common.drain(..).collect();
+        for lane in &mut self.pinned {
+            out.extend(lane.drain(..));
+        }
+        self.n_pinned = 0;
+        out
+    }
+
+    /// Take the waiting chunks of `job`; the others keep their order.
+    pub(crate) fn take_job(&mut self, job: crate::job::JobId) -> Vec<Task> {
+        fn split(q: &mut VecDeque<Task>, job: crate::job::JobId, out: &mut Vec<Task>) {
+            let (taken, kept): (VecDeque<Task>, VecDeque<Task>) =
+                std::mem::take(q).into_iter().partition(|t| t.job == job);
+            *q = kept;
+            out.extend(taken);
+        }
+        let mut out = Vec::new();
+        split(&mut self.common, job, &mut out);
+        if self.n_pinned > 0 {
+            let before = out.len();
+            for lane in &mut self.pinned {
+                split(lane, job, &mut out);
+            }
+            self.n_pinned -= out.len() - before;
+        }
+        out
+    }
+}
 
 /// Work a worker should have queued ahead of it, in time.
 const TARGET_QUEUED: Duration = Duration::from_micros(500);
@@ -85,11 +175,26 @@ impl State {
             .any(|w| w.outstanding.is_empty() && takes_chunks(w, lifespan))
     }
 
-    /// Hand queued chunks to workers, each to the worker holding the
-    /// fewest; `now` stamps when they were sent.
+    /// Hand queued chunks to workers: pinned ones to their slot's worker,
+    /// the others each to the worker holding the fewest; `now` stamps when
+    /// they were sent.
     pub(crate) fn dispatch(&mut self, now: Instant) {
         let lifespan = self.config.lifespan;
-        while let Some(head) = self.queue.front() {
+        if self.queue.n_pinned > 0 {
+            for i in 0..self.workers.len() {
+                let slot = self.workers[i].slot as usize;
+                while let Some(head) = self.queue.pinned[slot].front() {
+                    let per_item = self.funcs.per_item_ns(head.func);
+                    if !can_take(&self.workers[i], lifespan, head, per_item) {
+                        break;
+                    }
+                    let task = self.queue.pinned[slot].pop_front().expect("lane checked non-empty");
+                    self.queue.n_pinned -= 1;
+                    self.hand_over(i, task, now);
+                }
+            }
+        }
+        while let Some(head) = self.queue.common.front() {
             let per_item = self.funcs.per_item_ns(head.func);
             let pick = self
                 .workers
@@ -102,30 +207,77 @@ impl State {
             // An abandoned job still runs: the caller dropped its result
             // object, not its work (fire-and-forget `apply_async`). Its job,
             // and so its function, lasts until its last chunk has an outcome.
-            let task = self.queue.pop_front().expect("queue checked non-empty");
-            let w = &mut self.workers[i];
-            if w.funcs.insert(task.func) {
-                let func = self
-                    .funcs
-                    .payload(task.func)
-                    .expect("a job's function outlives the job");
-                w.send(Header::func(task.func, func.len()), func);
-            }
-            let bits = if task.suspect {
-                task.task_bits | task::ISOLATE
-            } else {
-                task.task_bits
-            };
-            let header = Header::task(task.job, task.index, task.func, bits, task.payload.len());
-            w.send(header, &task.payload);
-            w.hold(task, now, &mut self.slots[w.slot as usize]);
+            let task = self.queue.common.pop_front().expect("queue checked non-empty");
+            self.hand_over(i, task, now);
         }
+    }
+
+    /// Send chunk `task` to worker `i` (its function first, if the worker
+    /// has not had it) and record that the worker holds it.
+    fn hand_over(&mut self, i: usize, task: Task, now: Instant) {
+        let w = &mut self.workers[i];
+        if w.funcs.insert(task.func) {
+            let func = self
+                .funcs
+                .payload(task.func)
+                .expect("a job's function outlives the job");
+            w.send(Header::func(task.func, func.len()), func);
+        }
+        let bits = if task.suspect {
+            task.task_bits | task::ISOLATE
+        } else {
+            task.task_bits
+        };
+        let header = Header::task(task.job, task.index, task.func, bits, task.payload.len());
+        w.send(header, &task.payload);
+        w.hold(task, now, &mut self.slots[w.slot as usize]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(job: u32, index: u32, pinned: bool) -> Task {
+        Task {
+            job,
+            index,
+            payload: Vec::new(),
+            suspect: false,
+            items: 1,
+            first_item: u64::from(index),
+            func: 0,
+            task_bits: 0,
+            timeout: None,
+            pinned,
+        }
+    }
+
+    fn ids(tasks: &[Task]) -> Vec<(u32, u32)> {
+        tasks.iter().map(|t| (t.job, t.index)).collect()
+    }
+
+    #[test]
+    fn pinned_chunks_wait_in_their_slots_lane() {
+        let mut q = Queue::new(3);
+        assert!(q.is_empty());
+        for i in 0..5 {
+            q.push_back(task(1, i, true));
+        }
+        q.push_back(task(2, 0, false));
+        assert_eq!(ids(q.pinned[1].make_contiguous()), [(1, 1), (1, 4)]);
+        assert_eq!(q.n_pinned, 5);
+        // One a dead worker held goes back to the front of its own lane.
+        q.push_front(task(1, 7, true));
+        assert_eq!(ids(q.pinned[1].make_contiguous()), [(1, 7), (1, 1), (1, 4)]);
+        // A cancel takes a job's chunks from every lane.
+        assert_eq!(ids(&q.take_job(1)).len(), 6);
+        assert_eq!(q.n_pinned, 0);
+        assert!(!q.is_empty());
+        q.push_back(task(3, 2, true));
+        assert_eq!(ids(&q.drain_all()), [(2, 0), (3, 2)]);
+        assert!(q.is_empty());
+    }
 
     #[test]
     fn queue_depth_follows_work_per_item() {

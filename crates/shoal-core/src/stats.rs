@@ -6,10 +6,17 @@
 //! lock: a few hundred bytes, so polling ten times a second costs nothing
 //! next to the work.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How many of the slowest chunks a job or a worker slot remembers.
 pub const SLOWEST: usize = 5;
+
+/// The largest chunk input a worker slot keeps for one of its slowest
+/// chunks. Insights show the arguments of the slowest tasks; a larger
+/// input would make five kept chunks per slot cost real memory, and its
+/// repr would be cut short anyway.
+pub const KEEP_INPUT_BYTES: usize = 64 << 10;
 
 /// Chunks and the items in them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,28 +63,73 @@ pub struct Slow {
     pub items: u32,
 }
 
-/// Keeps the [`SLOWEST`] slowest chunks, slowest first. Empty until the
-/// first offer, so a job that never records one allocates nothing.
+/// The input of one of the slowest chunks, as the parent sent it, so that
+/// the parent can show the arguments of its slowest tasks without keeping
+/// every input it sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlowInput {
+    /// The chunk's task bits ([`crate::frame::task`]): how to read `payload`.
+    pub task_bits: u8,
+    /// The pickled chunk. Shared, so that copying a [`Snapshot`] (ten
+    /// times a second, for a progress bar) copies no input.
+    pub payload: Arc<[u8]>,
+}
+
+impl SlowInput {
+    /// A copy of `payload` to keep, unless it is larger than
+    /// [`KEEP_INPUT_BYTES`].
+    pub fn keep(task_bits: u8, payload: &[u8]) -> Option<SlowInput> {
+        (payload.len() <= KEEP_INPUT_BYTES).then(|| SlowInput {
+            task_bits,
+            payload: Arc::from(payload),
+        })
+    }
+}
+
+/// Keeps the [`SLOWEST`] slowest chunks, slowest first, and the inputs of
+/// those whose input was offered. Empty until the first offer, so a job
+/// that never records one allocates nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Slowest(Vec<Slow>);
+pub struct Slowest {
+    list: Vec<Slow>,
+    /// In step with `list`.
+    inputs: Vec<Option<SlowInput>>,
+}
 
 impl Slowest {
     /// Consider a chunk that ran for `slow.run`.
     pub fn offer(&mut self, slow: Slow) {
-        if self.0.len() == SLOWEST && self.0[SLOWEST - 1].run >= slow.run {
+        self.offer_with(slow, || None);
+    }
+
+    /// Consider a chunk that ran for `slow.run`, and keep what `input`
+    /// returns beside it if it is among the slowest. `input` runs only
+    /// then, so a chunk that is not (nearly every one, once the list is
+    /// full) costs one comparison.
+    pub fn offer_with(&mut self, slow: Slow, input: impl FnOnce() -> Option<SlowInput>) {
+        if self.list.len() == SLOWEST && self.list[SLOWEST - 1].run >= slow.run {
             return;
         }
-        if self.0.capacity() == 0 {
-            self.0.reserve_exact(SLOWEST + 1);
+        if self.list.capacity() == 0 {
+            self.list.reserve_exact(SLOWEST + 1);
+            self.inputs.reserve_exact(SLOWEST + 1);
         }
-        let at = self.0.partition_point(|s| s.run >= slow.run);
-        self.0.insert(at, slow);
-        self.0.truncate(SLOWEST);
+        let at = self.list.partition_point(|s| s.run >= slow.run);
+        self.list.insert(at, slow);
+        self.inputs.insert(at, input());
+        self.list.truncate(SLOWEST);
+        self.inputs.truncate(SLOWEST);
     }
 
     /// The slowest chunks, slowest first.
     pub fn as_slice(&self) -> &[Slow] {
-        &self.0
+        &self.list
+    }
+
+    /// The kept inputs of [`Slowest::as_slice`]'s chunks, in step with it:
+    /// `None` where no input was offered or it was too large to keep.
+    pub fn inputs(&self) -> &[Option<SlowInput>] {
+        &self.inputs
     }
 }
 
@@ -168,6 +220,28 @@ mod tests {
         }
         let got: Vec<u64> = s.as_slice().iter().map(|x| x.first_item).collect();
         assert_eq!(got, [9, 8, 7, 6, 5]);
+    }
+
+    #[test]
+    fn slowest_keeps_the_inputs_of_the_slowest_only() {
+        let mut s = Slowest::default();
+        let mut asked = 0;
+        for ms in [5, 1, 9, 3, 7, 2, 8, 6, 4] {
+            s.offer_with(slow(ms), || {
+                asked += 1;
+                SlowInput::keep(0, &[ms as u8])
+            });
+        }
+        let kept: Vec<u8> = s.inputs().iter().map(|i| i.as_ref().unwrap().payload[0]).collect();
+        assert_eq!(kept, [9, 8, 7, 6, 5]);
+        // Asked only for chunks that entered the list: all but the last,
+        // 4, which came once the list was full of slower ones.
+        assert_eq!(asked, 8);
+        assert!(SlowInput::keep(0, &vec![0; KEEP_INPUT_BYTES + 1]).is_none());
+        // A plain offer keeps no input.
+        s.offer(slow(10));
+        assert!(s.inputs()[0].is_none());
+        assert_eq!(s.inputs().len(), SLOWEST);
     }
 
     #[test]

@@ -10,11 +10,17 @@
 //! running is unknown, and each runs again alone (a suspect).
 //! The worker's slot is then filled by a fresh worker.
 //!
+//! A worker killed while starting, at the init timeout, held nothing: the
+//! chunks waiting in the queue fail as timed out instead (MPIRE fails the
+//! map). One killed while running its exit hook past the exit timeout
+//! leaves an [`ExitReport::TimedOut`] among the exit results.
+//!
 
-use crate::engine::{Phase, Start, State, CANCELLED, TERMINATED};
+use crate::engine::{ExitReport, Phase, Start, State, CANCELLED, TERMINATED};
 use crate::frame::{Header, Kind, Status};
+use crate::job::JobId;
 use crate::launch::{Exit, Launched};
-use crate::stats::Slow;
+use crate::stats::{Slow, SlowInput};
 use crate::sys;
 use crate::worker::{Fate, Life, Task, Worker};
 use std::io;
@@ -192,8 +198,7 @@ impl State {
         } else {
             return;
         };
-        let queued: Vec<_> = self.queue.drain(..).collect();
-        for t in queued {
+        for t in self.queue.drain_all() {
             self.complete(&t, status, payload.clone(), 0, 0);
         }
     }
@@ -222,6 +227,11 @@ impl State {
                     let w = &mut self.workers[i];
                     if w.life == Life::Starting {
                         w.life = Life::Ready;
+                        // The init deadline, if any: a starting worker holds
+                        // no chunk, so no chunk's deadline is lost with it.
+                        if w.fate.is_none() && w.outstanding.is_empty() {
+                            w.deadline = None;
+                        }
                     }
                     w.was_ready = true;
                     let stats = &mut self.slots[w.slot as usize];
@@ -229,12 +239,19 @@ impl State {
                     stats.init += Duration::from_nanos(h.run_ns());
                     self.init_failures = 0;
                 }
+                Kind::InitStarted => {
+                    let w = &mut self.workers[i];
+                    w.init_started_at = Some(now);
+                    if w.life == Life::Starting && w.fate.is_none() {
+                        w.deadline = self.config.init_timeout.map(|t| (now + t, t));
+                    }
+                }
                 Kind::InitFailed => {
                     self.init_error = Some(payload);
                 }
                 Kind::ExitResult => {
                     let slot = self.workers[i].slot;
-                    self.exit_results.push((slot, payload));
+                    self.exit_results.push((slot, ExitReport::Returned(payload)));
                 }
                 Kind::Result => {
                     let w = &mut self.workers[i];
@@ -258,13 +275,19 @@ impl State {
                     if status.ran() {
                         let run = Duration::from_nanos(h.run_ns());
                         stats.busy += run;
-                        stats.slowest.offer(Slow {
+                        // The input too, for insights to show the slowest
+                        // tasks' arguments: copied only for a chunk that
+                        // enters the list.
+                        let slow = Slow {
                             run,
                             job: task.job,
                             chunk: task.index,
                             first_item: task.first_item,
                             items: task.items,
-                        });
+                        };
+                        stats
+                            .slowest
+                            .offer_with(slow, || SlowInput::keep(task.task_bits, &task.payload));
                     }
                     self.funcs.record(task.func, h.run_ns(), task.items);
                     self.complete(&task, status, payload, h.run_ns(), h.failed());
@@ -329,6 +352,22 @@ impl State {
             return;
         }
         match w.fate {
+            // Killed at the init timeout: it never took a chunk. Nothing it
+            // held can fail, so what waits for a worker does.
+            Some(Fate::TimedOut(limit)) if !w.was_ready => {
+                self.init_timed_out(pid, w.slot, exit, limit);
+                return;
+            }
+            // Killed in its exit hook: it held nothing (a worker is told to
+            // exit once it holds nothing).
+            Some(Fate::ExitTimedOut(limit)) => {
+                let msg = format!(
+                    "the exit hook of worker {} (process {pid}) ran past its timeout of {:.3} s; the process was killed",
+                    w.slot,
+                    limit.as_secs_f64()
+                );
+                self.exit_results.push((w.slot, ExitReport::TimedOut(msg)));
+            }
             // Killed at its deadline: it held that one chunk alone (a chunk
             // with a deadline runs alone, and a killed worker takes no more).
             Some(Fate::TimedOut(limit)) => {
@@ -376,6 +415,40 @@ impl State {
         let suspect = w.outstanding.len() > 1;
         for t in w.take_all().into_iter().rev() {
             self.requeue(t, w.slot, suspect);
+        }
+    }
+
+    /// A worker in `slot` was killed because its initializer ran past
+    /// `limit`: every chunk waiting in the queue fails as timed out, so a
+    /// caller waiting on one hears of it instead of waiting for a worker
+    /// whose initializer may never finish, and their jobs are cancelled, so
+    /// that none of their later chunks runs on a replacement (the job
+    /// failed, as an MPIRE map does). Chunks other workers hold go on.
+    fn init_timed_out(&mut self, pid: i32, slot: u32, exit: Exit, limit: Duration) {
+        let what = format!(
+            "the initializer of worker {slot} (process {pid}) ran past its timeout of {:.3} s; \
+             the process was killed and the tasks waiting for a worker were failed",
+            limit.as_secs_f64()
+        );
+        let mut failed_jobs: Vec<JobId> = Vec::new();
+        for t in self.queue.drain_all() {
+            if !failed_jobs.contains(&t.job) {
+                failed_jobs.push(t.job);
+            }
+            // No function name: the message is about the worker, not a call.
+            let payload = lost_message(pid, exit, &what, "", &t);
+            // Not counted against `slot`: no worker there ever held it.
+            self.complete(&t, Status::TimedOut, payload, 0, 0);
+        }
+        for job in failed_jobs {
+            let Some(j) = self.jobs.get_mut(&job) else { continue };
+            let was_open = j.takes_input();
+            j.cancelled = true;
+            j.finish_input();
+            // Finished by ending its input: `complete` did not see it finish.
+            if was_open && j.finished() {
+                self.job_finished(job);
+            }
         }
     }
 

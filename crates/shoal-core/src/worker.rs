@@ -46,6 +46,10 @@ pub(crate) struct Task {
     pub(crate) task_bits: u8,
     /// See [`Task::func`]; see [`Task::timeout_ns`].
     pub(crate) timeout: Option<NonZeroU64>,
+    /// Its job pins chunks to workers (MPIRE's `order_tasks`): chunk `i`
+    /// runs only on the worker in slot `i % workers`, or on that slot's
+    /// replacement (see `scheduler::Queue`).
+    pub(crate) pinned: bool,
 }
 
 impl Task {
@@ -75,8 +79,12 @@ pub(crate) enum Life {
 /// the chunks it held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fate {
-    /// Its chunk ran past the job's deadline.
+    /// Its chunk ran past the job's deadline, or, if it never became
+    /// ready, its initializer ran past the engine's `init_timeout`.
     TimedOut(Duration),
+    /// It was told to exit and its exit hook ran past the engine's
+    /// `exit_timeout`.
+    ExitTimedOut(Duration),
     /// It was running a chunk of a job cancelled with `kill_running`.
     Cancelled,
 }
@@ -113,7 +121,10 @@ pub(crate) struct Worker {
     pub(crate) was_ready: bool,
     /// When to escalate to SIGKILL if it has not exited (terminate, retire).
     pub(crate) kill_at: Option<Instant>,
-    /// When the chunk it holds must have finished (jobs with a timeout).
+    /// When the chunk it holds must have finished (jobs with a timeout),
+    /// or, while it is starting, when its initializer must have (the
+    /// engine's `init_timeout`, from `InitStarted`): a worker takes chunks
+    /// only once ready, so the two never overlap.
     pub(crate) deadline: Option<(Instant, Duration)>,
     /// The engine killed it, and why.
     pub(crate) fate: Option<Fate>,
@@ -123,6 +134,8 @@ pub(crate) struct Worker {
     pub(crate) idle_since: Option<Instant>,
     /// When it was told to exit.
     pub(crate) exit_sent_at: Option<Instant>,
+    /// When its user initializer started (it sent `InitStarted`).
+    pub(crate) init_started_at: Option<Instant>,
 }
 
 impl Worker {
@@ -151,6 +164,7 @@ impl Worker {
             launched_at,
             idle_since: None,
             exit_sent_at: None,
+            init_started_at: None,
         })
     }
 

@@ -2,7 +2,7 @@
 //! slots, counters, cancel, deadlines, exit results, lifespans in items.
 //! Driven end to end with the protocol-speaking test worker.
 
-use shoal_core::{Engine, EngineConfig, JobSpec, Status};
+use shoal_core::{Engine, EngineConfig, ExitReport, JobSpec, Status};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -101,6 +101,14 @@ fn counters_add_up_and_can_be_read_while_work_runs() {
     assert!(w
         .iter()
         .any(|s| s.slowest.as_slice()[0].run >= Duration::from_millis(40)));
+    // The slot keeps the slowest chunk's input too, for insights to show
+    // its arguments.
+    let slow = w
+        .iter()
+        .find(|s| s.slowest.as_slice().first().is_some_and(|x| x.chunk == 20))
+        .expect("a slot ran chunk 20");
+    let kept = slow.slowest.inputs()[0].as_ref().expect("input kept");
+    assert_eq!((kept.task_bits, &kept.payload[..]), (0, &b"sleep:40:slow"[..]));
     // Idle time grows while nothing runs.
     let before: Duration = w.iter().map(|s| s.idle).sum();
     std::thread::sleep(Duration::from_millis(50));
@@ -208,8 +216,10 @@ fn exit_results_travel_back_and_lifespans_count_items() {
         if got.is_empty() {
             return false;
         }
-        assert_eq!(got[0].0, 0);
-        assert_eq!(String::from_utf8_lossy(&got[0].1), format!("bye:0:{}", pids[0]));
+        assert_eq!(
+            got[0],
+            (0, ExitReport::Returned(format!("bye:0:{}", pids[0]).into_bytes()))
+        );
         true
     });
     assert_eq!(e.stats(None).workers[0].restarts, 1);
@@ -219,7 +229,10 @@ fn exit_results_travel_back_and_lifespans_count_items() {
     assert!(e.wait_stopped(Duration::from_secs(10)));
     let last = e.take_exit_results();
     assert_eq!(last.len(), 1, "{last:?}");
-    assert!(String::from_utf8_lossy(&last[0].1).ends_with(&pids[2]));
+    let ExitReport::Returned(bye) = &last[0].1 else {
+        panic!("{last:?}")
+    };
+    assert!(String::from_utf8_lossy(bye).ends_with(&pids[2]));
 }
 
 #[test]
@@ -256,4 +269,106 @@ fn a_replacement_starts_only_once_the_worker_it_replaces_has_exited() {
     let slots: Vec<String> = outcomes(&e, job).iter().map(text).collect();
     assert_eq!(slots, ["0"; 6]);
     assert!(most <= 1, "{most} workers alive at once in one slot");
+}
+
+#[test]
+fn a_pinned_job_runs_chunk_i_on_slot_i_mod_n_from_slot_0_each_job() {
+    let e = engine(3);
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
+    let cmds = ["slot"; 20];
+    for _ in 0..2 {
+        // Each job starts again at slot 0, whatever the last one ended on.
+        let slots: Vec<String> = outcomes(&e, run(&e, JobSpec::new(f, 0).pinned(true), &cmds[..7]))
+            .iter()
+            .map(text)
+            .collect();
+        let want: Vec<String> = (0..7).map(|i| (i % 3).to_string()).collect();
+        assert_eq!(slots, want);
+    }
+    // Pinned chunks wait for their own slot while the others idle, and an
+    // unpinned job queued behind them is not held up by them.
+    let slow = run(
+        &e,
+        JobSpec::new(f, 0).pinned(true),
+        &["sleep:300:a", "echo:b", "echo:c", "sleep:10:d"],
+    );
+    let free = run(&e, JobSpec::new(f, 0), &["echo:x"; 4]);
+    assert_eq!(outcomes(&e, free).len(), 4);
+    let got: Vec<String> = outcomes(&e, slow).iter().map(text).collect();
+    assert_eq!(got, ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn a_pinned_chunk_whose_worker_died_runs_on_that_slots_replacement() {
+    let e = engine(2);
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
+    // Chunk 3 kills the worker in slot 1; chunks 5 and 7 then run on its
+    // replacement (a new pid, the same slot); slot 0's worker lives on.
+    let cmds = ["pid", "pid", "pid", "kill", "pid", "pid", "pid", "pid"];
+    let out = outcomes(&e, run(&e, JobSpec::new(f, 0).pinned(true), &cmds));
+    assert_eq!(out[3].status, Status::WorkerLost);
+    let pid = |i: usize| text(&out[i]);
+    assert!([0, 2, 4, 6].iter().all(|&i| pid(i) == pid(0)), "{out:?}");
+    assert_eq!(pid(5), pid(7));
+    assert_ne!(pid(1), pid(5));
+    assert_ne!(pid(0), pid(5));
+    let slots = outcomes(&e, run(&e, JobSpec::new(f, 0).pinned(true), &["slot", "slot"]));
+    assert_eq!(slots.iter().map(text).collect::<Vec<_>>(), ["0", "1"]);
+}
+
+#[test]
+fn an_initializer_past_the_init_timeout_is_killed_and_the_queued_chunks_time_out() {
+    let mut config = EngineConfig::new(1, b"slowinit:1500".to_vec());
+    config.init_timeout = Some(Duration::from_millis(300));
+    let e = engine_with(config);
+    let first = e.worker_pids();
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
+    // Its input is left open, as a lazy map's is while it reads.
+    let job_of_the_failed = e.new_job(JobSpec::new(f, 0)).unwrap();
+    e.submit(job_of_the_failed, vec![b"echo:a".to_vec(), b"echo:b".to_vec()])
+        .unwrap();
+    let out = outcomes(&e, job_of_the_failed);
+    assert!(out.iter().all(|o| o.status == Status::TimedOut), "{out:?}");
+    // Its job failed: it takes no more chunks (none would run on a replacement).
+    assert!(e.submit(job_of_the_failed, vec![b"echo:late".to_vec()]).is_err());
+    let msg = text(&out[0]);
+    assert!(
+        msg.contains("the initializer of worker 0 (process ") && msg.contains("ran past its timeout of 0.300 s"),
+        "{msg}"
+    );
+    // A longer limit set on the running engine reaches the worker starting
+    // now (the replacement): its initializer finishes and it runs chunks.
+    e.set_hook_timeouts(Some(Duration::from_secs(30)), None);
+    let out = outcomes(&e, run(&e, JobSpec::new(f, 0), &["pid"]));
+    assert_eq!(out[0].status, Status::Ok, "{}", text(&out[0]));
+    assert!(!first.iter().any(|p| p.to_string() == text(&out[0])));
+}
+
+#[test]
+fn an_exit_hook_past_the_exit_timeout_is_killed_and_reported() {
+    let mut config = EngineConfig::new(2, b"slowexit:60000".to_vec());
+    config.exit_timeout = Some(Duration::from_millis(300));
+    let e = engine_with(config);
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
+    outcomes(&e, run(&e, JobSpec::new(f, 0), &["echo:a"; 4]));
+    let t0 = Instant::now();
+    e.close();
+    assert!(e.wait_stopped(Duration::from_secs(20)));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let mut got = e.take_exit_results();
+    got.sort_by_key(|r| r.0);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (slot, report) in got {
+        let ExitReport::TimedOut(msg) = report else {
+            panic!("{report:?}")
+        };
+        assert!(
+            msg.starts_with(&format!("the exit hook of worker {slot} (process ")),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("ran past its timeout of 0.300 s; the process was killed"),
+            "{msg}"
+        );
+    }
 }

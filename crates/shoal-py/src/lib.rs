@@ -4,8 +4,8 @@
 //! errors into the exceptions `multiprocessing.Pool` raises; plus the pieces
 //! that run once per task, where Python would cost more than the task: the
 //! result object (`result.rs`), the worker's loop (`worker_loop.rs`),
-//! `apply_async`'s fast path (`plain_apply.rs`) and packed numbers
-//! (`packed.rs`). No engine policy lives here. Every blocking
+//! `apply_async`'s fast path (`plain_apply.rs`), packed numbers
+//! (`packed.rs`) and shared-memory mappings (`mapping.rs`). No engine policy lives here. Every blocking
 //! call releases the GIL and wakes every 50 ms to let Python run signal
 //! handlers, so Ctrl-C interrupts a wait promptly.
 
@@ -21,9 +21,10 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueEr
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::{PyTraverseError, PyVisit};
-use shoal_core::frame::task;
+use shoal_core::frame::{self, task};
 use shoal_core::{
-    Engine, EngineConfig, EngineError, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want, ZygoteLauncher,
+    Engine, EngineConfig, EngineError, ExitReport, JobSpec, Order, Outcome, SpawnLauncher, Status, Tally, Want,
+    ZygoteLauncher,
 };
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
@@ -33,6 +34,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod mapping;
 mod packed;
 mod plain_apply;
 mod result;
@@ -130,14 +132,29 @@ fn tally_dict<'py>(py: Python<'py>, t: &Tally) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
-/// The slowest chunks as `[(seconds, job, chunk, first_item, items)]`.
+/// The slowest chunks as `[(seconds, job, chunk, first_item, items,
+/// input)]`; `input` is `(task_bits, pickled chunk)` where the engine kept
+/// it (a worker slot's slowest, of up to `KEEP_INPUT_BYTES`), else None.
 fn slowest_list<'py>(py: Python<'py>, s: &shoal_core::Slowest) -> PyResult<Bound<'py, PyList>> {
-    PyList::new(
-        py,
-        s.as_slice()
-            .iter()
-            .map(|x| (x.run.as_secs_f64(), x.job, x.chunk, x.first_item, x.items)),
-    )
+    let out = PyList::empty(py);
+    for (i, x) in s.as_slice().iter().enumerate() {
+        let input = match s.inputs().get(i) {
+            Some(Some(k)) => Some((k.task_bits, PyBytes::new(py, &k.payload))),
+            _ => None,
+        };
+        out.append((x.run.as_secs_f64(), x.job, x.chunk, x.first_item, x.items, input))?;
+    }
+    Ok(out)
+}
+
+/// A job's counters as `stats` gives them to Python.
+fn job_dict<'py>(py: Python<'py>, j: &shoal_core::JobStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("submitted", (j.submitted.chunks, j.submitted.items))?;
+    d.set_item("tally", tally_dict(py, &j.tally)?)?;
+    d.set_item("busy", j.busy.as_secs_f64())?;
+    d.set_item("slowest", slowest_list(py, &j.slowest)?)?;
+    Ok(d)
 }
 
 type Callbacks = Arc<Mutex<HashMap<u32, Py<PyAny>>>>;
@@ -277,8 +294,9 @@ impl PyEngine {
 
     /// Create a job running function `func`; returns its id. `window`
     /// bounds chunks in flight; past `timeout` seconds a chunk's worker is
-    /// killed and the chunk times out.
-    #[pyo3(signature = (func, task_bits, ordered, window=None, timeout=None))]
+    /// killed and the chunk times out; `pinned`: chunk `i` runs only on the
+    /// worker in slot `i % processes` (MPIRE's `order_tasks`).
+    #[pyo3(signature = (func, task_bits, ordered, window=None, timeout=None, pinned=false))]
     fn new_job(
         &self,
         func: u32,
@@ -286,6 +304,7 @@ impl PyEngine {
         ordered: bool,
         window: Option<u32>,
         timeout: Option<f64>,
+        pinned: bool,
     ) -> PyResult<u32> {
         if self.threads && timeout.is_some() {
             return Err(cannot_kill_threads("a task timeout"));
@@ -295,7 +314,8 @@ impl PyEngine {
         let spec = JobSpec::new(func, task_bits)
             .order(order)
             .window(window)
-            .timeout(timeout);
+            .timeout(timeout)
+            .pinned(pinned);
         self.engine()?.new_job(spec).map_err(engine_err)
     }
 
@@ -431,7 +451,9 @@ impl PyEngine {
     /// Every counter at one moment, read without the GIL: `{"workers":
     /// [per slot], "job": the job's, or None}`. Times are in seconds; a
     /// tally maps "done", "failed" and "cancelled" to `(chunks, items)`;
-    /// slowest chunks are `(seconds, job, chunk, first_item, items)`.
+    /// slowest chunks are `(seconds, job, chunk, first_item, items, input)`,
+    /// `input` being `(task_bits, pickled chunk)` for a slot's slowest
+    /// chunks of at most `KEEP_INPUT_BYTES` (else None).
     #[pyo3(signature = (job=None))]
     fn stats<'py>(&self, py: Python<'py>, job: Option<u32>) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine()?;
@@ -454,24 +476,54 @@ impl PyEngine {
         let out = PyDict::new(py);
         out.set_item("workers", workers)?;
         match &snap.job {
-            Some(j) => {
-                let d = PyDict::new(py);
-                d.set_item("submitted", (j.submitted.chunks, j.submitted.items))?;
-                d.set_item("tally", tally_dict(py, &j.tally)?)?;
-                d.set_item("busy", j.busy.as_secs_f64())?;
-                d.set_item("slowest", slowest_list(py, &j.slowest)?)?;
-                out.set_item("job", d)?;
-            }
+            Some(j) => out.set_item("job", job_dict(py, j)?)?,
             None => out.set_item("job", py.None())?,
         }
         Ok(out)
     }
 
-    /// What workers' exit hooks returned since the last call, as
-    /// `[(slot, payload)]` in the order they exited.
+    /// One job's counters, as `stats(job)["job"]` gives them, or None once
+    /// the job is finished and forgotten: what a progress bar polls, without
+    /// building every worker's.
+    fn job_stats<'py>(&self, py: Python<'py>, job: u32) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let engine = self.engine()?;
+        let snap = py.detach(|| engine.stats(Some(job)));
+        snap.job.as_ref().map(|j| job_dict(py, j)).transpose()
+    }
+
+    /// What workers' exit hooks returned since the last call, in the order
+    /// they exited, as `[(slot, payload, None)]`, or `(slot, None, message)`
+    /// for a hook killed at the exit timeout.
     fn take_exit_results<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let got = self.engine()?.take_exit_results();
-        PyList::new(py, got.iter().map(|(slot, p)| (*slot, PyBytes::new(py, p))))
+        PyList::new(
+            py,
+            got.into_iter().map(|(slot, report)| match report {
+                ExitReport::Returned(p) => (slot, Some(PyBytes::new(py, &p)), None),
+                ExitReport::TimedOut(msg) => (slot, None, Some(msg)),
+            }),
+        )
+    }
+
+    /// Seconds a worker's initializer may run (`init`, counted from when it
+    /// is sent its settings) and a worker told to exit may run its exit hook
+    /// (`exit`) before it is killed; either failure is reported (see
+    /// `EngineConfig::init_timeout`, `exit_timeout`). None: no limit (for
+    /// `exit`, the exit grace, unreported).
+    #[pyo3(signature = (init=None, exit=None))]
+    fn set_hook_timeouts(&self, init: Option<f64>, exit: Option<f64>) -> PyResult<()> {
+        let secs = |what: &str, t: Option<f64>| -> PyResult<Option<Duration>> {
+            t.map(|t| {
+                Duration::try_from_secs_f64(t.max(0.0)).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
+            })
+            .transpose()
+        };
+        let (init, exit) = (secs("init", init)?, secs("exit", exit)?);
+        if self.threads && (init.is_some() || exit.is_some()) {
+            return Err(cannot_kill_threads("a worker_init_timeout or worker_exit_timeout"));
+        }
+        self.engine()?.set_hook_timeouts(init, exit);
+        Ok(())
     }
 
     /// Stop accepting jobs; queued work finishes, then workers exit.
@@ -760,6 +812,15 @@ fn worker_prelude(parent_pid: i32) -> bool {
     }
 }
 
+/// The `InitStarted` frame a worker sends as its user initializer starts
+/// (the engine's init timeout counts from it).
+#[pyfunction]
+fn init_started_frame(py: Python<'_>) -> PyResult<Bound<'_, PyBytes>> {
+    let mut out = Vec::new();
+    frame::encode(&mut out, frame::Header::init_started(), &[]).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyBytes::new(py, &out))
+}
+
 /// `ItemErrors` as `ITEM_ERRORS`: the name of a protocol constant.
 fn upper_snake(name: &str) -> String {
     let mut out = String::new();
@@ -775,11 +836,13 @@ fn upper_snake(name: &str) -> String {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
+    use super::mapping::{discard_pages, mmap_shared, munmap, punch_hole, Span};
+    #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        check_kernel, dumpable, live_threads, map_chunks, window_chunks, worker_prelude, JobResult, PlainApply,
-        PyEngine, WorkerLoop,
+        check_kernel, dumpable, init_started_frame, live_threads, map_chunks, window_chunks, worker_prelude, JobResult,
+        PlainApply, PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]

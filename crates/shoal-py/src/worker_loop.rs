@@ -215,7 +215,7 @@ impl WorkerLoop {
                     return Ok((stop, since, Next::Exit as u8));
                 }
                 // Worker-to-engine kinds never arrive here.
-                Kind::Ready | Kind::Result | Kind::InitFailed | Kind::ExitResult => pos = stop,
+                Kind::Ready | Kind::Result | Kind::InitFailed | Kind::ExitResult | Kind::InitStarted => pos = stop,
             }
         }
     }

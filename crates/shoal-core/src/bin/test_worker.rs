@@ -15,7 +15,8 @@
 //!
 //! An init payload of `fail` reports `InitFailed` and exits with code 1;
 //! `slowinit:MS` sleeps MS milliseconds before `Ready`. On `Exit` it sends
-//! `ExitResult` with `bye:SLOT:PID` and exits.
+//! `ExitResult` with `bye:SLOT:PID` and exits; with an init payload of
+//! `slowexit:MS`, it first sleeps MS milliseconds (a stuck exit hook).
 
 use shoal_core::frame::{self, task, FrameReader, Header, Kind};
 use shoal_core::Status;
@@ -29,6 +30,7 @@ fn main() {
     let mut reader = FrameReader::new();
     let pid = std::process::id();
     let mut slot = u32::MAX;
+    let mut exit_sleep = Duration::ZERO;
     loop {
         match reader.read_from(0, 1 << 16) {
             Ok(0) => return,
@@ -47,7 +49,14 @@ fn main() {
                         out.write_all(&reply).unwrap();
                         std::process::exit(1);
                     }
+                    if let Some(ms) = payload.strip_prefix(b"slowexit:") {
+                        exit_sleep = Duration::from_millis(String::from_utf8_lossy(ms).parse().unwrap());
+                    }
                     if let Some(ms) = payload.strip_prefix(b"slowinit:") {
+                        // The initializer proper starts now (the init timeout counts from here).
+                        frame::encode(&mut reply, Header::init_started(), b"").unwrap();
+                        out.write_all(&reply).unwrap();
+                        reply.clear();
                         let ms: u64 = String::from_utf8_lossy(ms).parse().unwrap();
                         std::thread::sleep(Duration::from_millis(ms));
                     }
@@ -99,6 +108,7 @@ fn main() {
                     reply.clear();
                 }
                 Kind::Exit => {
+                    std::thread::sleep(exit_sleep);
                     let bye = format!("bye:{slot}:{pid}");
                     frame::encode(&mut reply, Header::exit_result(0), bye.as_bytes()).unwrap();
                     out.write_all(&reply).unwrap();
