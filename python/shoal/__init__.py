@@ -1,10 +1,13 @@
-"""shoal: run a function over many inputs in parallel worker processes.
+"""shoal: run a function over many inputs in parallel worker processes (or threads).
 
 ``shoal.Pool`` is a drop-in for ``multiprocessing.Pool``, ``shoal.Executor``
 one for ``concurrent.futures.ProcessPoolExecutor``, and ``shoal.WorkerPool``
 the same engine behind MPIRE's ``WorkerPool`` API (with ``shoal.utils`` for
 ``mpire.utils``): all never hang when a worker dies, read lazy input lazily,
-and take any callable.
+and take any callable. ``shoal.ThreadPool`` is a drop-in for
+``multiprocessing.pool.ThreadPool`` on the same engine, with threads as
+workers (as ``WorkerPool(start_method="threading")`` and
+``Executor(start_method="threading")`` have).
 
 Names are imported on first use: a worker process imports ``shoal._worker``
 through this package and must not pay for ``multiprocessing`` to start.
@@ -21,6 +24,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Pool": "shoal.pool",
+    "ThreadPool": "shoal.thread_pool",
     "WorkerPool": "shoal.worker_pool",
     "Executor": "shoal.executor",
     "ShoalFuture": "shoal.executor",
@@ -54,6 +58,7 @@ __all__ = [
     "RemoteUnpicklingError",
     "ShoalFuture",
     "TaskTimeoutError",
+    "ThreadPool",
     "TimeoutError",
     "WorkerLostError",
     "WorkerPool",
@@ -76,6 +81,7 @@ if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports on use
     from shoal._results import ApplyResult, AsyncResult, MapResult
     from shoal.executor import Executor, ShoalFuture
     from shoal.pool import Pool
+    from shoal.thread_pool import ThreadPool
     from shoal.worker_pool import WorkerPool
 
 

@@ -1,12 +1,14 @@
 """How a pool's workers run: the one place that chooses.
 
-A backend starts the engine's workers and owns what they need beside it.
-Today there is one, worker processes (:class:`Processes`), started by fork,
-forkserver or spawn (``_start.py`` has the methods). Threads (``ThreadPool``,
-``start_method="threading"``) and a cluster plug in here, as other backends
-:func:`start` returns: the engine's ``Launcher`` (crates/shoal-core/src/launch.rs)
-is the matching seam in Rust. The front doors do not change; they see an
-engine, where large buffers go (``oob``), and ``release``.
+A backend starts the engine's workers and owns what they need beside it:
+worker processes (:class:`Processes`), started by fork, forkserver or
+spawn (``_start.py`` has the methods), or threads of this process
+(:class:`Threads`: ``ThreadPool``, ``start_method="threading"``). A cluster
+plugs in here too, as another backend :func:`start` returns: the engine's
+``Launcher`` (crates/shoal-core/src/launch.rs) is the matching seam in
+Rust. The front doors do not change; they see an engine, where large
+buffers go (``oob``), what the workers share with this process
+(``inherited``), and ``release``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shoal import _shm, _shoal, _start
+from shoal import _shm, _shoal, _start, _threads
+from shoal._handles import Handles
 from shoal._pickling import dumps, main_snapshot
+
+# The start method that makes workers threads of this process.
+THREADING = "threading"
 
 # Result arenas beyond one per worker: a process a task forked keeps its
 # worker's arena locked after the worker is gone.
@@ -109,6 +115,47 @@ class Processes:
             self.buffers.release()
 
 
+class Threads:
+    """Workers as threads of this process: nothing is pickled. Tasks,
+    functions, results and exceptions travel as references into an object
+    table (``_handles``), which stands where a process pool's shared memory
+    does (``oob``) and where the objects its workers inherited by fork are
+    (``inherited``). A thread cannot be killed: see ``ThreadLauncher``."""
+
+    method = THREADING
+    zygote_pid = None
+    buffers = None
+
+    def __init__(
+        self,
+        processes: int,
+        initializer: Callable[..., object] | None,
+        initargs: Iterable[Any],
+        lifespan_chunks: int | None,
+        lifespan_items: int | None = None,
+        exit_grace: float = 10.0,
+    ) -> None:
+        self.handles = Handles()
+        self.oob: Handles = self.handles
+        self.inherited: Any = self.handles
+        workers = _threads.Workers(self.handles)
+        # Every worker loads the same initializer: a pinned reference.
+        init = self.handles.pin((initializer, tuple(initargs)))
+        self.engine: _shoal.Engine = _shoal.Engine(
+            processes,
+            init,
+            threads=workers.serve,
+            lifespan_chunks=lifespan_chunks,
+            lifespan_items=lifespan_items,
+            exit_grace=exit_grace,
+        )
+        # Results decode out of the table: it lives as long as any result.
+        self.engine.keep(self.handles)
+
+    def release(self) -> None:
+        """Nothing to free: the table goes with the engine."""
+
+
 def start(
     context: Any,
     start_method: str | None,
@@ -120,12 +167,15 @@ def start(
     lifespan_items: int | None = None,
     exit_grace: float = 10.0,
     dumps_init: Callable[[Any], bytes] = dumps,
-) -> Processes:
+) -> Processes | Threads:
     """Start ``processes`` workers the way ``start_method`` (or ``context``,
-    or the process-wide default) says. Each is replaced after
-    ``lifespan_chunks`` chunks or ``lifespan_items`` items, and has
-    ``exit_grace`` seconds for its exit hook when told to exit. Workers
-    that fork inherit ``initializer`` and ``initargs``; others get them
-    pickled by ``dumps_init``."""
+    or the process-wide default) says: ``"threading"`` makes them threads
+    of this process. Each is replaced after ``lifespan_chunks`` chunks or
+    ``lifespan_items`` items, and has ``exit_grace`` seconds for its exit
+    hook when told to exit. Workers that fork inherit ``initializer`` and
+    ``initargs``; other processes get them pickled by ``dumps_init``
+    (threads take them as they are)."""
+    if start_method == THREADING:
+        return Threads(processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace)
     method = _start.resolve(context, start_method)
     return Processes(method, processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace, dumps_init)

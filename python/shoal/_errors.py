@@ -208,10 +208,17 @@ def reduce_exception(exc: BaseException) -> tuple[Any, ...]:
     return (remake_exception, (type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
 
 
-def rebuild(desc: tuple[bytes | None, str, str]) -> BaseException:
+def rebuild(desc: tuple[bytes | None, str | None, str]) -> BaseException:
     """Rebuild an exception described by the worker's ``_describe``, with
-    its remote traceback as ``__cause__``, as multiprocessing does."""
+    its remote traceback as ``__cause__``, as multiprocessing does. A thread
+    worker's (no traceback text) is the task's own exception object, by
+    reference, with its traceback: it is returned as it is, as
+    ``multiprocessing.pool.ThreadPool`` raises it."""
     blob, tb, rep = desc
+    if tb is None and blob is not None:
+        own = loads(blob)
+        if isinstance(own, BaseException):
+            return own
     exc: BaseException | None = None
     why = "it could not be pickled in the worker"
     if blob is not None:
@@ -221,5 +228,5 @@ def rebuild(desc: tuple[bytes | None, str, str]) -> BaseException:
             why = f"unpickling it failed: {e!r}"
     if not isinstance(exc, BaseException):
         exc = RemoteUnpicklingError(f"{rep} ({why})")
-    exc.__cause__ = RemoteTraceback(tb)
+    exc.__cause__ = RemoteTraceback(tb or "")
     return exc

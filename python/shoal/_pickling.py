@@ -44,6 +44,7 @@ import sys
 import types
 import weakref
 
+from shoal._handles import Handles
 from shoal._shoal import pack_each, pack_one, pack_values, unpack_one, unpack_values
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
@@ -126,7 +127,7 @@ def _by_value(obj: Any, first: Exception, buffer_callback: Any = None) -> bytes:
     return _cloud_dumps(obj, buffer_callback)
 
 
-def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
+def dumps(obj: Any, oob: Outbound | Handles | None = None) -> bytes:
     """Pickle ``obj`` so that any worker, under any start method, can load it."""
     if oob is not None:
         return dumps_oob(obj, oob)
@@ -139,8 +140,12 @@ def dumps(obj: Any, oob: Outbound | None = None) -> bytes:
     return data
 
 
-def dumps_oob(obj: Any, oob: Outbound) -> bytes:
-    """``dumps(obj, oob)`` without the dispatch, for ``apply_async``."""
+def dumps_oob(obj: Any, oob: Outbound | Handles) -> bytes:
+    """``dumps(obj, oob)`` without the dispatch, for ``apply_async``. A
+    thread pool's ``oob`` is its object table: ``obj`` then travels by
+    reference, unpickled (``_handles``)."""
+    if isinstance(oob, Handles):
+        return oob.put(obj)
     # Most objects have no large buffer: one pass, with a callback shared by
     # all calls that only counts them (any count, any thread, means "look
     # again" below).
@@ -213,7 +218,7 @@ def _inherited_only(obj: Any, inherited: dict[str, Any] | None) -> bool:
     return names.all_inherited
 
 
-def dumps_chunk(items: list[Any], oob: Outbound | None = None) -> bytes:
+def dumps_chunk(items: list[Any], oob: Outbound | Handles | None = None) -> bytes:
     """Pickle a chunk for ``loads_chunk``: packed if it is all plain ints
     or all plain floats, else as ``dumps`` does."""
     packed = pack_values(items)
@@ -231,7 +236,7 @@ def is_packed_chunk(data: Any) -> bool:
     return bool(data[0] != _PROTO)
 
 
-def dumps_one(obj: Any, oob: Outbound | None = None) -> bytes:
+def dumps_one(obj: Any, oob: Outbound | Handles | None = None) -> bytes:
     """One task's item or result, for ``loads_one``: packed if it is a plain
     number or a short tuple of them, else as ``dumps`` does."""
     packed = pack_one(obj)
@@ -256,7 +261,7 @@ def main_snapshot() -> dict[str, Any]:
     return {name: weakref.ref(v) for name, v in vars(main).items() if isinstance(v, (types.FunctionType, type))}
 
 
-def dumps_func(func: Any, inherited: dict[str, Any] | None = None) -> tuple[bytes, bool]:
+def dumps_func(func: Any, inherited: dict[str, Any] | Handles | None = None) -> tuple[bytes, bool]:
     """Pickle a task's callable; also say whether the pickle may be reused
     for later calls with the same object: only if a fresh pickle would be
     equal (a name the workers resolve), or if it is a script's own
@@ -266,7 +271,11 @@ def dumps_func(func: Any, inherited: dict[str, Any] | None = None) -> tuple[byte
     was forked, if it was. A script function in it, unchanged since, travels
     by reference as any module function does: the workers have it, with the
     globals it uses (a lock, a connection, a large list) as they were.
+    A thread pool's workers share this process: ``inherited`` is then its
+    object table, and ``func`` itself travels, by reference.
     """
+    if isinstance(inherited, Handles):
+        return inherited.put(func), True
     try:
         data = _dumps(func, PROTOCOL)
     except Exception as first:  # noqa: BLE001 - _by_value decides
@@ -373,7 +382,7 @@ def _culprits(func: Any, seen: set[int]) -> list[tuple[list[str], Any, str]]:
     return found
 
 
-def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
+def dumps_many(items: list[Any], oob: Outbound | Handles | None = None) -> list[bytes]:
     """``[dumps_one(x) for x in items]``: all packed if every item packs,
     else the C pickler called straight from a comprehension, with the
     careful path only for items that need it.
@@ -383,6 +392,9 @@ def dumps_many(items: list[Any], oob: Outbound | None = None) -> list[bytes]:
     packed = pack_each(items)
     if packed is not None:
         return packed
+    if isinstance(oob, Handles):
+        put = oob.put
+        return [put(x) for x in items]
     try:
         if oob is None:
             out = [_dumps(x, PROTOCOL) for x in items]

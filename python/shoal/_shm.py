@@ -453,6 +453,10 @@ class Outbound:
     returns one (or None) when first needed, or None: large buffers then
     travel in band."""
 
+    # A thread pool's object table (``_handles.Handles``) stands in the same
+    # place and says True: objects then travel by reference, unpickled.
+    by_reference = False
+
     def __init__(self, arena: Arena | Callable[[], Arena | None] | None) -> None:
         # The factory's answer replaces it on first use, and may be None.
         self._arena: Arena | Callable[[], Arena | None] | None = arena

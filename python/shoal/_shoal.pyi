@@ -130,6 +130,7 @@ class Engine:
         *,
         argv: list[str] | None = None,
         zygote_fd: int | None = None,
+        threads: Callable[[int, int], int] | None = None,
         lifespan_chunks: int | None = None,
         lifespan_items: int | None = None,
         kill_grace: float = 0.2,

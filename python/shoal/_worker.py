@@ -20,6 +20,7 @@ after it. That is how a death fails exactly the chunk that caused it
 
 from __future__ import annotations
 
+import _thread
 import functools
 import itertools
 import os
@@ -51,6 +52,10 @@ exit_hook: Callable[[], bytes | None] | None = None
 remake_exceptions = False
 # The channel to the engine: set by serve.
 _channel: int | None = None
+# Per thread: ``thread.worker`` is the host of the thread worker running on
+# this thread (``_threads.ThreadHost``: its slot, exit hook and object
+# table), where a process worker has the globals above. Unset elsewhere.
+thread = _thread._local()
 
 
 def main() -> None:
@@ -75,20 +80,32 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _describe(exc: BaseException, where: str = "") -> tuple[bytes | None, str, str]:
+def _describe(exc: BaseException, where: str = "", oob: Any = None) -> tuple[bytes | None, str | None, str]:
     """What the parent needs to rebuild ``exc``: its pickle (None if it
-    cannot be pickled), the formatted remote traceback, and its repr."""
+    cannot be pickled), the formatted remote traceback, and its repr. A
+    thread worker's (``oob`` is its pool's object table) is the exception
+    itself, by reference, with no text: it keeps its own traceback."""
+    if not _with_text(oob):
+        return oob.put(exc), None, ""
     import traceback
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if where:
         tb += where
-    blob = _exception_pickle(exc)
+    blob = _exception_pickle(exc) if oob is None or not oob.by_reference else oob.put(exc)
     try:
         rep = repr(exc)
     except BaseException:  # noqa: BLE001
         rep = f"<{type(exc).__qualname__} with a failing repr>"
     return blob, '\n"""\n' + tb + '"""', rep
+
+
+def _with_text(oob: Any) -> bool:
+    """Whether a task's failure is described with its traceback as text,
+    which the parent attaches as a ``RemoteTraceback`` cause: in a process
+    worker, and in a thread worker whose pool asks for it (``WorkerPool``,
+    as MPIRE does; a ``ThreadPool``'s exception goes as itself)."""
+    return oob is None or not oob.by_reference or oob.tracebacks
 
 
 def _exception_pickle(exc: BaseException) -> bytes | None:
@@ -135,9 +152,9 @@ def _task_note(func: Any, item: Any, flags: int) -> str:
         return ""
 
 
-def _run_chunk(func: Callable[..., Any], flags: int, items: Any) -> tuple[int, int, bytes]:
+def _run_chunk(func: Callable[..., Any], flags: int, items: Any, oob: Any = None) -> tuple[int, int, bytes]:
     results: list[Any] = []
-    errors: list[tuple[int, bytes | None, str, str]] | None = None
+    errors: list[tuple[int, bytes | None, str | None, str]] | None = None
     it = iter(items)
     calls: Iterator[Any]
     # extend(map(...)) runs the loop in C. When func raises on item k,
@@ -159,12 +176,13 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: Any) -> tuple[int, i
             k = len(results)
             if errors is None:
                 errors = []
-            errors.append((k, *_describe(exc, _task_note(func, _item_at(items, k), flags))))
+            note = _task_note(func, _item_at(items, k), flags) if _with_text(oob) else ""
+            errors.append((k, *_describe(exc, note, oob)))
             results.append(None)
             if flags & P.APPLY:
                 # A generator that raised is finished; start a fresh one after k.
                 calls = (func(*a, **kw) for a, kw in it)
-    return _encode(results, errors, flags)
+    return _encode(results, errors, flags, oob)
 
 
 # Item types MPIRE's rule (UNPACK) passes as the one argument: not
@@ -223,15 +241,18 @@ def _item_at(items: Any, k: int) -> Any:
         return None
 
 
-def _encode(results: list[Any], errors: list[Any] | None, flags: int) -> tuple[int, int, bytes]:
+def _encode(results: list[Any], errors: list[Any] | None, flags: int, oob: Any = None) -> tuple[int, int, bytes]:
     """The status, the number of items that raised, and the payload for a
-    chunk's results and failed items."""
+    chunk's results and failed items. ``oob``: where large buffers go, or a
+    thread pool's object table; None: this process worker's."""
+    if oob is None:
+        oob = _result_oob
     try:
         if errors is None:
             if flags & P.SINGLE:
-                return P.OK, 0, dumps(results[0], _result_oob)
-            return P.OK, 0, dumps_chunk(results, _result_oob)
-        return P.ITEM_ERRORS, len(errors), dumps((results, errors), _result_oob)
+                return P.OK, 0, dumps(results[0], oob)
+            return P.OK, 0, dumps_chunk(results, oob)
+        return P.ITEM_ERRORS, len(errors), dumps((results, errors), oob)
     except BaseException:  # noqa: BLE001 - find the unpicklable items below
         pass
     # Some result cannot be pickled: fail those items, keep the others.
@@ -269,8 +290,8 @@ def _encoding_error(err: BaseException, exc: BaseException) -> BaseException:
     return err
 
 
-def _chunk_failed(exc: BaseException, where: str) -> bytes:
-    return dumps(_describe(exc, where))
+def _chunk_failed(exc: BaseException, where: str, oob: Any = None) -> bytes:
+    return dumps(_describe(exc, where, oob), oob)
 
 
 def serve(fd: int, parent_pid: int) -> int:
@@ -357,13 +378,14 @@ class _Outbox:
             _shm.free_deferred()
 
 
-def _loop(inbox: _Inbox, outbox: _Outbox) -> int:
+def _loop(inbox: _Inbox, outbox: _Outbox, host: Any = None) -> int:
     """Hand every frame to the native loop (crates/shoal-py/src/worker_loop.rs),
     which runs tasks and batches their results; write the batch when it
-    says so, and before blocking on a read."""
+    says so, and before blocking on a read. ``host``: the stages the loop
+    calls back into (a thread worker's own); by default this process's."""
     from shoal import _shoal
 
-    loop = _shoal.WorkerLoop(_Host(outbox.parts))
+    loop = _shoal.WorkerLoop(_Host(outbox.parts) if host is None else host)
     while True:
         outbox.flush()  # about to block: send what is done
         if not inbox.fill():
@@ -453,28 +475,30 @@ def run_exit_hook() -> bytes | None:
         return None
 
 
-def _fail_task(exc: BaseException, func: Any, item: Any, flags: int) -> tuple[int, int, bytes]:
+def _fail_task(exc: BaseException, func: Any, item: Any, flags: int, oob: Any = None) -> tuple[int, int, bytes]:
     """A plain task's call raised ``exc``."""
-    return _encode([None], [(0, *_describe(exc, _task_note(func, item, flags)))], flags)
+    note = _task_note(func, item, flags) if _with_text(oob) else ""
+    return _encode([None], [(0, *_describe(exc, note, oob))], flags, oob)
 
 
-def _careful_result(value: Any, flags: int) -> tuple[int, int, bytes]:
+def _careful_result(value: Any, flags: int, oob: Any = None) -> tuple[int, int, bytes]:
     """A plain task's result that needs more than the C pickler's first try."""
-    return _encode([value], None, flags)
+    return _encode([value], None, flags, oob)
 
 
-def _run_task(func: Any, flags: int, payload: memoryview) -> tuple[int, int, bytes]:
-    """Run one chunk on the full path: any flags, errors reported per item."""
+def _run_task(func: Any, flags: int, payload: memoryview, oob: Any = None) -> tuple[int, int, bytes]:
+    """Run one chunk on the full path: any flags, errors reported per item.
+    ``oob``: a thread worker's object table (None in a process worker)."""
     if isinstance(func, _LoadError):
         return P.CHUNK_FAILED, 0, func.payload
     try:
         items = (loads_one(payload),) if flags & P.SINGLE else loads_chunk(payload)
     except BaseException as exc:  # noqa: BLE001
-        return P.CHUNK_FAILED, 0, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n")
+        return P.CHUNK_FAILED, 0, _chunk_failed(exc, "\nwhile unpickling the task in the worker\n", oob)
     if flags & P.UNPACK and not flags & P.SINGLE and is_packed_chunk(payload):
         # Plain numbers only: each is the one argument, by MPIRE's rule too.
         flags &= ~P.UNPACK
-    return _run_chunk(func, flags, items)
+    return _run_chunk(func, flags, items, oob)
 
 
 def adopt_main(obj: Any, _seen: dict[int, Any] | None = None) -> Any:

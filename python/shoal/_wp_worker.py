@@ -2,7 +2,7 @@
 arguments MPIRE passes, ``worker_init`` and ``worker_exit``.
 
 A ``WorkerPool``'s workers are ordinary shoal workers whose initializer is
-:func:`setup`. It runs once per worker process (replacements included),
+:func:`setup`. It runs once per worker (replacements included),
 when the engine's ``Init`` frame arrives: it builds the extra arguments
 (worker id, shared objects, worker state, in MPIRE's order), runs
 ``worker_init`` and sets ``_worker.exit_hook`` so that ``worker_exit`` runs
@@ -10,6 +10,11 @@ when the engine tells the worker to exit. Tasks reach the user's function
 through :class:`MapCall` or :class:`ApplyCall`, the callables the job
 layer sends as the job's function, which add the extra arguments and
 unpack each task's arguments as MPIRE does.
+
+Under ``start_method="threading"`` the workers are threads of the parent
+(``_threads``): a worker's context lives on its thread's host instead of
+in this module's globals, and the calls hold the user's function itself,
+which travelled by reference.
 
 Imported by workers, so it imports nothing beyond what a worker has.
 """
@@ -44,17 +49,19 @@ class _Context:
 
 def setup(settings: dict[str, Any]) -> None:
     """The initializer of a ``WorkerPool``'s workers. ``settings``: the
-    parent's own, inherited, when the worker forked; else unpickled from
-    what ``worker_pool._dumps_spawning`` made (see ``_backend.Processes``)."""
+    parent's own, inherited, when the worker forked (see
+    ``_backend.inherited_init``), or by reference under threading; else
+    unpickled from what ``worker_pool._dumps_spawning`` made."""
     global _ctx
     from shoal import _worker
 
-    slot = _worker.slot or 0
+    thread = getattr(_worker.thread, "worker", None)  # a thread worker's host
+    slot = (_worker.slot if thread is None else thread.slot) or 0
     cpu_ids = settings["cpu_ids"]
     if cpu_ids:
-        os.sched_setaffinity(0, cpu_ids[slot])
-    if settings["daemon"]:
-        _mark_daemon()
+        os.sched_setaffinity(0, cpu_ids[slot])  # under threading: this thread's
+    if settings["daemon"] and thread is None:
+        _mark_daemon()  # a thread worker is no process: nothing to mark
     extra: list[Any] = []
     if settings["pass_worker_id"]:
         extra.append(slot)
@@ -68,11 +75,18 @@ def setup(settings: dict[str, Any]) -> None:
         worker_init = _worker.adopt_main(worker_init)
     if worker_exit is not None:
         worker_exit = _worker.adopt_main(worker_exit)
-    ctx = _ctx = _Context(tuple(extra), worker_exit)
-    _worker.exit_hook = _run_exit
-    # A task's exception reaches the parent as its own type even when its
-    # __init__ takes other arguments than its args, as in MPIRE.
-    _worker.remake_exceptions = True
+    ctx = _Context(tuple(extra), worker_exit)
+    if thread is None:
+        _ctx = ctx
+        _worker.exit_hook = _run_exit
+        # A task's exception reaches the parent as its own type even when its
+        # __init__ takes other arguments than its args, as in MPIRE.
+        _worker.remake_exceptions = True
+    else:
+        # A task's exception gets the worker's traceback as its cause, as in MPIRE.
+        thread.handles.tracebacks = True
+        thread.context = ctx
+        thread.exit_hook = lambda: _exit_result(ctx, thread.handles)
     if worker_init is not None:
         # worker_init_timeout counts from here (the engine kills the worker
         # at its deadline, even in C code).
@@ -81,6 +95,14 @@ def setup(settings: dict[str, Any]) -> None:
             worker_init(*ctx.extra)
         except BaseException as exc:  # noqa: BLE001 - raised again by every task
             ctx.init_error = exc
+
+
+def _thread_context() -> _Context | None:
+    """The context of the thread worker running on this thread, if any."""
+    from shoal import _worker
+
+    host = getattr(_worker.thread, "worker", None)
+    return None if host is None else host.context
 
 
 class ProcFd:
@@ -135,22 +157,30 @@ def _run_exit() -> bytes | None:
     ``worker_init`` did not fail. The payload is ``(True, value)``
     pickled, or a failure as ``_worker._chunk_failed`` makes it (a
     3-tuple), which the parent rebuilds and raises."""
+    return _exit_result(_ctx, None)
+
+
+def _exit_result(ctx: _Context | None, oob: Any) -> bytes | None:
+    """What :func:`_run_exit` says for worker context ``ctx``; ``oob``: a
+    thread worker's object table (its result then goes by reference)."""
     from shoal import _worker
 
-    ctx = _ctx
     if ctx is None or ctx.exit is None or ctx.init_error is not None:
-        _mp_exit()
+        if oob is None:
+            _mp_exit()
         return None
     try:
         value = ctx.exit(*ctx.extra)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        _mp_exit()
-        return _worker._chunk_failed(exc, "\nin worker_exit\n")
-    _mp_exit()
+        if oob is None:
+            _mp_exit()
+        return _worker._chunk_failed(exc, "\nin worker_exit\n", oob)
+    if oob is None:
+        _mp_exit()  # a thread worker's process is the parent: nothing of it ends
     try:
-        return _worker.dumps((True, value))
+        return _worker.dumps((True, value), oob)
     except BaseException as exc:  # noqa: BLE001 - the value cannot travel
-        return _worker._chunk_failed(exc, "\nwhile pickling the result of worker_exit\n")
+        return _worker._chunk_failed(exc, "\nwhile pickling the result of worker_exit\n", oob)
 
 
 def _mp_exit() -> None:
@@ -182,6 +212,18 @@ class _Call:
     pickles_prepared = True
 
     def __init__(self, payload: bytes, name: str, func: Callable[..., Any] | None = None) -> None:
+        # Under threading the payload is a reference (``_handles``) to the
+        # function itself: taken now, it is the function the workers call,
+        # and the call itself reaches them by reference, never rebuilt.
+        self.threaded = False
+        if func is None:
+            from shoal import _handles
+
+            if _handles.is_reference(payload):
+                from shoal._pickling import loads
+
+                self.threaded = True
+                func, payload = loads(payload), b""
         self.payload = payload
         # What messages about its tasks call it (_errors.func_name).
         self.__qualname__ = name
@@ -201,7 +243,7 @@ class MapCall(_Call):
     """A map's function: called with one task's item, unpacked as MPIRE does."""
 
     def __call__(self, item: Any) -> Any:
-        ctx = _ctx
+        ctx = _ctx if not self.threaded else _thread_context()
         assert ctx is not None and self.func is not None, "a WorkerPool task outside a WorkerPool worker"
         if ctx.init_error is not None:
             raise ctx.init_error
@@ -223,7 +265,7 @@ class ApplyCall(_Call):
     """``apply``'s function: called with the call's own arguments."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = _ctx
+        ctx = _ctx if not self.threaded else _thread_context()
         assert ctx is not None and self.func is not None, "a WorkerPool task outside a WorkerPool worker"
         if ctx.init_error is not None:
             raise ctx.init_error

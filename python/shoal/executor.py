@@ -60,7 +60,7 @@ _stopping: set[_Stopper] = set()
 class _Stopper:
     """Joins an engine that was told to stop, and frees its backend."""
 
-    def __init__(self, engine: _shoal.Engine, backend: _backend.Processes) -> None:
+    def __init__(self, engine: _shoal.Engine, backend: _backend.Processes | _backend.Threads) -> None:
         self.engine = engine
         self.backend = backend
         self.joined = False
@@ -393,6 +393,15 @@ class Executor(_StdExecutor):
     dies fails only its task's future, with :class:`shoal.WorkerLostError`
     (a ``BrokenProcessPool``), and the executor goes on; workers start with
     the executor, not on demand.
+
+    ``start_method="threading"`` makes the workers threads of this process,
+    as ``concurrent.futures.ThreadPoolExecutor``'s are, through the same
+    engine: nothing is pickled, a task gets the very objects it was given,
+    and its future fails with the task's exception itself. A thread cannot
+    be killed, so ``task_timeout``, :meth:`schedule`'s ``timeout`` and
+    :meth:`cancel` of a running task raise ``ValueError`` saying so;
+    ``terminate_workers`` and ``kill_workers`` fail what has not finished
+    and leave a task still running to end on its own.
     """
 
     def __init__(
@@ -423,6 +432,13 @@ class Executor(_StdExecutor):
                 raise ValueError("max_tasks_per_child must be >= 1")
         if task_timeout is not None and not task_timeout > 0:
             raise ValueError("task_timeout must be None or a positive number of seconds")
+        threads = start_method == _backend.THREADING
+        if threads and task_timeout is not None:
+            raise ValueError(
+                "task_timeout needs a worker that can be killed, and start_method='threading' makes the workers "
+                "threads, which cannot be (a thread runs its task to the end): leave task_timeout out, or use "
+                "worker processes (start_method 'fork', 'forkserver' or 'spawn')"
+            )
         _platform.require_supported_kernel()
         _reap_stopped()
         self._max_workers = max_workers
@@ -431,7 +447,9 @@ class Executor(_StdExecutor):
             mp_context, start_method, max_workers, initializer, initargs, max_tasks_per_child
         )
         self._engine = self._backend.engine
-        self._mp_context = mp_context if mp_context is not None else multiprocessing.get_context(self._backend.method)
+        if mp_context is None and not threads:
+            mp_context = multiprocessing.get_context(self._backend.method)
+        self._mp_context = mp_context  # None for threads: no multiprocessing context
         # max_tasks_per_child counts tasks; a map's chunk is one, so keep
         # equal chunks there as Pool does with maxtasksperchild.
         self._jobs = Jobs(

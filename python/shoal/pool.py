@@ -77,7 +77,7 @@ class Pool:
         # None only until the backend has started; every method but those
         # that clean up (which check) runs on a pool that has its engine.
         self._engine: _shoal.Engine = None  # type: ignore[assignment]
-        self._backend: _backend.Processes | None = None
+        self._backend: _backend.Processes | _backend.Threads | None = None
         if processes is None:
             processes = _platform.usable_cpus()
         if processes < 1:

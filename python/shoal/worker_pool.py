@@ -176,7 +176,11 @@ class WorkerPool:
     id (0..n_jobs-1) and a per-worker ``dict``; the extra arguments come in
     the order worker id, shared objects, worker state, then the task's.
     ``start_method``: ``fork``, ``forkserver`` or ``spawn`` (``None``:
-    shoal's default, see ``shoal._start``). ``keep_alive``: keep the workers
+    shoal's default, see ``shoal._start``), or ``threading``: workers are
+    threads of this process, through the same route, and nothing is pickled
+    (tasks get the very objects given). A thread cannot be killed, so under
+    ``threading`` a ``task_timeout`` raises ``ValueError`` saying so, and
+    ``terminate`` leaves a task that is still running to finish on its own. ``keep_alive``: keep the workers
     (and their state) from one map to the next instead of starting and
     stopping them for each. ``daemon``: whether tasks are refused to start
     processes of their own, as ``multiprocessing`` refuses daemons.
@@ -186,8 +190,7 @@ class WorkerPool:
     (and waits for it), instead of to whichever worker is free.
     ``enable_insights``: keep the timings :meth:`get_insights` and
     :meth:`print_insights` report (the engine counts them anyway; this
-    only says whether to report them). ``start_method="threading"`` raises
-    ``NotImplementedError`` for now.
+    only says whether to report them).
 
     Shared objects reach the workers as ``multiprocessing`` passes a
     process's arguments: forked workers inherit them; others get them
@@ -214,14 +217,12 @@ class WorkerPool:
         order_tasks: bool = False,
     ) -> None:
         self._owner = os.getpid()
-        self._backend: _backend.Processes | None = None
+        self._backend: _backend.Processes | _backend.Threads | None = None
         self._jobs: Jobs | None = None
         check_number(n_jobs, "n_jobs", (int,), True, 0)
         self._n_jobs: int = n_jobs or _platform.usable_cpus()
         if start_method is not None and start_method not in START_METHODS:
             raise ValueError(f"start_method should be one of {START_METHODS}, not {start_method!r}")
-        if start_method == "threading":
-            raise _not_implemented("start_method='threading'")
         self._start_method = start_method
         self._order_tasks = bool(order_tasks)
         self._cpu_ids = check_cpu_ids(cpu_ids, self._n_jobs)
@@ -259,7 +260,12 @@ class WorkerPool:
         """The ``multiprocessing`` context of the start method the workers
         use, for making shared objects (``pool.ctx.Value``, ``.Barrier``,
         ``.Lock``, ``.Event``, ``.Array``, ``.Queue``) that reach the workers
-        under that method."""
+        under that method: ``multiprocessing.dummy`` under ``threading``, as
+        in MPIRE."""
+        if self._start_method == _backend.THREADING:
+            from multiprocessing import dummy
+
+            return dummy
         method = _start.resolve(None, self._start_method)
         if method is None:
             # As the pool will settle it when it starts its workers.
@@ -354,14 +360,15 @@ class WorkerPool:
             "worker_init": worker_init,
             "worker_exit": worker_exit,
         }
-        method = _start.resolve(None, self._start_method)
+        threads = self._start_method == _backend.THREADING
+        method = _backend.THREADING if threads else _start.resolve(None, self._start_method)
 
         def dumps_settings(obj: Any) -> bytes:
-            # Workers that fork inherit the settings (_backend.inherited_init):
-            # nothing is pickled, so shared objects may be anything that
-            # survives a fork. Others get them pickled as multiprocessing
-            # pickles a spawned process's arguments, the one time its locks
-            # and values may be.
+            # Workers that fork inherit the settings (_backend.inherited_init),
+            # and thread workers take them by reference: nothing is pickled,
+            # so shared objects may be anything that survives a fork. Others
+            # get them pickled as multiprocessing pickles a spawned process's
+            # arguments, the one time its locks and values may be.
             try:
                 return _dumps_spawning(obj)
             except Exception as exc:

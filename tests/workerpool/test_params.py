@@ -50,17 +50,6 @@ def test_map_parameters_are_checked_at_the_call(call: str, kwargs: dict, error: 
     assert children() == before  # nothing started
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "what"),
-    [
-        ({"start_method": "threading"}, "threading"),
-    ],
-)
-def test_constructor_refuses_what_is_not_implemented(kwargs: dict, what: str) -> None:
-    with pytest.raises(NotImplementedError, match=what):
-        shoal.WorkerPool(2, **kwargs)
-
-
 def test_unknown_start_method() -> None:
     with pytest.raises(ValueError, match="start_method"):
         shoal.WorkerPool(2, start_method="teleport")

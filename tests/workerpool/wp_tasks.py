@@ -7,6 +7,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import threading
 from typing import Any
 
 import shoal
@@ -25,8 +26,14 @@ def echo(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return args, kwargs
 
 
+def worker() -> int:
+    """Which worker runs this: its process id, or under threading its
+    thread's (a process worker's main thread has the process's id)."""
+    return threading.get_native_id()
+
+
 def pid(*_: object) -> int:
-    return os.getpid()
+    return worker()
 
 
 def worker_id_of(worker_id: int, _: object = None) -> int:
@@ -60,7 +67,7 @@ def exit_count_even(worker_state: dict[str, Any]) -> int:
 def init_record(state: dict[str, Any]) -> None:
     state["inits"] = state.get("inits", 0) + 1
     state["tasks"] = 0
-    state["pid"] = os.getpid()
+    state["pid"] = worker()
 
 
 def count_task(state: dict[str, Any], x: Any) -> Any:
@@ -73,9 +80,9 @@ def exit_record(state: dict[str, Any]) -> tuple[int, int, int]:
 
 
 def state_tasks(state: dict[str, Any], _: object = None) -> tuple[int, int]:
-    """(pid, tasks this worker has run so far, this one included)."""
+    """(worker, tasks this worker has run so far, this one included)."""
     state["tasks"] = state.get("tasks", 0) + 1
-    return os.getpid(), state["tasks"]
+    return worker(), state["tasks"]
 
 
 def exit_big(_: object = None) -> bytes:

@@ -396,7 +396,10 @@ impl Engine {
         while !st.started {
             st = engine.shared.cond.wait(st).expect("engine lock poisoned");
         }
-        if st.workers.is_empty() {
+        // None started: not "none alive now", as a worker whose initializer
+        // fails at once (a thread's can, within microseconds) may have
+        // started, failed and been reaped before this caller woke up.
+        if !st.slot_filled.iter().any(|&filled| filled) {
             let why = st.launch_error.clone().unwrap_or_else(|| "unknown error".into());
             drop(st);
             engine.terminate();
@@ -561,10 +564,11 @@ impl Engine {
             st.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
         }
         if kill_running {
+            let st = &mut *st;
             for w in &mut st.workers {
                 let runs_it = w.outstanding.front().is_some_and(|t| t.job == job);
                 if runs_it && w.life != Life::Exited && w.fate.is_none() {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    st.launcher.kill(&w.proc, libc::SIGKILL);
                     w.fate = Some(Fate::Cancelled);
                     ended += w.outstanding.iter().filter(|t| t.job == job).count() as u32;
                 }
@@ -1014,9 +1018,9 @@ impl State {
             }
             if w.life != Life::Exited {
                 if at_once {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    self.launcher.kill(&w.proc, libc::SIGKILL);
                 } else {
-                    sys::kill(w.proc.pid, libc::SIGTERM);
+                    self.launcher.kill(&w.proc, libc::SIGTERM);
                     w.kill_at = Some(Instant::now() + self.config.kill_grace);
                 }
                 w.life = Life::Retiring;
@@ -1053,7 +1057,7 @@ impl State {
             }
             if let Some(at) = w.kill_at {
                 if now >= at {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    self.launcher.kill(&w.proc, libc::SIGKILL);
                     w.kill_at = None;
                     // Told to exit (not terminated) and still in its exit
                     // hook: reported when its death is handled.
@@ -1068,7 +1072,7 @@ impl State {
             // is then handled as a time-out.
             if let Some((at, limit)) = w.deadline {
                 if now >= at && w.fate.is_none() {
-                    sys::kill(w.proc.pid, libc::SIGKILL);
+                    self.launcher.kill(&w.proc, libc::SIGKILL);
                     w.fate = Some(Fate::TimedOut(limit));
                 }
             }

@@ -7,6 +7,12 @@
 //! * [`SpawnLauncher`] starts a fresh program with `posix_spawn` (through
 //!   `std::process::Command` without `pre_exec`). The worker's end of its
 //!   channel becomes the child's standard input.
+//! * [`ThreadLauncher`] starts no process at all: its workers are threads
+//!   of this process, started by a callback the binding gives (a thread
+//!   that runs the worker loop on its end of the channel). An eventfd the
+//!   thread signals as it ends stands in for the pidfd, so the engine's
+//!   death detection and reaping work unchanged; [`Launcher::kill`] tells
+//!   such a worker to stop, as no signal can.
 //! * [`ZygoteLauncher`] asks a zygote to fork. The zygote is a single-threaded
 //!   process (a fresh interpreter for "forkserver", or a fork of the Python
 //!   parent taken before the engine's threads start for "fork"); it receives
@@ -21,6 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// How a worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +105,158 @@ pub trait Launcher: Send {
 
     /// Ask the launcher to stop (the zygote exits once its channel closes).
     fn shutdown(&mut self) {}
+
+    /// Send `signal` (SIGTERM or SIGKILL) to worker `w`. Every kill the
+    /// engine makes goes through here, so a launcher whose workers are not
+    /// processes can stop them its own way.
+    fn kill(&mut self, w: &Launched, signal: i32) {
+        sys::kill(w.pid, signal);
+    }
+}
+
+/// Ids given to thread workers where a pid goes. Linux pids stay below
+/// 2^22 (`pid_max`), so these can never name a process: a signal sent to
+/// one by mistake reaches nobody.
+const THREAD_IDS: i32 = 1 << 30;
+
+/// How a thread worker ended, shared by the thread and its launcher: the
+/// first to say wins, then the eventfd is signalled.
+struct ThreadEnd {
+    exit: Mutex<Option<Exit>>,
+    /// Readable once the worker has ended (or was given up on).
+    event: OwnedFd,
+}
+
+impl ThreadEnd {
+    fn end(&self, exit: Exit) {
+        let mut e = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_none() {
+            *e = Some(exit);
+            drop(e);
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: an 8-byte write from a live buffer to our eventfd;
+            // adding 1 to a counter this small cannot block or fail.
+            unsafe { libc::write(self.event.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+/// What a [`ThreadLauncher`]'s callback gets for one worker: its slot, its
+/// end of the channel, and the handle to report its end with.
+pub struct ThreadStart {
+    /// The worker's slot, `0..workers`.
+    pub slot: u32,
+    /// The worker's end of its channel, which it reads frames from and
+    /// writes results to.
+    pub channel: OwnedFd,
+    /// Report the worker's end with [`ThreadExit::exited`]; dropped
+    /// unreported (the thread panicked, or never started), it reports exit
+    /// code 1.
+    pub exit: ThreadExit,
+}
+
+/// The thread worker's side of its end: see [`ThreadStart::exit`].
+pub struct ThreadExit {
+    end: Arc<ThreadEnd>,
+}
+
+impl ThreadExit {
+    /// The worker has ended with exit code `code` (0: told to exit, or its
+    /// channel closed; 1: its initializer failed).
+    pub fn exited(self, code: i32) {
+        self.end.end(Exit::Code(code));
+    }
+}
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        self.end.end(Exit::Code(1));
+    }
+}
+
+/// What the launcher keeps of a running thread worker.
+struct ThreadWorker {
+    end: Arc<ThreadEnd>,
+    /// A copy of the worker's end of its channel: shutting it down makes
+    /// the worker's next read end, so it exits after the task it runs.
+    channel: OwnedFd,
+}
+
+/// The callback a [`ThreadLauncher`] starts each worker with.
+pub type SpawnThread = Box<dyn FnMut(ThreadStart) -> io::Result<()> + Send>;
+
+/// Starts each worker as a thread of this process (`ThreadPool`,
+/// `start_method="threading"`), through a callback: the core has no
+/// Python, so the binding's callback starts the thread and runs the worker
+/// loop in it. A thread cannot be killed: SIGTERM shuts its channel down,
+/// so it exits once its task returns; SIGKILL also counts it as ended at
+/// once (with that signal), so terminate never waits for a task that does
+/// not return. Such a thread runs its task to the end, alone, and its
+/// result goes nowhere.
+pub struct ThreadLauncher {
+    spawn: SpawnThread,
+    next: i32,
+    workers: HashMap<i32, ThreadWorker>,
+}
+
+impl ThreadLauncher {
+    /// A launcher that starts each worker with `spawn`, which must not
+    /// block (the engine calls it with its lock held).
+    pub fn new(spawn: SpawnThread) -> Self {
+        ThreadLauncher {
+            spawn,
+            next: 0,
+            workers: HashMap::new(),
+        }
+    }
+}
+
+impl Launcher for ThreadLauncher {
+    fn launch(&mut self, _serial: u32, slot: u32, channel: OwnedFd) -> io::Result<Option<Launched>> {
+        // SAFETY: plain system call; the result is a fresh descriptor.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned here alone.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        let pidfd = event.try_clone()?;
+        let stop = channel.try_clone()?;
+        let end = Arc::new(ThreadEnd {
+            exit: Mutex::new(None),
+            event,
+        });
+        let exit = ThreadExit { end: end.clone() };
+        (self.spawn)(ThreadStart { slot, channel, exit })?;
+        let pid = THREAD_IDS + self.next;
+        self.next = (self.next + 1) % THREAD_IDS;
+        self.workers.insert(pid, ThreadWorker { end, channel: stop });
+        Ok(Some(Launched {
+            pid,
+            pidfd,
+            child: None,
+        }))
+    }
+
+    fn exit_status(&mut self, w: &mut Launched) -> Option<Exit> {
+        let Some(t) = self.workers.remove(&w.pid) else {
+            return Some(Exit::Unknown);
+        };
+        let exit = *t.end.exit.lock().unwrap_or_else(|p| p.into_inner());
+        Some(exit.unwrap_or(Exit::Unknown))
+    }
+
+    fn kill(&mut self, w: &Launched, signal: i32) {
+        let Some(t) = self.workers.get(&w.pid) else {
+            return;
+        };
+        // SAFETY: shutting down our copy of the worker's socket; the
+        // worker's reads then end and its writes fail.
+        unsafe { libc::shutdown(t.channel.as_raw_fd(), libc::SHUT_RDWR) };
+        if signal == libc::SIGKILL {
+            t.end.end(Exit::Signal(libc::SIGKILL));
+        }
+    }
 }
 
 /// Starts each worker as a fresh process running `program args...`.
@@ -543,6 +702,59 @@ mod tests {
         assert!(launcher.launch(0, 0, channel()).unwrap().is_none());
         assert_eq!(requests(&heir), vec![0]);
         assert!(launcher.started().is_empty());
+    }
+
+    /// A thread worker that reads its channel until it ends, then exits 0.
+    fn reader_launcher() -> ThreadLauncher {
+        ThreadLauncher::new(Box::new(|start: ThreadStart| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                // SAFETY: reading into a live stack buffer of the given size.
+                while unsafe { libc::read(start.channel.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+                start.exit.exited(0);
+            });
+            Ok(())
+        }))
+    }
+
+    fn wait_readable(fd: &OwnedFd) {
+        let mut pfd = [libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        assert_eq!(
+            sys::poll(&mut pfd, Some(std::time::Duration::from_secs(10))).unwrap(),
+            1
+        );
+    }
+
+    #[test]
+    fn thread_worker_stops_when_told_and_reports_its_code() {
+        let mut launcher = reader_launcher();
+        let (_ours, theirs) = sys::socketpair().unwrap();
+        let mut w = launcher.launch(0, 0, theirs).unwrap().unwrap();
+        assert!(w.pid >= THREAD_IDS, "a thread worker's id can never be a pid");
+        launcher.kill(&w, libc::SIGTERM);
+        wait_readable(&w.pidfd);
+        assert_eq!(launcher.exit_status(&mut w), Some(Exit::Code(0)));
+    }
+
+    #[test]
+    fn sigkill_ends_a_thread_worker_at_once() {
+        // A worker stuck in its task: it never reads, and never exits.
+        let (tx, rx) = std::sync::mpsc::channel::<ThreadStart>();
+        let mut launcher = ThreadLauncher::new(Box::new(move |start| {
+            tx.send(start).map_err(|_| io::Error::other("gone"))
+        }));
+        let (_ours, theirs) = sys::socketpair().unwrap();
+        let mut w = launcher.launch(0, 0, theirs).unwrap().unwrap();
+        let held = rx.recv().unwrap();
+        launcher.kill(&w, libc::SIGKILL);
+        wait_readable(&w.pidfd);
+        // Its late report changes nothing.
+        held.exit.exited(0);
+        assert_eq!(launcher.exit_status(&mut w), Some(Exit::Signal(libc::SIGKILL)));
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   settling what a dead worker held;
 //! - `ordering` and `window`: result order and the bound on work in flight;
 //! - `stats`: the counters;
-//! - `launch`: how worker processes are started ([`Launcher`]);
+//! - `launch`: how workers are started ([`Launcher`]): processes, or threads
+//!   of this process ([`ThreadLauncher`]);
 //! - `engine`: the I/O thread, deadlines, cancel, and the public API.
 //!
 //! Linux only, kernel 5.3 or newer: see [`probe_pidfd`] for what a kernel
@@ -56,6 +57,8 @@ pub use engine::{
 pub use frame::Status;
 pub use funcs::FuncId;
 pub use job::{JobId, JobSpec, Order, Outcome};
-pub use launch::{Exit, Launched, Launcher, SpawnLauncher, ZygoteLauncher};
+pub use launch::{
+    Exit, Launched, Launcher, SpawnLauncher, SpawnThread, ThreadExit, ThreadLauncher, ThreadStart, ZygoteLauncher,
+};
 pub use stats::{Counts, JobStats, Slow, SlowInput, Slowest, Snapshot, Tally, WorkerStats, KEEP_INPUT_BYTES, SLOWEST};
 pub use sys::probe_pidfd;

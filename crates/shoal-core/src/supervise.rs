@@ -305,7 +305,7 @@ impl State {
     fn disown(&mut self, i: usize) {
         let w = &mut self.workers[i];
         w.chan_closed = true;
-        sys::kill(w.proc.pid, libc::SIGKILL);
+        self.launcher.kill(&w.proc, libc::SIGKILL);
     }
 
     /// Reap workers whose process has exited and whose exit status is known.

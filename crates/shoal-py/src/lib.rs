@@ -38,6 +38,7 @@ mod mapping;
 mod packed;
 mod plain_apply;
 mod result;
+mod threads;
 mod worker_loop;
 use plain_apply::PlainApply;
 use result::JobResult;
@@ -184,6 +185,18 @@ pub(crate) struct PyEngine {
     /// Objects outcomes may need to be decoded (the pool's shared-memory
     /// arenas), kept as long as the engine, and so as long as any result.
     kept: Mutex<Vec<Py<PyAny>>>,
+    /// Its workers are threads of this process, which cannot be killed.
+    threads: bool,
+}
+
+/// The error for `what` (a timeout, a cancel that kills) asked of a pool
+/// whose workers are threads.
+fn cannot_kill_threads(what: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "{what} needs a worker that can be killed, and this pool's workers are threads, which cannot be \
+         (a thread runs its task to the end): use worker processes (start_method 'fork', 'forkserver' or \
+         'spawn') for timeouts and for stopping running tasks, or make the task check a deadline itself"
+    ))
 }
 
 /// The thread that runs watch callbacks: not started, running, or joined.
@@ -208,38 +221,42 @@ impl Drop for PyEngine {
 impl PyEngine {
     /// Start `processes` workers. Workers are spawned from `argv`, or forked
     /// by the zygote listening on `zygote_fd`, which the engine takes over
-    /// and closes. `exit_grace`: seconds a worker told to exit has to run
-    /// its exit hook before SIGKILL.
+    /// and closes, or are threads of this process that each call
+    /// `threads(fd, slot)` and exit with the int it returns. `exit_grace`:
+    /// seconds a worker told to exit has to run its exit hook before SIGKILL.
     #[new]
     // The signature is the Python keyword interface; a struct would only move it.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0))]
+    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, threads=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0))]
     fn new(
         py: Python<'_>,
         processes: usize,
         init_payload: &Bound<'_, PyBytes>,
         argv: Option<Vec<String>>,
         zygote_fd: Option<i32>,
+        threads: Option<Py<PyAny>>,
         lifespan_chunks: Option<u64>,
         lifespan_items: Option<u64>,
         kill_grace: f64,
         exit_grace: f64,
     ) -> PyResult<Self> {
-        let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd) {
-            (Some(argv), None) => {
+        let on_threads = threads.is_some();
+        let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd, threads) {
+            (None, None, Some(serve)) => Box::new(threads::launcher(serve)),
+            (Some(argv), None, None) => {
                 let (program, args) = argv
                     .split_first()
                     .ok_or_else(|| PyValueError::new_err("argv is empty"))?;
                 Box::new(SpawnLauncher::new(program.clone(), args.to_vec()))
             }
-            (None, Some(fd)) => {
+            (None, Some(fd), None) => {
                 if fd < 0 {
                     return Err(PyValueError::new_err(format!("bad zygote descriptor {fd}")));
                 }
                 // SAFETY: the caller hands the descriptor over (socket.detach()).
                 Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) }))
             }
-            _ => return Err(PyValueError::new_err("give exactly one of argv and zygote_fd")),
+            _ => return Err(PyValueError::new_err("give exactly one of argv, zygote_fd and threads")),
         };
         let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
         config.lifespan.chunks = lifespan_chunks;
@@ -256,6 +273,7 @@ impl PyEngine {
             callbacks: Arc::default(),
             notifier: Mutex::new(Notifier::Idle),
             kept: Mutex::new(Vec::new()),
+            threads: on_threads,
         })
     }
 
@@ -288,6 +306,9 @@ impl PyEngine {
         timeout: Option<f64>,
         pinned: bool,
     ) -> PyResult<u32> {
+        if self.threads && timeout.is_some() {
+            return Err(cannot_kill_threads("a task timeout"));
+        }
         let order = if ordered { Order::Ordered } else { Order::Unordered };
         let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
         let spec = JobSpec::new(func, task_bits)
@@ -445,6 +466,9 @@ impl PyEngine {
     /// many chunks this call ended as cancelled.
     #[pyo3(signature = (job, kill_running=false))]
     fn cancel(&self, job: u32, kill_running: bool) -> PyResult<u32> {
+        if self.threads && kill_running {
+            return Err(cannot_kill_threads("cancelling a running task"));
+        }
         self.engine()?.cancel(job, kill_running).map_err(engine_err)
     }
 
@@ -519,6 +543,9 @@ impl PyEngine {
             .transpose()
         };
         let (init, exit) = (secs("init", init)?, secs("exit", exit)?);
+        if self.threads && (init.is_some() || exit.is_some()) {
+            return Err(cannot_kill_threads("a worker_init_timeout or worker_exit_timeout"));
+        }
         self.engine()?.set_hook_timeouts(init, exit);
         Ok(())
     }
@@ -744,12 +771,12 @@ impl PyEngine {
 /// Callbacks the callback thread runs under one hold of the GIL, at most.
 const CALLBACK_BATCH: usize = 256;
 
-/// Counts a callback thread in [`shoal_core::live_threads`] from before it
-/// starts until it ends.
-struct ThreadCount;
+/// Counts a callback thread (or a thread worker) in
+/// [`shoal_core::live_threads`] from before it starts until it ends.
+pub(crate) struct ThreadCount;
 
 impl ThreadCount {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         shoal_core::thread_started();
         ThreadCount
     }

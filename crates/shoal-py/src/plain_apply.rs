@@ -59,6 +59,13 @@ impl PlainApply {
         if !args.is_exact_instance_of::<PyTuple>() {
             return Ok(None);
         }
+        // A function not cached takes the general path: known before the
+        // arguments are pickled, so no pickle is made for nothing (for a
+        // thread pool, no object put in its table that nobody would take).
+        let key = PyInt::new(py, func.as_ptr() as usize);
+        if !self.funcs.bind(py).contains(&key)? {
+            return Ok(None);
+        }
         let payload = match packed::pack_scalar(args) {
             Some(v) => v,
             None => match self.dumps_one.bind(py).call1((args, self.oob.bind(py))) {
@@ -72,7 +79,6 @@ impl PlainApply {
         };
         // No Python code runs from this lookup until the engine has the
         // call, so the cache cannot evict and release the function between.
-        let key = PyInt::new(py, func.as_ptr() as usize);
         let Some(hit) = self.funcs.bind(py).get_item(key)? else {
             return Ok(None);
         };

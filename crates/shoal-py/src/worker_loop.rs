@@ -93,6 +93,8 @@ pub struct WorkerLoop {
     /// `_worker._chunk_failed(exc, where)`: a whole chunk's failure.
     chunk_failed: Py<PyAny>,
     define: Py<PyAny>,
+    /// `_worker._call_unpacked(func, item)`: MPIRE's rule, whole.
+    call_unpacked: Py<PyAny>,
 }
 
 /// Where [`WorkerLoop::run`] stopped: position, when the oldest unsent
@@ -119,6 +121,7 @@ impl WorkerLoop {
             careful: get("careful")?,
             chunk_failed: get("chunk_failed")?,
             define: get("define")?,
+            call_unpacked: py.import("shoal._worker")?.getattr("_call_unpacked")?.unbind(),
             host,
         })
     }
@@ -351,12 +354,11 @@ impl WorkerLoop {
             Err(_) => return self.run_task.bind(py).call1((func, bits, payload))?.extract(),
         };
         let called = if bits & task::UNPACK != 0 {
-            match unpacked_call(func, &item) {
-                Some(called) => called,
-                // An item of another type (a list, a generator, an array):
-                // the host applies the whole rule.
-                None => return self.run_task.bind(py).call1((func, bits, payload))?.extract(),
-            }
+            // An item of another type (a list, a namedtuple, an array):
+            // Python applies the whole rule, to the item loaded here (a
+            // payload may be loaded only once: under threading it takes the
+            // item out of the pool's table).
+            unpacked_call(func, &item).unwrap_or_else(|| self.call_unpacked.bind(py).call1((func, &item)))
         } else if star {
             match item.cast::<PyTuple>() {
                 Ok(args) => func.call1(args.clone()),
