@@ -6,9 +6,11 @@ A ``WorkerPool``'s workers are ordinary shoal workers whose initializer is
 when the engine's ``Init`` frame arrives: it builds the extra arguments
 (worker id, shared objects, worker state, in MPIRE's order), runs
 ``worker_init`` and sets ``_worker.exit_hook`` so that ``worker_exit`` runs
-when the engine tells the worker to exit. Tasks reach the user's function
+when the engine tells the worker to exit. A map without extra arguments
+or ``worker_init`` sends the user's function itself, which the worker
+calls by MPIRE's rule (the task bit ``UNPACK``); other tasks reach it
 through :class:`MapCall` or :class:`ApplyCall`, the callables the job
-layer sends as the job's function, which add the extra arguments and
+layer then sends as the job's function, which add the extra arguments and
 unpack each task's arguments as MPIRE does.
 
 Under ``start_method="threading"`` the workers are threads of the parent

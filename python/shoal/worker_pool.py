@@ -3,10 +3,16 @@
 A program written for MPIRE runs unchanged once ``from mpire import
 WorkerPool`` reads ``from shoal import WorkerPool`` (and ``mpire.utils``
 reads ``shoal.utils``). Every call goes through the one job layer
-(``_jobs.py``): a map is ``Jobs.imap`` with the user's function wrapped in
-``_wp_worker.MapCall``, which adds MPIRE's extra arguments and unpacks each
-task's arguments in the worker; ``apply_async`` is ``Jobs.apply``. The
-worker side (state, ``worker_init``, ``worker_exit``) is ``_wp_worker.py``.
+(``_jobs.py``): a map is ``Jobs.imap`` of the user's function with the
+task bit ``UNPACK``, by which the worker calls it on each task's arguments
+as MPIRE does (a tuple unpacked, a dict as keywords), or, when extra
+arguments come first (worker id, shared objects, state) or ``worker_init``
+may fail every task, wrapped in ``_wp_worker.MapCall``, which adds them;
+``map`` and ``map_unordered`` collect that route's results into a list in
+batches (``IMapIterator.take_into``). ``apply_async`` is ``Jobs.apply``.
+The worker side (state, ``worker_init``, ``worker_exit``) is
+``_wp_worker.py``. Forked workers inherit the pool's settings (shared
+objects included) instead of unpickling them (``_backend.inherited_init``).
 
 What shoal does differently from MPIRE, on purpose:
 
