@@ -926,10 +926,25 @@ class WorkerPool:
                         if self._generation != generation:
                             raise RuntimeError(_TERMINATED_DURING)
                 else:
-                    for value in it:
-                        yield value
-                        if self._generation != generation:
-                            raise RuntimeError(_TERMINATED_DURING)
+                    # Results come in batches too (take_into), so a result
+                    # costs a step of this loop, not also one of the
+                    # iterator's; each is still yielded, and the pool's
+                    # generation checked, one at a time.
+                    batch: list[Any] = []
+                    more = True
+                    while more:
+                        failure: BaseException | None = None
+                        try:
+                            more = it.take_into(batch)
+                        except BaseException as exc:  # noqa: BLE001 - raised below, after the results before it
+                            failure, more = exc, False
+                        for value in batch:
+                            yield value
+                            if self._generation != generation:
+                                raise RuntimeError(_TERMINATED_DURING)
+                        batch.clear()
+                        if failure is not None:
+                            raise failure
             except TimeoutError as exc:
                 init_stuck = _name_init_hook(exc)
                 raise
