@@ -1,15 +1,17 @@
 # The two commands a new user runs: `make demo` and `make test`.
 # Everything they need is installed here, into .venv, from the registries.
 
+# `make test PYTHON=python3.12 VENV=.venv-3.12` tests another interpreter in
+# its own venv; `make test-all` does so for every CPython 3.11+ found.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 BENCH_DEPS := $(VENV)/.bench-deps-installed
 LINT_DEPS := $(VENV)/.lint-deps-installed
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test test-rust test-python build build-release bench lint clean
+.PHONY: demo test test-all test-rust test-python build build-release bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +44,30 @@ test-rust:
 test-python: build
 	$(BIN)/python -m pytest
 
+# The Rust tests do not depend on Python: run once. Then the Python suite on
+# each CPython of 3.11 or later that .ci/pythons finds (the default python3,
+# pyenv's builds, python3.X on PATH), one per minor version: the default
+# python3 in $(VENV), as `make test` runs it, every other in its own
+# .venv-X.Y. Every version runs even when one fails; the closing lines give
+# each version's pytest summary (its log is VENV/test-all.log).
+test-all: test-rust
+	@pythons="$$(PYTHON=$(PYTHON) .ci/pythons)"; \
+	[ -n "$$pythons" ] || { echo "test-all: no CPython 3.11 or later found"; exit 1; }; \
+	default=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	failed=""; summary=""; \
+	for minor in $$(echo "$$pythons" | cut -d' ' -f1); do \
+		exe=$$(echo "$$pythons" | awk -v m=$$minor '$$1 == m {print $$2}'); venv=.venv-$$minor; \
+		if [ "$$minor" = "$$default" ]; then exe=$(PYTHON); venv=$(VENV); fi; \
+		echo "=== CPython $$minor: $$exe in $$venv"; \
+		mkdir -p $$venv; \
+		( $(MAKE) --no-print-directory test-python PYTHON="$$exe" VENV=$$venv </dev/null 2>&1; \
+		  echo "test-all: exit $$?" ) | tee $$venv/test-all.log; \
+		tail -n 1 $$venv/test-all.log | grep -q "exit 0" || failed="$$failed $$minor"; \
+		summary="$$summary$$(printf '\nCPython %s: %s' $$minor "$$(grep -E '^=+ .* in [0-9.]+s' $$venv/test-all.log | tail -n 1)")"; \
+	done; \
+	echo "test-all:$$summary"; \
+	if [ -n "$$failed" ]; then echo "test-all: failed on CPython$$failed"; exit 1; fi
+
 # mypy pinned: a new release can add checks, and CI should not fail on a
 # change nobody made here.
 $(LINT_DEPS): $(DEPS)
@@ -69,4 +95,4 @@ lint: build $(LINT_DEPS)
 	$(BIN)/mypy --strict --follow-imports=silent tests/typing/user_program.py
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) .venv-3.* target
