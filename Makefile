@@ -48,41 +48,41 @@ test-python: build
 # each CPython of 3.11 or later that .ci/pythons finds (the default python3,
 # pyenv's builds, python3.X on PATH), one per minor version: the default
 # python3 in $(VENV), as `make test` runs it, every other in its own
-# .venv-X.Y. The builds go one after another (they share target/, and each
-# installs the extension into python/shoal); the suites then run one after
-# another, or all at once with TEST_ALL_PARALLEL=1 (most of a suite's time is
-# spent waiting on workers, so on 2 cores three at once take about half the
-# time). Every version runs even when one fails; the closing lines give each
-# version's pytest summary (its whole output is in VENV/test-all.log).
+# .venv-X.Y. The builds go one after another (they share target/ and its
+# lock; each installs its own cpython-3XX extension into python/shoal). The
+# suites run one after another, or with TEST_ALL_PARALLEL=1 each starts as
+# soon as its build is done, beside the next build and the other suites:
+# most of a suite's time is spent waiting on workers, so on 2 cores this
+# takes about half the time. Every version runs even when one fails; the
+# closing lines give each version's pytest summary (its whole output is in
+# VENV/test-all.log).
 TEST_ALL_PARALLEL ?= 0
 
 test-all: test-rust
 	@pythons="$$(PYTHON=$(PYTHON) .ci/pythons)"; \
 	[ -n "$$pythons" ] || { echo "test-all: no CPython 3.11 or later found"; exit 1; }; \
 	default=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	suite() { \
+		VIRTUAL_ENV=$$PWD/$$2 $$2/bin/python -m pytest </dev/null 2>&1; echo "test-all: exit $$?"; \
+	}; \
 	runs=""; \
 	for minor in $$(echo "$$pythons" | cut -d' ' -f1); do \
 		exe=$$(echo "$$pythons" | awk -v m=$$minor '$$1 == m {print $$2}'); venv=.venv-$$minor; \
 		if [ "$$minor" = "$$default" ]; then exe=$(PYTHON); venv=$(VENV); fi; \
 		echo "=== CPython $$minor: $$exe in $$venv: build"; \
-		$(MAKE) --no-print-directory build PYTHON="$$exe" VENV=$$venv </dev/null || exit 1; \
+		$(MAKE) --no-print-directory build PYTHON="$$exe" VENV=$$venv </dev/null || { wait; exit 1; }; \
 		runs="$$runs $$minor:$$venv"; \
+		if [ "$(TEST_ALL_PARALLEL)" = 1 ]; then \
+			echo "=== CPython $$minor: tests started, output in $$venv/test-all.log"; \
+			suite $$minor $$venv > $$venv/test-all.log & \
+		else \
+			echo "=== CPython $$minor: tests"; \
+			suite $$minor $$venv | tee $$venv/test-all.log; \
+		fi; \
 	done; \
-	suite() { \
-		VIRTUAL_ENV=$$PWD/$$2 $$2/bin/python -m pytest </dev/null 2>&1; echo "test-all: exit $$?"; \
-	}; \
 	if [ "$(TEST_ALL_PARALLEL)" = 1 ]; then \
-		for run in $$runs; do \
-			echo "=== CPython $${run%%:*}: tests, output in $${run#*:}/test-all.log"; \
-			suite $${run%%:*} $${run#*:} > $${run#*:}/test-all.log & \
-		done; \
 		wait; \
 		for run in $$runs; do echo "=== CPython $${run%%:*}"; cat $${run#*:}/test-all.log; done; \
-	else \
-		for run in $$runs; do \
-			echo "=== CPython $${run%%:*}: tests"; \
-			suite $${run%%:*} $${run#*:} | tee $${run#*:}/test-all.log; \
-		done; \
 	fi; \
 	failed=""; summary=""; \
 	for run in $$runs; do \
