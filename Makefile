@@ -55,15 +55,19 @@ test-python: build
 # most of a suite's time is spent waiting on workers, so on 2 cores this
 # takes about half the time. Every version runs even when one fails; the
 # closing lines give each version's pytest summary (its whole output is in
-# VENV/test-all.log).
+# VENV/test-all.log). A command sh starts in the background ignores SIGINT,
+# and so would every interpreter the tests start, whose Ctrl-C the crash
+# tests send: each suite starts with SIGINT back at its default.
 TEST_ALL_PARALLEL ?= 0
 
 test-all: test-rust
 	@pythons="$$(PYTHON=$(PYTHON) .ci/pythons)"; \
 	[ -n "$$pythons" ] || { echo "test-all: no CPython 3.11 or later found"; exit 1; }; \
 	default=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	default_sigint='import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable, *sys.argv[1:]])'; \
 	suite() { \
-		VIRTUAL_ENV=$$PWD/$$2 $$2/bin/python -m pytest </dev/null 2>&1; echo "test-all: exit $$?"; \
+		VIRTUAL_ENV=$$PWD/$$2 $$2/bin/python -c "$$default_sigint" -m pytest </dev/null 2>&1; \
+		echo "test-all: exit $$?"; \
 	}; \
 	runs=""; \
 	for minor in $$(echo "$$pythons" | cut -d' ' -f1); do \
