@@ -10,9 +10,10 @@ from shoal import _shoal
 
 
 def usable_cpus() -> int:
-    """The number of CPUs this process may run on: the default pool size.
+    """The number of CPUs this process may run on: the default size of every
+    pool (``Pool``, ``Executor``, ``WorkerPool``, ``ThreadPool``).
 
-    ``multiprocessing.Pool`` counts these since Python 3.13
+    ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` count these since Python 3.13
     (``os.process_cpu_count()``: the affinity mask, unless
     ``PYTHON_CPU_COUNT`` or ``-X cpu_count`` overrides it). On 3.11 and 3.12,
     which have neither, the affinity mask is read directly, so
@@ -24,7 +25,7 @@ def usable_cpus() -> int:
         return process_cpu_count() or 1
     try:
         return len(os.sched_getaffinity(0)) or 1
-    except OSError:
+    except (AttributeError, OSError):  # a platform without it, or a kernel that refuses
         return os.cpu_count() or 1
 
 
