@@ -141,6 +141,36 @@ _DONE_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
 
 
+class _DoneCondition:
+    """The condition of a done future (see ``ShoalFuture._condition``): its
+    lock, and waits that return at once, since there is nothing to wait for."""
+
+    __slots__ = ("_lock", "acquire", "release")
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self.acquire = lock.acquire
+        self.release = lock.release
+
+    def __enter__(self) -> bool:
+        return bool(self._lock.acquire())
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        return predicate()
+
+    def notify(self, n: int = 1) -> None:
+        pass
+
+    def notify_all(self) -> None:
+        pass
+
+
 class ShoalFuture(Future[T]):
     """The future :meth:`Executor.submit` returns: a real
     ``concurrent.futures.Future`` whose :meth:`cancel` reaches the engine.
@@ -187,9 +217,17 @@ class ShoalFuture(Future[T]):
 
     @property  # type: ignore[override]
     def _condition(self) -> threading.Condition:
-        """The stdlib's condition, made on first use, on ``_lock``."""
+        """The stdlib's condition, made on first use, on ``_lock``.
+
+        A future already done, with no condition yet, gives a
+        :class:`_DoneCondition` on the same lock instead: ``wait`` and
+        ``as_completed`` hold the condition of every future they are given,
+        most of them done by then, and nothing can ever need to wait for a
+        done future (its state never changes again)."""
         cond = self._cond
         if cond is None:
+            if self._state in _DONE_STATES:
+                return _DoneCondition(self._lock)  # type: ignore[return-value]
             with self._lock:
                 cond = self._cond
                 if cond is None:
