@@ -30,9 +30,10 @@ import os
 import threading
 import time
 import weakref
+from _thread import RLock as _RLock
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, PENDING, RUNNING
 from concurrent.futures.process import _RemoteTraceback
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -200,8 +201,8 @@ class ShoalFuture(Future[T]):
     # before completion runs, and completion (which notifies whenever
     # ``_cond`` is set) wakes it. No wakeup can be lost between a first
     # waiter making the condition and the callback thread completing.
-    def __init__(self) -> None:  # noqa: D107 - Future's
-        self._lock = threading.RLock()
+    def __init__(self) -> None:
+        self._lock = _RLock()
         self._cond: threading.Condition | None = None
         self._state = PENDING
         self._result: Any = None
@@ -215,8 +216,8 @@ class ShoalFuture(Future[T]):
         # as it completes (cheaper than a done callback per future).
         self._shoal_pending: set[ShoalFuture[Any]] | None = None
 
-    @property  # type: ignore[override]
-    def _condition(self) -> threading.Condition:
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
         """The stdlib's condition, made on first use, on ``_lock``.
 
         A future already done, with no condition yet, gives a
@@ -261,7 +262,7 @@ class ShoalFuture(Future[T]):
                 return
         try:
             fn(self)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged, as Future.add_done_callback does
             LOGGER.exception("exception calling callback for %r", self)
 
     def _wait_done(self, timeout: float | None) -> None:
@@ -281,14 +282,15 @@ class ShoalFuture(Future[T]):
         if self._state != FINISHED:
             self._wait_done(timeout)
         exc = self._exception
-        if exc is not None:
-            try:
-                raise exc
-            finally:
-                # No cycle through this frame's traceback.
-                exc = None
-                self = None  # type: ignore[assignment]  # noqa: PLW0642
-        return self._result  # type: ignore[no-any-return]
+        if exc is None:
+            return self._result
+        # No cycle from the traceback, through this frame, to the future
+        # that holds the exception.
+        del self
+        try:
+            raise exc
+        finally:
+            del exc
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (None if it returned), waiting up to ``timeout``."""
