@@ -39,7 +39,7 @@ from concurrent.futures.process import _RemoteTraceback
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal import _backend, _platform, _shoal
-from shoal._errors import RemoteTraceback
+from shoal._errors import PoolTerminatedError, RemoteTraceback
 
 if TYPE_CHECKING:
     from shoal._errors import MaybeEncodingError  # declared there: typeshed lacks it
@@ -201,6 +201,13 @@ class ShoalFuture(Future[T]):
     # before completion runs, and completion (which notifies whenever
     # ``_cond`` is set) wakes it. No wakeup can be lost between a first
     # waiter making the condition and the callback thread completing.
+    # Set before this future asks the engine to cancel its task: the
+    # outcome of a chunk that cancel ends (the engine's PoolTerminatedError)
+    # may reach the callback thread before the caller marks the future
+    # cancelled, and must end it cancelled, not failed. A class default,
+    # so a submit pays nothing for it.
+    _shoal_cancelling = False
+
     def __init__(self) -> None:
         self._lock = _RLock()
         self._cond: threading.Condition | None = None
@@ -357,7 +364,9 @@ class ShoalFuture(Future[T]):
         target = self._shoal_job
         if target is not None and self._state not in _DONE_STATES:
             engine, job = target
+            self._shoal_cancelling = True
             if engine.cancel(job, False) == 0:
+                self._shoal_cancelling = False
                 # A worker holds it (or it has just finished): it runs and
                 # delivers, as a running task does with the stdlib.
                 return self.cancelled()
@@ -396,6 +405,9 @@ class ShoalFuture(Future[T]):
         self._complete(value, None)
 
     def _shoal_failed(self, exc: BaseException) -> None:
+        if self._shoal_cancelling and type(exc) is PoolTerminatedError:
+            self._shoal_cancel()
+            return
         self._complete(None, _adapt(exc))
 
 
@@ -762,7 +774,9 @@ class Executor(_StdExecutor):
         if future.done():
             return future.cancelled()
         engine, job = future._shoal_job
+        future._shoal_cancelling = True
         if engine.cancel(job, kill_running) == 0:
+            future._shoal_cancelling = False
             return future.cancelled()
         # Its chunk ends cancelled in the engine; the future says so now.
         return future._shoal_cancel()
