@@ -793,19 +793,17 @@ impl JobResult {
         // It holds a waker now, which may lead back to it (a coroutine
         // that holds the result).
         track(slf);
-        if watch {
-            if engine.get().watch_job(job, slf.clone().into_any().unbind()).is_err() {
-                // The engine has forgotten the job: a caller took its
-                // outcome and is decoding it (or was interrupted, leaving
-                // it for the next call). Undo, and let the caller look.
-                drop(engine.get().unwatch_job(job));
-                let mut held = this.lock();
-                if let Some(more) = held.more.as_mut() {
-                    more.watched = false;
-                    more.wakers.retain(|w| !w.is(&waker));
-                }
-                return Ok(false);
+        if watch && engine.get().watch_job(job, slf.clone().into_any().unbind()).is_err() {
+            // The engine has forgotten the job: a caller took its outcome
+            // and is decoding it (or was interrupted, leaving it for the
+            // next call). Undo, and let the caller look.
+            drop(engine.get().unwatch_job(job));
+            let mut held = this.lock();
+            if let Some(more) = held.more.as_mut() {
+                more.watched = false;
+                more.wakers.retain(|w| !w.is(&waker));
             }
+            return Ok(false);
         }
         Ok(true)
     }
