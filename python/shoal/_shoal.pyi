@@ -146,6 +146,16 @@ class Engine:
         pinned: bool = False,
     ) -> int: ...
     def apply(self, func: int, task_bits: int, payload: bytes) -> int: ...
+    def apply_result(
+        self,
+        func: int,
+        task_bits: int,
+        payload: bytes,
+        loads: Callable[[bytes], Any],
+        decode: _Decode,
+        callback: Callable[[Any], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> JobResult: ...
     def result(
         self,
         job: int,
