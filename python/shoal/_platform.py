@@ -70,20 +70,6 @@ def single_threaded() -> bool:
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
         return False  # Python threads do not stop for a fork
-    import ctypes
-
-    # PyDLL: the GIL stays held across fork(), so the child, which only
-    # exits, never waits for it; no Python at-fork hook runs, nor CPython
-    # 3.12+'s warning, for a child that does nothing.
-    libc = ctypes.PyDLL(None)
-    fork, exit_ = libc.fork, libc._exit
-    pid = fork()
-    if pid == 0:
-        exit_(0)
-    if pid < 0:
+    if not _shoal.fork_and_reap():
         return False
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass  # reaped by the program's own SIGCHLD handler
     return os_threads() == 1

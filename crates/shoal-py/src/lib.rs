@@ -27,6 +27,7 @@ use shoal_core::{
     ZygoteLauncher,
 };
 use std::collections::HashMap;
+use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -863,6 +864,36 @@ fn dumpable() -> bool {
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) > 0 }
 }
 
+/// Fork a child that exits at once, and reap it; whether the fork
+/// happened. The fork runs the `pthread_atfork` handlers of C libraries,
+/// so one that stops its own threads before any fork (OpenBLAS's pool) has
+/// stopped them when this returns. No Python code runs in the child, nor
+/// Python's at-fork hooks or its warning about forking with threads. Here
+/// rather than through ctypes, whose import cost every numpy program's
+/// first pool ~2 ms.
+#[pyfunction]
+fn fork_and_reap() -> bool {
+    // SAFETY: the child only calls _exit, which is async-signal-safe, so
+    // no lock another thread held can matter to it.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; no destructor or atexit handler may run here.
+        unsafe { libc::_exit(0) };
+    }
+    if pid < 0 {
+        return false;
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child; `status` is a live local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // ECHILD: reaped by the program's own SIGCHLD handler.
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return true;
+        }
+    }
+}
+
 /// Raise `OSError` saying what shoal requires if this kernel cannot run the
 /// engine (no `pidfd_open`: before Linux 5.3, or refused by seccomp).
 /// `Pool()` calls it before starting anything, so nothing needs cleaning up.
@@ -926,8 +957,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        check_kernel, dumpable, init_started_frame, live_threads, map_chunks, window_chunks, worker_prelude, JobResult,
-        PlainApply, PyEngine, WorkerLoop,
+        check_kernel, dumpable, fork_and_reap, init_started_frame, live_threads, map_chunks, window_chunks,
+        worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]
