@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shoal import _shm, _shoal, _start, _threads
+from shoal import _shm, _shoal, _start
 from shoal._handles import Handles
 from shoal._pickling import dumps, main_snapshot
 
@@ -138,6 +138,10 @@ class Threads:
         self.handles = Handles()
         self.oob: Handles = self.handles
         self.inherited: Any = self.handles
+        # Imported here: it brings the worker's modules, which a process
+        # pool's parent does not need (~5 ms of its start-up).
+        from shoal import _threads
+
         workers = _threads.Workers(self.handles)
         # Every worker loads the same initializer: a pinned reference.
         init = self.handles.pin((initializer, tuple(initargs)))

@@ -165,6 +165,10 @@ class Jobs:
             return _shoal.JobResult.failed(exc, callback, error_callback)
         try:
             if timeout is None:
+                if callback is not None or error_callback is not None:
+                    # Watched from its creation, in one call (see
+                    # Engine.apply_result): what a callback costs the caller.
+                    return self.engine.apply_result(fid, bits, chunk, loads, decode, callback, error_callback)
                 job = self.engine.apply(fid, bits, chunk)
             else:
                 # A deadline belongs to a job, which engine.apply's one-call

@@ -10,9 +10,10 @@ from shoal import _shoal
 
 
 def usable_cpus() -> int:
-    """The number of CPUs this process may run on: the default pool size.
+    """The number of CPUs this process may run on: the default size of every
+    pool (``Pool``, ``Executor``, ``WorkerPool``, ``ThreadPool``).
 
-    ``multiprocessing.Pool`` counts these since Python 3.13
+    ``multiprocessing.Pool`` and ``ProcessPoolExecutor`` count these since Python 3.13
     (``os.process_cpu_count()``: the affinity mask, unless
     ``PYTHON_CPU_COUNT`` or ``-X cpu_count`` overrides it). On 3.11 and 3.12,
     which have neither, the affinity mask is read directly, so
@@ -24,7 +25,7 @@ def usable_cpus() -> int:
         return process_cpu_count() or 1
     try:
         return len(os.sched_getaffinity(0)) or 1
-    except OSError:
+    except (AttributeError, OSError):  # a platform without it, or a kernel that refuses
         return os.cpu_count() or 1
 
 
@@ -69,20 +70,6 @@ def single_threaded() -> bool:
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
         return False  # Python threads do not stop for a fork
-    import ctypes
-
-    # PyDLL: the GIL stays held across fork(), so the child, which only
-    # exits, never waits for it; no Python at-fork hook runs, nor CPython
-    # 3.12+'s warning, for a child that does nothing.
-    libc = ctypes.PyDLL(None)
-    fork, exit_ = libc.fork, libc._exit
-    pid = fork()
-    if pid == 0:
-        exit_(0)
-    if pid < 0:
+    if not _shoal.fork_and_reap():
         return False
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass  # reaped by the program's own SIGCHLD handler
     return os_threads() == 1

@@ -30,15 +30,16 @@ import os
 import threading
 import time
 import weakref
+from _thread import RLock as _RLock
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import Executor as _StdExecutor
-from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, PENDING, RUNNING
 from concurrent.futures.process import _RemoteTraceback
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal import _backend, _platform, _shoal
-from shoal._errors import RemoteTraceback
+from shoal._errors import PoolTerminatedError, RemoteTraceback
 
 if TYPE_CHECKING:
     from shoal._errors import MaybeEncodingError  # declared there: typeshed lacks it
@@ -135,6 +136,42 @@ def _local_cause(exc: BaseException) -> None:
         exc.__cause__ = _RemoteTraceback(f'\n"""\n{tb}"""')  # type: ignore[arg-type]
 
 
+# The states in which a future is done; a frozenset, so a membership test
+# is one hash lookup.
+_DONE_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+_CANCELLED_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
+
+
+class _DoneCondition:
+    """The condition of a done future (see ``ShoalFuture._condition``): its
+    lock, and waits that return at once, since there is nothing to wait for."""
+
+    __slots__ = ("_lock", "acquire", "release")
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+        self.acquire = lock.acquire
+        self.release = lock.release
+
+    def __enter__(self) -> bool:
+        return bool(self._lock.acquire())
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        return predicate()
+
+    def notify(self, n: int = 1) -> None:
+        pass
+
+    def notify_all(self) -> None:
+        pass
+
+
 class ShoalFuture(Future[T]):
     """The future :meth:`Executor.submit` returns: a real
     ``concurrent.futures.Future`` whose :meth:`cancel` reaches the engine.
@@ -147,22 +184,172 @@ class ShoalFuture(Future[T]):
     as ``await asyncio.wrap_future(future)`` does.
     """
 
+    # Why not ``Future.__init__``: its ``threading.Condition`` (a Python
+    # object, an RLock and a deque) cost more than the rest of a submit, and
+    # most futures are never waited on (``asyncio.wrap_future`` and
+    # ``add_done_callback`` only register callbacks). Here each future has a
+    # C ``RLock``, ``_lock``, which guards its state as the stdlib's
+    # condition does; the condition is made only when something waits on
+    # it (``result``/``exception`` before completion, ``wait``,
+    # ``as_completed``, which read ``_condition``), built on that same lock.
+    #
+    # Invariants: every change of ``_state``, ``_waiters`` and
+    # ``_done_callbacks`` happens with ``_lock`` held; ``_cond`` goes from
+    # None to a condition once, with ``_lock`` held, and that condition's
+    # lock is ``_lock``. So a waiter, holding the condition, holds the lock
+    # that completion takes: it either sees the future done, or is waiting
+    # before completion runs, and completion (which notifies whenever
+    # ``_cond`` is set) wakes it. No wakeup can be lost between a first
+    # waiter making the condition and the callback thread completing.
+    # Set before this future asks the engine to cancel its task: the
+    # outcome of a chunk that cancel ends (the engine's PoolTerminatedError)
+    # may reach the callback thread before the caller marks the future
+    # cancelled, and must end it cancelled, not failed. A class default,
+    # so a submit pays nothing for it.
+    _shoal_cancelling = False
+
     def __init__(self) -> None:
-        super().__init__()
+        self._lock = _RLock()
+        self._cond: threading.Condition | None = None
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[T]], object]] = []
         # The engine and the job running the task; None until submitted, and
         # for a task that failed before it reached the engine.
         self._shoal_job: tuple[_shoal.Engine, int] | None = None
+        # The executor's set of futures not done yet, which this one leaves
+        # as it completes (cheaper than a done callback per future).
+        self._shoal_pending: set[ShoalFuture[Any]] | None = None
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """The stdlib's condition, made on first use, on ``_lock``.
+
+        A future already done, with no condition yet, gives a
+        :class:`_DoneCondition` on the same lock instead: ``wait`` and
+        ``as_completed`` hold the condition of every future they are given,
+        most of them done by then, and nothing can ever need to wait for a
+        done future (its state never changes again)."""
+        cond = self._cond
+        if cond is None:
+            if self._state in _DONE_STATES:
+                return _DoneCondition(self._lock)  # type: ignore[return-value]
+            with self._lock:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(self._lock)
+        return cond
+
+    def cancelled(self) -> bool:
+        """Whether the future was cancelled."""
+        return self._state in _CANCELLED_STATES
+
+    def done(self) -> bool:
+        """Whether the future was cancelled or has finished."""
+        return self._state in _DONE_STATES
 
     def running(self) -> bool:
         """Whether a worker holds the task and it is not done yet."""
         target = self._shoal_job
-        with self._condition:
+        with self._lock:
             if self._state == PENDING and target is not None and target[0].dispatched(target[1]):
                 # Asked, not told: the engine does not call back per dispatch,
                 # so a program that never asks pays nothing. Once running, it
                 # stays so, as with the stdlib.
                 self._state = RUNNING
             return self._state == RUNNING
+
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        """Call ``fn(future)`` once done (now, if it is)."""
+        with self._lock:
+            if self._state not in _DONE_STATES:
+                self._done_callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:  # noqa: BLE001 - logged, as Future.add_done_callback does
+            LOGGER.exception("exception calling callback for %r", self)
+
+    def _wait_done(self, timeout: float | None) -> None:
+        """Wait until done or ``timeout``; CancelledError, TimeoutError as
+        ``Future.result`` raises them. Called only when not seen done."""
+        with self._lock:
+            if self._state not in _DONE_STATES:
+                self._condition.wait(timeout)
+            state = self._state
+        if state in _CANCELLED_STATES:
+            raise CancelledError
+        if state != FINISHED:
+            raise TimeoutError
+
+    def result(self, timeout: float | None = None) -> T:
+        """The task's result, waiting up to ``timeout``; raises its exception."""
+        if self._state != FINISHED:
+            self._wait_done(timeout)
+        exc = self._exception
+        if exc is None:
+            return self._result
+        # No cycle from the traceback, through this frame, to the future
+        # that holds the exception.
+        del self
+        try:
+            raise exc
+        finally:
+            del exc
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (None if it returned), waiting up to ``timeout``."""
+        if self._state != FINISHED:
+            self._wait_done(timeout)
+        return self._exception
+
+    def set_result(self, result: T) -> None:
+        """Complete with ``result``; InvalidStateError if done."""
+        if not self._complete(result, None):
+            raise InvalidStateError(f"{self._state}: {self!r}")
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Complete with ``exception``; InvalidStateError if done."""
+        if not self._complete(None, exception):
+            raise InvalidStateError(f"{self._state}: {self!r}")
+
+    def _complete(self, result: Any, exception: BaseException | None) -> bool:
+        """Set the outcome unless done already; whether it was set."""
+        with self._lock:
+            if self._state in _DONE_STATES:
+                return False
+            self._result = result
+            self._exception = exception
+            self._state = FINISHED
+            for waiter in self._waiters:
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            if self._cond is not None:
+                self._cond.notify_all()
+        pending = self._shoal_pending
+        if pending is not None:
+            pending.discard(self)
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
+        return True
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """``Future``'s, with this future's lock."""
+        with self._lock:
+            if self._state == CANCELLED:
+                self._state = CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+                return False
+            if self._state == PENDING:
+                self._state = RUNNING
+                return True
+        LOGGER.critical("Future %s in unexpected state: %s", id(self), self._state)
+        raise RuntimeError("Future in unexpected state")
 
     def __await__(self) -> Generator[Any, None, T]:
         """``await future``: ``asyncio.wrap_future``, whose completion comes
@@ -175,9 +362,11 @@ class ShoalFuture(Future[T]):
     def cancel(self) -> bool:
         """Cancel the task if no worker holds it yet; whether it is cancelled."""
         target = self._shoal_job
-        if target is not None and not self.done():
+        if target is not None and self._state not in _DONE_STATES:
             engine, job = target
+            self._shoal_cancelling = True
             if engine.cancel(job, False) == 0:
+                self._shoal_cancelling = False
                 # A worker holds it (or it has just finished): it runs and
                 # delivers, as a running task does with the stdlib.
                 return self.cancelled()
@@ -189,7 +378,7 @@ class ShoalFuture(Future[T]):
         ``Future.cancel`` alone leaves waiting. The engine has ended the
         task cancelled, so a future seen running (killed with its worker)
         is cancelled too."""
-        with self._condition:
+        with self._lock:
             state = self._state
             if state == FINISHED:
                 return False
@@ -200,24 +389,26 @@ class ShoalFuture(Future[T]):
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
-            self._condition.notify_all()
+            if self._cond is not None:
+                self._cond.notify_all()
+        pending = self._shoal_pending
+        if pending is not None:
+            pending.discard(self)
         if state != CANCELLED:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
     # Called on the engine's callback thread (or at once, for a task whose
-    # arguments could not be pickled).
+    # arguments could not be pickled). A future cancelled meanwhile drops
+    # the outcome (a killed task ends cancelled, not failed).
     def _shoal_done(self, value: Any) -> None:
-        try:
-            self.set_result(value)
-        except InvalidStateError:
-            pass  # cancelled meanwhile: its outcome is dropped
+        self._complete(value, None)
 
     def _shoal_failed(self, exc: BaseException) -> None:
-        try:
-            self.set_exception(_adapt(exc))
-        except InvalidStateError:
-            pass  # cancelled meanwhile (a killed task ends cancelled, not failed)
+        if self._shoal_cancelling and type(exc) is PoolTerminatedError:
+            self._shoal_cancel()
+            return
+        self._complete(None, _adapt(exc))
 
 
 class _Gate(Iterator[Any]):
@@ -512,6 +703,11 @@ class Executor(_StdExecutor):
         with self._shutdown_lock:
             self._check_open()
             future: ShoalFuture[T] = ShoalFuture()
+            # In the pending set before the engine can finish the task: the
+            # future leaves it as it completes, on whichever thread.
+            pending = self._pending
+            future._shoal_pending = pending
+            pending.add(future)
             result = self._jobs.apply(
                 fn, args, kwargs, future._shoal_done, future._shoal_failed, plain_tried=True, timeout=timeout
             )
@@ -519,15 +715,11 @@ class Executor(_StdExecutor):
             if job is None:
                 # Failed here, before a worker saw it (an argument that
                 # cannot be pickled): nobody has seen the future yet.
-                exc = future.exception(0)
+                exc = future._exception
                 if exc is not None:
                     _local_cause(exc)
             else:
                 future._shoal_job = (self._engine, job)
-                # Added, then removed by a done callback, which runs at once
-                # if the task has already finished: no order misses it.
-                self._pending.add(future)
-                future.add_done_callback(self._pending.discard)
         return future
 
     def _check_open(self) -> None:
@@ -600,7 +792,9 @@ class Executor(_StdExecutor):
         if future.done():
             return future.cancelled()
         engine, job = future._shoal_job
+        future._shoal_cancelling = True
         if engine.cancel(job, kill_running) == 0:
+            future._shoal_cancelling = False
             return future.cancelled()
         # Its chunk ends cancelled in the engine; the future says so now.
         return future._shoal_cancel()

@@ -42,7 +42,8 @@ def test_installed_shoal_links_to_its_home_source_and_issues() -> None:
 def test_installed_shoal_lists_its_python_versions_platform_and_typing() -> None:
     classifiers = set(_metadata().get_all("Classifier") or [])
     versions = {c.rpartition(" :: ")[2] for c in classifiers if c.startswith("Programming Language :: Python :: 3.")}
-    assert versions == {"3.11", "3.12", "3.13", "3.14"}
+    # The versions CI tests (make test-all), and no other.
+    assert versions == {"3.11", "3.12", "3.13"}
     assert "Operating System :: POSIX :: Linux" in classifiers
     assert "Typing :: Typed" in classifiers
     # The claim Typing :: Typed makes: the marker type checkers look for.

@@ -50,6 +50,55 @@ def test_pool_under_taskset_one_cpu_starts_one_worker() -> None:
         assert shoal_workers == stdlib_workers
 
 
+CPU_COUNT_SCRIPT = """
+    import os
+    import shoal
+    from shoal import _platform
+
+    with shoal.Pool() as pool:
+        pool_workers = pool._processes
+    with shoal.Executor() as executor:
+        executor_workers = executor._max_workers
+    print(_platform.usable_cpus(), pool_workers, executor_workers, len(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(sys.version_info < (3, 13), reason="os.process_cpu_count() and PYTHON_CPU_COUNT are new in 3.13")
+@pytest.mark.parametrize("how", ["PYTHON_CPU_COUNT", "-X cpu_count"])
+def test_default_worker_count_follows_process_cpu_count(how: str) -> None:
+    # 3.13's override of the CPU count, by environment or option, sizes
+    # every default pool, as it sizes the stdlib's.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_CPU_COUNT"}
+    options = []
+    if how == "PYTHON_CPU_COUNT":
+        env["PYTHON_CPU_COUNT"] = "3"
+    else:
+        options = ["-X", "cpu_count=3"]
+    proc = subprocess.run(
+        [sys.executable, *options, "-c", textwrap.dedent(CPU_COUNT_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:3] == ["3", "3", "3"]
+
+
+@pytest.mark.timeout(120)
+def test_default_worker_count_is_the_usable_cpus() -> None:
+    # Without an override: the affinity mask, on every version (3.11 and
+    # 3.12 have no os.process_cpu_count; it reads the same mask).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_CPU_COUNT"}
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CPU_COUNT_SCRIPT)], capture_output=True, text=True, timeout=100, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    usable, pool_workers, executor_workers, affinity = map(int, proc.stdout.split())
+    assert usable == pool_workers == executor_workers == affinity
+
+
 # Installs a seccomp filter that makes pidfd_open (434 on every Linux
 # architecture) fail with the errno given, as a kernel before 5.3 (ENOSYS)
 # or a container runtime's seccomp profile (EPERM or ENOSYS) does, then

@@ -1,19 +1,27 @@
-"""CPython's ``test_concurrent_futures`` (3.11 layout: one module), loaded
-from the interpreter's test suite at import and pointed at ``shoal.Executor``.
-
-Nothing of CPython's tests is copied here. The module's source is read from
-the installed test suite and executed in this module's namespace, so that
-the functions and classes the tests send to workers (``mul``,
-``sleep_and_print``, the test classes' classmethods) pickle by reference
-as ``_cpython_futures.<name>``, which a worker of any start method can
-import: ``tests/compat`` is on the path the workers get.
+"""CPython's ``test_concurrent_futures``, loaded from the interpreter's test
+suite at test time and pointed at ``shoal.Executor``. Nothing of CPython's
+tests is copied here.
 
 Where the suite is: ``test.test_concurrent_futures`` of the running
 interpreter if it has one, else Debian's ``libpython3.X-testsuite`` for the
-same minor version (``/usr/lib/python3.X/test``); pyenv's builds here ship
-without it. ``SOURCE`` is None when neither is found; the test modules then
-skip. Python 3.12 split the module into a package, which this loader does
-not read yet (``LAYOUT_SUPPORTED``).
+same minor version (``/usr/lib/python3.X/test``), which ``.ci/run``
+installs where Debian has it. ``LAYOUT`` is None when neither is found; the
+test modules then skip, saying so (``MISSING``). On these machines pyenv's
+3.11 and 3.12 ship their ``test`` package without it, 3.13 with it, and
+Debian (bookworm) packages 3.11's only.
+
+Two layouts:
+
+* ``"module"`` (3.11): one file. Its source is executed in this module's
+  namespace, so that the functions and classes the tests send to workers
+  (``mul``, ``sleep_and_print``, the test classes' classmethods) pickle by
+  reference as ``_cpython_futures.<name>``, which a worker of any start
+  method can import: ``tests/compat`` is on the path the workers get. (The
+  file may be Debian's, outside the interpreter's ``test`` package, so it
+  cannot be imported under its own name.)
+* ``"package"`` (3.12 and later): ``test.test_concurrent_futures`` and its
+  modules are imported as they are; workers import them by name from the
+  interpreter's own suite. The process-pool tests are in ``SUBMODULES``.
 
 Three changes make it test shoal:
 
@@ -21,18 +29,19 @@ Three changes make it test shoal:
   :class:`ProcessPoolExecutor` below, ``shoal.Executor`` under the stdlib's
   name (the child scripts of ``assert_python_ok`` import the executor by
   that name);
-* the module's ``futures`` is a copy of ``concurrent.futures`` whose
+* each test module's ``futures`` is a copy of ``concurrent.futures`` whose
   ``ProcessPoolExecutor`` is the same class, for the tests that build their
   own executor;
 * ``assert_python_ok`` runs its child scripts after a prologue that makes
-  ``concurrent.futures.ProcessPoolExecutor`` shoal's and
-  ``test.test_concurrent_futures`` this module.
+  ``concurrent.futures.ProcessPoolExecutor`` shoal's (and, for the module
+  layout, ``test.test_concurrent_futures`` this module).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import functools
+import importlib
 import importlib.util
 import sys
 import types
@@ -42,30 +51,38 @@ from typing import Any
 import shoal
 
 HERE = Path(__file__).resolve().parent
+VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+# The modules of the package layout that hold process-pool tests (issue 15).
+SUBMODULES = ("test_process_pool", "test_as_completed", "test_wait", "test_shutdown", "test_init", "test_deadlock")
+PACKAGE = "test.test_concurrent_futures"
 
 
-def _find_source() -> Path | None:
-    spec = importlib.util.find_spec("test.test_concurrent_futures")
-    if spec is not None and spec.origin and spec.origin.endswith(".py") and not spec.submodule_search_locations:
-        return Path(spec.origin)
-    if spec is not None:
-        return None  # a package: the 3.12+ layout
-    minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    candidate = Path("/usr/lib") / minor / "test" / "test_concurrent_futures.py"
-    return candidate if candidate.is_file() else None
+def _find() -> tuple[str | None, Path | None]:
+    """The layout of the suite found, and for the module layout its file."""
+    try:
+        spec = importlib.util.find_spec(PACKAGE)
+    except ModuleNotFoundError:
+        spec = None  # no ``test`` package at all
+    if spec is not None and spec.submodule_search_locations:
+        return "package", None
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        return "module", Path(spec.origin)
+    debian = Path("/usr/lib") / f"python{VERSION}" / "test" / "test_concurrent_futures.py"
+    if sys.version_info < (3, 12) and debian.is_file():
+        return "module", debian
+    return None, None
 
 
-SOURCE = _find_source()
-LAYOUT_SUPPORTED = sys.version_info[:2] == (3, 11)
+LAYOUT, SOURCE = _find()
 # What is missing, for the skip message.
 MISSING = (
     None
-    if SOURCE is not None and LAYOUT_SUPPORTED
+    if LAYOUT is not None
     else (
-        f"CPython {sys.version_info.major}.{sys.version_info.minor}'s test_concurrent_futures is not installed "
-        f"(pyenv's builds leave it out; Debian's libpython3.{sys.version_info.minor}-testsuite has it)"
-        if SOURCE is None
-        else "this loader reads the 3.11 layout of test_concurrent_futures (one module); 3.12 made it a package"
+        f"CPython {VERSION}'s test_concurrent_futures is not installed: this interpreter's `test` package "
+        f"has no test_concurrent_futures (pyenv's builds here leave it out), and Debian's "
+        f"libpython{VERSION}-testsuite, which .ci/run installs where Debian packages this version, "
+        f"is not installed"
     )
 )
 
@@ -74,35 +91,65 @@ class ProcessPoolExecutor(shoal.Executor):
     """``shoal.Executor`` under the name the tests' child scripts import."""
 
 
-_PROLOGUE = (
-    "import sys\n"
-    f"sys.path.insert(0, {str(HERE)!r})\n"
-    "import concurrent.futures, multiprocessing, shoal, _cpython_futures\n"
-    "concurrent.futures.ProcessPoolExecutor = _cpython_futures.ProcessPoolExecutor\n"
-    "sys.modules['test.test_concurrent_futures'] = _cpython_futures\n"
-)
+def _prologue() -> str:
+    lines = [
+        "import sys",
+        f"sys.path.insert(0, {str(HERE)!r})",
+        "import concurrent.futures, multiprocessing, shoal, _cpython_futures",
+        "concurrent.futures.ProcessPoolExecutor = _cpython_futures.ProcessPoolExecutor",
+    ]
+    if LAYOUT == "module":
+        lines.append("sys.modules['test.test_concurrent_futures'] = _cpython_futures")
+    return "\n".join(lines) + "\n"
 
 
-def _load() -> None:
+def _with_prologue(original: Any) -> Any:
+    def assert_python_ok(*args: Any, **env: Any) -> Any:
+        if len(args) >= 2 and args[0] == "-c":
+            args = ("-c", _prologue() + args[1], *args[2:])
+        return original(*args, **env)
+
+    return assert_python_ok
+
+
+def _patched_futures() -> types.ModuleType:
+    patched = types.ModuleType("concurrent.futures")
+    patched.__dict__.update(concurrent.futures.__dict__)
+    patched.ProcessPoolExecutor = ProcessPoolExecutor  # type: ignore[attr-defined]
+    return patched
+
+
+_MIXIN_NAMES = ("ProcessPoolForkMixin", "ProcessPoolForkserverMixin", "ProcessPoolSpawnMixin")
+
+
+def _load_module() -> list[dict[str, Any]]:
     assert SOURCE is not None
     code = compile(SOURCE.read_text(), str(SOURCE), "exec")
     # CPython's own test module, from the interpreter's install.
     exec(code, globals())
     g = globals()
-    for mixin in ("ProcessPoolForkMixin", "ProcessPoolForkserverMixin", "ProcessPoolSpawnMixin"):
+    for mixin in _MIXIN_NAMES:
         g[mixin].executor_type = ProcessPoolExecutor
-    patched = types.ModuleType("concurrent.futures")
-    patched.__dict__.update(concurrent.futures.__dict__)
-    patched.ProcessPoolExecutor = ProcessPoolExecutor  # type: ignore[attr-defined]
-    g["futures"] = patched
-    original = g["assert_python_ok"]
+    g["futures"] = _patched_futures()
+    g["assert_python_ok"] = _with_prologue(g["assert_python_ok"])
+    return [g]
 
-    def assert_python_ok(*args: Any, **env: Any) -> Any:
-        if len(args) >= 2 and args[0] == "-c":
-            args = ("-c", _PROLOGUE + args[1], *args[2:])
-        return original(*args, **env)
 
-    g["assert_python_ok"] = assert_python_ok
+def _load_package() -> list[dict[str, Any]]:
+    util = importlib.import_module(PACKAGE + ".util")
+    for mixin in _MIXIN_NAMES:
+        getattr(util, mixin).executor_type = ProcessPoolExecutor
+    patched = _patched_futures()
+    namespaces = []
+    for name in ("util", "executor", *SUBMODULES):
+        module = importlib.import_module(f"{PACKAGE}.{name}")
+        if "futures" in vars(module):
+            module.futures = patched  # type: ignore[attr-defined]
+        if "assert_python_ok" in vars(module):
+            module.assert_python_ok = _with_prologue(module.assert_python_ok)  # type: ignore[attr-defined]
+        if name in SUBMODULES:
+            namespaces.append(vars(module))
+    return namespaces
 
 
 ALL = ("fork", "forkserver", "spawn")
@@ -156,6 +203,13 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
         "expects max_tasks_per_child to switch the default start method to spawn; shoal keeps its default "
         "(fork, or forkserver beside another pool), which replaces workers safely",
     ),
+    ("ProcessPoolExecutorTest", "test_python_finalization_error"): (
+        ALL,
+        "(3.13) makes threading's thread creation fail after the first thread, to break the stdlib's "
+        "executor, whose feeder thread cannot start, and expects BrokenProcessPool; shoal submits through "
+        "the engine's own threads, none of them Python's, so the map runs and mul's TypeError reaches the "
+        "caller",
+    ),
     ("ExecutorDeadlockTest", "test_error_at_task_unpickle"): (ALL, _BREAKS + " (BrokenProcessPool)" + _TASK_ERROR),
     ("ExecutorDeadlockTest", "test_exit_at_task_unpickle"): (ALL, _BREAKS + " (BrokenProcessPool)" + _TASK_ERROR),
     ("ExecutorDeadlockTest", "test_error_during_result_unpickle_in_result_handler"): (
@@ -195,18 +249,29 @@ def install(globs: dict[str, Any], start_method: str) -> None:
         pytest.skip(MISSING, allow_module_level=True)
     import unittest
 
-    g = globals()
-    mixin = g[_MIXINS[start_method]]
-    prefix = mixin.__name__[: -len("Mixin")]
-    for name, cls in list(g.items()):
-        if isinstance(cls, type) and issubclass(cls, unittest.TestCase) and issubclass(cls, mixin):
+    mixin = _UTIL[_MIXINS[start_method]]
+    for namespace in _NAMESPACES:
+        prefix = mixin.__name__[: -len("Mixin")]
+        for name, cls in list(namespace.items()):
+            if not (isinstance(cls, type) and issubclass(cls, unittest.TestCase) and issubclass(cls, mixin)):
+                continue
+            if cls.__module__ != namespace["__name__"]:
+                continue  # imported from another module of the suite: collected there
+            assert name not in globs, f"two test classes named {name}"
             globs[name] = cls
             for (kind, test), (methods, reason) in KNOWN_DIFFERENCES.items():
                 if name == prefix + kind and start_method in methods and hasattr(cls, test):
                     mark = unittest.skip(reason) if (kind, test) in SKIPPED else unittest.expectedFailure
                     setattr(cls, test, mark(_own(getattr(cls, test))))
-    globs["setUpModule"] = g["setUpModule"]
+        globs.setdefault("setUpModule", namespace["setUpModule"])
 
 
-if MISSING is None:
-    _load()
+# The namespaces holding the test classes, and the one holding the mixins.
+_NAMESPACES: list[dict[str, Any]] = []
+_UTIL: dict[str, Any] = {}
+if LAYOUT == "module":
+    _NAMESPACES = _load_module()
+    _UTIL = globals()
+elif LAYOUT == "package":
+    _NAMESPACES = _load_package()
+    _UTIL = vars(importlib.import_module(PACKAGE + ".util"))

@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 
 import pytest
 
 import shoal
 import tasks
+from procfs import shm_held
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def shm_names() -> set[str]:
-    """What is in /dev/shm (POSIX shared memory and named semaphores),
-    except what names another process (loky's ``sem.loky-<pid>-...``): the
-    directory is the machine's, and other programs' come and go."""
-    if not os.path.isdir("/dev/shm"):
-        return set()
-    me = str(os.getpid())
-    return {n for n in os.listdir("/dev/shm") if (m := re.search(r"-(\d+)-", n)) is None or m.group(1) == me}
-
-
 def snapshot() -> dict[str, int]:
     """Descriptors, threads, live child processes and zombies of this
-    process. /dev/shm is the machine's, not this process's: see shm_names."""
+    process. /dev/shm is the machine's, not this process's: see shm_held."""
     me = os.getpid()
     children = zombies = 0
     for entry in os.listdir("/proc"):
@@ -72,15 +62,13 @@ def test_create_map_close_cycles_leave_nothing_behind(method: str) -> None:
 
     cycle()  # imports, lazily created module state
     gc.collect()
-    before, shm_before = snapshot(), shm_names()
+    before, shm_before = snapshot(), shm_held()
     for _ in range(15 if method == "spawn" else 40):
         cycle()
     gc.collect()
     after = snapshot()
     assert after == before
-    # Entries other processes removed meanwhile are theirs; one that
-    # appeared may be too, but on a quiet machine (CI) it is ours.
-    assert shm_names() - shm_before == set()
+    assert shm_held() - shm_before == set()
 
 
 def test_many_tiny_tasks_keep_memory_flat() -> None:

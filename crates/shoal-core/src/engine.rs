@@ -273,6 +273,8 @@ struct Call {
     func: FuncId,
     task_bits: u8,
     payload: Vec<u8>,
+    /// Send the job's id on the done listener when it finishes.
+    watched: bool,
 }
 
 /// A launch the launcher will answer later (see [`Launcher::started`]).
@@ -460,12 +462,35 @@ impl Engine {
     /// until the next lock. `func` must stay registered until this returns
     /// (a function released later is kept for the job, as with any job).
     pub fn apply(&self, func: FuncId, task_bits: u8, payload: Vec<u8>) -> Result<JobId, EngineError> {
+        let job = self.reserve_job();
+        self.apply_as(job, func, task_bits, payload, false)?;
+        Ok(job)
+    }
+
+    /// A fresh job id for [`Engine::apply_as`], for a caller that must
+    /// file the id (with whoever hears of the job's end) before the job
+    /// can finish. An id reserved and never used costs nothing.
+    pub fn reserve_job(&self) -> JobId {
+        self.shared.new_job_id()
+    }
+
+    /// [`Engine::apply`] under an id from [`Engine::reserve_job`]. With
+    /// `watched`, the job's id is sent on the done listener when it
+    /// finishes, as after [`Engine::watch`], but without taking the state
+    /// lock here: the flag travels with the call.
+    pub fn apply_as(
+        &self,
+        job: JobId,
+        func: FuncId,
+        task_bits: u8,
+        payload: Vec<u8>,
+        watched: bool,
+    ) -> Result<(), EngineError> {
         fits(&payload)?;
         let shared = &*self.shared;
         if !shared.accepting.load(Ordering::Acquire) {
             return Err(EngineError::NotRunning);
         }
-        let job = shared.new_job_id();
         {
             let mut calls = shared.calls.lock().expect("engine lock poisoned");
             calls.push(Call {
@@ -473,6 +498,7 @@ impl Engine {
                 func,
                 task_bits,
                 payload,
+                watched,
             });
             shared.has_calls.store(true, Ordering::SeqCst);
         }
@@ -481,7 +507,7 @@ impl Engine {
         if shared.wake_on_call.swap(false, Ordering::SeqCst) {
             shared.waker.wake();
         }
-        Ok(job)
+        Ok(())
     }
 
     /// Add chunks to a job; returns the index of the first. Chunks may be
@@ -930,6 +956,8 @@ impl State {
     fn add_call(&mut self, call: Call) {
         let known = self.funcs.add_user(call.func);
         let mut j = Box::new(Job::new(call.job, JobSpec::new(call.func, call.task_bits)));
+        // Before anything can finish it (a forgotten function, below).
+        j.watched = call.watched;
         let (index, _) = j.add_chunks(&[1], call.payload.len());
         j.finish_input();
         self.jobs.insert(call.job, j);

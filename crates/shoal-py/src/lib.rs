@@ -27,6 +27,7 @@ use shoal_core::{
     ZygoteLauncher,
 };
 use std::collections::HashMap;
+use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -324,6 +325,35 @@ impl PyEngine {
         self.engine()?
             .apply(func, task_bits, payload.as_bytes().to_vec())
             .map_err(engine_err)
+    }
+
+    /// `apply` and `result` in one call, for a result with callbacks (the
+    /// Executor's futures, `apply_async` with a callback): the job is
+    /// watched from its creation, with the flag travelling with the call,
+    /// instead of by a second call that takes the engine's state lock (and
+    /// does the I/O thread's work of creating the job on this thread).
+    #[pyo3(signature = (func, task_bits, payload, loads, decode, callback=None, error_callback=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn apply_result<'py>(
+        slf: &Bound<'py, Self>,
+        func: u32,
+        task_bits: u8,
+        payload: &Bound<'py, PyBytes>,
+        loads: Py<PyAny>,
+        decode: Py<PyAny>,
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, JobResult>> {
+        JobResult::create_applied(
+            slf,
+            func,
+            task_bits,
+            payload.as_bytes().to_vec(),
+            loads,
+            decode,
+            callback,
+            error_callback,
+        )
     }
 
     /// The result object of `job`: one value, or with `lens` (items per
@@ -671,9 +701,17 @@ impl PyEngine {
     /// Call `callback(job)` from the callback thread when the job finishes.
     pub(crate) fn watch_job(&self, job: u32, callback: Py<PyAny>) -> PyResult<()> {
         let engine = self.engine()?;
+        self.file_watch(job, callback);
+        engine.watch(job).map_err(engine_err)
+    }
+
+    /// File `callback` for `job` with the callback thread, started if need
+    /// be, before the engine can send the job's id: the thread looks the id
+    /// up as soon as it hears it. A `JobResult` is filed as itself and
+    /// resolved directly; anything else is called with the job's id.
+    pub(crate) fn file_watch(&self, job: u32, callback: Py<PyAny>) {
         self.start_notifier();
         self.callbacks.lock().expect("callbacks lock").insert(job, callback);
-        engine.watch(job).map_err(engine_err)
     }
 
     /// The engine, if this process owns it.
@@ -746,7 +784,15 @@ impl PyEngine {
                         while let Some(job) = next {
                             let cb = callbacks.lock().expect("callbacks lock").remove(&job);
                             if let Some(cb) = cb {
-                                if let Err(e) = cb.call1(py, (job,)) {
+                                let cb = cb.into_bound(py);
+                                // A result is resolved here, not through a
+                                // Python call of its `_resolve`: one call
+                                // and one bound method fewer per task.
+                                let done = match cb.cast::<JobResult>() {
+                                    Ok(result) => JobResult::watched_done(result),
+                                    Err(_) => cb.call1((job,)).map(drop),
+                                };
+                                if let Err(e) = done {
                                     e.write_unraisable(py, None);
                                 }
                                 drop(cb);
@@ -818,6 +864,36 @@ fn dumpable() -> bool {
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) > 0 }
 }
 
+/// Fork a child that exits at once, and reap it; whether the fork
+/// happened. The fork runs the `pthread_atfork` handlers of C libraries,
+/// so one that stops its own threads before any fork (OpenBLAS's pool) has
+/// stopped them when this returns. No Python code runs in the child, nor
+/// Python's at-fork hooks or its warning about forking with threads. Here
+/// rather than through ctypes, whose import cost every numpy program's
+/// first pool ~2 ms.
+#[pyfunction]
+fn fork_and_reap() -> bool {
+    // SAFETY: the child only calls _exit, which is async-signal-safe, so
+    // no lock another thread held can matter to it.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; no destructor or atexit handler may run here.
+        unsafe { libc::_exit(0) };
+    }
+    if pid < 0 {
+        return false;
+    }
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child; `status` is a live local.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        // ECHILD: reaped by the program's own SIGCHLD handler.
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return true;
+        }
+    }
+}
+
 /// Raise `OSError` saying what shoal requires if this kernel cannot run the
 /// engine (no `pidfd_open`: before Linux 5.3, or refused by seccomp).
 /// `Pool()` calls it before starting anything, so nothing needs cleaning up.
@@ -881,8 +957,8 @@ mod _shoal {
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
     use super::{
-        check_kernel, dumpable, init_started_frame, live_threads, map_chunks, window_chunks, worker_prelude, JobResult,
-        PlainApply, PyEngine, WorkerLoop,
+        check_kernel, dumpable, fork_and_reap, init_started_frame, live_threads, map_chunks, window_chunks,
+        worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]

@@ -48,7 +48,52 @@ fn int_word(obj: *mut ffi::PyObject) -> Option<[u8; 8]> {
 /// `obj` as 8 little-endian bytes if it is an exact float.
 fn float_word(obj: *mut ffi::PyObject) -> Option<[u8; 8]> {
     // SAFETY: a type check and a field read on a live object.
-    unsafe { (ffi::PyFloat_CheckExact(obj) != 0).then(|| ffi::PyFloat_AS_DOUBLE(obj).to_le_bytes()) }
+    unsafe { (ffi::PyFloat_CheckExact(obj) != 0).then(|| float_value(obj).to_le_bytes()) }
+}
+
+// The list and float macros below read object fields directly, which the
+// limited API (the `abi3` feature) does not allow; there the same calls go
+// through the functions it exports, which check their arguments.
+
+#[cfg(not(feature = "abi3"))]
+unsafe fn float_value(obj: *mut ffi::PyObject) -> f64 {
+    unsafe { ffi::PyFloat_AS_DOUBLE(obj) }
+}
+
+#[cfg(feature = "abi3")]
+unsafe fn float_value(obj: *mut ffi::PyObject) -> f64 {
+    unsafe { ffi::PyFloat_AsDouble(obj) }
+}
+
+#[cfg(not(feature = "abi3"))]
+unsafe fn list_len(list: *mut ffi::PyObject) -> ffi::Py_ssize_t {
+    unsafe { ffi::PyList_GET_SIZE(list) }
+}
+
+#[cfg(feature = "abi3")]
+unsafe fn list_len(list: *mut ffi::PyObject) -> ffi::Py_ssize_t {
+    unsafe { ffi::PyList_Size(list) }
+}
+
+#[cfg(not(feature = "abi3"))]
+unsafe fn list_item(list: *mut ffi::PyObject, i: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    unsafe { ffi::PyList_GET_ITEM(list, i) }
+}
+
+#[cfg(feature = "abi3")]
+unsafe fn list_item(list: *mut ffi::PyObject, i: ffi::Py_ssize_t) -> *mut ffi::PyObject {
+    unsafe { ffi::PyList_GetItem(list, i) }
+}
+
+/// Fills slot `i` of a new list, taking over the reference `item`.
+#[cfg(not(feature = "abi3"))]
+unsafe fn list_fill(list: *mut ffi::PyObject, i: ffi::Py_ssize_t, item: *mut ffi::PyObject) {
+    unsafe { ffi::PyList_SET_ITEM(list, i, item) }
+}
+
+#[cfg(feature = "abi3")]
+unsafe fn list_fill(list: *mut ffi::PyObject, i: ffi::Py_ssize_t, item: *mut ffi::PyObject) {
+    unsafe { ffi::PyList_SetItem(list, i, item) };
 }
 
 /// A new int or float object from 8 little-endian bytes.
@@ -80,12 +125,12 @@ pub fn pack_values<'py>(py: Python<'py>, values: &Bound<'py, PyList>) -> Option<
     // SAFETY: `values` is a list (the signature checked it) and the GIL is
     // held, so its size and items are stable while no Python code runs, and
     // none runs below.
-    let n = unsafe { ffi::PyList_GET_SIZE(list) };
+    let n = unsafe { list_len(list) };
     if n < 2 {
         return None;
     }
     // SAFETY: as above; 0 <= i < n.
-    let item = |i| unsafe { ffi::PyList_GET_ITEM(list, i) };
+    let item = |i| unsafe { list_item(list, i) };
     let ints = int_word(item(0)).is_some();
     let mut out = Vec::<u8>::with_capacity(1 + 8 * n as usize);
     out.push(if ints { INTS } else { FLOATS });
@@ -125,7 +170,7 @@ pub fn unpack_values<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult
             for (i, word) in body.chunks_exact(8).enumerate() {
                 let word = word.try_into().expect("chunks_exact(8)");
                 let item = number(py, tag == INTS, word)?;
-                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
+                list_fill(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
             }
             Ok(list)
         }

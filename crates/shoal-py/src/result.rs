@@ -1,5 +1,5 @@
-//! `JobResult`: the one result object behind `apply_async` and `map_async`
-//! (and the Executor's futures to come), in Rust.
+//! `JobResult`: the one result object behind `apply_async`, `map_async`
+//! and the Executor's futures, in Rust.
 //!
 //! One is made per `apply_async` call, so making it and `get` are on the
 //! per-task path: as a Python object with a lock and ten attributes they
@@ -19,6 +19,15 @@
 //! collection their own creation set off (~10% of the parent's time for
 //! 20k `apply_async`), and nothing it holds then can lead back to it; it is
 //! tracked from the moment it holds something that can.
+//!
+//! A result with callbacks (every Executor future, `apply_async` with a
+//! callback) is made by `Engine.apply_result` ([`JobResult::create_applied`]):
+//! it is filed with the callback thread under a reserved job id, then the
+//! call goes to the engine with its watch flag. Watching it afterwards
+//! (`Engine.watch`) took the engine's state lock on the caller's thread,
+//! and with it the I/O thread's work of creating the job, which made a
+//! callback cost ~2 µs more per task. The callback thread resolves a
+//! result it finds filed directly, not through a Python call of `_resolve`.
 //!
 //! Awaiting (`await result`, `shoal._results._await_result`): the event
 //! loop registers a waker, which whoever sets the outcome calls: the
@@ -189,10 +198,58 @@ impl JobResult {
         }
         if watched {
             let (engine, _) = this.get().target.as_ref().expect("made with an engine");
-            let on_done = this.getattr("_resolve")?.unbind();
-            engine.get().watch_job(job, on_done)?;
+            engine.get().watch_job(job, this.clone().into_any().unbind())?;
         }
         Ok(this)
+    }
+
+    /// `engine.apply` of one chunk and its result, watched from the job's
+    /// creation: the result is filed with the callback thread under a
+    /// reserved id before the call reaches the engine, so however soon the
+    /// job ends, the thread finds it (see `PyEngine::apply_result`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_applied<'py>(
+        engine: &Bound<'py, PyEngine>,
+        func: u32,
+        task_bits: u8,
+        payload: Vec<u8>,
+        loads: Py<PyAny>,
+        decode: Py<PyAny>,
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, JobResult>> {
+        let py = engine.py();
+        let owner = engine.get();
+        let core = owner.engine()?;
+        let job = core.reserve_job();
+        let hooked = callback.is_some() || error_callback.is_some();
+        let target = Some((engine.clone().unbind(), job));
+        let this = Bound::new(
+            py,
+            JobResult::fresh(target, loads, decode, None, callback, error_callback),
+        )?;
+        if !hooked {
+            // Watched all the same: an await registers no second watch.
+            this.get().lock().more().watched = true;
+        }
+        owner.file_watch(job, this.clone().into_any().unbind());
+        if let Err(e) = core.apply_as(job, func, task_bits, payload, true) {
+            drop(owner.unwatch_job(job));
+            return Err(crate::engine_err(e));
+        }
+        Ok(this)
+    }
+
+    /// The engine's callback thread heard that the watched job finished.
+    pub(crate) fn watched_done(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let resolved = Self::resolve(slf);
+        if resolved.is_err() {
+            // Decoding failed here: an awaiting loop looks for itself, and
+            // meets the error there.
+            let wakers = slf.get().lock().take_wakers();
+            wake(slf.py(), wakers);
+        }
+        resolved.map(|_| ())
     }
 
     /// A result with no outcome yet, for `job` of `engine` if it has one.
@@ -700,16 +757,10 @@ impl JobResult {
         self.engine_job().map(|(_, job)| job)
     }
 
-    /// Called by the engine's callback thread when the job finishes.
+    /// What the engine's callback thread does when the job finishes
+    /// (it calls [`JobResult::watched_done`] directly).
     fn _resolve(slf: &Bound<'_, Self>, _job: u32) -> PyResult<()> {
-        let resolved = Self::resolve(slf);
-        if resolved.is_err() {
-            // Decoding failed here: an awaiting loop looks for itself, and
-            // meets the error there.
-            let wakers = slf.get().lock().take_wakers();
-            wake(slf.py(), wakers);
-        }
-        resolved.map(|_| ())
+        Self::watched_done(slf)
     }
 
     /// Have `waker()` called (on whichever thread sets the outcome) once
@@ -742,20 +793,17 @@ impl JobResult {
         // It holds a waker now, which may lead back to it (a coroutine
         // that holds the result).
         track(slf);
-        if watch {
-            let on_done = slf.getattr("_resolve")?.unbind();
-            if engine.get().watch_job(job, on_done).is_err() {
-                // The engine has forgotten the job: a caller took its
-                // outcome and is decoding it (or was interrupted, leaving
-                // it for the next call). Undo, and let the caller look.
-                drop(engine.get().unwatch_job(job));
-                let mut held = this.lock();
-                if let Some(more) = held.more.as_mut() {
-                    more.watched = false;
-                    more.wakers.retain(|w| !w.is(&waker));
-                }
-                return Ok(false);
+        if watch && engine.get().watch_job(job, slf.clone().into_any().unbind()).is_err() {
+            // The engine has forgotten the job: a caller took its outcome
+            // and is decoding it (or was interrupted, leaving it for the
+            // next call). Undo, and let the caller look.
+            drop(engine.get().unwatch_job(job));
+            let mut held = this.lock();
+            if let Some(more) = held.more.as_mut() {
+                more.watched = false;
+                more.wakers.retain(|w| !w.is(&waker));
             }
+            return Ok(false);
         }
         Ok(true)
     }
