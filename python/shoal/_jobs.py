@@ -765,8 +765,9 @@ class IMapIterator(Iterator[T], AsyncIterator[T], Generic[T]):
         """Append the next result to ``out``, waiting for it, and every
         result that has arrived after it, whole chunks at a time, with no
         Python step per result (a front door's ``map`` that collects a
-        list, or a generator that yields a batch at a time). False once there are no more; a failed item raises its error
-        as :meth:`next` does, with the results before it in ``out``."""
+        list, or a generator that yields a batch at a time). False once
+        there are no more; a failed item raises its error as :meth:`next`
+        does, with the results before it in ``out``."""
         try:
             out.append(self.next())
         except StopIteration:
