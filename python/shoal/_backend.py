@@ -13,6 +13,7 @@ buffers go (``oob``), what the workers share with this process
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing.process
 import sys
 import threading
@@ -30,6 +31,15 @@ THREADING = "threading"
 # worker's arena locked after the worker is gone.
 _SPARE_RESULT_ARENAS = 2
 
+# The initializer and its arguments of each pool whose workers may fork,
+# by token, from before its zygote forks until the engine runs: a forked
+# worker reads them here, from the memory it inherited, as
+# multiprocessing's forked children do, so they need not pickle (a
+# Barrier, a Lock, a Value made for fork insist on inheritance). The
+# parent lets go of them once the zygote holds its copy.
+inherited_init: dict[int, tuple[Callable[..., object] | None, tuple[Any, ...]]] = {}
+_tokens = itertools.count(1)
+
 
 class Processes:
     """Workers as processes, with shared memory for large buffers."""
@@ -43,6 +53,7 @@ class Processes:
         lifespan_chunks: int | None,
         lifespan_items: int | None = None,
         exit_grace: float = 10.0,
+        dumps_init: Callable[[Any], bytes] = dumps,
     ) -> None:
         # release() may be called from two threads at once (terminate() from
         # a timer racing join()); it runs once at a time.
@@ -52,22 +63,35 @@ class Processes:
         # whose workers must reach the arenas through /proc.
         self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS, method or "forkserver")
         self.oob: _shm.Outbound | None = self.buffers.outbound
-        # Two layers: the worker must set sys.path before it can unpickle an
-        # initializer that lives in a module only the parent's path finds.
-        init = {
+        initargs = tuple(initargs)
+        settings = {
             "sys_path": list(sys.path),
             "authkey": bytes(multiprocessing.process.current_process().authkey),
-            "initializer": dumps((initializer, tuple(initargs))),
             "shm": self.buffers.settings(),
         }
+        token = next(_tokens)
+
+        def init_payload(used: str) -> bytes:
+            # Two layers: the worker must set sys.path before it can unpickle
+            # an initializer that lives in a module only the parent's path finds.
+            if used == "fork":
+                return dumps({**settings, "inherit": token})
+            return dumps({**settings, "initializer": dumps_init((initializer, initargs))})
+
         # Under fork the workers inherit the script's globals as they are
         # now: its functions can then travel by reference. Taken before we
         # know: the default is settled only at the fork.
         snapshot = main_snapshot() if method in (None, "fork") else None
+        if method in (None, "fork"):
+            inherited_init[token] = (initializer, initargs)
         self.engine: _shoal.Engine
-        self.method, self.engine, self._zygote = _start.start_engine(
-            method, processes, dumps(init), lifespan_chunks, max_items=lifespan_items, exit_grace=exit_grace
-        )
+        try:
+            self.method, self.engine, self._zygote = _start.start_engine(
+                method, processes, init_payload, lifespan_chunks, max_items=lifespan_items, exit_grace=exit_grace
+            )
+        finally:
+            # The zygote (and so every worker it forks) holds its own copy.
+            inherited_init.pop(token, None)
         self.inherited = snapshot if self.method == "fork" else None
         if self.oob is not None:
             self.oob.inherited = self.inherited
@@ -146,13 +170,16 @@ def start(
     *,
     lifespan_items: int | None = None,
     exit_grace: float = 10.0,
+    dumps_init: Callable[[Any], bytes] = dumps,
 ) -> Processes | Threads:
     """Start ``processes`` workers the way ``start_method`` (or ``context``,
     or the process-wide default) says: ``"threading"`` makes them threads
     of this process. Each is replaced after ``lifespan_chunks`` chunks or
     ``lifespan_items`` items, and has ``exit_grace`` seconds for its exit
-    hook when told to exit."""
+    hook when told to exit. Workers that fork inherit ``initializer`` and
+    ``initargs``; other processes get them pickled by ``dumps_init``
+    (threads take them as they are)."""
     if start_method == THREADING:
         return Threads(processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace)
     method = _start.resolve(context, start_method)
-    return Processes(method, processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace)
+    return Processes(method, processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace, dumps_init)

@@ -137,8 +137,10 @@ def describe_call(name: str, item: Any, bits: int) -> str:
     if bits & P.APPLY:
         args, kwds = item
         parts = [r.repr(a) for a in args] + [f"{k}={r.repr(v)}" for k, v in kwds.items()]
-    elif bits & P.STAR:
+    elif bits & P.STAR or (bits & P.UNPACK and isinstance(item, tuple)):
         parts = [r.repr(a) for a in item]
+    elif bits & P.UNPACK and isinstance(item, dict):
+        parts = [f"{k}={r.repr(v)}" for k, v in item.items()]
     else:
         parts = [r.repr(item)]
     return f"{name}({', '.join(parts)})"

@@ -229,12 +229,14 @@ class Jobs:
         timeout: float | None = None,
         eager: bool = False,
         pinned: bool = False,
+        unpack: bool = False,
     ) -> IMapIterator[Any]:
         """``func`` over every item, yielded as results arrive. ``window``:
         chunks in flight (default: the engine's for the pool's size);
         ``timeout``: each chunk's deadline; ``eager``: read and submit the
         whole input now (``Executor.map`` without ``buffersize``);
-        ``pinned``: chunk ``i`` runs on worker ``i % workers`` (see :meth:`new_job`)."""
+        ``pinned``: chunk ``i`` runs on worker ``i % workers`` (see :meth:`new_job`);
+        ``unpack``: each item is called by MPIRE's rule (``UNPACK``), not as ``star`` says."""
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if chunksize is None and self.equal_chunks:
@@ -246,7 +248,7 @@ class Jobs:
             # Room for the whole input at once: its feeder reads it all now.
             n = len(iterable)  # type: ignore[arg-type]
             window = max(1, -(-n // (chunksize or 1)))
-        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout, pinned=pinned)
+        return cls(self, func, iterable, chunksize, star, window=window, timeout=timeout, pinned=pinned, unpack=unpack)
 
     def start_lazy(self, lazy: _Lazy) -> None:
         """Start ``lazy``'s feeder thread, and keep it for close/join/terminate."""
@@ -306,9 +308,9 @@ class Jobs:
                 lazy.feeder.join()
 
 
-def _bits(single: bool, star: bool) -> int:
+def _bits(single: bool, star: bool, unpack: bool = False) -> int:
     """A job's task bits: ``SINGLE`` when its chunks are bare items."""
-    return (P.STAR if star else 0) | (P.SINGLE if single else 0)
+    return (P.STAR if star else 0) | (P.SINGLE if single else 0) | (P.UNPACK if unpack else 0)
 
 
 def _read_batch(
@@ -447,6 +449,9 @@ class _Lazy:
         self.reader: threading.Thread | None = None
         # The iterator was collected.
         self.dropped = False
+        # Some chunk had failed items (_Raise in items): results are then
+        # taken one by one, so the first failure raises where it stands.
+        self.raised = False
         # Nobody takes results as they come, yet the whole input must run
         # (join): the feeder takes them, to make room.
         self.drain = False
@@ -638,6 +643,7 @@ class _Lazy:
             if errors is None:
                 items.extend(decoded)
             else:
+                self.raised = True
                 items.extend(_Raise(errors[k]) if k in errors else v for k, v in enumerate(decoded))
         return bool(values or rest)
 
@@ -721,13 +727,14 @@ class IMapIterator(Iterator[T], AsyncIterator[T], Generic[T]):
         window: int | None = None,
         timeout: float | None = None,
         pinned: bool = False,
+        unpack: bool = False,
     ) -> None:
         # No chunksize: the engine suggests one per chunk (adaptive).
         adaptive = chunksize is None
         chunks = Chunks(iterable, chunksize or 1, single=chunksize == 1, oob=jobs.oob)
         if window is None:
             window = _shoal.window_chunks(jobs.workers, adaptive)
-        job = jobs.new_job(func, _bits(chunks.single, star), self._ordered, window, timeout, pinned)
+        job = jobs.new_job(func, _bits(chunks.single, star, unpack), self._ordered, window, timeout, pinned)
         self._lazy = lazy = _Lazy(jobs.engine, job, chunks, adaptive, window)
         self._job = job  # the engine's id of the job, for a front door to cancel it
         self._items = lazy.items
@@ -753,6 +760,32 @@ class IMapIterator(Iterator[T], AsyncIterator[T], Generic[T]):
         return self._lazy.next(timeout)
 
     __next__ = next
+
+    def take_into(self, out: list[T]) -> bool:
+        """Append the next result to ``out``, waiting for it, and every
+        result that has arrived after it, whole chunks at a time, with no
+        Python step per result (a front door's ``map`` that collects a
+        list, or a generator that yields a batch at a time). False once
+        there are no more; a failed item raises its error as :meth:`next`
+        does, with the results before it in ``out``."""
+        try:
+            out.append(self.next())
+        except StopIteration:
+            return False
+        lazy = self._lazy
+        with lazy.take_lock:
+            lazy._absorb()
+            if not lazy.raised:
+                items = self._items
+                # Only the reader (this thread) and holders of take_lock
+                # touch items: nothing is added or taken between the two.
+                out.extend(items)
+                items.clear()
+                return True
+        # A failure among them: one by one, so it raises at its place.
+        while self._items:
+            out.append(self.next())
+        return True
 
     def __aiter__(self) -> IMapIterator[T]:
         return self

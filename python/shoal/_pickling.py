@@ -230,6 +230,12 @@ def loads_chunk(data: Any) -> Any:
     return loads(data) if data[0] == _PROTO else unpack_values(data)
 
 
+def is_packed_chunk(data: Any) -> bool:
+    """Whether ``dumps_chunk`` packed this chunk: its items are all plain
+    ints or all plain floats."""
+    return bool(data[0] != _PROTO)
+
+
 def dumps_one(obj: Any, oob: Outbound | Handles | None = None) -> bytes:
     """One task's item or result, for ``loads_one``: packed if it is a plain
     number or a short tuple of them, else as ``dumps`` does."""
@@ -274,6 +280,11 @@ def dumps_func(func: Any, inherited: dict[str, Any] | Handles | None = None) -> 
         data = _dumps(func, PROTOCOL)
     except Exception as first:  # noqa: BLE001 - _by_value decides
         return _by_value(func, first), False
+    if getattr(type(func), "pickles_prepared", False):
+        # A wrapper whose pickle carries its function's, made by this
+        # function already: a `__main__` in it is inside those bytes, sent
+        # as they were decided, not a reference this pickle makes.
+        return data, False
     if data.find(_MAIN) < 0:
         return data, _names_itself(func)
     if inherited is not None and _script_level(func) and _top_level_is(func, inherited):

@@ -17,6 +17,7 @@ STAR = _x.TASK_STAR
 APPLY = _x.TASK_APPLY
 SINGLE = _x.TASK_SINGLE  # one item, not a list; an OK result is one value
 ISOLATE = _x.TASK_ISOLATE  # run alone: results flushed before and after (a crash suspect)
+UNPACK = _x.TASK_UNPACK  # MPIRE's rule per item: tuple f(*item), dict f(**item), else f(item)
 
 # A chunk's status: a worker reports the first three, the engine the rest.
 OK = _x.STATUS_OK

@@ -22,6 +22,7 @@ __all__ = [
     "TASK_ISOLATE",
     "TASK_SINGLE",
     "TASK_STAR",
+    "TASK_UNPACK",
     "Engine",
     "JobResult",
     "PlainApply",
@@ -58,6 +59,7 @@ TASK_STAR: Final = 1
 TASK_APPLY: Final = 2
 TASK_SINGLE: Final = 4
 TASK_ISOLATE: Final = 8
+TASK_UNPACK: Final = 16
 
 # `decode(status, single, payload, n_items) -> (values, errors by item or None)`
 _Decode = Callable[[int, bool, bytes, int], tuple[list[Any], dict[int, BaseException] | None]]

@@ -58,6 +58,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from shoal import _shoal
@@ -211,7 +212,7 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
 def start_engine(
     method: str | None,
     processes: int,
-    init_payload: bytes,
+    init_payload: Callable[[str], bytes],
     max_tasks: int | None,
     *,
     max_items: int | None = None,
@@ -222,11 +223,14 @@ def start_engine(
     ``forkserver``); each is replaced after ``max_tasks`` chunks
     (``maxtasksperchild``) or ``max_items`` items (``worker_lifespan``), and
     has ``exit_grace`` seconds to run its exit hook when told to exit.
+    ``init_payload(method)``: the workers' ``Init`` payload, made once the
+    method is settled (after the zygote forks, for the default), so that
+    what forked workers inherit need not be pickled for them.
     Returns the method used, the engine and its zygote."""
     limits: dict[str, Any] = {"lifespan_chunks": max_tasks, "lifespan_items": max_items, "exit_grace": exit_grace}
     if method == "spawn":
         argv = [sys.executable, "-c", _WORKER_CODE]
-        return method, _shoal.Engine(processes, init_payload, argv=argv, **limits), None
+        return method, _shoal.Engine(processes, init_payload(method), argv=argv, **limits), None
     zygote: Zygote | None = None
     if method is None:
         try:
@@ -236,7 +240,14 @@ def start_engine(
     if zygote is None:
         zygote = Zygote(method or "forkserver")
     try:
-        engine = _shoal.Engine(processes, init_payload, zygote_fd=zygote.ctrl_fd, **limits)
+        payload = init_payload(zygote.method)
+    except BaseException:
+        # No engine took the socket: close it, so the zygote exits.
+        os.close(zygote.ctrl_fd)
+        zygote.close()
+        raise
+    try:
+        engine = _shoal.Engine(processes, payload, zygote_fd=zygote.ctrl_fd, **limits)
     except BaseException:
         # The engine closed the socket as it failed, so the zygote exits.
         zygote.close()

@@ -6,9 +6,11 @@ A ``WorkerPool``'s workers are ordinary shoal workers whose initializer is
 when the engine's ``Init`` frame arrives: it builds the extra arguments
 (worker id, shared objects, worker state, in MPIRE's order), runs
 ``worker_init`` and sets ``_worker.exit_hook`` so that ``worker_exit`` runs
-when the engine tells the worker to exit. Tasks reach the user's function
+when the engine tells the worker to exit. A map without extra arguments
+or ``worker_init`` sends the user's function itself, which the worker
+calls by MPIRE's rule (the task bit ``UNPACK``); other tasks reach it
 through :class:`MapCall` or :class:`ApplyCall`, the callables the job
-layer sends as the job's function, which add the extra arguments and
+layer then sends as the job's function, which add the extra arguments and
 unpack each task's arguments as MPIRE does.
 
 Under ``start_method="threading"`` the workers are threads of the parent
@@ -29,12 +31,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-# Settings of the pools this process started, by token, while their workers
-# start: a worker forked from this process (start method fork) finds its
-# settings here, inherited, instead of unpickled, so shared objects that
-# only travel by inheritance (multiprocessing locks, values, barriers) work.
-inherited: dict[int, dict[str, Any]] = {}
-
 # This worker's context, set by setup.
 _ctx: _Context | None = None
 
@@ -53,28 +49,15 @@ class _Context:
         self.init_error: BaseException | None = None
 
 
-def setup(token: int, payload: bytes | dict[str, Any] | None) -> None:
-    """The initializer of a ``WorkerPool``'s workers. ``payload``: the
-    settings, pickled as ``multiprocessing`` pickles a process's arguments
-    while it spawns it (see ``worker_pool._dumps_spawning``), or None when
-    they could not be and the worker inherited them by fork (see
-    :data:`inherited`)."""
+def setup(settings: dict[str, Any]) -> None:
+    """The initializer of a ``WorkerPool``'s workers. ``settings``: the
+    parent's own, inherited, when the worker forked (see
+    ``_backend.inherited_init``), or by reference under threading; else
+    unpickled from what ``worker_pool._dumps_spawning`` made."""
     global _ctx
     from shoal import _worker
 
     thread = getattr(_worker.thread, "worker", None)  # a thread worker's host
-    # The inherited copy first: under fork, shared objects are the parent's
-    # own, and nothing needs unpickling (a descriptor reopened, say). Under
-    # threading the settings themselves are the payload, by reference.
-    settings = inherited.get(token)
-    if settings is None and payload is not None:
-        settings = _worker.loads(payload) if isinstance(payload, bytes) else payload
-    if settings is None:
-        raise RuntimeError(
-            "this WorkerPool's settings (its shared_objects, say) could not be pickled, and its workers did not "
-            "fork from the process that made it (the process had other threads, so forkserver was used): "
-            "pass start_method='fork', or shared objects that pickle (pool.ctx makes ones that do under each method)"
-        )
     slot = (_worker.slot if thread is None else thread.slot) or 0
     cpu_ids = settings["cpu_ids"]
     if cpu_ids:
@@ -219,29 +202,16 @@ def _mp_exit() -> None:
         traceback.print_exc()
 
 
-def _call_parts(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """A task's arguments as MPIRE reads them: a dict is keywords; any
-    other iterable but ``str``, ``bytes`` and a numpy array is unpacked
-    into positional arguments; anything else is the one argument."""
-    if isinstance(item, dict):
-        return (), item
-    if isinstance(item, (str, bytes)):
-        return (item,), {}
-    try:
-        it = iter(item)
-    except TypeError:
-        return (item,), {}
-    np = sys.modules.get("numpy")
-    if np is not None and isinstance(item, np.ndarray):
-        return (item,), {}
-    return tuple(it), {}
-
-
 class _Call:
     """The function a ``WorkerPool`` job runs: the user's, with the extra
     arguments. Pickled as the user's function's own pickle (made in the
     parent by ``_pickling.dumps_func``, so a script's function travels by
     reference where the workers inherited it) and rebuilt in the worker."""
+
+    # Its pickle is the type, the user's function's own pickle (bytes) and
+    # a name: _pickling.dumps_func takes it as it is, not for a __main__
+    # reference when those bytes contain one.
+    pickles_prepared = True
 
     def __init__(self, payload: bytes, name: str, func: Callable[..., Any] | None = None) -> None:
         # Under threading the payload is a reference (``_handles``) to the
@@ -287,7 +257,9 @@ class MapCall(_Call):
             return self.func(*ctx.extra, **item)
         if kind is int or kind is float:
             return self.func(*ctx.extra, item)
-        args, kwargs = _call_parts(item)
+        from shoal._worker import call_parts
+
+        args, kwargs = call_parts(item)
         return self.func(*ctx.extra, *args, **kwargs)
 
 

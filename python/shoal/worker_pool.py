@@ -3,10 +3,16 @@
 A program written for MPIRE runs unchanged once ``from mpire import
 WorkerPool`` reads ``from shoal import WorkerPool`` (and ``mpire.utils``
 reads ``shoal.utils``). Every call goes through the one job layer
-(``_jobs.py``): a map is ``Jobs.imap`` with the user's function wrapped in
-``_wp_worker.MapCall``, which adds MPIRE's extra arguments and unpacks each
-task's arguments in the worker; ``apply_async`` is ``Jobs.apply``. The
-worker side (state, ``worker_init``, ``worker_exit``) is ``_wp_worker.py``.
+(``_jobs.py``): a map is ``Jobs.imap`` of the user's function with the
+task bit ``UNPACK``, by which the worker calls it on each task's arguments
+as MPIRE does (a tuple unpacked, a dict as keywords), or, when extra
+arguments come first (worker id, shared objects, state) or ``worker_init``
+may fail every task, wrapped in ``_wp_worker.MapCall``, which adds them;
+``map`` and ``map_unordered`` collect that route's results into a list in
+batches (``IMapIterator.take_into``). ``apply_async`` is ``Jobs.apply``.
+The worker side (state, ``worker_init``, ``worker_exit``) is
+``_wp_worker.py``. Forked workers inherit the pool's settings (shared
+objects included) instead of unpickling them (``_backend.inherited_init``).
 
 What shoal does differently from MPIRE, on purpose:
 
@@ -64,7 +70,6 @@ NUMPY_SPLITS_PER_WORKER = 4
 # sizes chunks by measured task time).
 UNKNOWN_LENGTH_CHUNK = 4
 
-_tokens = itertools.count(1)
 _live: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
@@ -361,41 +366,31 @@ class WorkerPool:
             "worker_init": worker_init,
             "worker_exit": worker_exit,
         }
-        token = next(_tokens)
         threads = self._start_method == _backend.THREADING
         method = _backend.THREADING if threads else _start.resolve(None, self._start_method)
-        # Forked workers inherit the settings: nothing is pickled, so shared
-        # objects may be anything that survives a fork. Others get them
-        # pickled as multiprocessing pickles a spawned process's arguments,
-        # which is the one time its locks and values may be. With no method
-        # set, whether the workers fork is settled at the fork (see _start),
-        # so the settings are also sent pickled, if they can be.
-        if method in (None, "fork"):
-            _wp_worker.inherited[token] = settings
-        payload: Any = None
-        if threads:
-            payload = settings  # by reference: nothing is pickled
-        elif method != "fork":
+
+        def dumps_settings(obj: Any) -> bytes:
+            # Workers that fork inherit the settings (_backend.inherited_init),
+            # and thread workers take them by reference: nothing is pickled,
+            # so shared objects may be anything that survives a fork. Others
+            # get them pickled as multiprocessing pickles a spawned process's
+            # arguments, the one time its locks and values may be.
             try:
-                payload = _dumps_spawning(settings)
+                return _dumps_spawning(obj)
             except Exception as exc:
-                if method is not None:
-                    raise _unsendable(method, exc) from exc
-        initargs: tuple[Any, ...] = (token, payload)
-        try:
-            backend = _backend.start(
-                None,
-                method,
-                self._n_jobs,
-                _wp_worker.setup,
-                initargs,
-                None,
-                lifespan_items=lifespan,
-                exit_grace=EXIT_GRACE,
-            )
-        finally:
-            # The zygote forked from this process holds its copy now.
-            _wp_worker.inherited.pop(token, None)
+                raise _unsendable(method or "forkserver", exc) from exc
+
+        backend = _backend.start(
+            None,
+            method,
+            self._n_jobs,
+            _wp_worker.setup,
+            (settings,),
+            None,
+            lifespan_items=lifespan,
+            exit_grace=EXIT_GRACE,
+            dumps_init=dumps_settings,
+        )
         self._backend = backend
         self._jobs = Jobs(backend.engine, self._n_jobs, backend.oob, inherited=backend.inherited)
         self._params_changed = False
@@ -617,7 +612,8 @@ class WorkerPool:
         ``enable_insights`` (keyword only): turn insights on or off from
         this map on (see :meth:`get_insights`).
         """
-        items = self.imap(
+        results = self._collect(
+            True,
             func,
             iterable_of_args,
             iterable_len,
@@ -633,9 +629,8 @@ class WorkerPool:
             worker_exit_timeout,
             progress_bar_options,
             progress_bar_style,
-            enable_insights=enable_insights,
+            enable_insights,
         )
-        results = list(items)
         if concatenate_numpy_output and results and is_ndarray(results[0]):
             import numpy as np
 
@@ -663,26 +658,67 @@ class WorkerPool:
         enable_insights: bool | None = None,
     ) -> list[Any]:
         """Like :meth:`map`, as a list in the order tasks finish."""
-        return list(
-            self.imap_unordered(
-                func,
-                iterable_of_args,
-                iterable_len,
-                max_tasks_active,
-                chunk_size,
-                n_splits,
-                worker_lifespan,
-                progress_bar,
-                worker_init,
-                worker_exit,
-                task_timeout,
-                worker_init_timeout,
-                worker_exit_timeout,
-                progress_bar_options,
-                progress_bar_style,
-                enable_insights=enable_insights,
-            )
+        return self._collect(
+            False,
+            func,
+            iterable_of_args,
+            iterable_len,
+            max_tasks_active,
+            chunk_size,
+            n_splits,
+            worker_lifespan,
+            progress_bar,
+            worker_init,
+            worker_exit,
+            task_timeout,
+            worker_init_timeout,
+            worker_exit_timeout,
+            progress_bar_options,
+            progress_bar_style,
+            enable_insights,
         )
+
+    def _collect(
+        self,
+        ordered: bool,
+        func: Callable[..., Any],
+        iterable_of_args: Iterable[Any],
+        iterable_len: int | None,
+        max_tasks_active: int | None,
+        chunk_size: float | None,
+        n_splits: int | None,
+        worker_lifespan: int | None,
+        progress_bar: bool,
+        worker_init: Callable[..., Any] | None,
+        worker_exit: Callable[..., Any] | None,
+        task_timeout: float | None,
+        worker_init_timeout: float | None,
+        worker_exit_timeout: float | None,
+        progress_bar_options: dict[str, Any] | None,
+        progress_bar_style: str | None,
+        enable_insights: bool | None,
+    ) -> list[Any]:
+        """``map`` and ``map_unordered``: the ``imap`` route (the same
+        checks, job and ending), with the results collected into a list."""
+        plan = self._plan(
+            iterable_of_args,
+            iterable_len,
+            max_tasks_active,
+            chunk_size,
+            n_splits,
+            worker_lifespan,
+            progress_bar,
+            task_timeout,
+            worker_init_timeout,
+            worker_exit_timeout,
+            progress_bar_options,
+            progress_bar_style,
+        )
+        self._enable_insights(enable_insights)
+        results: list[Any] = []
+        for _ in self._run(func, plan, ordered, worker_init, worker_exit, self._generation, results):
+            pass  # nothing is yielded when collecting
+        return results
 
     def imap(
         self,
@@ -835,9 +871,11 @@ class WorkerPool:
         worker_init: Callable[..., Any] | None,
         worker_exit: Callable[..., Any] | None,
         generation: int,
+        collect: list[Any] | None = None,
     ) -> Generator[Any, None, None]:
         """The generator every map is: starts the workers (if needed) and
-        the job at the first ``next``, yields results, and ends the job.
+        the job at the first ``next``, yields results (or, with ``collect``,
+        appends them all to it and yields none), and ends the job.
         ``generation``: the pool's when the map was asked for; once
         terminate() or stop_and_join() have changed it, the map is over."""
         if generation != self._generation:
@@ -855,7 +893,14 @@ class WorkerPool:
         it: IMapIterator[Any] | None = None
         try:
             jobs = self._start_workers(worker_init, worker_exit, plan.lifespan, plan.init_timeout, plan.exit_timeout)
-            call = _wp_worker.MapCall(dumps_func(func, jobs.inherited)[0], func_name(func))
+            # The workers' own settings now (a change restarted them above).
+            # Without extra arguments or an init that may fail every task,
+            # the worker calls func itself, by MPIRE's rule (UNPACK); else
+            # MapCall adds them.
+            unpack = not self._extra_arguments() and self._worker_init is None
+            call: Callable[..., Any] = func
+            if not unpack:
+                call = _wp_worker.MapCall(dumps_func(func, jobs.inherited)[0], func_name(func))
             it = jobs.imap(
                 call,
                 plan.items,
@@ -865,6 +910,7 @@ class WorkerPool:
                 window=plan.window,
                 timeout=plan.timeout,
                 pinned=self._order_tasks,
+                unpack=unpack,
             )
             self._current = it
             if plan.progress is not None:
@@ -873,12 +919,32 @@ class WorkerPool:
                 self._progress = plan.progress
                 plan.progress.start(*_progress_sources(jobs.engine, it, plan.total))
             try:
-                for value in it:
-                    yield value
-                    if self._generation != generation:
-                        raise RuntimeError(
-                            "the WorkerPool was terminated (or its with block left) while this map was unfinished"
-                        )
+                if collect is not None:
+                    # map: results go to the list in whole batches, with no
+                    # step of this generator per result.
+                    while it.take_into(collect):
+                        if self._generation != generation:
+                            raise RuntimeError(_TERMINATED_DURING)
+                else:
+                    # Results come in batches too (take_into), so a result
+                    # costs a step of this loop, not also one of the
+                    # iterator's; each is still yielded, and the pool's
+                    # generation checked, one at a time.
+                    batch: list[Any] = []
+                    more = True
+                    while more:
+                        failure: BaseException | None = None
+                        try:
+                            more = it.take_into(batch)
+                        except BaseException as exc:  # noqa: BLE001 - raised below, after the results before it
+                            failure, more = exc, False
+                        for value in batch:
+                            yield value
+                            if self._generation != generation:
+                                raise RuntimeError(_TERMINATED_DURING)
+                        batch.clear()
+                        if failure is not None:
+                            raise failure
             except TimeoutError as exc:
                 init_stuck = _name_init_hook(exc)
                 raise
@@ -912,6 +978,11 @@ class WorkerPool:
             # Workers replaced during the map (worker_lifespan) ran
             # worker_exit: its failure or time-out fails the map, as in MPIRE.
             self._raise_exit_error()
+
+    def _extra_arguments(self) -> bool:
+        """Whether tasks get extra arguments before their own (worker id,
+        shared objects, worker state)."""
+        return self._pass_worker_id or self._shared_objects is not None or self._use_worker_state
 
     # -- apply -----------------------------------------------------------------
     def apply(
@@ -961,17 +1032,29 @@ class WorkerPool:
         ``worker_init`` and ``worker_exit`` and their timeouts (see
         :meth:`map`); later ones cannot change them. ``callback`` and
         ``error_callback`` run in the parent."""
-        _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
+        # The common call (no timeouts, a tuple of arguments) checks no more
+        # than it must: this runs once per task.
+        if task_timeout is not None or worker_init_timeout is not None or worker_exit_timeout is not None:
+            _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         jobs = self._jobs
         if jobs is None:
             jobs = self._start_workers(worker_init, worker_exit, None, worker_init_timeout, worker_exit_timeout)
-        if isinstance(args, (str, bytes)) or is_ndarray(args) or not isinstance(args, Iterable):
+        if type(args) is not tuple and (
+            isinstance(args, (str, bytes)) or is_ndarray(args) or not isinstance(args, Iterable)
+        ):
             args = (args,)
-        extra = self._pass_worker_id or self._shared_objects is not None or self._use_worker_state
         target: Callable[..., Any] = func
-        if extra or self._worker_init is not None:
+        if self._extra_arguments() or self._worker_init is not None:
             target = _wp_worker.ApplyCall(dumps_func(func, jobs.inherited)[0], func_name(func))
-        result = jobs.apply(target, args, kwargs or {}, callback, error_callback, timeout=task_timeout)
+        if callback is None and error_callback is None and not kwargs and task_timeout is None:
+            # The common call, once func is cached, wholly in Rust (as
+            # Pool.apply_async takes it). None: not taken.
+            plain = jobs.apply_plain(target, args)
+            if plain is not None:
+                return AsyncResult(plain)
+            result = jobs.apply(target, args, {}, None, None, plain_tried=True)
+        else:
+            result = jobs.apply(target, args, kwargs or {}, callback, error_callback, timeout=task_timeout)
         return AsyncResult(result)
 
 
@@ -1017,6 +1100,8 @@ def _check_timeouts(task: float | None, init: float | None, exit: float | None) 
     for value, name in ((task, "task_timeout"), (init, "worker_init_timeout"), (exit, "worker_exit_timeout")):
         check_number(value, name, (int, float), True, 1e-8)
 
+
+_TERMINATED_DURING = "the WorkerPool was terminated (or its with block left) while this map was unfinished"
 
 # How the engine's message for an initializer killed at its deadline begins
 # (crates/shoal-core/src/supervise.rs, `init_timed_out`).

@@ -110,6 +110,11 @@ pub mod task {
     /// on chunks that were queued on a worker that died, so the one that
     /// crashed it can be told apart from the others.
     pub const ISOLATE: u8 = 8;
+    /// MPIRE's rule, per item: a tuple is `f(*item)`, a dict is
+    /// `f(**item)`, any other iterable but `str`, `bytes` and a numpy array
+    /// is unpacked as positional arguments, anything else is `f(item)`.
+    /// (`WorkerPool`'s maps, when no extra arguments precede the item's.)
+    pub const UNPACK: u8 = 16;
 }
 
 /// What became of a chunk. A worker reports the first three; the engine
@@ -538,6 +543,8 @@ mod tests {
         // Task carries bits, a Result a status.
         let t = Header::task(1, 0, 1, task::SINGLE | task::STAR, 0);
         assert_eq!(t.task_bits(), task::SINGLE | task::STAR);
+        let t = Header::task(1, 0, 1, task::SINGLE | task::UNPACK | task::ISOLATE, 0);
+        assert_eq!(t.task_bits(), task::SINGLE | task::UNPACK | task::ISOLATE);
     }
 
     #[test]

@@ -979,6 +979,7 @@ mod _shoal {
         m.add("TASK_APPLY", super::task::APPLY)?;
         m.add("TASK_SINGLE", super::task::SINGLE)?;
         m.add("TASK_ISOLATE", super::task::ISOLATE)?;
+        m.add("TASK_UNPACK", super::task::UNPACK)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

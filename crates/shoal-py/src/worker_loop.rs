@@ -5,9 +5,10 @@
 //! At `chunksize=1` and for `apply_async` a worker spends more time reading
 //! frames, timing tasks and packing results than running them: ~2 µs a
 //! task of Python bytecode around `loads`, the call and `dumps`. So a task of
-//! one item (`SINGLE`) or one argument tuple (`STAR | SINGLE`) whose
-//! function loaded is run here outright: its one fast case, a property of
-//! the data. Every other stage is Python's, called through the worker's
+//! one item (`SINGLE`), one argument tuple (`STAR | SINGLE`) or one item
+//! called by MPIRE's rule (`UNPACK | SINGLE`, for a tuple, a dict or a
+//! scalar) whose function loaded is run here outright: its one fast case,
+//! a property of the data. Every other stage is Python's, called through the worker's
 //! host object (`python/shoal/_worker.py`, `_Host`): a chunk of several
 //! items, a stage that fails (reported exactly as Python reports it),
 //! defining a function, and start-up.
@@ -17,7 +18,9 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PySlice, PyTuple, PyType};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PySlice, PyString, PyTuple, PyType,
+};
 use shoal_core::frame::{self, task, Header, Kind, HEADER_LEN};
 use shoal_core::Status;
 
@@ -90,6 +93,8 @@ pub struct WorkerLoop {
     /// `_worker._chunk_failed(exc, where)`: a whole chunk's failure.
     chunk_failed: Py<PyAny>,
     define: Py<PyAny>,
+    /// `_worker._call_unpacked(func, item)`: MPIRE's rule, whole.
+    call_unpacked: Py<PyAny>,
 }
 
 /// Where [`WorkerLoop::run`] stopped: position, when the oldest unsent
@@ -116,6 +121,7 @@ impl WorkerLoop {
             careful: get("careful")?,
             chunk_failed: get("chunk_failed")?,
             define: get("define")?,
+            call_unpacked: py.import("shoal._worker")?.getattr("_call_unpacked")?.unbind(),
             host,
         })
     }
@@ -221,6 +227,26 @@ impl WorkerLoop {
     }
 }
 
+/// `func` called on `item` by MPIRE's rule ([`task::UNPACK`]) for the item
+/// types that settle it at once: a tuple, a dict, or a scalar that is not
+/// iterable (or a `str` or `bytes`, which are one argument). `None`: any
+/// other type, whose rule the host applies.
+fn unpacked_call<'py>(func: &Bound<'py, PyAny>, item: &Bound<'py, PyAny>) -> Option<PyResult<Bound<'py, PyAny>>> {
+    if let Ok(args) = item.cast_exact::<PyTuple>() {
+        return Some(func.call1(args.clone()));
+    }
+    if let Ok(kwargs) = item.cast_exact::<PyDict>() {
+        return Some(func.call((), Some(kwargs)));
+    }
+    let one = item.is_none()
+        || item.is_exact_instance_of::<PyInt>()
+        || item.is_exact_instance_of::<PyFloat>()
+        || item.is_exact_instance_of::<PyBool>()
+        || item.is_exact_instance_of::<PyString>()
+        || item.is_exact_instance_of::<PyBytes>();
+    one.then(|| func.call1((item,)))
+}
+
 /// One frame, `header` then `body`, as a bytes object for the batch.
 fn frame_bytes<'py>(py: Python<'py>, mut header: Header, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     header.len = frame::payload_len(body.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -289,9 +315,10 @@ impl WorkerLoop {
     ) -> PyResult<Ran<'py>> {
         let bits = h.task_bits() & !task::ISOLATE;
         let star = bits == task::STAR | task::SINGLE;
+        let plain = bits == task::SINGLE || bits == task::UNPACK | task::SINGLE || star;
         let func = self.funcs.bind(py).get_item(h.func_id())?;
         if let Some(func) = &func {
-            if (bits == task::SINGLE || star) && !func.is_instance(self.load_error.bind(py))? {
+            if plain && !func.is_instance(self.load_error.bind(py))? {
                 let payload = bytes_at(py, buf, start, stop);
                 return self.run_plain(py, func, bits, star, &payload);
             }
@@ -326,7 +353,13 @@ impl WorkerLoop {
             Ok(item) => item,
             Err(_) => return self.run_task.bind(py).call1((func, bits, payload))?.extract(),
         };
-        let called = if star {
+        let called = if bits & task::UNPACK != 0 {
+            // An item of another type (a list, a namedtuple, an array):
+            // Python applies the whole rule, to the item loaded here (a
+            // payload may be loaded only once: under threading it takes the
+            // item out of the pool's table).
+            unpacked_call(func, &item).unwrap_or_else(|| self.call_unpacked.bind(py).call1((func, &item)))
+        } else if star {
             match item.cast::<PyTuple>() {
                 Ok(args) => func.call1(args.clone()),
                 Err(_) => py
