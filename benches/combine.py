@@ -30,7 +30,7 @@ def combine(runs: list[dict[str, Results]]) -> dict[str, Results]:
                 keys = [k for k in good[0] if all(k in g for g in good)]
                 out[name][lib] = {k: statistics.median(g[k] for g in good) for k in keys}
             else:
-                # Every run timed out, failed or was not implemented: say which.
+                # Every run timed out or failed: say which.
                 out[name][lib] = got[-1]
     return out
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 # One row's medians: library -> figures, or None when it ran out of time.
 Results = dict[str, "dict | None"]
 
-NOT_IMPLEMENTED = "not implemented"
-
 
 @dataclass(frozen=True)
 class Target:
@@ -41,7 +39,7 @@ class Row:
 
 
 def usable(r: dict | None) -> bool:
-    return r is not None and not r.get("failed") and not r.get("na")
+    return r is not None and not r.get("failed")
 
 
 def figure(results: Results, lib: str, key: str = "time") -> float | None:

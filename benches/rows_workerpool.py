@@ -23,7 +23,7 @@ from typing import Any
 
 import workloads as W
 from adapters import WORKERS, worker_pool_class
-from rows import NOT_IMPLEMENTED, Row, Target, at_most, figure, within
+from rows import Row, Target, at_most, figure, within
 
 SMALL = 1_000
 TINY_TASKS = 1_000_000
@@ -76,10 +76,6 @@ def _paired(without: Callable[[], Any], with_: Callable[[], Any]) -> dict:
 def w_progress_bar(lib: str) -> dict:
     with worker_pool_class(lib)(n_jobs=WORKERS, keep_alive=True) as wp:
         wp.map(W.square, range(100))
-        try:
-            wp.map(W.square, range(100), progress_bar=True)
-        except NotImplementedError:
-            return {"time": 0.0, "na": NOT_IMPLEMENTED}
         return _paired(
             lambda: wp.map(W.square, range(TINY_TASKS)),
             lambda: wp.map(W.square, range(TINY_TASKS), progress_bar=True),
@@ -88,10 +84,6 @@ def w_progress_bar(lib: str) -> dict:
 
 def w_insights(lib: str) -> dict:
     cls = worker_pool_class(lib)
-    try:
-        cls(n_jobs=WORKERS, enable_insights=True).terminate()
-    except NotImplementedError:
-        return {"time": 0.0, "na": NOT_IMPLEMENTED}
     with (
         cls(n_jobs=WORKERS, keep_alive=True) as plain,
         cls(n_jobs=WORKERS, keep_alive=True, enable_insights=True) as wp,

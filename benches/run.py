@@ -40,7 +40,7 @@ import rows_mpire  # noqa: E402
 import rows_pool  # noqa: E402
 import rows_workerpool  # noqa: E402
 from adapters import WORKERS, preimport  # noqa: E402
-from rows import NOT_IMPLEMENTED, Results, Row, usable  # noqa: E402
+from rows import Results, Row, usable  # noqa: E402
 
 SECTIONS: dict[str, dict[str, Row]] = {
     "pool": rows_pool.ROWS,
@@ -103,8 +103,8 @@ def measure(names: list[str], libs: list[str]) -> dict[str, Results]:
                 if lib in done:
                     continue
                 r = run_one(name, lib)
-                if r is None or r.get("failed") or r.get("na"):
-                    done[lib] = r  # too slow, failed or absent: no more runs
+                if r is None or r.get("failed"):
+                    done[lib] = r  # too slow or failed: no more runs
                     continue
                 samples[lib].append(r)
                 if r["time"] > SLOW_RUN:
@@ -129,8 +129,6 @@ def fmt(r: dict | None, timeout: int = 0) -> str:
         return f"> {timeout} s" if timeout else "failed"
     if r.get("failed"):
         return "failed"
-    if r.get("na"):
-        return f"n/a ({r['na']})"
     if "with_over_without" in r:
         return f"{_ms(r['base'])} → {_ms(r['time'])} ({r['with_over_without']:.3f}x)"
     s = _ms(r["time"])
@@ -174,8 +172,7 @@ def targets(row: Row, per_lib: Results) -> str:
     for t in row.targets:
         value = t.ratio(per_lib)
         if value is None:
-            na = any(r is not None and r.get("na") == NOT_IMPLEMENTED for r in per_lib.values())
-            cells.append(f"{t.text}: {'n/a (not implemented)' if na else 'n/a'}")
+            cells.append(f"{t.text}: n/a")
         else:
             # Three decimals near 1, where two would print a miss as "1.00".
             shown = f"{value:.3f}" if 0.95 < value < 1.05 else f"{value:.2f}"
