@@ -4,6 +4,7 @@ their own result, interrupted calls, and lifespans counted in tasks."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -18,8 +19,12 @@ def test_a_callback_asking_about_its_own_result_is_told_not_ready(pool: shoal.Po
     # asking from inside the callback must answer, not wait for itself.
     seen: list[object] = []
     holder: list[object] = []
+    held = threading.Event()
 
     def callback(value: object) -> None:
+        # The task may finish before apply_async returns; wait for the
+        # result object to be in hand rather than race its assignment.
+        assert held.wait(30)
         r = holder[0]
         seen.append(r.ready())  # type: ignore[attr-defined]
         with pytest.raises(RuntimeError, match="own callback"):
@@ -28,6 +33,7 @@ def test_a_callback_asking_about_its_own_result_is_told_not_ready(pool: shoal.Po
 
     r = pool.apply_async(tasks.square, (4,), callback=callback)
     holder.append(r)
+    held.set()
     assert r.get(timeout=30) == 16
     assert seen == [False, 16]
     assert r.ready() and r.successful()
