@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from shoal import _shm, _shoal, _start
+from shoal import _shm, _shoal, _spawning, _start
 from shoal._handles import Handles
 from shoal._pickling import dumps, main_snapshot
 
@@ -53,7 +53,7 @@ class Processes:
         lifespan_chunks: int | None,
         lifespan_items: int | None = None,
         exit_grace: float = 10.0,
-        dumps_init: Callable[[Any], bytes] = dumps,
+        dumps_init: Callable[[Any], bytes] = _spawning.dumps,
     ) -> None:
         # release() may be called from two threads at once (terminate() from
         # a timer racing join()); it runs once at a time.
@@ -64,6 +64,10 @@ class Processes:
         self.buffers = _shm.PoolBuffers(processes + _SPARE_RESULT_ARENAS, method or "forkserver")
         self.oob: _shm.Outbound | None = self.buffers.outbound
         initargs = tuple(initargs)
+        # Held for the pool's life, as multiprocessing.Pool holds them: a
+        # worker started later (a replacement) unpickles them afresh, and a
+        # Lock's or Barrier's semaphore and memory live as long as an owner does.
+        self._init = (initializer, initargs)
         settings = {
             "sys_path": list(sys.path),
             "authkey": bytes(multiprocessing.process.current_process().authkey),
@@ -170,15 +174,17 @@ def start(
     *,
     lifespan_items: int | None = None,
     exit_grace: float = 10.0,
-    dumps_init: Callable[[Any], bytes] = dumps,
+    dumps_init: Callable[[Any], bytes] = _spawning.dumps,
 ) -> Processes | Threads:
     """Start ``processes`` workers the way ``start_method`` (or ``context``,
     or the process-wide default) says: ``"threading"`` makes them threads
     of this process. Each is replaced after ``lifespan_chunks`` chunks or
     ``lifespan_items`` items, and has ``exit_grace`` seconds for its exit
     hook when told to exit. Workers that fork inherit ``initializer`` and
-    ``initargs``; other processes get them pickled by ``dumps_init``
-    (threads take them as they are)."""
+    ``initargs``; other processes get them pickled by ``dumps_init``, by
+    default as ``multiprocessing`` pickles a spawned process's arguments,
+    so its locks, values and queues may be among them (threads take them
+    as they are)."""
     if start_method == THREADING:
         return Threads(processes, initializer, initargs, lifespan_chunks, lifespan_items, exit_grace)
     method = _start.resolve(context, start_method)

@@ -313,7 +313,7 @@ def serve(fd: int, parent_pid: int) -> int:
     inbox = _Inbox(fd)
     outbox = _Outbox(fd)
     try:
-        return _loop(inbox, outbox)
+        return _loop(inbox, outbox, on_exit=mp_exit)
     finally:
         try:
             outbox.flush()
@@ -378,11 +378,13 @@ class _Outbox:
             _shm.free_deferred()
 
 
-def _loop(inbox: _Inbox, outbox: _Outbox, host: Any = None) -> int:
+def _loop(inbox: _Inbox, outbox: _Outbox, host: Any = None, on_exit: Callable[[], None] | None = None) -> int:
     """Hand every frame to the native loop (crates/shoal-py/src/worker_loop.rs),
     which runs tasks and batches their results; write the batch when it
     says so, and before blocking on a read. ``host``: the stages the loop
-    calls back into (a thread worker's own); by default this process's."""
+    calls back into (a thread worker's own); by default this process's.
+    ``on_exit`` runs when the parent tells the worker to exit (not when
+    the parent is gone)."""
     from shoal import _shoal
 
     loop = _shoal.WorkerLoop(_Host(outbox.parts) if host is None else host)
@@ -397,6 +399,8 @@ def _loop(inbox: _Inbox, outbox: _Outbox, host: Any = None) -> int:
                 break
             outbox.flush()
             if action == _EXIT:
+                if on_exit is not None:
+                    on_exit()
                 return 0
             if action == _FAIL:
                 return 1
@@ -456,6 +460,29 @@ def init_started() -> None:
 
     if _channel is not None:
         _write_all(_channel, _shoal.init_started_frame())
+
+
+def mp_exit() -> None:
+    """Run ``multiprocessing``'s exit routine once, as a process it started
+    runs it as it ends, if this worker used ``multiprocessing`` at all: a
+    ``Queue`` a task or initializer put into hands what it holds to its
+    pipe (its feeder thread) before the worker exits, and child processes
+    are joined. Its finalizers from the parent are skipped (each knows its
+    pid). For process workers only: a thread worker's process is the parent."""
+    global _mp_exited
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _mp_exited:
+        return
+    _mp_exited = True
+    try:
+        util._exit_function()
+    except BaseException:  # noqa: BLE001 - the worker exits either way
+        import traceback
+
+        traceback.print_exc()
+
+
+_mp_exited = False
 
 
 def run_exit_hook() -> bytes | None:

@@ -53,7 +53,7 @@ def setup(settings: dict[str, Any]) -> None:
     """The initializer of a ``WorkerPool``'s workers. ``settings``: the
     parent's own, inherited, when the worker forked (see
     ``_backend.inherited_init``), or by reference under threading; else
-    unpickled from what ``worker_pool._dumps_spawning`` made."""
+    unpickled from what ``_spawning.dumps`` made."""
     global _ctx
     from shoal import _worker
 
@@ -107,43 +107,6 @@ def _thread_context() -> _Context | None:
     return None if host is None else host.context
 
 
-class ProcFd:
-    """A file descriptor of the pool's process, as a worker that did not
-    inherit it gets it: what ``multiprocessing``'s ``DupFd`` is to a child
-    it spawns. A shared object's ``multiprocessing`` memory (``Value``,
-    ``Array``, a ``Barrier``'s count) and pipes (a ``Queue``) pickle as
-    one, while the pool pickles its settings. The worker opens the same
-    file through ``/proc/<pid>/fd``, as ``_shm`` reaches the pool's arenas,
-    which needs the pool's process to be alive, dumpable and on a system
-    with ``/proc``; ``mode`` is the access mode the pool's descriptor has."""
-
-    __slots__ = ("fd", "mode", "pid")
-
-    def __init__(self, pid: int, fd: int, mode: int) -> None:
-        self.pid = pid
-        self.fd = fd
-        self.mode = mode
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ProcFd, (self.pid, self.fd, self.mode))
-
-    def detach(self) -> int:
-        """A descriptor of this process for the same file, which the caller owns."""
-        path = f"/proc/{self.pid}/fd/{self.fd}"
-        try:
-            return os.open(path, self.mode | os.O_CLOEXEC)
-        except OSError as exc:
-            raise RuntimeError(
-                f"a shared object's file (descriptor {self.fd} of the pool's process {self.pid}) could not be "
-                f"opened through {path}: {exc}. Is /proc mounted and the parent process dumpable? (A socket "
-                "cannot be reopened this way: pass a multiprocessing Pipe(duplex=False) or a Queue instead.) "
-                "start_method='fork' passes shared objects by inheritance instead"
-            ) from exc
-
-    def __repr__(self) -> str:
-        return f"ProcFd(pid={self.pid}, fd={self.fd})"
-
-
 def _mark_daemon() -> None:
     """Make this worker a daemonic process as ``multiprocessing`` sees it,
     so that starting a process from a task fails as it does under MPIRE's
@@ -169,37 +132,20 @@ def _exit_result(ctx: _Context | None, oob: Any) -> bytes | None:
 
     if ctx is None or ctx.exit is None or ctx.init_error is not None:
         if oob is None:
-            _mp_exit()
+            _worker.mp_exit()
         return None
     try:
         value = ctx.exit(*ctx.extra)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         if oob is None:
-            _mp_exit()
+            _worker.mp_exit()
         return _worker._chunk_failed(exc, "\nin worker_exit\n", oob)
     if oob is None:
-        _mp_exit()  # a thread worker's process is the parent: nothing of it ends
+        _worker.mp_exit()  # a thread worker's process is the parent: nothing of it ends
     try:
         return _worker.dumps((True, value), oob)
     except BaseException as exc:  # noqa: BLE001 - the value cannot travel
         return _worker._chunk_failed(exc, "\nwhile pickling the result of worker_exit\n", oob)
-
-
-def _mp_exit() -> None:
-    """Run ``multiprocessing``'s exit routine, as a process it started runs
-    it as it ends, if this worker used ``multiprocessing`` at all: a
-    ``Queue`` in the shared objects hands what tasks put in it to its pipe
-    (its feeder thread) before the worker exits, and child processes are
-    joined. Its finalizers from the parent are skipped (each knows its pid)."""
-    util = sys.modules.get("multiprocessing.util")
-    if util is None:
-        return
-    try:
-        util._exit_function()
-    except BaseException:  # noqa: BLE001 - the worker exits either way
-        import traceback
-
-        traceback.print_exc()
 
 
 class _Call:

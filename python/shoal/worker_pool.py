@@ -33,8 +33,6 @@ What shoal does differently from MPIRE, on purpose:
 from __future__ import annotations
 
 import atexit
-import fcntl
-import io
 import itertools
 import logging
 import math
@@ -45,10 +43,10 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Sized
 from typing import Any, Generic, TypeVar
 
-from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _start, _wp_worker
+from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _spawning, _start, _wp_worker
 from shoal._errors import func_name, rebuild
 from shoal._jobs import IMapIterator, Jobs
-from shoal._pickling import PROTOCOL, cloud_pickler, dumps_func, loads
+from shoal._pickling import dumps_func, loads
 from shoal.utils import chunk_tasks, is_ndarray, task_count
 
 T = TypeVar("T")
@@ -376,7 +374,7 @@ class WorkerPool:
             # get them pickled as multiprocessing pickles a spawned process's
             # arguments, the one time its locks and values may be.
             try:
-                return _dumps_spawning(obj)
+                return _spawning.dumps(obj)
             except Exception as exc:
                 raise _unsendable(method or "forkserver", exc) from exc
 
@@ -1116,53 +1114,6 @@ def _name_init_hook(exc: BaseException) -> bool:
         exc.args = (f"worker_init timed out (worker_init_timeout): {exc.args[0]}", *exc.args[1:])
         return True
     return False
-
-
-class _Spawning:
-    """Stands in for the process being spawned while the pool pickles
-    its settings (``multiprocessing.context.set_spawning_popen``): while one
-    is set, ``multiprocessing``'s locks, values and queues agree to be
-    pickled, as they do for a ``Process`` being started, and hand their
-    descriptors to :meth:`DupFd`."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-
-    def duplicate_for_child(self, fd: int) -> int:
-        # The worker reopens the pool's own descriptor (ProcFd): nothing to
-        # duplicate, and the descriptor must stay open while workers start,
-        # which the shared object the pool holds sees to.
-        return fd
-
-    def DupFd(self, fd: int) -> _wp_worker.ProcFd:
-        return _wp_worker.ProcFd(self.pid, fd, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE)
-
-
-def _dumps_spawning(obj: Any) -> bytes:
-    """Pickle ``obj`` as ``multiprocessing`` pickles the arguments of a
-    process it spawns: with its reducers (shared memory, pipes) and while a
-    spawn is under way, so its locks, values and queues pickle (by name and
-    through :class:`_wp_worker.ProcFd`) instead of insisting on inheritance."""
-    from collections import ChainMap
-    from multiprocessing import context, reduction
-
-    base = cloud_pickler()
-
-    # multiprocessing's own reducers (Arena, Connection, ...), registered on
-    # ForkingPickler as their modules are imported; typeshed lacks the table.
-    extra: dict[type, Any] = getattr(reduction.ForkingPickler, "_extra_reducers")  # noqa: B009
-
-    class Pickler(base):  # type: ignore[misc, valid-type]
-        dispatch_table = ChainMap(extra, base.dispatch_table)
-
-    set_spawning_popen: Callable[[Any], None] = context.set_spawning_popen
-    set_spawning_popen(_Spawning())
-    try:
-        with io.BytesIO() as f:
-            Pickler(f, protocol=PROTOCOL).dump(obj)
-            return f.getvalue()
-    finally:
-        set_spawning_popen(None)
 
 
 def _unsendable(method: str, exc: Exception) -> RuntimeError:

@@ -1,12 +1,15 @@
 """shoal.Pool's initializer and initargs reach forked workers by
 inheritance, as multiprocessing.Pool's do under fork: a Barrier (whose
 Condition insists on inheritance) in initargs works, under shoal's default
-in a single-threaded process and under an explicit fork; spawn and
-forkserver still pickle them."""
+in a single-threaded process and under an explicit fork. Spawn and
+forkserver workers get them pickled as multiprocessing pickles a spawned
+process's arguments, so a Barrier or a Queue made by their context reaches
+them too."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +46,34 @@ def test_barrier_in_initargs_under_fork() -> None:
     ctx = multiprocessing.get_context("fork")
     with shoal.Pool(2, wait_at, initargs=(ctx.Barrier(2),), context=ctx) as pool:
         assert pool.map(parties, range(4)) == [2] * 4
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_barrier_in_initargs_under_spawn_and_forkserver(method: str) -> None:
+    ctx = multiprocessing.get_context(method)
+    with shoal.Pool(2, wait_at, initargs=(ctx.Barrier(2),), context=ctx) as pool:
+        assert pool.map(parties, range(4)) == [2] * 4
+
+
+def put_pid(queue: Any) -> None:
+    queue.put(os.getpid())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_executor_queue_in_initargs_under_spawn_and_forkserver(method: str) -> None:
+    # As concurrent.futures' own test_init does: a Queue each worker writes to as it starts.
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    with shoal.Executor(2, mp_context=ctx, initializer=put_pid, initargs=(queue,)) as ex:
+        pids = set(ex.map(pid_of, range(8)))
+    started = {queue.get(timeout=30) for _ in range(2)}
+    assert pids <= started
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()
 
 
 @pytest.mark.timeout(60)
