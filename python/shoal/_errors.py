@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _pickle
 import io
+import multiprocessing
 
 from shoal import _protocol as P
 from shoal._pickling import loads
@@ -30,6 +31,13 @@ else:
     # MaybeEncodingError is not used here: it is imported so that this module
     # has at run time the names it declares above.
     from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
+
+
+class ResultTimeoutError(multiprocessing.TimeoutError, TimeoutError):
+    """What a result's ``get(timeout)`` raises when the timeout passes
+    first: ``multiprocessing.TimeoutError``, as ``Pool``'s results raise,
+    and the builtin ``TimeoutError``, as MPIRE's and ``concurrent.futures``'
+    do, so that code written for any of them catches it. The task goes on."""
 
 
 class _WorkerLost(Exception):

@@ -12,6 +12,9 @@ from typing import Any, Final, Literal, Self, final
 from shoal._results import AsyncResult
 
 __all__ = [
+    "SHAPE_MIXED",
+    "SHAPE_ONE",
+    "SHAPE_TUPLES",
     "STATUS_CANCELLED",
     "STATUS_CHUNK_FAILED",
     "STATUS_ITEM_ERRORS",
@@ -43,6 +46,7 @@ __all__ = [
     "pack_values",
     "punch_hole",
     "unpack_one",
+    "unpack_shape",
     "unpack_values",
     "window_chunks",
     "worker_prelude",
@@ -60,6 +64,9 @@ TASK_APPLY: Final = 2
 TASK_SINGLE: Final = 4
 TASK_ISOLATE: Final = 8
 TASK_UNPACK: Final = 16
+SHAPE_MIXED: Final = 0
+SHAPE_ONE: Final = 1
+SHAPE_TUPLES: Final = 2
 
 # `decode(status, single, payload, n_items) -> (values, errors by item or None)`
 _Decode = Callable[[int, bool, bytes, int], tuple[list[Any], dict[int, BaseException] | None]]
@@ -210,6 +217,7 @@ def unpack_values(data: bytes | memoryview) -> list[Any]: ...
 def pack_one(obj: Any) -> bytes | None: ...
 def pack_each(items: list[Any]) -> list[bytes] | None: ...
 def unpack_one(data: bytes | memoryview) -> Any: ...
+def unpack_shape(items: Any) -> int: ...
 def mmap_shared(fd: int, length: int, offset: int) -> int: ...
 def munmap(addr: int, length: int) -> None: ...
 def discard_pages(addr: int, length: int) -> None: ...

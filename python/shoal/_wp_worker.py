@@ -24,7 +24,6 @@ Imported by workers, so it imports nothing beyond what a worker has.
 from __future__ import annotations
 
 import os
-import sys
 
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:

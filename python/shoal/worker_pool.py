@@ -41,12 +41,13 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Generator, Iterable, Sized
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _spawning, _start, _wp_worker
 from shoal._errors import func_name, rebuild
 from shoal._jobs import IMapIterator, Jobs
 from shoal._pickling import dumps_func, loads
+from shoal._results import AsyncResult
 from shoal.utils import chunk_tasks, is_ndarray, task_count
 
 T = TypeVar("T")
@@ -127,46 +128,6 @@ def check_cpu_ids(cpu_ids: list[int | list[int]] | None, n_jobs: int) -> list[li
     return converted
 
 
-class AsyncResult(Generic[T]):
-    """What :meth:`WorkerPool.apply_async` returns, as in MPIRE: ``get``
-    waits for the value and raises the builtin ``TimeoutError`` if it is not
-    there in time, or the task's own exception. Beyond MPIRE, it can be
-    awaited."""
-
-    __slots__ = ("_result",)
-
-    def __init__(self, result: _shoal.JobResult) -> None:
-        self._result = result
-
-    def ready(self) -> bool:
-        """Whether the task has finished."""
-        return self._result.ready()
-
-    def successful(self) -> bool:
-        """Whether the task finished without raising; ``ValueError`` if it
-        has not finished."""
-        return self._result.successful()
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait until the task has finished, at most ``timeout`` seconds."""
-        self._result.wait(timeout)
-
-    def get(self, timeout: float | None = None) -> T:
-        """The task's value; its exception if it raised; ``TimeoutError``
-        if it has not finished within ``timeout`` seconds."""
-        if timeout is not None:
-            self._result.wait(timeout)
-            if not self._result.ready():
-                raise TimeoutError
-        value: T = self._result.get()
-        return value
-
-    def __await__(self) -> Generator[Any, None, T]:
-        """``await result``: the value, or the task's exception, without
-        blocking the event loop (the engine wakes it; see ``_results``)."""
-        return self._result.__await__()
-
-
 class WorkerPool:
     """A pool of worker processes with the API of MPIRE's ``WorkerPool``.
 
@@ -223,6 +184,10 @@ class WorkerPool:
         self._owner = os.getpid()
         self._backend: _backend.Processes | _backend.Threads | None = None
         self._jobs: Jobs | None = None
+        # apply_async's common call (Jobs.apply_plain), while the running
+        # workers call a task's function itself: no extra arguments and no
+        # worker_init. None: take the full path.
+        self._apply_plain: Callable[[Callable[..., Any], tuple[Any, ...]], _shoal.JobResult | None] | None = None
         check_number(n_jobs, "n_jobs", (int,), True, 0)
         self._n_jobs: int = n_jobs or _platform.usable_cpus()
         if start_method is not None and start_method not in START_METHODS:
@@ -283,6 +248,7 @@ class WorkerPool:
         if pass_on != self._pass_worker_id:
             self._params_changed = True
         self._pass_worker_id = pass_on
+        self._apply_plain = None
 
     def set_shared_objects(self, shared_objects: Any = None) -> None:
         """Objects to pass to the task, ``worker_init`` and ``worker_exit``
@@ -291,6 +257,7 @@ class WorkerPool:
         if shared_objects is not self._shared_objects:
             self._params_changed = True
         self._shared_objects = shared_objects
+        self._apply_plain = None
 
     def set_use_worker_state(self, use_worker_state: bool = True) -> None:
         """Whether each worker passes its own state ``dict`` to the task,
@@ -299,6 +266,7 @@ class WorkerPool:
         if use_worker_state != self._use_worker_state:
             self._params_changed = True
         self._use_worker_state = use_worker_state
+        self._apply_plain = None
 
     def set_keep_alive(self, keep_alive: bool = True) -> None:
         """Whether workers live on from one map to the next."""
@@ -393,6 +361,8 @@ class WorkerPool:
         self._jobs = Jobs(backend.engine, self._n_jobs, backend.oob, inherited=backend.inherited)
         self._params_changed = False
         self._worker_init, self._worker_exit, self._lifespan = worker_init, worker_exit, lifespan
+        plain = not self._extra_arguments() and worker_init is None
+        self._apply_plain = self._jobs.apply_plain if plain else None
         self._exit_results = []
         self._exit_errors = []
         return self._jobs
@@ -445,7 +415,7 @@ class WorkerPool:
         except BaseException:
             self._halt()
             raise
-        self._backend = self._jobs = None
+        self._backend = self._jobs = self._apply_plain = None
         backend.release()
         self._raise_exit_error()
 
@@ -461,7 +431,7 @@ class WorkerPool:
     def _halt(self) -> None:
         """Kill the workers now; their tasks and exit hooks do not finish."""
         backend, self._backend, self._jobs = self._backend, None, None
-        self._current = None
+        self._current = self._apply_plain = None
         if backend is None or os.getpid() != self._owner:
             return
         backend.engine.terminate()
@@ -899,6 +869,16 @@ class WorkerPool:
             call: Callable[..., Any] = func
             if not unpack:
                 call = _wp_worker.MapCall(dumps_func(func, jobs.inherited)[0], func_name(func))
+            # map and map_unordered keep every result anyway: an input in
+            # memory is submitted whole at once, as Pool.map does, not
+            # through a window of a few chunks, which left the workers
+            # waiting between small chunks (a map of 1M ints took 15% longer).
+            eager = (
+                collect is not None
+                and plan.window is None
+                and plan.chunk_size is not None
+                and isinstance(plan.items, Sized)
+            )
             it = jobs.imap(
                 call,
                 plan.items,
@@ -907,6 +887,7 @@ class WorkerPool:
                 ordered,
                 window=plan.window,
                 timeout=plan.timeout,
+                eager=eager,
                 pinned=self._order_tasks,
                 unpack=unpack,
             )
@@ -1024,14 +1005,33 @@ class WorkerPool:
         worker_exit_timeout: float | None = None,
     ) -> AsyncResult[T]:
         """``func(*args, **kwargs)`` in a worker, with the extra arguments
-        first; returns an :class:`AsyncResult`. ``args`` that is not an
+        first; returns a :class:`shoal.AsyncResult`, whose ``get`` raises
+        the builtin ``TimeoutError`` (as MPIRE's does) when its timeout
+        passes. ``args`` that is not an
         iterable (or is a ``str``, ``bytes`` or numpy array) is the one
         argument. The first call starts the workers, with its
         ``worker_init`` and ``worker_exit`` and their timeouts (see
         :meth:`map`); later ones cannot change them. ``callback`` and
         ``error_callback`` run in the parent."""
-        # The common call (no timeouts, a tuple of arguments) checks no more
-        # than it must: this runs once per task.
+        plain = self._apply_plain
+        if (
+            plain is not None
+            and type(args) is tuple
+            and not kwargs
+            and callback is None
+            and error_callback is None
+            and task_timeout is None
+            and worker_init_timeout is None
+            and worker_exit_timeout is None
+        ):
+            # The common call, once func is cached, wholly in Rust (as
+            # Pool.apply_async takes it). None: not taken.
+            result = plain(func, args)
+            if result is not None:
+                return result
+            plain_tried = True
+        else:
+            plain_tried = False
         if task_timeout is not None or worker_init_timeout is not None or worker_exit_timeout is not None:
             _check_timeouts(task_timeout, worker_init_timeout, worker_exit_timeout)
         jobs = self._jobs
@@ -1044,16 +1044,9 @@ class WorkerPool:
         target: Callable[..., Any] = func
         if self._extra_arguments() or self._worker_init is not None:
             target = _wp_worker.ApplyCall(dumps_func(func, jobs.inherited)[0], func_name(func))
-        if callback is None and error_callback is None and not kwargs and task_timeout is None:
-            # The common call, once func is cached, wholly in Rust (as
-            # Pool.apply_async takes it). None: not taken.
-            plain = jobs.apply_plain(target, args)
-            if plain is not None:
-                return AsyncResult(plain)
-            result = jobs.apply(target, args, {}, None, None, plain_tried=True)
-        else:
-            result = jobs.apply(target, args, kwargs or {}, callback, error_callback, timeout=task_timeout)
-        return AsyncResult(result)
+        return jobs.apply(
+            target, args, kwargs or {}, callback, error_callback, timeout=task_timeout, plain_tried=plain_tried
+        )
 
 
 class _Plan:

@@ -89,3 +89,31 @@ def test_failure_mid_chunk_raises_its_own_error(chunk_size: int) -> None:
 def test_many_tiny_tasks_collected_in_order() -> None:
     with shoal.WorkerPool(2, start_method="fork") as pool:
         assert pool.map(wp_tasks.square, range(20_000)) == [i * i for i in range(20_000)]
+
+
+class Number(int):
+    """An int subclass: not one of the exact types a chunk's shape is read from."""
+
+
+def test_the_shape_of_a_chunk_is_read_by_exact_type() -> None:
+    from shoal import _shoal
+
+    one, tuples, mixed = _shoal.SHAPE_ONE, _shoal.SHAPE_TUPLES, _shoal.SHAPE_MIXED
+    assert _shoal.unpack_shape(range(5)) == one
+    assert _shoal.unpack_shape([]) == one
+    assert _shoal.unpack_shape([1, 2.5, None, True, "a", b"b"]) == one
+    assert _shoal.unpack_shape([(1,), (), (2, 3)]) == tuples
+    assert _shoal.unpack_shape([1, (1,)]) == mixed
+    assert _shoal.unpack_shape([(1,), 1]) == mixed
+    # Subclasses, and chunks that are not lists, go to the Python rule.
+    assert _shoal.unpack_shape([(1, 2), Pair(1, 2)]) == mixed
+    assert _shoal.unpack_shape([1, Number(2)]) == mixed
+    assert _shoal.unpack_shape((1, 2)) == mixed
+
+
+@pytest.mark.timeout(60)
+def test_a_chunk_of_subclasses_is_called_by_mpires_rule() -> None:
+    items = [Number(i) for i in range(6)] + [Pair(1, 2), (3, 4)]
+    with shoal.WorkerPool(2, start_method="fork") as pool:
+        got = pool.map(wp_tasks.echo, items, chunk_size=8)
+    assert got == [expected(item) for item in items]

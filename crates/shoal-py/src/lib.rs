@@ -956,6 +956,8 @@ mod _shoal {
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]
+    use super::worker_loop::unpack_shape;
+    #[pymodule_export]
     use super::{
         check_kernel, dumpable, fork_and_reap, init_started_frame, live_threads, map_chunks, window_chunks,
         worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop,
@@ -980,6 +982,9 @@ mod _shoal {
         m.add("TASK_SINGLE", super::task::SINGLE)?;
         m.add("TASK_ISOLATE", super::task::ISOLATE)?;
         m.add("TASK_UNPACK", super::task::UNPACK)?;
+        m.add("SHAPE_MIXED", super::worker_loop::SHAPE_MIXED)?;
+        m.add("SHAPE_ONE", super::worker_loop::SHAPE_ONE)?;
+        m.add("SHAPE_TUPLES", super::worker_loop::SHAPE_TUPLES)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

@@ -706,12 +706,13 @@ impl JobResult {
     }
 
     /// The result when it arrives; re-raises the task's exception. Raises
-    /// `multiprocessing.TimeoutError` after `timeout` seconds.
+    /// `shoal._errors.ResultTimeoutError` (a `multiprocessing.TimeoutError`
+    /// and a builtin `TimeoutError`) after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
     fn get(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         if !Self::wait_resolved(slf, timeout)? {
-            let ty = TIMEOUT_ERROR.import(py, "multiprocessing", "TimeoutError")?;
+            let ty = TIMEOUT_ERROR.import(py, "shoal._errors", "ResultTimeoutError")?;
             return Err(PyErr::from_type(ty.clone(), ()));
         }
         let (ok, value) = slf.get().outcome(py).ok_or_else(cleared)?;
