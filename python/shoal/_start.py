@@ -40,10 +40,9 @@ otherwise; the count is taken again right after the fork (see
 :func:`_fork_zygote`). Threads that C libraries start (a BLAS pool, a gRPC
 poller) count too: shoal cannot see which locks they hold, and CPython's
 warning counts them as well; except those their library stops itself before
-any fork, as OpenBLAS's pool (numpy's) does, which a fork whose child exits
-at once lets it do before the count (``_platform.single_threaded``): a
-numpy program forks, with its workers inheriting numpy, as before its
-threads were counted. The first gives the stdlib's Linux default
+any fork, as OpenBLAS's pool (numpy's) does, which the zygote's own fork
+lets it do before the count: a numpy program forks, with its workers
+inheriting numpy, as before its threads were counted. The first gives the stdlib's Linux default
 semantics (workers inherit the parent's state) at half its start-up cost;
 ``Pool._start_method`` says which was used.
 ``multiprocessing.set_start_method``, ``context=`` and ``start_method=``
@@ -61,8 +60,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from shoal import _shoal
-from shoal._platform import os_threads, single_threaded
+# The zygote's module (and the worker's, which it imports) is loaded here,
+# in the pool's process, not in each fork zygote: there an import is on the
+# path of every pool's start (~3 ms), here it is paid once per process.
+from shoal import _pickling, _shoal, _zygote
+from shoal._platform import os_threads
 
 METHODS = ("fork", "spawn", "forkserver")
 
@@ -179,17 +181,19 @@ class Zygote:
 
 
 def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int:
-    """Fork the zygote; with ``alone``, only from a single-threaded process."""
-    if alone and not single_threaded():
-        raise _NotAlone
+    """Fork the zygote; with ``alone``, only from a process that has one
+    thread at the fork. Threads their library stops before any fork
+    (OpenBLAS's pool) are stopped by this fork's own at-fork handlers, so
+    it needs no probe fork first (``_platform.single_threaded``, ~2 ms of
+    a numpy program's start-up): the count after it tells."""
+    if alone and _python_threads():
+        raise _NotAlone  # they do not stop for a fork
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             ours.close()
-            from shoal import _pickling, _zygote
-
             # Its workers' `__main__` is this process's: results may name it.
             _pickling.inherit_main()
             _zygote.devnull_stdin()
@@ -198,15 +202,22 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
             code = 1
         finally:
             os._exit(code)
-    # Only this thread existed at the check, so only code it ran since (an
-    # at-fork hook, a finalizer) can have started another before the fork.
-    # The kernel's count now includes any thread alive at the fork: if
-    # there is one, the child may hold a lock it held, and is discarded.
+    # The kernel's count now includes any thread alive at the fork that its
+    # library did not stop for it: if there is one, the child may hold a
+    # lock it held, and is discarded. (A thread that ended in the
+    # microseconds between the fork and the count is not seen: the window
+    # a probe fork first would close, for the price of a second fork.)
     if alone and os_threads() != 1:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise _NotAlone
     return pid
+
+
+def _python_threads() -> bool:
+    """Whether this process runs another Python thread than this one."""
+    threading = sys.modules.get("threading")
+    return threading is not None and threading.active_count() > 1
 
 
 def start_engine(

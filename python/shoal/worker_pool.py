@@ -238,7 +238,7 @@ class WorkerPool:
         method = _start.resolve(None, self._start_method)
         if method is None:
             # As the pool will settle it when it starts its workers.
-            method = "fork" if _start.single_threaded() else "forkserver"
+            method = "fork" if _platform.single_threaded() else "forkserver"
         return multiprocessing.get_context(method)
 
     def pass_on_worker_id(self, pass_on: bool = True) -> None:
