@@ -140,12 +140,20 @@ class Jobs:
         *,
         plain_tried: bool = False,
         timeout: float | None = None,
+        settle_on: Any = None,
     ) -> _shoal.JobResult:
         """``func(*args, **kwds)`` as a job of one bare item. ``plain_tried``:
         the caller already tried ``apply_plain`` (a front door that calls it
         first, to keep its own checks off the common path). ``timeout``: the
-        task's deadline in seconds (see :meth:`new_job`)."""
-        if not plain_tried and callback is None and error_callback is None and not kwds and timeout is None:
+        task's deadline in seconds (see :meth:`new_job`). ``settle_on``:
+        instead of the callbacks, an object told the outcome by its
+        ``_shoal_settle(ok, value)``, which never holds the result object
+        (an ``Executor``'s future; see ``Engine.apply_result``)."""
+        if settle_on is not None and (timeout is not None or kwds):
+            # Paths that take callbacks only: its own, as bound methods.
+            callback, error_callback, settle_on = settle_on._shoal_done, settle_on._shoal_failed, None
+        plain = callback is None and error_callback is None and settle_on is None and not kwds and timeout is None
+        if plain and not plain_tried:
             # The common call, once func is cached. None: not taken.
             result = self.apply_plain(func, args)
             if result is not None:
@@ -162,13 +170,17 @@ class Jobs:
                 bits, chunk = P.STAR | P.SINGLE, dumps_one(args, self.oob)
             fid, owned = self.func_id(func)
         except Exception as exc:  # noqa: BLE001 - delivered through the result, as the stdlib does
+            if settle_on is not None:
+                callback, error_callback = settle_on._shoal_done, settle_on._shoal_failed
             return _shoal.JobResult.failed(exc, callback, error_callback)
         try:
             if timeout is None:
-                if callback is not None or error_callback is not None:
+                if callback is not None or error_callback is not None or settle_on is not None:
                     # Watched from its creation, in one call (see
                     # Engine.apply_result): what a callback costs the caller.
-                    return self.engine.apply_result(fid, bits, chunk, loads, decode, callback, error_callback)
+                    return self.engine.apply_result(
+                        fid, bits, chunk, loads, decode, callback, error_callback, settle_on
+                    )
                 job = self.engine.apply(fid, bits, chunk)
             else:
                 # A deadline belongs to a job, which engine.apply's one-call

@@ -107,7 +107,7 @@ class PlainApply:
         loads: Callable[[bytes], Any],
         decode: _Decode,
     ) -> Self: ...
-    def __call__(self, func: Callable[..., Any], args: Any) -> JobResult | None: ...
+    def __call__(self, func: Callable[..., Any], args: Any, settle_on: Any = None) -> JobResult | None: ...
 
 @final
 class Span:
@@ -165,6 +165,7 @@ class Engine:
         decode: _Decode,
         callback: Callable[[Any], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        settle_on: Any = None,
     ) -> JobResult: ...
     def result(
         self,

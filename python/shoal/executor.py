@@ -207,21 +207,52 @@ class ShoalFuture(Future[T]):
     # cancelled, and must end it cancelled, not failed. A class default,
     # so a submit pays nothing for it.
     _shoal_cancelling = False
+    # The stdlib's waiters (wait, as_completed) and done callbacks: made on
+    # first use (see _waiters), as most futures get neither. A submit
+    # creates as few objects the cyclic garbage collector tracks as it can:
+    # with 20,000 futures alive, its collections of them cost more than the
+    # rest of a submit.
+    _w: list[Any] | None = None
+    _cbs: list[Callable[[Future[T]], object]] | None = None
+    # The engine and the job running the task; None until submitted, and
+    # for a task that failed before it reached the engine.
+    _shoal_engine: _shoal.Engine | None = None
+    _shoal_job: int | None = None
+    # The executor's set of futures not done yet, which this one leaves as
+    # it completes (cheaper than a done callback per future).
+    _shoal_pending: set[ShoalFuture[Any]] | None = None
+    # The state a future starts in, as class defaults: set per future only
+    # when it changes (a submit sets no more than it must).
+    _state = PENDING
+    _result: Any = None
+    _exception: BaseException | None = None
+    _cond: threading.Condition | None = None
 
     def __init__(self) -> None:
         self._lock = _RLock()
-        self._cond: threading.Condition | None = None
-        self._state = PENDING
-        self._result: Any = None
-        self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Future[T]], object]] = []
-        # The engine and the job running the task; None until submitted, and
-        # for a task that failed before it reached the engine.
-        self._shoal_job: tuple[_shoal.Engine, int] | None = None
-        # The executor's set of futures not done yet, which this one leaves
-        # as it completes (cheaper than a done callback per future).
-        self._shoal_pending: set[ShoalFuture[Any]] | None = None
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        """The stdlib's list of waiters (``wait``, ``as_completed`` append
+        to it with the future's condition held), made on first use."""
+        waiters = self._w
+        if waiters is None:
+            with self._lock:
+                waiters = self._w
+                if waiters is None:
+                    waiters = self._w = []
+        return waiters
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Future[T]], object]]:
+        """The stdlib's list of done callbacks, made on first use."""
+        callbacks = self._cbs
+        if callbacks is None:
+            with self._lock:
+                callbacks = self._cbs
+                if callbacks is None:
+                    callbacks = self._cbs = []
+        return callbacks
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
@@ -252,9 +283,9 @@ class ShoalFuture(Future[T]):
 
     def running(self) -> bool:
         """Whether a worker holds the task and it is not done yet."""
-        target = self._shoal_job
+        engine, job = self._shoal_engine, self._shoal_job
         with self._lock:
-            if self._state == PENDING and target is not None and target[0].dispatched(target[1]):
+            if self._state == PENDING and engine is not None and job is not None and engine.dispatched(job):
                 # Asked, not told: the engine does not call back per dispatch,
                 # so a program that never asks pays nothing. Once running, it
                 # stays so, as with the stdlib.
@@ -323,7 +354,7 @@ class ShoalFuture(Future[T]):
             self._result = result
             self._exception = exception
             self._state = FINISHED
-            for waiter in self._waiters:
+            for waiter in self._w or ():
                 if exception is None:
                     waiter.add_result(self)
                 else:
@@ -333,7 +364,7 @@ class ShoalFuture(Future[T]):
         pending = self._shoal_pending
         if pending is not None:
             pending.discard(self)
-        if self._done_callbacks:
+        if self._cbs:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
@@ -342,7 +373,7 @@ class ShoalFuture(Future[T]):
         with self._lock:
             if self._state == CANCELLED:
                 self._state = CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
+                for waiter in self._w or ():
                     waiter.add_cancelled(self)
                 return False
             if self._state == PENDING:
@@ -361,9 +392,8 @@ class ShoalFuture(Future[T]):
 
     def cancel(self) -> bool:
         """Cancel the task if no worker holds it yet; whether it is cancelled."""
-        target = self._shoal_job
-        if target is not None and self._state not in _DONE_STATES:
-            engine, job = target
+        engine, job = self._shoal_engine, self._shoal_job
+        if engine is not None and job is not None and self._state not in _DONE_STATES:
             self._shoal_cancelling = True
             if engine.cancel(job, False) == 0:
                 self._shoal_cancelling = False
@@ -387,14 +417,14 @@ class ShoalFuture(Future[T]):
             # Future.cancel and set_running_or_notify_cancel in one step,
             # from RUNNING too, which Future.cancel refuses.
             self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
+            for waiter in self._w or ():
                 waiter.add_cancelled(self)
             if self._cond is not None:
                 self._cond.notify_all()
         pending = self._shoal_pending
         if pending is not None:
             pending.discard(self)
-        if state != CANCELLED:
+        if state != CANCELLED and self._cbs:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
@@ -403,6 +433,12 @@ class ShoalFuture(Future[T]):
     # the outcome (a killed task ends cancelled, not failed).
     def _shoal_done(self, value: Any) -> None:
         self._complete(value, None)
+
+    def _shoal_settle(self, ok: bool, value: Any) -> None:
+        if ok:
+            self._complete(value, None)
+        else:
+            self._shoal_failed(value)
 
     def _shoal_failed(self, exc: BaseException) -> None:
         if self._shoal_cancelling and type(exc) is PoolTerminatedError:
@@ -650,6 +686,7 @@ class Executor(_StdExecutor):
             equal_chunks=max_tasks_per_child is not None,
             inherited=self._backend.inherited,
         )
+        self._apply_plain = self._jobs.apply_plain
         # Futures not done yet, for shutdown(cancel_futures=True).
         self._pending: set[ShoalFuture[Any]] = set()
         # Lazy maps still reading input, which shutdown stops.
@@ -676,7 +713,22 @@ class Executor(_StdExecutor):
         ``__cause__``), with :class:`shoal.WorkerLostError` if the worker
         died, or with the pickling error if an argument cannot be pickled.
         """
-        return self._submit(fn, args, kwargs, self._task_timeout)
+        if kwargs or self._task_timeout is not None:
+            return self._submit(fn, args, kwargs, self._task_timeout)
+        # The common call: _submit's fast path, inline (it runs per task).
+        with self._shutdown_lock:
+            if self._shut or _global_shutdown:
+                self._check_open()
+            future: ShoalFuture[T] = ShoalFuture()
+            pending = self._pending
+            future._shoal_pending = pending
+            pending.add(future)
+            result = self._apply_plain(fn, args, future)
+            if result is not None:
+                future._shoal_engine, future._shoal_job = self._engine, result.job
+                return future
+            pending.discard(future)
+        return self._submit(fn, args, kwargs, None)
 
     def schedule(
         self,
@@ -701,25 +753,32 @@ class Executor(_StdExecutor):
         self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> ShoalFuture[T]:
         with self._shutdown_lock:
-            self._check_open()
+            if self._shut or _global_shutdown:
+                self._check_open()
             future: ShoalFuture[T] = ShoalFuture()
             # In the pending set before the engine can finish the task: the
             # future leaves it as it completes, on whichever thread.
             pending = self._pending
             future._shoal_pending = pending
             pending.add(future)
-            result = self._jobs.apply(
-                fn, args, kwargs, future._shoal_done, future._shoal_failed, plain_tried=True, timeout=timeout
-            )
+            result = None
+            if not kwargs and timeout is None:
+                # The common call, once fn is cached, wholly in Rust; the
+                # future is told the outcome (_shoal_settle). None: not taken.
+                result = self._apply_plain(fn, args, future)
+            if result is None:
+                result = self._jobs.apply(
+                    fn, args, kwargs, None, None, plain_tried=True, timeout=timeout, settle_on=future
+                )
             job = result.job
-            if job is None:
-                # Failed here, before a worker saw it (an argument that
-                # cannot be pickled): nobody has seen the future yet.
-                exc = future._exception
-                if exc is not None:
-                    _local_cause(exc)
-            else:
-                future._shoal_job = (self._engine, job)
+            if job is not None:
+                future._shoal_engine, future._shoal_job = self._engine, job
+                return future
+            # Failed here, before a worker saw it (an argument that cannot
+            # be pickled): nobody has seen the future yet.
+            exc = future._exception
+            if exc is not None:
+                _local_cause(exc)
         return future
 
     def _check_open(self) -> None:
@@ -787,11 +846,13 @@ class Executor(_StdExecutor):
         queued on a worker behind another one is neither: it runs, and this
         returns False.
         """
-        if not isinstance(future, ShoalFuture) or future._shoal_job is None:
+        if not isinstance(future, ShoalFuture):
+            return future.cancel()
+        engine, job = future._shoal_engine, future._shoal_job
+        if engine is None or job is None:
             return future.cancel()
         if future.done():
             return future.cancelled()
-        engine, job = future._shoal_job
         future._shoal_cancelling = True
         if engine.cancel(job, kill_running) == 0:
             future._shoal_cancelling = False

@@ -200,8 +200,9 @@ def test_no_thread_is_started_per_await(pool: shoal.Pool) -> None:
         assert [x async for x in pool.imap(tasks.square, range(300))] == [i * i for i in range(300)]
 
     asyncio.run(main())
-    # imap's feeder thread ends with its input; the engine started no thread.
-    assert shoal._shoal.live_threads() == before[1]
+    # imap's feeder thread ends with its input; the engine started no thread
+    # (a thread of an earlier test's pool may have ended meanwhile).
+    assert shoal._shoal.live_threads() <= before[1]
     assert threading.active_count() <= before[0] + 1
 
 

@@ -332,7 +332,10 @@ impl PyEngine {
     /// watched from its creation, with the flag travelling with the call,
     /// instead of by a second call that takes the engine's state lock (and
     /// does the I/O thread's work of creating the job on this thread).
-    #[pyo3(signature = (func, task_bits, payload, loads, decode, callback=None, error_callback=None))]
+    /// `settle_on`: instead of the callbacks, an object told the outcome as
+    /// `settle_on._shoal_settle(ok, value)`, which never holds the result
+    /// object (an `Executor`'s future).
+    #[pyo3(signature = (func, task_bits, payload, loads, decode, callback=None, error_callback=None, settle_on=None))]
     #[allow(clippy::too_many_arguments)]
     fn apply_result<'py>(
         slf: &Bound<'py, Self>,
@@ -343,6 +346,7 @@ impl PyEngine {
         decode: Py<PyAny>,
         callback: Option<Py<PyAny>>,
         error_callback: Option<Py<PyAny>>,
+        settle_on: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, JobResult>> {
         JobResult::create_applied(
             slf,
@@ -351,8 +355,7 @@ impl PyEngine {
             payload.as_bytes().to_vec(),
             loads,
             decode,
-            callback,
-            error_callback,
+            result::Hooks::new(callback, error_callback, settle_on),
         )
     }
 

@@ -50,11 +50,15 @@ impl PlainApply {
     /// Queue `func(*args)` and return its result object, or `None` when the
     /// call needs the general path: `args` not a tuple, arguments that fail
     /// to pickle (the general path reports it), or `func` not cached yet.
+    /// `settle_on`: an object told the outcome as it arrives, as
+    /// `settle_on._shoal_settle(ok, value)` (see `PyEngine::apply_result`).
+    #[pyo3(signature = (func, args, settle_on=None))]
     fn __call__<'py>(
         &self,
         py: Python<'py>,
         func: &Bound<'_, PyAny>,
         args: &Bound<'_, PyAny>,
+        settle_on: Option<Py<PyAny>>,
     ) -> PyResult<Option<Bound<'py, JobResult>>> {
         if !args.is_exact_instance_of::<PyTuple>() {
             return Ok(None);
@@ -87,6 +91,18 @@ impl PlainApply {
             return Ok(None);
         }
         let fid: u32 = hit.get_item(1)?.extract()?;
+        if settle_on.is_some() {
+            return JobResult::create_applied(
+                self.engine.bind(py),
+                fid,
+                task::STAR | task::SINGLE,
+                payload,
+                self.loads.clone_ref(py),
+                self.decode.clone_ref(py),
+                crate::result::Hooks::new(None, None, settle_on),
+            )
+            .map(Some);
+        }
         let job = self
             .engine
             .get()

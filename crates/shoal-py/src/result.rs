@@ -51,9 +51,32 @@ static TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static AWAIT_RESULT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// The caller's callbacks; `__clear__` drops them.
-struct Hooks {
+pub(crate) struct Hooks {
     callback: Option<Py<PyAny>>,
     error_callback: Option<Py<PyAny>>,
+    /// Told the outcome instead, as `settle_on._shoal_settle(ok, value)`:
+    /// an `Executor`'s future, which so needs no bound method per call.
+    settle_on: Option<Py<PyAny>>,
+}
+
+impl Hooks {
+    pub(crate) fn new(
+        callback: Option<Py<PyAny>>,
+        error_callback: Option<Py<PyAny>>,
+        settle_on: Option<Py<PyAny>>,
+    ) -> Option<Hooks> {
+        (callback.is_some() || error_callback.is_some() || settle_on.is_some()).then_some(Hooks {
+            callback,
+            error_callback,
+            settle_on,
+        })
+    }
+}
+
+/// What [`JobResult::finish`] runs before it sets the outcome.
+enum Hook {
+    Call(Py<PyAny>),
+    Settle(Py<PyAny>),
 }
 
 /// What a result holds as it fills; every Python reference in it is
@@ -188,7 +211,13 @@ impl JobResult {
         let target = Some((engine, job));
         let this = Bound::new(
             py,
-            JobResult::fresh(target, loads, decode, chunks, callback, error_callback),
+            JobResult::fresh(
+                target,
+                loads,
+                decode,
+                chunks,
+                Hooks::new(callback, error_callback, None),
+            ),
         )?;
         if !watched && !is_map {
             // SAFETY: a live object of a GC type, with the GIL held. Its
@@ -207,6 +236,10 @@ impl JobResult {
     /// creation: the result is filed with the callback thread under a
     /// reserved id before the call reaches the engine, so however soon the
     /// job ends, the thread finds it (see `PyEngine::apply_result`).
+    ///
+    /// A result told to `settle_on` is made untracked, as one without
+    /// callbacks is: the object it tells never holds its result object (an
+    /// `Executor` keeps it from its callers), so no cycle runs through it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_applied<'py>(
         engine: &Bound<'py, PyEngine>,
@@ -215,19 +248,20 @@ impl JobResult {
         payload: Vec<u8>,
         loads: Py<PyAny>,
         decode: Py<PyAny>,
-        callback: Option<Py<PyAny>>,
-        error_callback: Option<Py<PyAny>>,
+        hooks: Option<Hooks>,
     ) -> PyResult<Bound<'py, JobResult>> {
         let py = engine.py();
         let owner = engine.get();
         let core = owner.engine()?;
         let job = core.reserve_job();
-        let hooked = callback.is_some() || error_callback.is_some();
+        let hooked = hooks.is_some();
+        let settles = hooks.as_ref().is_some_and(|h| h.settle_on.is_some());
         let target = Some((engine.clone().unbind(), job));
-        let this = Bound::new(
-            py,
-            JobResult::fresh(target, loads, decode, None, callback, error_callback),
-        )?;
+        let this = Bound::new(py, JobResult::fresh(target, loads, decode, None, hooks))?;
+        if settles {
+            // SAFETY: as in `create`.
+            unsafe { ffi::PyObject_GC_UnTrack(this.as_ptr().cast()) };
+        }
         if !hooked {
             // Watched all the same: an await registers no second watch.
             this.get().lock().more().watched = true;
@@ -258,8 +292,7 @@ impl JobResult {
         loads: Py<PyAny>,
         decode: Py<PyAny>,
         chunks: Option<Box<[(u32, u64)]>>,
-        callback: Option<Py<PyAny>>,
-        error_callback: Option<Py<PyAny>>,
+        hooks: Option<Hooks>,
     ) -> JobResult {
         JobResult {
             target,
@@ -268,12 +301,9 @@ impl JobResult {
             chunks,
             held: Mutex::new(Held {
                 outcome: None,
-                more: (callback.is_some() || error_callback.is_some()).then(|| {
+                more: hooks.map(|hooks| {
                     Box::new(More {
-                        hooks: Some(Hooks {
-                            callback,
-                            error_callback,
-                        }),
+                        hooks: Some(hooks),
                         ..More::default()
                     })
                 }),
@@ -506,8 +536,11 @@ impl JobResult {
         let callback = {
             let mut held = self.lock();
             let callback = held.more.as_ref().and_then(|m| m.hooks.as_ref()).and_then(|h| {
+                if let Some(target) = &h.settle_on {
+                    return Some(Hook::Settle(target.clone_ref(py)));
+                }
                 let cb = if ok { &h.callback } else { &h.error_callback };
-                cb.as_ref().map(|c| c.clone_ref(py))
+                cb.as_ref().map(|c| Hook::Call(c.clone_ref(py)))
             });
             if callback.is_none() {
                 // The common case: nothing to run first.
@@ -528,7 +561,13 @@ impl JobResult {
             if let Some((engine, job)) = self.engine_job() {
                 drop(engine.get().unwatch_job(job));
             }
-            if let Err(e) = cb.call1(py, (value.clone_ref(py),)) {
+            let called = match cb {
+                Hook::Call(cb) => cb.call1(py, (value.clone_ref(py),)),
+                Hook::Settle(target) => {
+                    target.call_method1(py, pyo3::intern!(py, "_shoal_settle"), (ok, value.clone_ref(py)))
+                }
+            };
+            if let Err(e) = called {
                 if e.is_instance_of::<PyKeyboardInterrupt>(py) {
                     // The outcome stands: the job's outcomes are already
                     // taken, and a retry must see them, not an empty result.
@@ -699,7 +738,13 @@ impl JobResult {
     ) -> PyResult<Bound<'py, JobResult>> {
         let this = Bound::new(
             py,
-            JobResult::fresh(None, py.None(), py.None(), None, callback, error_callback),
+            JobResult::fresh(
+                None,
+                py.None(),
+                py.None(),
+                None,
+                Hooks::new(callback, error_callback, None),
+            ),
         )?;
         this.get().finish(&this, (false, exc))?;
         Ok(this)
@@ -846,6 +891,7 @@ impl JobResult {
         if let Some(h) = &more.hooks {
             visit.call(&h.callback)?;
             visit.call(&h.error_callback)?;
+            visit.call(&h.settle_on)?;
         }
         visit.call(&more.values)?;
         if let Some((_, e)) = &more.first_error {
