@@ -6,11 +6,15 @@
   and forks each worker; replacements cost a fork, not an interpreter start.
 * ``fork``: the zygote is a fork of this process, taken when the pool is
   created and before its engine thread starts, so workers inherit the
-  parent's modules and globals as they were at that moment.
+  parent's modules and globals as they were at that moment. The pool's
+  first workers are forked then too, by this process itself (so its start
+  waits for no fork in the zygote); the zygote forks every later one.
 
 A zygote keeps an heir, a fork of itself that forks nothing until the
 zygote is killed and the engine turns to it (``_zygote.py``), so losing the
-zygote costs the workers it had, not the pool.
+zygote costs the workers it forked, not the pool. A closing engine with no
+work left lets its zygote go as soon as the zygote's own workers have
+exited (``Launcher::idle``), so the zygote exits while the rest do.
 
 None of them forks a process that has another thread, except ``fork``
 when it is asked for by name (see docs on forking).
@@ -214,6 +218,11 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
     return pid
 
 
+# Socket buffer bytes of a worker's channel, as the engine sets them on the
+# channels it makes (crates/shoal-core/src/supervise.rs, launch_missing).
+_CHANNEL_BUFFER = 1 << 20
+
+
 def _python_threads() -> bool:
     """Whether this process runs another Python thread than this one."""
     threading = sys.modules.get("threading")
@@ -257,10 +266,59 @@ def start_engine(
         os.close(zygote.ctrl_fd)
         zygote.close()
         raise
+    first: list[tuple[int, int]] = []
     try:
-        engine = _shoal.Engine(processes, payload, zygote_fd=zygote.ctrl_fd, **limits)
+        if zygote.method == "fork":
+            first = _fork_first_workers(processes)
     except BaseException:
-        # The engine closed the socket as it failed, so the zygote exits.
+        os.close(zygote.ctrl_fd)
+        zygote.close()
+        raise
+    try:
+        engine = _shoal.Engine(processes, payload, zygote_fd=zygote.ctrl_fd, first_workers=first, **limits)
+    except BaseException:
+        # The engine closed the socket and the channels as it failed, so the
+        # zygote and the first workers exit.
         zygote.close()
         raise
     return zygote.method, engine, zygote
+
+
+def _fork_first_workers(processes: int) -> list[tuple[int, int]]:
+    """Fork a fork pool's first workers from this process, right after its
+    zygote, while it still has one thread (no engine yet): the pool's start
+    then waits for no fork in the zygote (its start-up, its heir's fork
+    first). Returns each one's pid and this end of its channel, for the
+    engine to take over; the zygote forks every later worker. They are
+    this process's children, as ``multiprocessing``'s workers are."""
+    parent = os.getpid()
+    made: list[tuple[int, int]] = []
+    try:
+        for _ in range(processes):
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                ours.setsockopt(socket.SOL_SOCKET, opt, _CHANNEL_BUFFER)
+            try:
+                pid = os.fork()
+            except BaseException:
+                ours.close()
+                theirs.close()
+                raise
+            if pid == 0:
+                try:
+                    ours.close()
+                    for _, fd in made:  # the other workers' channels
+                        os.close(fd)
+                    # Its `__main__` is this process's: results may name it.
+                    _pickling.inherit_main()
+                    _zygote.devnull_stdin()
+                finally:
+                    _zygote.run_worker(theirs.detach(), parent)
+            theirs.close()
+            made.append((pid, ours.detach()))
+    except BaseException:
+        # Each sees its channel end and exits.
+        for _, fd in made:
+            os.close(fd)
+        raise
+    return made

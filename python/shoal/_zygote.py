@@ -24,7 +24,7 @@ from shoal import _worker
 TYPE_CHECKING = False  # typing costs ~15 ms of worker start-up
 if TYPE_CHECKING:
     import signal as _signal  # the same functions; typeshed has no _signal
-    from typing import Any
+    from typing import Any, NoReturn
 else:
     import _signal
 
@@ -131,6 +131,19 @@ def _run(ctrl_fd: int, parent_fd: int, first: bool = False) -> None:
         sock.close()
 
 
+def run_worker(chan: int, parent: int) -> NoReturn:
+    """Be a worker on channel ``chan`` until told to exit, then exit: the
+    rest of a forked worker's life, whichever process forked it (a zygote,
+    or the pool's own process for its first workers), ``parent``."""
+    code = 1
+    try:
+        code = _worker.serve(chan, parent)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 class _Server:
     """One zygote's loop and what it owns: its workers and its heir.
 
@@ -197,15 +210,11 @@ class _Server:
     def fork_worker(self, serial: int, chan: int) -> None:
         pid = os.fork()
         if pid == 0:
-            code = 1
             try:
                 self._close_inherited()
                 os.close(self.parent_fd)
-                code = _worker.serve(chan, self.me)
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+                run_worker(chan, self.me)
         os.close(chan)
         self.children[os.pidfd_open(pid)] = pid
         self.sock.sendall(P.ZYGOTE_RECORD.pack(P.ZYGOTE_FORKED, pid, serial))

@@ -99,7 +99,14 @@ def test_pool_whose_zygote_is_killed_still_starts_workers(method: str) -> None:
         for round_ in range(2):
             workers = [w.pid for w in pool._pool]
             os.kill(zygote, signal.SIGKILL)
-            # Its workers die with it.
+            # The workers it forked die with it; a fork pool's first ones,
+            # which its own process forked, do not: killed here, so that a
+            # new worker must start.
+            for pid in workers:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             _wait_exited([zygote, *workers])
             _forget(pool, workers)
             # A new worker starts, from a new zygote; kill it too.
@@ -112,3 +119,24 @@ def test_pool_whose_zygote_is_killed_still_starts_workers(method: str) -> None:
             _forget(pool, [worker])
             assert pool.map(square, range(20)) == [x * x for x in range(20)], round_
             zygote = new_zygote
+
+
+@pytest.mark.timeout(60)
+def test_a_fork_pools_first_workers_outlive_its_zygote() -> None:
+    # Forked by the pool's own process before its engine started: a killed
+    # zygote takes none of them, and their tasks run on.
+    with shoal.Pool(2, start_method="fork") as pool:
+        assert pool.map(square, range(20)) == [x * x for x in range(20)]
+        workers = sorted(w.pid for w in pool._pool)
+        assert [_parent_of(pid) for pid in workers] == [os.getpid()] * 2
+        zygote = pool._backend.zygote_pid if pool._backend else None
+        assert zygote is not None
+        os.kill(zygote, signal.SIGKILL)
+        _wait_exited([zygote])
+        assert pool.map(square, range(20)) == [x * x for x in range(20)]
+        assert sorted(w.pid for w in pool._pool) == workers
+        assert set(pool.map(_pid_after, range(20), chunksize=1)) <= set(workers)
+
+
+def _pid_after(_: object) -> int:
+    return os.getpid()

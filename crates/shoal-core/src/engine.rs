@@ -1077,6 +1077,9 @@ impl State {
             }
         }
         self.launch_missing();
+        if closing && self.starting.is_empty() {
+            self.launcher.idle();
+        }
         self.fail_if_unstartable();
         self.dispatch(now);
         for w in &mut self.workers {

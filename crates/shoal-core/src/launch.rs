@@ -71,6 +71,10 @@ pub struct Launched {
     pub pidfd: OwnedFd,
     /// The std handle, for processes this engine is the parent of.
     pub child: Option<Child>,
+    /// The engine's end of the worker's channel, when the launcher has it
+    /// (a worker forked before the engine, with its own end already):
+    /// the engine then uses it instead of the pair it made for the launch.
+    pub channel: Option<OwnedFd>,
 }
 
 /// Starts worker processes and learns how they ended.
@@ -105,6 +109,11 @@ pub trait Launcher: Send {
 
     /// Ask the launcher to stop (the zygote exits once its channel closes).
     fn shutdown(&mut self) {}
+
+    /// The engine will ask for no more launches (it is closing, with no
+    /// work left): a launcher may let go now of what only launches need,
+    /// while the workers exit, rather than after. Called once per step.
+    fn idle(&mut self) {}
 
     /// Send `signal` (SIGTERM or SIGKILL) to worker `w`. Every kill the
     /// engine makes goes through here, so a launcher whose workers are not
@@ -235,6 +244,7 @@ impl Launcher for ThreadLauncher {
             pid,
             pidfd,
             child: None,
+            channel: None,
         }))
     }
 
@@ -301,6 +311,7 @@ impl Launcher for SpawnLauncher {
             pid,
             pidfd,
             child: Some(child),
+            channel: None,
         }))
     }
 
@@ -361,6 +372,12 @@ pub struct ZygoteLauncher {
     /// Heirs that have taken over so far.
     successions: u32,
     gone: bool,
+    /// Workers the pool's process forked itself before the engine started
+    /// (see [`ZygoteLauncher::with_first_workers`]), not taken by a launch
+    /// yet: their pid, pidfd and the engine's end of their channel.
+    first: VecDeque<(i32, OwnedFd, OwnedFd)>,
+    /// Those taken: children of this process, which it reaps itself.
+    own: HashSet<i32>,
 }
 
 impl ZygoteLauncher {
@@ -378,7 +395,24 @@ impl ZygoteLauncher {
             orphans: HashSet::new(),
             successions: 0,
             gone: false,
+            first: VecDeque::new(),
+            own: HashSet::new(),
         }
+    }
+
+    /// Add workers the pool's process forked itself, before the engine
+    /// started (while it had one thread, as for the zygote's own fork):
+    /// each is `(pid, the engine's end of its channel)`. The first
+    /// launches take them instead of asking the zygote, so a pool's start
+    /// waits for no fork in the zygote (its start-up, its heir's fork):
+    /// ~4 ms less per pool. They are this process's children, reaped here,
+    /// and outlive the zygote; the zygote forks every later worker.
+    pub fn with_first_workers(mut self, workers: Vec<(i32, OwnedFd)>) -> io::Result<Self> {
+        for (pid, channel) in workers {
+            let pidfd = sys::pidfd_open(pid)?;
+            self.first.push_back((pid, pidfd, channel));
+        }
+        Ok(self)
     }
 
     /// Read what the zygote sent, without blocking, and sort it into
@@ -435,6 +469,7 @@ impl ZygoteLauncher {
                         pid,
                         pidfd,
                         child: None,
+                        channel: None,
                     });
                     self.started.push((serial, launched));
                 }
@@ -534,6 +569,18 @@ fn peer_closed(e: &io::Error) -> bool {
 
 impl Launcher for ZygoteLauncher {
     fn launch(&mut self, serial: u32, _slot: u32, channel: OwnedFd) -> io::Result<Option<Launched>> {
+        if let Some((pid, pidfd, ours)) = self.first.pop_front() {
+            // Forked with its own end of a channel: the pair made for this
+            // launch goes unused.
+            drop(channel);
+            self.own.insert(pid);
+            return Ok(Some(Launched {
+                pid,
+                pidfd,
+                child: None,
+                channel: Some(ours),
+            }));
+        }
         // At most twice: a zygote that has just exited, then its heir.
         loop {
             if self.gone {
@@ -566,6 +613,23 @@ impl Launcher for ZygoteLauncher {
     }
 
     fn exit_status(&mut self, w: &mut Launched) -> Option<Exit> {
+        if self.own.contains(&w.pid) {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child, writing to a local.
+            let got = unsafe { libc::waitpid(w.pid, &mut status, libc::WNOHANG) };
+            return match got {
+                0 => None,
+                _ => {
+                    self.own.remove(&w.pid);
+                    // -1: reaped by someone else (os.wait in the program).
+                    Some(if got == w.pid {
+                        Exit::from_wait_status(status)
+                    } else {
+                        Exit::Unknown
+                    })
+                }
+            };
+        }
         if let Some(e) = self.exits.remove(&w.pid) {
             return Some(e);
         }
@@ -589,6 +653,14 @@ impl Launcher for ZygoteLauncher {
 
     fn on_readable(&mut self) {
         self.read_records();
+    }
+
+    fn idle(&mut self) {
+        // The zygote's workers die with it: it stays until they have exited
+        // (workers the pool's process forked do not depend on it).
+        if self.forked.is_empty() && self.asked.is_empty() && !self.gone {
+            self.shutdown();
+        }
     }
 
     fn shutdown(&mut self) {
@@ -631,6 +703,37 @@ mod tests {
 
     fn channel() -> OwnedFd {
         sys::socketpair().unwrap().1
+    }
+
+    #[test]
+    fn first_workers_are_launched_without_the_zygote_and_reaped_here() {
+        let (engine_end, zygote) = sys::socketpair().unwrap();
+        // A child of this process stands for a worker the pool forked.
+        let child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        std::mem::forget(child); // the launcher reaps it
+        let (ours, _theirs) = sys::socketpair().unwrap();
+        let ours_fd = ours.as_raw_fd();
+        let mut launcher = ZygoteLauncher::new(engine_end)
+            .with_first_workers(vec![(pid, ours)])
+            .unwrap();
+        let mut w = launcher.launch(0, 0, channel()).unwrap().expect("started at once");
+        assert_eq!(w.pid, pid);
+        assert_eq!(w.channel.as_ref().map(AsRawFd::as_raw_fd), Some(ours_fd));
+        // The zygote was not asked.
+        assert!(requests(&zygote).is_empty());
+        // Its exit is read here, once its pidfd is readable.
+        let mut pfd = libc::pollfd {
+            fd: w.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one live descriptor.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 10_000) }, 1);
+        assert_eq!(launcher.exit_status(&mut w), Some(Exit::Code(0)));
+        // The next launch asks the zygote.
+        assert!(launcher.launch(1, 0, channel()).unwrap().is_none());
+        assert_eq!(requests(&zygote), vec![1]);
     }
 
     #[test]

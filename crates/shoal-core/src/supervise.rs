@@ -110,8 +110,10 @@ impl State {
                 Ok((self.launcher.launch(serial, slot, theirs)?, ours))
             });
             match launched {
-                Ok((proc, chan)) => {
+                Ok((mut proc, chan)) => {
                     self.next_serial += 1;
+                    // A worker forked with its own channel brings our end.
+                    let chan = proc.as_mut().and_then(|p| p.channel.take()).unwrap_or(chan);
                     let start = Start {
                         serial,
                         slot,

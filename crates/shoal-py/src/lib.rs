@@ -223,12 +223,15 @@ impl PyEngine {
     /// Start `processes` workers. Workers are spawned from `argv`, or forked
     /// by the zygote listening on `zygote_fd`, which the engine takes over
     /// and closes, or are threads of this process that each call
-    /// `threads(fd, slot)` and exit with the int it returns. `exit_grace`:
-    /// seconds a worker told to exit has to run its exit hook before SIGKILL.
+    /// `threads(fd, slot)` and exit with the int it returns. With a zygote,
+    /// `first_workers`: `(pid, fd)` of workers this process forked itself
+    /// before the engine, `fd` the engine's end of each one's channel (taken
+    /// over): the first launches take them. `exit_grace`: seconds a worker
+    /// told to exit has to run its exit hook before SIGKILL.
     #[new]
     // The signature is the Python keyword interface; a struct would only move it.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, threads=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0))]
+    #[pyo3(signature = (processes, init_payload, *, argv=None, zygote_fd=None, threads=None, lifespan_chunks=None, lifespan_items=None, kill_grace=0.2, exit_grace=10.0, first_workers=None))]
     fn new(
         py: Python<'_>,
         processes: usize,
@@ -240,8 +243,21 @@ impl PyEngine {
         lifespan_items: Option<u64>,
         kill_grace: f64,
         exit_grace: f64,
+        first_workers: Option<Vec<(i32, i32)>>,
     ) -> PyResult<Self> {
         let on_threads = threads.is_some();
+        if first_workers.as_ref().is_some_and(|w| !w.is_empty()) && zygote_fd.is_none() {
+            return Err(PyValueError::new_err("first_workers needs a zygote"));
+        }
+        // Taken over first, so that each is closed whatever fails below.
+        let mut first = Vec::new();
+        for (pid, fd) in first_workers.unwrap_or_default() {
+            if fd < 0 {
+                return Err(PyValueError::new_err(format!("bad channel descriptor {fd}")));
+            }
+            // SAFETY: the caller hands each descriptor over (socket.detach()).
+            first.push((pid, unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
         let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd, threads) {
             (None, None, Some(serve)) => Box::new(threads::launcher(serve)),
             (Some(argv), None, None) => {
@@ -255,10 +271,16 @@ impl PyEngine {
                     return Err(PyValueError::new_err(format!("bad zygote descriptor {fd}")));
                 }
                 // SAFETY: the caller hands the descriptor over (socket.detach()).
-                Box::new(ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) }))
+                let zygote = ZygoteLauncher::new(unsafe { OwnedFd::from_raw_fd(fd) });
+                Box::new(
+                    zygote
+                        .with_first_workers(first)
+                        .map_err(|e| PyOSError::new_err(e.to_string()))?,
+                )
             }
             _ => return Err(PyValueError::new_err("give exactly one of argv, zygote_fd and threads")),
         };
+
         let mut config = EngineConfig::new(processes, init_payload.as_bytes().to_vec());
         config.lifespan.chunks = lifespan_chunks;
         config.lifespan.items = lifespan_items;
