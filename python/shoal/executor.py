@@ -231,28 +231,22 @@ class ShoalFuture(Future[T]):
     def __init__(self) -> None:
         self._lock = _RLock()
 
+    # Both lists are made on first use, and used only with ``_lock`` held:
+    # the stdlib's wait and as_completed add waiters holding the future's
+    # condition (on that lock), and so does add_done_callback its callbacks.
     @property
     def _waiters(self) -> list[Any]:  # type: ignore[override]
-        """The stdlib's list of waiters (``wait``, ``as_completed`` append
-        to it with the future's condition held), made on first use."""
-        waiters = self._w
-        if waiters is None:
-            with self._lock:
-                waiters = self._w
-                if waiters is None:
-                    waiters = self._w = []
-        return waiters
+        """The stdlib's list of waiters (``wait``, ``as_completed``)."""
+        if self._w is None:
+            self._w = []
+        return self._w
 
     @property
     def _done_callbacks(self) -> list[Callable[[Future[T]], object]]:
-        """The stdlib's list of done callbacks, made on first use."""
-        callbacks = self._cbs
-        if callbacks is None:
-            with self._lock:
-                callbacks = self._cbs
-                if callbacks is None:
-                    callbacks = self._cbs = []
-        return callbacks
+        """The stdlib's list of done callbacks."""
+        if self._cbs is None:
+            self._cbs = []
+        return self._cbs
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
