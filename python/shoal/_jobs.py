@@ -643,19 +643,24 @@ class _Lazy:
                 self._end(error(self.items_read))
 
     # -- the reader --------------------------------------------------------------
-    def _absorb(self) -> bool:
-        """Move finished outcomes from the engine into ``items``; whether any came."""
+    def _absorb(self, into: list[Any] | None = None) -> bool:
+        """Move finished outcomes from the engine into ``items``; whether any
+        came. ``into``: a list that takes them instead, in order, while none
+        failed and ``items`` is empty (``take_into``): one copy fewer per
+        result; from a failed item on, they go to ``items``."""
         values, rest = self.engine.take_values(self.job, TAKE_CHUNKS, loads)
         self.taken += len(values) + len(rest)
         items = self.items
-        items.extend(values)
+        target: list[Any] | deque[Any] = items if into is None or items or self.raised else into
+        target.extend(values)
         lens = self.chunk_lens
         for index, status, single, payload in rest:
             decoded, errors = decode(status, single, payload, lens.pop(index, 1))
             if errors is None:
-                items.extend(decoded)
+                target.extend(decoded)
             else:
                 self.raised = True
+                target = items
                 items.extend(_Raise(errors[k]) if k in errors else v for k, v in enumerate(decoded))
         return bool(values or rest)
 
@@ -786,14 +791,18 @@ class IMapIterator(Iterator[T], AsyncIterator[T], Generic[T]):
             return False
         lazy = self._lazy
         with lazy.take_lock:
-            lazy._absorb()
             if not lazy.raised:
                 items = self._items
                 # Only the reader (this thread) and holders of take_lock
                 # touch items: nothing is added or taken between the two.
                 out.extend(items)
                 items.clear()
-                return True
+                # Straight into out, while nothing has failed.
+                lazy._absorb(out)
+                if not lazy.raised:
+                    return True
+            else:
+                lazy._absorb()
         # A failure among them: one by one, so it raises at its place.
         while self._items:
             out.append(self.next())
