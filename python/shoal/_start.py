@@ -268,7 +268,10 @@ def start_engine(
         raise
     first: list[tuple[int, int]] = []
     try:
-        if zygote.method == "fork":
+        # Only from a process with one thread: fork asked for by name may
+        # come from a threaded one, whose lock a fork can freeze held, and
+        # then the zygote alone takes that risk, not each worker as well.
+        if zygote.method == "fork" and os_threads() == 1:
             first = _fork_first_workers(processes)
     except BaseException:
         os.close(zygote.ctrl_fd)
@@ -286,7 +289,8 @@ def start_engine(
 
 def _fork_first_workers(processes: int) -> list[tuple[int, int]]:
     """Fork a fork pool's first workers from this process, right after its
-    zygote, while it still has one thread (no engine yet): the pool's start
+    zygote, while it has one thread (no engine yet, no thread of its own
+    or of the program's): the pool's start
     then waits for no fork in the zygote (its start-up, its heir's fork
     first). Returns each one's pid and this end of its channel, for the
     engine to take over; the zygote forks every later worker. They are

@@ -707,22 +707,7 @@ class Executor(_StdExecutor):
         ``__cause__``), with :class:`shoal.WorkerLostError` if the worker
         died, or with the pickling error if an argument cannot be pickled.
         """
-        if kwargs or self._task_timeout is not None:
-            return self._submit(fn, args, kwargs, self._task_timeout)
-        # The common call: _submit's fast path, inline (it runs per task).
-        with self._shutdown_lock:
-            if self._shut or _global_shutdown:
-                self._check_open()
-            future: ShoalFuture[T] = ShoalFuture()
-            pending = self._pending
-            future._shoal_pending = pending
-            pending.add(future)
-            result = self._apply_plain(fn, args, future)
-            if result is not None:
-                future._shoal_engine, future._shoal_job = self._engine, result.job
-                return future
-            pending.discard(future)
-        return self._submit(fn, args, kwargs, None)
+        return self._submit(fn, args, kwargs, self._task_timeout)
 
     def schedule(
         self,
