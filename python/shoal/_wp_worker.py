@@ -130,9 +130,9 @@ def _exit_result(ctx: _Context | None, oob: Any) -> bytes | None:
     from shoal import _worker
 
     if ctx is None or ctx.exit is None or ctx.init_error is not None:
-        if oob is None:
-            _worker.mp_exit()
-        return None
+        return None  # multiprocessing's exit routine runs as the worker exits (_worker.mp_exit)
+    # Run here too once worker_exit has, before its result is sent: what it
+    # put in a Queue is in the pipe by the time the parent has the result.
     try:
         value = ctx.exit(*ctx.extra)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent

@@ -351,8 +351,10 @@ const ZYGOTE_RECORD: usize = 12;
 /// The heir is a standby: a fork of the zygote that forks nothing until it
 /// is asked. When the zygote's socket ends (it was killed), the launcher
 /// turns to the heir, which then makes an heir of its own. The zygote
-/// sends its heir before its first worker, so whenever a worker has
-/// started there is a standby, unless it too has been killed.
+/// sends its heir before its first worker, so whenever a worker it forked
+/// has started there is a standby, unless it too has been killed. Workers
+/// the pool's process forked itself ([`ZygoteLauncher::with_first_workers`])
+/// need none: they do not die with the zygote.
 pub struct ZygoteLauncher {
     ctrl: OwnedFd,
     /// The heir's control socket: the zygote to turn to next.
