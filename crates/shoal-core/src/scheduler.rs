@@ -3,15 +3,19 @@
 //!
 //! There is no per-worker pre-assignment, except for a job that asks for it
 //! (MPIRE's `order_tasks`: chunk `i` runs on worker `i % n`, see [`Queue`]).
-//! Other chunks wait in one queue and go to the worker holding the fewest. A worker holds more than the chunk it is
-//! running only when chunks are short: one queued behind a long chunk would
+//! Other chunks wait in one queue and go to the worker holding the fewest. A
+//! worker holds more than the chunk it is running only when chunks are
+//! short, the running one included: one queued behind a long chunk would
 //! wait for it while another worker idles (head-of-line blocking), but a
 //! worker with nothing queued behind a 5 µs chunk would idle for a whole
-//! round trip. A chunk with a deadline goes only to a worker holding
+//! round trip. "Short" is what the function's items took so far; a running
+//! chunk past that estimate (a task waiting on something) gets nothing
+//! behind it. A chunk with a deadline goes only to a worker holding
 //! nothing, and nothing joins it, so its deadline runs from when it starts.
 
 use crate::engine::{Lifespan, State};
 use crate::frame::{task, Header};
+use crate::funcs::FuncId;
 use crate::worker::{Life, Task, Worker};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -106,6 +110,9 @@ impl Queue {
 
 /// Work a worker should have queued ahead of it, in time.
 const TARGET_QUEUED: Duration = Duration::from_micros(500);
+/// Longest a running chunk may be expected to take, or to have overrun its
+/// estimate by, for a chunk to queue behind it.
+const RUNNING_SHORT: Duration = Duration::from_millis(1);
 /// Most chunks a worker may hold.
 const MAX_DEPTH: usize = 512;
 /// Most payload bytes a worker may hold beyond the chunk it is running.
@@ -138,7 +145,27 @@ fn takes_chunks(w: &Worker, lifespan: Lifespan) -> bool {
         && !lifespan.reached(w.assigned_chunks, w.assigned_items)
 }
 
-fn can_take(w: &Worker, lifespan: Lifespan, next: &Task, per_item_ns: Option<u64>) -> bool {
+/// Whether a running chunk of `items` items, of a function whose items take
+/// `per_item_ns` each (`None`: not measured yet), running for `running_for`,
+/// is expected to end soon: it is short by that estimate and has not run
+/// well past it.
+fn ends_soon(items: u32, per_item_ns: Option<u64>, running_for: Duration) -> bool {
+    let Some(per_item) = per_item_ns else {
+        return false;
+    };
+    let expected = Duration::from_nanos(u64::from(items).saturating_mul(per_item));
+    expected <= RUNNING_SHORT && running_for <= expected + RUNNING_SHORT
+}
+
+/// Whether worker `w` may take chunk `next` at `now`; `per_item_ns` gives
+/// a function's estimate (see [`crate::funcs::Funcs::per_item_ns`]).
+fn can_take(
+    w: &Worker,
+    lifespan: Lifespan,
+    next: &Task,
+    per_item_ns: impl Fn(FuncId) -> Option<u64>,
+    now: Instant,
+) -> bool {
     if !takes_chunks(w, lifespan) {
         return false;
     }
@@ -150,9 +177,10 @@ fn can_take(w: &Worker, lifespan: Lifespan, next: &Task, per_item_ns: Option<u64
     let alone = |t: &Task| t.suspect || t.timeout.is_some();
     !alone(next)
         && !alone(running)
+        && ends_soon(running.items, per_item_ns(running.func), w.front_running(now))
         && w.held_bytes() < MAX_QUEUED_BYTES
         && queue_allows(
-            per_item_ns,
+            per_item_ns(next.func),
             w.outstanding.len(),
             w.held_items(),
             u64::from(running.items),
@@ -184,8 +212,7 @@ impl State {
             for i in 0..self.workers.len() {
                 let slot = self.workers[i].slot as usize;
                 while let Some(head) = self.queue.pinned[slot].front() {
-                    let per_item = self.funcs.per_item_ns(head.func);
-                    if !can_take(&self.workers[i], lifespan, head, per_item) {
+                    if !can_take(&self.workers[i], lifespan, head, |f| self.funcs.per_item_ns(f), now) {
                         break;
                     }
                     let task = self.queue.pinned[slot].pop_front().expect("lane checked non-empty");
@@ -195,12 +222,12 @@ impl State {
             }
         }
         while let Some(head) = self.queue.common.front() {
-            let per_item = self.funcs.per_item_ns(head.func);
+            let funcs = &self.funcs;
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| can_take(w, lifespan, head, per_item))
+                .filter(|(_, w)| can_take(w, lifespan, head, |f| funcs.per_item_ns(f), now))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(i) = pick else { break };
@@ -291,5 +318,19 @@ mod tests {
         assert!(!queue_allows(Some(100), 1, 125_000, 125_000, 125_000));
         // 2 ms items: never more than the one running.
         assert!(!queue_allows(Some(2_000_000), 1, 1, 1, 1));
+    }
+
+    #[test]
+    fn nothing_queues_behind_a_long_or_stuck_chunk() {
+        let us = Duration::from_micros;
+        // Short by its function's estimate, and on time.
+        assert!(ends_soon(10, Some(5_000), us(20)));
+        // Not measured yet: it may take any time.
+        assert!(!ends_soon(1, None, us(0)));
+        // Long by its estimate (a 10 ms task), though just started.
+        assert!(!ends_soon(1, Some(10_000_000), us(0)));
+        // Short by its estimate, yet running far longer: waiting on
+        // something (a lock, a gate) that the chunk behind it may need.
+        assert!(!ends_soon(1, Some(5_000), us(5_000)));
     }
 }

@@ -271,7 +271,7 @@ impl State {
                         self.disown(i);
                         return;
                     }
-                    let task = w.answered().expect("head checked above");
+                    let task = w.answered(now).expect("head checked above");
                     let stats = &mut self.slots[w.slot as usize];
                     stats.tally.count(status, u64::from(task.items), u64::from(h.failed()));
                     if status.ran() {
@@ -374,7 +374,7 @@ impl State {
             // with a deadline runs alone, and a killed worker takes no more).
             Some(Fate::TimedOut(limit)) => {
                 let timed = w.outstanding.front().is_some_and(|t| t.timeout.is_some());
-                if let Some(t) = if timed { w.answered() } else { None } {
+                if let Some(t) = if timed { w.answered(now) } else { None } {
                     let name = self.funcs.name(t.func);
                     let what = format!(
                         "{} ran past its timeout of {:.3} s; the worker process {pid} running it was killed",
@@ -403,7 +403,7 @@ impl State {
                 // itself and fails exactly. With one chunk outstanding there is
                 // no doubt.
                 if w.outstanding.len() == 1 {
-                    let t = w.answered().expect("one chunk held");
+                    let t = w.answered(now).expect("one chunk held");
                     let name = self.funcs.name(t.func);
                     let what = format!(
                         "the worker process {pid} running {} died with {exit}",

@@ -107,6 +107,11 @@ pub(crate) struct Worker {
     pub(crate) outstanding: VecDeque<Task>,
     held_bytes: usize,
     held_items: u64,
+    /// When the oldest chunk held began to run, as far as the engine can
+    /// tell: when it was sent to an empty worker, or when the result before
+    /// it came back (a result waiting in the worker's batch makes this late,
+    /// never early).
+    front_since: Instant,
     /// Functions this worker has been sent.
     pub(crate) funcs: FastSet<FuncId>,
     /// Chunks and items sent to it over its life, for lifespans.
@@ -152,6 +157,7 @@ impl Worker {
             outstanding: VecDeque::new(),
             held_bytes: 0,
             held_items: 0,
+            front_since: launched_at,
             funcs: FastSet::default(),
             assigned_chunks: 0,
             assigned_items: 0,
@@ -231,12 +237,21 @@ impl Worker {
             self.deadline = Some((now + t, t));
         }
         self.stop_idling(now, Some(stats));
+        if self.outstanding.is_empty() {
+            self.front_since = now;
+        }
         self.outstanding.push_back(task);
     }
 
-    /// The oldest chunk, answered (or lost): no longer held.
-    pub(crate) fn answered(&mut self) -> Option<Task> {
+    /// How long the oldest chunk held has been running, at `now`.
+    pub(crate) fn front_running(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.front_since)
+    }
+
+    /// The oldest chunk, answered (or lost) at `now`: no longer held.
+    pub(crate) fn answered(&mut self, now: Instant) -> Option<Task> {
         let t = self.outstanding.pop_front()?;
+        self.front_since = now;
         self.held_bytes -= t.payload.len();
         self.held_items -= u64::from(t.items);
         if t.timeout.is_some() {
