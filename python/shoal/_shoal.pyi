@@ -28,6 +28,7 @@ __all__ = [
     "TASK_UNPACK",
     "Engine",
     "JobResult",
+    "Outbox",
     "PlainApply",
     "Span",
     "WorkerLoop",
@@ -125,7 +126,16 @@ class WorkerLoop:
     """A worker's loop over the frames it receives (see python/shoal/_worker.py)."""
 
     def __new__(cls, host: Any) -> Self: ...
-    def run(self, buf: bytearray, pos: int, end: int, since: int) -> tuple[int, int, int]: ...
+    def run(self, buf: bytearray, pos: int, end: int) -> tuple[int, int]: ...
+
+@final
+class Outbox:
+    """A worker's result frames, batched, and the flusher that sends a batch
+    a long task would hold back (see crates/shoal-py/src/outbox.rs)."""
+
+    def __new__(cls, fd: int) -> Self: ...
+    def flush(self) -> None: ...
+    def quiesce(self) -> None: ...
 
 @final
 class Engine:

@@ -45,7 +45,7 @@ class Workers:
         slot ``slot``; returns its exit code. Called on the worker's thread."""
         inbox = _worker._Inbox(fd, 1 << 16)
         outbox = _worker._Outbox(fd)
-        host = ThreadHost(outbox.parts, self, slot)
+        host = ThreadHost(outbox.box, self, slot)
         _worker.thread.worker = host
         try:
             return _worker._loop(inbox, outbox, host)
@@ -57,6 +57,8 @@ class Workers:
                 outbox.flush()
             except OSError:
                 pass
+            # Its flusher stops before the caller closes the channel.
+            outbox.box.quiesce()
 
 
 class ThreadHost:
@@ -64,12 +66,12 @@ class ThreadHost:
     the stages of a process worker's ``_worker._Host``, each given the
     pool's object table, so results and exceptions go by reference."""
 
-    def __init__(self, parts: list[bytes], workers: Workers, slot: int) -> None:
+    def __init__(self, outbox: Any, workers: Workers, slot: int) -> None:
         oob = self.handles = workers.handles
         self._workers = workers
         self.slot = slot
         self.funcs = workers.funcs
-        self.parts = parts
+        self.outbox = outbox
         self.deferred: list[Any] = []
         self.big: list[memoryview] = []
         self.buffer_callback = None

@@ -320,6 +320,9 @@ def serve(fd: int, parent_pid: int) -> int:
     _channel = fd
     inbox = _Inbox(fd)
     outbox = _Outbox(fd)
+    # A task that forks (a nested pool, os.fork) forks a process of one
+    # thread: the outbox's flusher stops first.
+    os.register_at_fork(before=outbox.box.quiesce)
     try:
         return _loop(inbox, outbox, on_exit=mp_exit)
     finally:
@@ -370,17 +373,17 @@ class _Inbox:
 
 
 class _Outbox:
-    """Result frames waiting to be written, and when the oldest was made."""
+    """Result frames waiting to be written (``_shoal.Outbox``, which also
+    sends them while a long task runs), and the shared blocks to free once
+    they are out."""
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.parts: list[bytes] = []
-        self.since = 0
+        from shoal import _shoal
+
+        self.box = _shoal.Outbox(fd)
 
     def flush(self) -> None:
-        if self.parts:
-            _write_all(self.fd, b"".join(self.parts))
-            self.parts.clear()
+        self.box.flush()
         if _shm._deferred:
             # The results of the chunks that used these blocks are out.
             _shm.free_deferred()
@@ -395,14 +398,14 @@ def _loop(inbox: _Inbox, outbox: _Outbox, host: Any = None, on_exit: Callable[[]
     the parent is gone)."""
     from shoal import _shoal
 
-    loop = _shoal.WorkerLoop(_Host(outbox.parts) if host is None else host)
+    loop = _shoal.WorkerLoop(_Host(outbox.box) if host is None else host)
     while True:
         outbox.flush()  # about to block: send what is done
         if not inbox.fill():
             return 0  # the parent is gone
         pos, end = inbox.start, inbox.end
         while True:
-            pos, outbox.since, action = loop.run(inbox.buf, pos, end, outbox.since)
+            pos, action = loop.run(inbox.buf, pos, end)
             if action == _READ:
                 break
             outbox.flush()
@@ -423,9 +426,9 @@ class _Host:
     """What the native loop reads and calls back into: this worker's state,
     and the stages it leaves to Python."""
 
-    def __init__(self, parts: list[bytes]) -> None:
+    def __init__(self, outbox: Any) -> None:
         self.funcs: dict[int, Any] = {}
-        self.parts = parts
+        self.outbox = outbox
         self.deferred = _shm._deferred
         # Filled by buffer_callback (set by Init) with the buffers that send a
         # result down the careful path: large or read-only ones.

@@ -3,7 +3,8 @@
 //! Conversion and glue: Python bytes in, Python bytes out, and engine
 //! errors into the exceptions `multiprocessing.Pool` raises; plus the pieces
 //! that run once per task, where Python would cost more than the task: the
-//! result object (`result.rs`), the worker's loop (`worker_loop.rs`),
+//! result object (`result.rs`), the worker's loop (`worker_loop.rs`) and
+//! its batch of results (`outbox.rs`),
 //! `apply_async`'s fast path (`plain_apply.rs`), packed numbers
 //! (`packed.rs`) and shared-memory mappings (`mapping.rs`). No engine policy lives here. Every blocking
 //! call releases the GIL and wakes every 50 ms to let Python run signal
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod mapping;
+mod outbox;
 mod packed;
 mod plain_apply;
 mod result;
@@ -978,6 +980,8 @@ fn upper_snake(name: &str) -> String {
 mod _shoal {
     #[pymodule_export]
     use super::mapping::{discard_pages, mmap_shared, munmap, punch_hole, Span};
+    #[pymodule_export]
+    use super::outbox::Outbox;
     #[pymodule_export]
     use super::packed::{pack_each, pack_one, pack_values, unpack_one, unpack_values};
     #[pymodule_export]

@@ -24,16 +24,19 @@ use pyo3::types::{
 use shoal_core::frame::{self, task, Header, Kind, HEADER_LEN};
 use shoal_core::Status;
 
+use crate::outbox::Outbox;
 use crate::packed;
 
-/// Results wait in the worker and go out together: a write per result costs
-/// ~6 µs here, 0.07 µs in a batch. They go when the worker is about to block
-/// on a read (the caller flushes then), when [`FLUSH_RESULTS`] have piled
-/// up, or, before the next task starts, when the oldest is [`FLUSH_NS`] old.
-/// A task longer than [`FLUSH_AFTER_NS`] sends its result at once: a write
-/// is cheap next to it, and the next task may be long too. A chunk the
-/// engine marks `ISOLATE` (a crash suspect) goes out alone: the batch is
-/// sent before it runs and its result right after.
+/// Results wait in the worker's [`Outbox`] and go out together: a write per
+/// result costs ~6 µs here, 0.07 µs in a batch. They go when the worker is
+/// about to block on a read (the caller flushes then), when
+/// [`FLUSH_RESULTS`] have piled up, or, before the next task starts, when
+/// the oldest is [`FLUSH_NS`] old; while that task runs, the outbox's
+/// flusher sends them if it takes long. A task longer than
+/// [`FLUSH_AFTER_NS`] sends its result at once: a write is cheap next to
+/// it, and the next task may be long too. A chunk the engine marks
+/// `ISOLATE` (a crash suspect) goes out alone: the batch is sent before it
+/// runs and its result right after.
 const FLUSH_RESULTS: usize = 256;
 /// See [`FLUSH_RESULTS`].
 const FLUSH_NS: i64 = 100_000;
@@ -55,7 +58,7 @@ enum Next {
 }
 
 /// `time.perf_counter_ns()`: the same clock the Python side stamps with.
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -67,7 +70,7 @@ type Ran<'py> = (u8, u32, Bound<'py, PyBytes>);
 
 /// The worker's loop over frames. Built once, from the worker's host object,
 /// whose attributes it reads then: `funcs` (function id to function),
-/// `parts` (the batch of result frames), `deferred` (shared blocks to free
+/// `outbox` (the [`Outbox`] result frames wait in), `deferred` (shared blocks to free
 /// after a flush), `big` (a result's large buffers), `loads`, `dumps`,
 /// `load_error` (the type standing in for a function that failed to load),
 /// and the stages left to Python: `run_task`, `fail_task`, `careful`,
@@ -79,7 +82,7 @@ type Ran<'py> = (u8, u32, Bound<'py, PyBytes>);
 pub struct WorkerLoop {
     host: Py<PyAny>,
     funcs: Py<PyDict>,
-    parts: Py<PyList>,
+    outbox: Py<Outbox>,
     deferred: Py<PyList>,
     big: Py<PyList>,
     loads: Py<PyAny>,
@@ -97,9 +100,8 @@ pub struct WorkerLoop {
     call_unpacked: Py<PyAny>,
 }
 
-/// Where [`WorkerLoop::run`] stopped: position, when the oldest unsent
-/// result was made, and what to do next.
-type Stop = (usize, i64, u8);
+/// Where [`WorkerLoop::run`] stopped, and what to do next.
+type Stop = (usize, u8);
 
 #[pymethods]
 impl WorkerLoop {
@@ -109,7 +111,7 @@ impl WorkerLoop {
         let get = |name: &str| h.getattr(name).map(Bound::unbind);
         Ok(WorkerLoop {
             funcs: h.getattr("funcs")?.cast_into::<PyDict>()?.unbind(),
-            parts: h.getattr("parts")?.cast_into::<PyList>()?.unbind(),
+            outbox: h.getattr("outbox")?.cast_into::<Outbox>()?.unbind(),
             deferred: h.getattr("deferred")?.cast_into::<PyList>()?.unbind(),
             big: h.getattr("big")?.cast_into::<PyList>()?.unbind(),
             loads: get("loads")?,
@@ -126,27 +128,19 @@ impl WorkerLoop {
         })
     }
 
-    /// Handle the frames in `buf[pos..end]`, appending result frames to the
-    /// batch. Returns `(pos, since, next)`: where it stopped, when the
-    /// oldest unsent result was made, and what the caller must do (0: read
-    /// more; 1: flush, then call again; 2: flush and exit; 3: flush and exit
-    /// with code 1).
-    fn run(
-        &self,
-        py: Python<'_>,
-        buf: &Bound<'_, PyByteArray>,
-        mut pos: usize,
-        end: usize,
-        mut since: i64,
-    ) -> PyResult<Stop> {
-        let parts = self.parts.bind(py);
+    /// Handle the frames in `buf[pos..end]`, adding result frames to the
+    /// outbox. Returns `(pos, next)`: where it stopped, and what the caller
+    /// must do (0: read more; 1: flush, then call again; 2: flush and exit;
+    /// 3: flush and exit with code 1).
+    fn run(&self, py: Python<'_>, buf: &Bound<'_, PyByteArray>, mut pos: usize, end: usize) -> PyResult<Stop> {
+        let outbox = self.outbox.get();
         // When one task follows another here, the clock read that ends one
         // starts the next: reading the clock took ~10% of a worker's time at
         // chunksize=1 (perf, imap of 200k ints), ~100 ns a read on this VM.
         let mut last_end: Option<i64> = None;
         loop {
             if end < pos + HEADER_LEN {
-                return Ok((pos, since, Next::Read as u8));
+                return Ok((pos, Next::Read as u8));
             }
             // SAFETY: only _Inbox resizes this buffer, never while this runs;
             // the slice is dropped before any Python code is called.
@@ -154,36 +148,33 @@ impl WorkerLoop {
                 .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
             let (start, stop) = (pos + HEADER_LEN, pos + HEADER_LEN + h.len as usize);
             if stop > end {
-                return Ok((pos, since, Next::Read as u8));
+                return Ok((pos, Next::Read as u8));
             }
             match h.kind {
                 Kind::Task => {
                     let bits = h.task_bits();
                     let isolate = bits & task::ISOLATE != 0;
                     let t0 = last_end.unwrap_or_else(now_ns);
-                    if !parts.is_empty() && (isolate || t0 - since > FLUSH_NS) {
-                        return Ok((pos, since, Next::Flush as u8));
+                    if outbox.before_task(t0, isolate, FLUSH_NS) {
+                        return Ok((pos, Next::Flush as u8));
                     }
                     pos = stop;
                     let (status, failed, result) = self.run_task(py, &h, buf, start, stop)?;
                     let t1 = now_ns();
                     last_end = Some(t1);
-                    if parts.is_empty() {
-                        since = t1;
-                    }
                     let (status, failed, result) = self.fit_frame(py, status, failed, result)?;
                     let body = result.as_bytes();
                     let status = Status::from_u8(status).unwrap_or(Status::ChunkFailed);
                     let run_ns = (t1 - t0).max(0) as u64;
                     let header = Header::result(h.job(), h.index(), status, failed, run_ns, body.len());
-                    parts.append(frame_bytes(py, header, body)?)?;
+                    let waiting = outbox.push(&framed(header, body)?, body, t1);
                     if isolate
                         || t1 - t0 > FLUSH_AFTER_NS
-                        || parts.len() >= FLUSH_RESULTS
+                        || waiting >= FLUSH_RESULTS
                         // Shared blocks wait for the results that used them to be out.
                         || !self.deferred.bind(py).is_empty()
                     {
-                        return Ok((pos, since, Next::Flush as u8));
+                        return Ok((pos, Next::Flush as u8));
                     }
                 }
                 Kind::Func => {
@@ -209,16 +200,16 @@ impl WorkerLoop {
                     } else {
                         Header::init_failed(failure.as_bytes().len())
                     };
-                    parts.append(frame_bytes(py, reply, failure.as_bytes())?)?;
+                    outbox.push(&framed(reply, failure.as_bytes())?, failure.as_bytes(), now_ns());
                     // Large result buffers go where Init said.
                     let cb = self.host.getattr(py, "buffer_callback")?;
                     self.dumps_kwargs.bind(py).set_item("buffer_callback", cb)?;
                     let next = if ok { Next::Flush } else { Next::Fail };
-                    return Ok((pos, since, next as u8));
+                    return Ok((pos, next as u8));
                 }
                 Kind::Exit => {
                     self.exit_result(py)?;
-                    return Ok((stop, since, Next::Exit as u8));
+                    return Ok((stop, Next::Exit as u8));
                 }
                 // Worker-to-engine kinds never arrive here.
                 Kind::Ready | Kind::Result | Kind::InitFailed | Kind::ExitResult | Kind::InitStarted => pos = stop,
@@ -290,14 +281,10 @@ pub fn unpack_shape(items: &Bound<'_, PyAny>) -> u8 {
     }
 }
 
-/// One frame, `header` then `body`, as a bytes object for the batch.
-fn frame_bytes<'py>(py: Python<'py>, mut header: Header, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+/// The header bytes of a frame of `header` whose payload is `body`.
+fn framed(mut header: Header, body: &[u8]) -> PyResult<[u8; HEADER_LEN]> {
     header.len = frame::payload_len(body.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    PyBytes::new_with(py, HEADER_LEN + body.len(), |out| {
-        out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-        out[HEADER_LEN..].copy_from_slice(body);
-        Ok(())
-    })
+    Ok(header.to_bytes())
 }
 
 /// `buf[start..stop]` as a new bytes object.
@@ -323,7 +310,9 @@ impl WorkerLoop {
             payload = self.chunk_failed.bind(py).call1((exc, ""))?.cast_into::<PyBytes>()?;
         }
         let header = Header::exit_result(payload.as_bytes().len());
-        self.parts.bind(py).append(frame_bytes(py, header, payload.as_bytes())?)
+        let body = payload.as_bytes();
+        self.outbox.get().push(&framed(header, body)?, body, now_ns());
+        Ok(())
     }
 
     /// A chunk's outcome as it can travel: one too large for a frame
