@@ -15,7 +15,7 @@
 
 use crate::engine::{Lifespan, State};
 use crate::frame::{task, Header};
-use crate::funcs::FuncId;
+use crate::funcs::Funcs;
 use crate::worker::{Life, Task, Worker};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -110,9 +110,13 @@ impl Queue {
 
 /// Work a worker should have queued ahead of it, in time.
 const TARGET_QUEUED: Duration = Duration::from_micros(500);
-/// Longest a running chunk may be expected to take, or to have overrun its
-/// estimate by, for a chunk to queue behind it.
+/// Longest a running chunk may be expected to take for a chunk to queue
+/// behind it.
 const RUNNING_SHORT: Duration = Duration::from_millis(1);
+/// How far past its estimate a running chunk may be for a chunk to queue
+/// behind it: past that, it waits on something. Beyond a time slice or
+/// two, as a worker the machine has not run for a while looks the same.
+const OVERRUN: Duration = Duration::from_millis(20);
 /// Most chunks a worker may hold.
 const MAX_DEPTH: usize = 512;
 /// Most payload bytes a worker may hold beyond the chunk it is running.
@@ -148,22 +152,25 @@ fn takes_chunks(w: &Worker, lifespan: Lifespan) -> bool {
 /// Whether a running chunk of `items` items, of a function whose items take
 /// `per_item_ns` each (`None`: not measured yet), running for `running_for`,
 /// is expected to end soon: it is short by that estimate and has not run
-/// well past it.
+/// far past it.
 fn ends_soon(items: u32, per_item_ns: Option<u64>, running_for: Duration) -> bool {
     let Some(per_item) = per_item_ns else {
         return false;
     };
     let expected = Duration::from_nanos(u64::from(items).saturating_mul(per_item));
-    expected <= RUNNING_SHORT && running_for <= expected + RUNNING_SHORT
+    expected <= RUNNING_SHORT && running_for <= expected + OVERRUN
 }
 
-/// Whether worker `w` may take chunk `next` at `now`; `per_item_ns` gives
-/// a function's estimate (see [`crate::funcs::Funcs::per_item_ns`]).
+/// Whether worker `w` may take chunk `next` at `now`. `next_per_item` is
+/// the estimate for `next`'s function; `funcs` gives others' (looked up
+/// only when the running chunk's function differs, as the lookups are most
+/// of the cost of dispatching a 1 µs task).
 fn can_take(
     w: &Worker,
     lifespan: Lifespan,
     next: &Task,
-    per_item_ns: impl Fn(FuncId) -> Option<u64>,
+    next_per_item: Option<u64>,
+    funcs: &Funcs,
     now: Instant,
 ) -> bool {
     if !takes_chunks(w, lifespan) {
@@ -175,17 +182,24 @@ fn can_take(
     };
     // A suspect runs alone, and so does a chunk with a deadline.
     let alone = |t: &Task| t.suspect || t.timeout.is_some();
+    let running_per_item = || {
+        if running.func == next.func {
+            next_per_item
+        } else {
+            funcs.per_item_ns(running.func)
+        }
+    };
     !alone(next)
         && !alone(running)
-        && ends_soon(running.items, per_item_ns(running.func), w.front_running(now))
         && w.held_bytes() < MAX_QUEUED_BYTES
         && queue_allows(
-            per_item_ns(next.func),
+            next_per_item,
             w.outstanding.len(),
             w.held_items(),
             u64::from(running.items),
             u64::from(next.items),
         )
+        && ends_soon(running.items, running_per_item(), w.front_running(now))
 }
 
 impl State {
@@ -212,7 +226,8 @@ impl State {
             for i in 0..self.workers.len() {
                 let slot = self.workers[i].slot as usize;
                 while let Some(head) = self.queue.pinned[slot].front() {
-                    if !can_take(&self.workers[i], lifespan, head, |f| self.funcs.per_item_ns(f), now) {
+                    let per_item = self.funcs.per_item_ns(head.func);
+                    if !can_take(&self.workers[i], lifespan, head, per_item, &self.funcs, now) {
                         break;
                     }
                     let task = self.queue.pinned[slot].pop_front().expect("lane checked non-empty");
@@ -222,12 +237,12 @@ impl State {
             }
         }
         while let Some(head) = self.queue.common.front() {
-            let funcs = &self.funcs;
+            let per_item = self.funcs.per_item_ns(head.func);
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| can_take(w, lifespan, head, |f| funcs.per_item_ns(f), now))
+                .filter(|(_, w)| can_take(w, lifespan, head, per_item, &self.funcs, now))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
             let Some(i) = pick else { break };
@@ -329,8 +344,10 @@ mod tests {
         assert!(!ends_soon(1, None, us(0)));
         // Long by its estimate (a 10 ms task), though just started.
         assert!(!ends_soon(1, Some(10_000_000), us(0)));
+        // Late, as a worker the machine has not run for a few ms is.
+        assert!(ends_soon(1, Some(5_000), us(5_000)));
         // Short by its estimate, yet running far longer: waiting on
         // something (a lock, a gate) that the chunk behind it may need.
-        assert!(!ends_soon(1, Some(5_000), us(5_000)));
+        assert!(!ends_soon(1, Some(5_000), us(50_000)));
     }
 }
