@@ -20,6 +20,7 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,10 +28,11 @@ use std::time::Duration;
 /// Age at which the flusher sends a batch the worker has not: the longest a
 /// result waits behind a task, give or take one [`TICK`].
 const STALL_NS: i64 = 1_000_000;
-/// How often the flusher looks.
-const TICK: Duration = Duration::from_millis(1);
+/// How often the flusher looks: rarely, as it competes for the cores the
+/// tasks run on, and a result late by a few ms is no hang.
+const TICK: Duration = Duration::from_millis(4);
 /// Looks in a row that found nothing to send before the flusher exits.
-const IDLE_TICKS: u32 = 50;
+const IDLE_TICKS: u32 = 25;
 /// A batch buffer larger than this is freed after a send, not kept.
 const KEEP_CAPACITY: usize = 4 << 20;
 
@@ -40,8 +42,6 @@ struct Batch {
     bytes: Vec<u8>,
     /// Frames in `bytes`.
     frames: usize,
-    /// When the first frame in `bytes` was made (`now_ns`).
-    since: Option<i64>,
     /// The flusher thread, while it runs.
     flusher: Option<JoinHandle<()>>,
     /// Tells the flusher to exit now.
@@ -53,6 +53,12 @@ struct Batch {
 struct Shared {
     fd: RawFd,
     batch: Mutex<Batch>,
+    /// When the first frame in the batch was made (`now_ns`); 0 while it is
+    /// empty. Changed only with the lock held; read without it by the
+    /// worker's own thread before each task (the only thread that adds).
+    since: AtomicI64,
+    /// The flusher runs (changed only with the lock held).
+    flushing: AtomicBool,
     /// Wakes the flusher early to stop.
     wake: Condvar,
 }
@@ -67,7 +73,7 @@ impl Shared {
         if b.bytes.is_empty() || b.broken {
             b.bytes.clear();
             b.frames = 0;
-            b.since = None;
+            self.since.store(0, Ordering::Relaxed);
             return Ok(());
         }
         let written = write_all(self.fd, &b.bytes);
@@ -77,7 +83,7 @@ impl Shared {
             b.bytes.clear();
         }
         b.frames = 0;
-        b.since = None;
+        self.since.store(0, Ordering::Relaxed);
         if written.is_err() {
             b.broken = true;
         }
@@ -89,13 +95,13 @@ impl Shared {
         let mut idle = 0;
         let mut b = self.lock();
         while !b.stop {
-            match b.since {
-                Some(at) if now_ns() - at >= STALL_NS => {
+            match self.since.load(Ordering::Relaxed) {
+                0 => idle += 1,
+                at if now_ns() - at >= STALL_NS => {
                     idle = 0;
                     let _ = self.send(&mut b);
                 }
-                Some(_) => idle = 0,
-                None => idle += 1,
+                _ => idle = 0,
             }
             if idle > IDLE_TICKS {
                 break;
@@ -104,6 +110,7 @@ impl Shared {
         }
         // Exiting: the next task that runs with results unsent starts another.
         b.flusher = None;
+        self.flushing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -136,7 +143,7 @@ impl Outbox {
     pub(crate) fn push(&self, header: &[u8], body: &[u8], made_ns: i64) -> usize {
         let mut b = self.shared.lock();
         if b.frames == 0 {
-            b.since = Some(made_ns);
+            self.shared.since.store(made_ns, Ordering::Relaxed);
         }
         b.bytes.extend_from_slice(header);
         b.bytes.extend_from_slice(body);
@@ -149,13 +156,22 @@ impl Outbox {
     /// Otherwise, with frames waiting, make sure the flusher runs, so they
     /// go out even if the task takes long.
     pub(crate) fn before_task(&self, now_ns: i64, alone: bool, flush_ns: i64) -> bool {
-        let mut b = self.shared.lock();
-        let Some(since) = b.since else {
+        // No lock in the common cases: only this thread adds frames, so a
+        // batch seen empty stays so, and one the flusher empties meanwhile
+        // is at worst flushed again (a no-op) or watched for nothing. A
+        // flusher seen running has not decided to exit: it decides with
+        // the lock held, and would have seen these frames.
+        let since = self.shared.since.load(Ordering::Relaxed);
+        if since == 0 {
             return false;
-        };
+        }
         if alone || now_ns - since > flush_ns {
             return true;
         }
+        if self.shared.flushing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut b = self.shared.lock();
         if b.flusher.is_none() && !b.broken {
             b.stop = false;
             let shared = Arc::clone(&self.shared);
@@ -165,6 +181,7 @@ impl Outbox {
                 .spawn(move || shared.flusher())
             {
                 b.flusher = Some(handle);
+                self.shared.flushing.store(true, Ordering::Relaxed);
             }
         }
         false
@@ -181,11 +198,12 @@ impl Outbox {
                 batch: Mutex::new(Batch {
                     bytes: Vec::new(),
                     frames: 0,
-                    since: None,
                     flusher: None,
                     stop: false,
                     broken: false,
                 }),
+                since: AtomicI64::new(0),
+                flushing: AtomicBool::new(false),
                 wake: Condvar::new(),
             }),
         }
@@ -208,6 +226,7 @@ impl Outbox {
                 let mut b = shared.lock();
                 let _ = shared.send(&mut b);
                 b.stop = true;
+                shared.flushing.store(false, Ordering::Relaxed);
                 b.flusher.take()
             };
             shared.wake.notify_all();
