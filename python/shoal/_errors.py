@@ -1,10 +1,16 @@
-"""Exceptions shoal raises, and the rebuilding of exceptions from workers."""
+"""Exceptions shoal raises, and the rebuilding of exceptions from workers.
+
+Workers import this module, and a spawned worker (or a forkserver zygote)
+has not imported ``multiprocessing``, which takes ~12 ms here: the classes
+built on it (``ResultTimeoutError``, ``WorkerLostError``,
+``TaskTimeoutError``) and the two it re-exports (``RemoteTraceback``,
+``MaybeEncodingError``) are made on first use (``__getattr__`` below).
+"""
 
 from __future__ import annotations
 
 import _pickle
 import io
-import multiprocessing
 
 from shoal import _protocol as P
 from shoal._pickling import loads
@@ -12,6 +18,7 @@ from shoal._shoal import unpack_one, unpack_values
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import multiprocessing
     from typing import Any
 
     # multiprocessing.pool defines both, but typeshed declares only the names
@@ -27,17 +34,14 @@ if TYPE_CHECKING:
 
         def __init__(self, exc: object, value: object) -> None: ...
 
-else:
-    # MaybeEncodingError is not used here: it is imported so that this module
-    # has at run time the names it declares above.
-    from multiprocessing.pool import MaybeEncodingError, RemoteTraceback  # noqa: F401
+    class ResultTimeoutError(multiprocessing.TimeoutError, TimeoutError):
+        pass
 
 
-class ResultTimeoutError(multiprocessing.TimeoutError, TimeoutError):
-    """What a result's ``get(timeout)`` raises when the timeout passes
-    first: ``multiprocessing.TimeoutError``, as ``Pool``'s results raise,
-    and the builtin ``TimeoutError``, as MPIRE's and ``concurrent.futures``'
-    do, so that code written for any of them catches it. The task goes on."""
+_RESULT_TIMEOUT_DOC = """What a result's ``get(timeout)`` raises when the timeout passes
+first: ``multiprocessing.TimeoutError``, as ``Pool``'s results raise,
+and the builtin ``TimeoutError``, as MPIRE's and ``concurrent.futures``'
+do, so that code written for any of them catches it. The task goes on."""
 
 
 class _WorkerLost(Exception):
@@ -114,16 +118,38 @@ if TYPE_CHECKING:
 else:
 
     def __getattr__(name: str) -> type:
-        if name not in ("WorkerLostError", "TaskTimeoutError"):
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _made(name)
+
+
+def _made(name: str) -> type:
+    """The class ``name`` of those made on first use, made now if need be."""
+    known: type | None = globals().get(name)
+    if known is not None:
+        return known
+    if name in ("WorkerLostError", "TaskTimeoutError"):
         from concurrent.futures.process import BrokenProcessPool
 
         lost = type("WorkerLostError", (_WorkerLost, BrokenProcessPool), {"__doc__": _LOST_DOC})
         timeout = type("TaskTimeoutError", (lost, TimeoutError), {"__doc__": _TIMEOUT_DOC})
-        for cls in (lost, timeout):
-            cls.__module__ = __name__
-        globals().update(WorkerLostError=lost, TaskTimeoutError=timeout)
-        return globals()[name]
+        made = {"WorkerLostError": lost, "TaskTimeoutError": timeout}
+    elif name == "ResultTimeoutError":
+        import multiprocessing
+
+        bases = (multiprocessing.TimeoutError, TimeoutError)
+        made = {name: type(name, bases, {"__doc__": _RESULT_TIMEOUT_DOC})}
+    elif name in ("RemoteTraceback", "MaybeEncodingError"):
+        import multiprocessing.pool
+
+        # multiprocessing.pool's own classes, re-exported.
+        cls: type = getattr(multiprocessing.pool, name)
+        globals()[name] = cls
+        return cls
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    for made_cls in made.values():
+        made_cls.__module__ = __name__
+    globals().update(made)
+    return globals()[name]
 
 
 def func_name(func: Any) -> str:
@@ -236,5 +262,5 @@ def rebuild(desc: tuple[bytes | None, str | None, str]) -> BaseException:
             why = f"unpickling it failed: {e!r}"
     if not isinstance(exc, BaseException):
         exc = RemoteUnpicklingError(f"{rep} ({why})")
-    exc.__cause__ = RemoteTraceback(tb or "")
+    exc.__cause__ = _made("RemoteTraceback")(tb or "")
     return exc
