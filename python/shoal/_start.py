@@ -21,14 +21,14 @@ when it is asked for by name (see docs on forking).
 
 The default is chosen by measurement (2 workers, create, map 4 items,
 close, join; median of 5 fresh processes; this 2-core VM, CPython 3.11,
-release build; ``benches/start_methods.py``):
+release build; ``benches/start_methods.py``, 2026-11-30):
 
 ============  ===========  =================  ====================
 method        shoal        multiprocessing    shoal: replace one
 ============  ===========  =================  ====================
-fork          10.5 ms      21 ms              1.7 ms
-forkserver    38.5 ms      89 ms              4.6 ms
-spawn         30.3 ms      101 ms             13 ms
+fork          10.5 ms      26 ms              2.2 ms
+forkserver    63 ms        86 ms              4.0 ms
+spawn         53 ms        99 ms              17.5 ms
 ============  ===========  =================  ====================
 
 A forkserver zygote is a fresh interpreter, and an interpreter takes ~20 ms
