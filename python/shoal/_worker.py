@@ -588,6 +588,46 @@ class _LoadError:
         self.payload = payload
 
 
+def _adopt_authkey(authkey: bytes) -> None:
+    """Make ``authkey`` this process's ``multiprocessing`` authkey: now if
+    ``multiprocessing`` is imported, else as soon as it is. Importing it
+    costs a spawned worker ~10 ms, and most tasks never use it."""
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None:
+        process.current_process().authkey = authkey
+    else:
+        sys.meta_path.insert(0, _AuthkeyOnImport(authkey))
+
+
+class _AuthkeyOnImport:
+    """An import hook for ``multiprocessing.process`` alone: the module is
+    found and loaded as usual, then given the parent's authkey, before
+    any code that imported it can use it. It removes itself on first use."""
+
+    def __init__(self, authkey: bytes) -> None:
+        self.authkey = authkey
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "multiprocessing.process":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+        authkey = self.authkey
+
+        def exec_module(module: Any) -> None:
+            load(module)
+            module.current_process().authkey = authkey
+
+        # This spec's own loader: a fresh one per find.
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
 def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
     """Apply the parent's settings and run the initializer, in worker slot
     ``slot_id``. Returns whether it succeeded, how long the initializer took
@@ -601,9 +641,7 @@ def _initialise(payload: bytes, slot_id: int) -> tuple[bool, int, bytes]:
         if "authkey" in settings:
             # The parent's, as the stdlib gives a child it spawns: manager
             # proxies in arguments and initargs authenticate with it.
-            from multiprocessing import process
-
-            process.current_process().authkey = settings["authkey"]
+            _adopt_authkey(settings["authkey"])
         _result_oob = _shm.attach(settings["shm"])
         if "inherit" in settings:
             # Forked: the parent's own objects, inherited (see _backend.inherited_init).

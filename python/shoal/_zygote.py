@@ -131,21 +131,6 @@ def _run(ctrl_fd: int, parent_fd: int, first: bool = False) -> None:
         sock.close()
 
 
-# Seconds a zygote waits idle, once its first workers are forked, before it
-# imports what every worker imports anyway (``warm_up``): none, as the
-# workers it has forked start meanwhile, and replacements may follow at once.
-WARM_UP_AFTER = 0.0
-
-
-def warm_up() -> None:
-    """Import, once the pool is up, what every worker imports as it starts,
-    for the workers forked later (replacements) to inherit: a worker sets
-    ``multiprocessing``'s authkey, which imports it (~10 ms here). Not
-    before the zygote is ready: the pool's start waits for that. A fork
-    zygote has it from the pool's process already."""
-    import multiprocessing.process  # noqa: F401
-
-
 def run_worker(chan: int, parent: int) -> NoReturn:
     """Be a worker on channel ``chan`` until told to exit, then exit: the
     rest of a forked worker's life, whichever process forked it (a zygote,
@@ -182,19 +167,14 @@ class _Server:
 
     def run(self) -> None:
         sock = self.sock
-        warm = False
         while True:
             # The socket and descriptors (ints): `r is sock` tells them apart.
             watched: list[Any] = [sock, self.parent_fd, *self.children]
             if self.heir is not None:
                 watched.append(self.heir[0])
             try:
-                ready, _, _ = select.select(watched, [], [], None if warm else WARM_UP_AFTER)
+                ready, _, _ = select.select(watched, [], [])
             except InterruptedError:
-                continue
-            if not ready:
-                warm = True
-                warm_up()
                 continue
             for r in ready:
                 if r is sock:

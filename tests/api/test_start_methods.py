@@ -324,3 +324,27 @@ def test_a_module_the_zygote_finds_elsewhere_is_not_preloaded(tmp_path: Path) ->
     got = json.loads(proc.stdout)
     assert got["parent"]["dup_mod"].endswith(os.path.join("other", "dup_mod.py")), got
     assert got["workers"] == [{"dup_mod": None}] * 2, got
+
+
+def authkey_seen(_: object) -> tuple[bool, bytes]:
+    """Whether this worker had imported multiprocessing, and its authkey."""
+    had = "multiprocessing" in sys.modules
+    import multiprocessing
+
+    return had, bytes(multiprocessing.current_process().authkey)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_workers_take_the_parents_authkey_when_they_use_multiprocessing(method: str) -> None:
+    # As stdlib children do, so manager proxies authenticate. A spawned
+    # worker takes it as it imports multiprocessing, which it does only
+    # when a task needs it (the import is ~10 ms of its start).
+    import multiprocessing
+
+    import shoal
+
+    with shoal.Pool(1, start_method=method) as pool:
+        had, authkey = pool.apply(authkey_seen, (None,))
+    assert authkey == bytes(multiprocessing.current_process().authkey)
+    if method == "spawn":
+        assert not had
