@@ -26,9 +26,9 @@ release build; ``benches/start_methods.py``, 2026-11-30):
 ============  ===========  =================  ====================
 method        shoal        multiprocessing    shoal: replace one
 ============  ===========  =================  ====================
-fork          10.5 ms      26 ms              2.2 ms
-forkserver    63 ms        86 ms              4.0 ms
-spawn         53 ms        99 ms              17.5 ms
+fork          7.5 ms       23 ms              1.8 ms
+forkserver    31 ms        82 ms              3.5 ms
+spawn         36 ms        106 ms             11 ms
 ============  ===========  =================  ====================
 
 A forkserver zygote is a fresh interpreter, and an interpreter takes ~20 ms
