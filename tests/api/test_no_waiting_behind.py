@@ -71,3 +71,30 @@ def test_a_short_task_waits_for_a_free_worker_not_behind_a_long_task(method: str
         assert not a.ready()
         gates.open("a")
         assert a.get(timeout=30) == "a"
+
+
+def fork_and_report(_: object) -> list[str]:
+    """Fork, as a task starting its own pool does; the warnings it got."""
+    import os
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return [str(w.message) for w in seen]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_task_that_forks_forks_a_process_of_one_thread(method: str) -> None:
+    # The thread that sends a worker's results during a long task stops
+    # before the worker forks: CPython 3.12+ warns of forking a threaded
+    # process (and a lock held by another thread stays held in the child).
+    with shoal.Pool(1, start_method=method) as pool:
+        # Tiny tasks, so results wait in batches and that thread is running.
+        assert sum(pool.imap(quick, range(20_000), chunksize=1)) == sum(range(20_000))
+        forked = pool.apply_async(fork_and_report, (None,))
+        assert sum(pool.imap(quick, range(2_000), chunksize=1)) == sum(range(2_000))
+        assert forked.get(timeout=30) == []
