@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
+    from shoal import _shoal
+
 
 class Workers:
     """What a thread pool's worker threads share: its object table, and the
@@ -66,7 +68,7 @@ class ThreadHost:
     the stages of a process worker's ``_worker._Host``, each given the
     pool's object table, so results and exceptions go by reference."""
 
-    def __init__(self, outbox: Any, workers: Workers, slot: int) -> None:
+    def __init__(self, outbox: _shoal.Outbox, workers: Workers, slot: int) -> None:
         oob = self.handles = workers.handles
         self._workers = workers
         self.slot = slot

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
 
+    from shoal import _shoal
+
 # Where results' large buffers go: set by the pool's Init.
 _result_oob: _shm.Outbound | None = None
 # This worker's slot, 0..processes-1 (a replacement takes its predecessor's):
@@ -426,7 +428,7 @@ class _Host:
     """What the native loop reads and calls back into: this worker's state,
     and the stages it leaves to Python."""
 
-    def __init__(self, outbox: Any) -> None:
+    def __init__(self, outbox: _shoal.Outbox) -> None:
         self.funcs: dict[int, Any] = {}
         self.outbox = outbox
         self.deferred = _shm._deferred

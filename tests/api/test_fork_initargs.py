@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import shoal
+from scripts import run_script
 
 _barrier: Any = None
 
@@ -110,8 +109,4 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(120)
 def test_barrier_in_initargs_under_the_default(tmp_path: Path) -> None:
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "fork [2, 2, 2]"
+    assert run_script(tmp_path, SCRIPT).strip() == "fork [2, 2, 2]"

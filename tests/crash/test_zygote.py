@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import shoal
+from scripts import run_script
 from tasks import square
 
 # Eight threads each create a Pool(2) and map at once, as a web server's
@@ -82,6 +83,16 @@ def _parent_of(pid: int) -> int:
     return int(stat[stat.rindex(b")") + 2 :].split()[1])
 
 
+def _all_started(pool: shoal.Pool) -> list[int]:
+    """The pids of the pool's workers, once the engine knows all of them:
+    one it has asked a zygote for and not yet heard of would be missed by
+    a test that kills every worker (and die with its zygote later, with
+    whatever task the engine gave it by then)."""
+    while len(pool._pool) < pool._processes:
+        time.sleep(0.005)
+    return [w.pid for w in pool._pool]
+
+
 def _forget(pool: shoal.Pool, pids: list[int]) -> None:
     """Wait until the engine has seen these workers die (its I/O thread
     notices a death on its own; nothing signals the test)."""
@@ -101,14 +112,14 @@ def test_pool_whose_zygote_is_killed_still_starts_workers(method: str) -> None:
         # zygote has forked one, it may not have announced its heir yet
         # (killed then, it leaves the pool none: a known window, the first
         # millisecond or so of the pool). Replace them from the zygote first.
-        first = [w.pid for w in pool._pool]
+        first = _all_started(pool)
         for pid in first:
             os.kill(pid, signal.SIGKILL)
         _wait_exited(first)
         _forget(pool, first)
         assert pool.map(square, range(10)) == [x * x for x in range(10)]
         for round_ in range(2):
-            workers = [w.pid for w in pool._pool]
+            workers = _all_started(pool)
             os.kill(zygote, signal.SIGKILL)
             # The workers it forked die with it; a fork pool's first ones,
             # which its own process forked, do not: killed here, so that a
@@ -164,8 +175,4 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(120)
 def test_a_fork_pools_first_workers_outlive_its_zygote(tmp_path: Path) -> None:
-    script = tmp_path / "outlive.py"
-    script.write_text(OUTLIVE)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    assert run_script(tmp_path, OUTLIVE).strip() == "ok"

@@ -8,14 +8,13 @@ started by spawn or forkserver still get the settings pickled."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import shoal
+from scripts import run_script
 
 
 class Unpicklable:
@@ -86,8 +85,8 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(120)
 def test_default_method_inherits_in_a_single_threaded_script(tmp_path: Path) -> None:
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["shared [10, 11, 12]", "square [0, 1, 4, 9]", "cloudpickle False"]
+    assert run_script(tmp_path, SCRIPT).splitlines() == [
+        "shared [10, 11, 12]",
+        "square [0, 1, 4, 9]",
+        "cloudpickle False",
+    ]

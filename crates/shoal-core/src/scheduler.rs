@@ -8,9 +8,9 @@
 //! short, the running one included: one queued behind a long chunk would
 //! wait for it while another worker idles (head-of-line blocking), but a
 //! worker with nothing queued behind a 5 µs chunk would idle for a whole
-//! round trip. "Short" is what the function's items took so far; a running
-//! chunk past that estimate (a task waiting on something) gets nothing
-//! behind it. A chunk with a deadline goes only to a worker holding
+//! round trip. "Short" is what the function's items took so far: a running
+//! chunk of a function not measured yet, or one run far past its estimate
+//! (a task waiting on something), gets nothing behind it. A chunk with a deadline goes only to a worker holding
 //! nothing, and nothing joins it, so its deadline runs from when it starts.
 
 use crate::engine::{Lifespan, State};

@@ -8,7 +8,7 @@
 //! only an earlier result lets happen (the caller opens a gate, a barrier
 //! needs the caller's next submit) would wait forever. So while a task runs
 //! with results unsent, a flusher thread sends any batch older than
-//! [`STALL`]. It holds no GIL (the batch is Rust bytes), so a task inside C
+//! [`STALL_NS`]. It holds no GIL (the batch is Rust bytes), so a task inside C
 //! code holding the GIL does not stop it either. It exits once batches stay
 //! empty, and [`Outbox::quiesce`] stops it before the process forks, so a
 //! worker with no task running has one thread, as `os.fork` in a task
@@ -212,6 +212,12 @@ impl Outbox {
     /// Send every frame waiting, without the GIL.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let shared = &self.shared;
+        // Called before every blocking read: nothing waiting (only this
+        // thread adds, and a send clears `since` once the frames are out)
+        // costs no GIL hand-over.
+        if shared.since.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
         py.detach(|| shared.send(&mut shared.lock()))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))
     }
