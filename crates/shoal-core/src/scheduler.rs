@@ -236,12 +236,21 @@ impl State {
                 }
             }
         }
+        // While a worker starts, nothing queues behind a running chunk: the
+        // starting one takes it as soon as it is ready. Tasks that wait for
+        // each other (a Barrier of all workers) need every worker to get
+        // one before any holds two.
+        let starting = self
+            .workers
+            .iter()
+            .any(|w| w.life == Life::Starting && w.fate.is_none());
         while let Some(head) = self.queue.common.front() {
             let per_item = self.funcs.per_item_ns(head.func);
             let pick = self
                 .workers
                 .iter()
                 .enumerate()
+                .filter(|(_, w)| !starting || w.outstanding.is_empty())
                 .filter(|(_, w)| can_take(w, lifespan, head, per_item, &self.funcs, now))
                 .min_by_key(|(_, w)| w.outstanding.len())
                 .map(|(i, _)| i);
