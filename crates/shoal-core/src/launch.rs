@@ -707,6 +707,15 @@ mod tests {
         sys::socketpair().unwrap().1
     }
 
+    /// Close a fake zygote's end as its death would. Dropping the descriptor
+    /// is not enough: a process another test forks at that moment holds a
+    /// copy until it execs, so the launcher would see no end of stream.
+    /// Shutting the socket down ends it for every copy.
+    fn hang_up(sock: OwnedFd) {
+        // SAFETY: shutting down a live socket we own.
+        unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+
     #[test]
     fn first_workers_are_launched_without_the_zygote_and_reaped_here() {
         let (engine_end, zygote) = sys::socketpair().unwrap();
@@ -766,7 +775,7 @@ mod tests {
         assert_eq!((serial, worker.pid), (0, me));
         // A launch the zygote never answers: it is killed.
         assert!(launcher.launch(1, 1, channel()).unwrap().is_none());
-        drop(zygote);
+        hang_up(zygote);
         // Its worker died with it, and how is unknown.
         assert_eq!(launcher.exit_status(&mut worker), Some(Exit::Unknown));
         let got = launcher.started();
@@ -781,7 +790,7 @@ mod tests {
         assert!(launcher.launch(2, 1, channel()).unwrap().is_none());
         assert_eq!(requests(&heir), vec![2]);
         // With the heir gone too, launches fail.
-        drop(heir);
+        hang_up(heir);
         let Err(err) = launcher.launch(3, 1, channel()) else {
             panic!("a launch with no zygote left succeeded");
         };
@@ -802,7 +811,7 @@ mod tests {
         .unwrap();
         drop(heir_engine_end);
         launcher.on_readable();
-        drop(zygote);
+        hang_up(zygote);
         // Nothing has read the end of the zygote's socket yet.
         assert!(launcher.launch(0, 0, channel()).unwrap().is_none());
         assert_eq!(requests(&heir), vec![0]);
