@@ -812,6 +812,7 @@ class WorkerPool:
             if iterable_len is not None and not (isinstance(items, Sized) and len(items) <= iterable_len):
                 items = itertools.islice(items, iterable_len)
         size: int | None
+        default_size = False
         if task_timeout is not None:
             size = 1  # each task gets its own deadline
         elif chunk_size is not None:
@@ -819,12 +820,14 @@ class WorkerPool:
         elif n_tasks is not None:
             per = n_tasks / n_splits if n_splits is not None else n_tasks / (self._n_jobs * CHUNKS_PER_WORKER)
             size = max(1, math.ceil(per))
+            default_size = n_splits is None
         elif max_tasks_active is not None:
             size = UNKNOWN_LENGTH_CHUNK
         else:
             size = None  # the engine sizes chunks by measured task time
         window = None if max_tasks_active is None else max(1, max_tasks_active // (size or 1))
         plan = _Plan(items, size, window, task_timeout, worker_lifespan, worker_init_timeout, worker_exit_timeout)
+        plan.default_size = default_size
         # The bar's total: the number of tasks, or of row blocks.
         total = n_tasks if n_tasks is not None or not isinstance(items, Sized) else len(items)
         plan.progress = _check_progress_bar(progress_bar, progress_bar_options, progress_bar_style, total)
@@ -872,7 +875,13 @@ class WorkerPool:
             # map and map_unordered keep every result anyway: an input in
             # memory is submitted whole at once, as Pool.map does, not
             # through a window of a few chunks, which left the workers
-            # waiting between small chunks (a map of 1M ints took 15% longer).
+            # waiting between small chunks (a map of 1M ints took 15% longer),
+            # and by this thread, which reads the results right away. Its
+            # chunks, unless the caller sized them, are Pool.map's (None
+            # here), which shrink towards the end so the workers finish
+            # together: a third as many as MPIRE's 64 per worker, which cost
+            # a small map 15% more. Not with insights on: they report the
+            # slowest chunks' arguments, which MPIRE's users read per task.
             eager = (
                 collect is not None
                 and plan.window is None
@@ -883,13 +892,14 @@ class WorkerPool:
                 call,
                 plan.items,
                 False,
-                plan.chunk_size,
+                None if eager and plan.default_size and not self._insights_enabled else plan.chunk_size,
                 ordered,
                 window=plan.window,
                 timeout=plan.timeout,
                 eager=eager,
                 pinned=self._order_tasks,
                 unpack=unpack,
+                reader_feeds=eager,
             )
             self._current = it
             if plan.progress is not None:
@@ -1056,6 +1066,7 @@ class _Plan:
 
     __slots__ = (
         "chunk_size",
+        "default_size",
         "exit_timeout",
         "init_timeout",
         "items",
@@ -1085,6 +1096,9 @@ class _Plan:
         self.exit_timeout = exit_timeout
         self.progress: _progress.Progress | None = None
         self.total: int | None = None
+        # chunk_size is MPIRE's default (neither chunk_size nor n_splits
+        # given), which a map that collects every result may replace.
+        self.default_size = False
 
 
 def _check_timeouts(task: float | None, init: float | None, exit: float | None) -> None:
