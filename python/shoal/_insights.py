@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from datetime import timedelta
 from typing import Any
 
 from shoal import _protocol as P
@@ -38,6 +37,9 @@ NOT_KEPT = "<arguments not kept: too large, or held in shared memory>"
 def format_seconds(seconds: float) -> str:
     """``seconds`` as MPIRE shows a duration: ``H:MM:SS`` and, when there
     is a fraction, its first three digits (``0:00:01.142``)."""
+    # Imported here: datetime cost every program's first WorkerPool ~1.3 ms.
+    from datetime import timedelta
+
     whole, _, fraction = str(timedelta(seconds=seconds)).partition(".")
     return f"{whole}.{fraction[:3]}" if fraction else whole
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import logging
 import math
 import multiprocessing
 import os
@@ -52,7 +51,6 @@ from shoal.utils import chunk_tasks, is_ndarray, task_count
 
 T = TypeVar("T")
 
-logger = logging.getLogger(__name__)
 
 START_METHODS = ("fork", "forkserver", "spawn", "threading")
 PROGRESS_BAR_STYLES = _progress.STYLES
@@ -317,7 +315,12 @@ class WorkerPool:
                         stacklevel=4,
                     )
                 return self._jobs
-            logger.warning("WorkerPool parameters changed while keep_alive=True. Restarting workers.")
+            # Imported here: logging cost every program's first WorkerPool ~3 ms.
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "WorkerPool parameters changed while keep_alive=True. Restarting workers."
+            )
             self._stop()
         if multiprocessing.current_process().daemon:
             # Inside a worker of a daemon=True pool, as multiprocessing says it.
