@@ -18,11 +18,14 @@ import multiprocessing.process
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from shoal import _shm, _shoal, _spawning, _start
 from shoal._handles import Handles
 from shoal._pickling import dumps, main_snapshot
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The start method that makes workers threads of this process.
 THREADING = "threading"

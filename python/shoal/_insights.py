@@ -21,11 +21,14 @@ from __future__ import annotations
 import io
 import math
 import pickle
-from typing import Any
 
 from shoal import _protocol as P
 from shoal._shoal import unpack_one, unpack_values
 from shoal.utils import is_ndarray
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PARTS = ("start_up", "init", "waiting", "working", "exit")
 TOP = 5

@@ -19,7 +19,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
-from typing import Any, Generic, TypeVar
 
 from shoal import _protocol as P
 from shoal import _shoal
@@ -28,7 +27,13 @@ from shoal._errors import func_name
 from shoal._pickling import dumps_func, dumps_one, dumps_oob, loads
 from shoal._results import ReadyWaiters, _set_woken, decode
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar
+
+    T = TypeVar("T")
+else:
+    from shoal._generic import Generic, T
 
 # How many functions the layer keeps registered for reuse.
 FUNC_CACHE = 64

@@ -24,7 +24,10 @@ import io
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The style used when a map asks for none (MPIRE's PROGRESS_BAR_DEFAULT_STYLE).
 DEFAULT_STYLE = "std"

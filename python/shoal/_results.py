@@ -13,7 +13,6 @@ import abc
 import threading
 from collections.abc import Generator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 # WorkerLostError and TaskTimeoutError are read through _errors when a
 # worker is lost: they are made on first use, as making them imports
@@ -23,10 +22,14 @@ from shoal import _protocol as P
 from shoal._errors import PoolTerminatedError, RemoteUnpicklingError, rebuild
 from shoal._pickling import loads, loads_chunk, loads_one
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
+else:
+    from shoal._generic import Generic, T
 
 
 def decode(

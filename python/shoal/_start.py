@@ -62,13 +62,16 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
 
 # The zygote's module (and the worker's, which it imports) is loaded here,
 # in the pool's process, not in each fork zygote: there an import is on the
 # path of every pool's start (~3 ms), here it is paid once per process.
 from shoal import _pickling, _shoal, _zygote
 from shoal._platform import os_threads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 METHODS = ("fork", "spawn", "forkserver")
 

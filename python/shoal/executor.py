@@ -36,18 +36,22 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, PENDING, RUNNING
 from concurrent.futures.process import _RemoteTraceback
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from shoal import _backend, _platform, _shoal
 from shoal._errors import PoolTerminatedError, RemoteTraceback
-
-if TYPE_CHECKING:
-    from shoal._errors import MaybeEncodingError  # declared there: typeshed lacks it
-else:
-    from multiprocessing.pool import MaybeEncodingError
 from shoal._jobs import IMapIterator, Jobs
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    from shoal._errors import MaybeEncodingError  # declared there: typeshed lacks it
+
+    T = TypeVar("T")
+else:
+    from multiprocessing.pool import MaybeEncodingError
+
+    from shoal._generic import T
 
 # Set once the interpreter starts to exit: no executor takes work after it.
 _global_shutdown = False
@@ -441,7 +445,7 @@ class ShoalFuture(Future[T]):
         self._complete(None, _adapt(exc))
 
 
-class _Gate(Iterator[Any]):
+class _Gate(Iterator[object]):
     """A lazy map's input, which an executor's shutdown closes: the map then
     reads no more and ends with ``RuntimeError``, as 3.14's does when it
     cannot submit after shutdown."""

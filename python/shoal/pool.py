@@ -7,14 +7,17 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
 
 from shoal import _backend, _platform, _progress, _shm, _shoal
 from shoal._jobs import IMapIterator, IMapUnorderedIterator, Jobs
 from shoal._results import AsyncResult
 
-T = TypeVar("T")
-_Iterator = TypeVar("_Iterator", bound="IMapIterator[Any]")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+    _Iterator = TypeVar("_Iterator", bound="IMapIterator[Any]")
 
 # The states multiprocessing.pool uses, with the same values.
 INIT = "INIT"

@@ -10,9 +10,12 @@ return their results and raise their exceptions as themselves.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from shoal.pool import Pool
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ThreadPool(Pool):

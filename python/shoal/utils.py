@@ -7,7 +7,12 @@ import itertools
 import math
 import sys
 from collections.abc import Collection, Generator, Iterable, Sized
-from typing import Any, Literal, overload
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal, overload
+else:
+    from shoal._generic import overload
 
 __all__ = ["chunk_tasks", "make_single_arguments"]
 

@@ -40,7 +40,6 @@ import os
 import warnings
 import weakref
 from collections.abc import Callable, Generator, Iterable, Sized
-from typing import Any, TypeVar
 
 from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _spawning, _start, _wp_worker
 from shoal._errors import func_name, rebuild
@@ -49,7 +48,11 @@ from shoal._pickling import dumps_func, loads
 from shoal._results import AsyncResult
 from shoal.utils import chunk_tasks, is_ndarray, task_count
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 START_METHODS = ("fork", "forkserver", "spawn", "threading")
