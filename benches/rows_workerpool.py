@@ -5,6 +5,10 @@
   and close of the same work. The function is the script's own (it lives
   in ``__main__``, as a user's does), so a library that cannot send it by
   reference pays for that here.
+* The same small map as a whole script, timed from outside: a fresh
+  interpreter imports the library, creates the pool, maps and closes, as
+  ``python script.py`` does. Row 10 runs with the library already imported;
+  here its import counts too, as a user's first impression of it does.
 * Progress bar and insights on a million tiny tasks: the same warm pool
   maps with and without, alternately, in one interpreter, so the host's
   drift falls on both sides equally.
@@ -16,6 +20,7 @@ most 0.3x MPIRE; progress bar and insights under 5% extra.
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +63,34 @@ def w_small_map(lib: str) -> dict:
     dt = time.perf_counter() - t0
     assert out[-1] == (SMALL - 1) ** 2
     return {"time": dt}
+
+
+# The whole script of row 10b, per library: import, create, map, close.
+SCRIPTS = {
+    "multiprocessing": "import multiprocessing\nPool = lambda: multiprocessing.Pool({n})",
+    "shoal": "import shoal\nPool = lambda: shoal.Pool({n})",
+    "mpire": "from mpire import WorkerPool\nPool = lambda: WorkerPool(n_jobs={n})",
+    "shoal.WorkerPool": "from shoal import WorkerPool\nPool = lambda: WorkerPool(n_jobs={n})",
+}
+SCRIPT_BODY = """
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    with Pool() as pool:
+        assert pool.map(square, range({small}))[-1] == ({small} - 1) ** 2
+"""
+
+
+def w_script(lib: str) -> dict:
+    text = SCRIPTS[lib].format(n=WORKERS) + SCRIPT_BODY.format(small=SMALL)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", text], check=True, timeout=60)
+    dt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=60)
+    bare = time.perf_counter() - t0
+    return {"time": dt, "interpreter": bare}
 
 
 def _paired(without: Callable[[], Any], with_: Callable[[], Any]) -> dict:
@@ -114,6 +147,13 @@ ROWS: dict[str, Row] = {
             within("shoal.WorkerPool", "multiprocessing", 1.0, "WorkerPool/mp.Pool"),
             within("shoal.WorkerPool", "mpire", 0.3, "WorkerPool/mpire"),
         ),
+    ),
+    "wp_script": Row(
+        w_script,
+        f"10b. the same as a whole script: python -c (import, create, map {SMALL} ints, close)",
+        9,
+        60,
+        ("multiprocessing", "mpire", "shoal", "shoal.WorkerPool"),
     ),
     "wp_progress_bar": Row(
         w_progress_bar,
