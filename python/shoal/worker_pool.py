@@ -61,7 +61,8 @@ PROGRESS_BAR_STYLES = _progress.STYLES
 # when the map gives no worker_exit_timeout: as long as it needs, within reason.
 EXIT_GRACE = 24 * 3600.0
 # MPIRE's default when neither chunk_size nor n_splits is given: 64 chunks
-# per worker.
+# per worker. A map of an input in memory without insights takes Pool.map's
+# plan instead (see _run).
 CHUNKS_PER_WORKER = 64
 # MPIRE's default number of row blocks per worker for a numpy array.
 NUMPY_SPLITS_PER_WORKER = 4
