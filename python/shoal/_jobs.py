@@ -4,8 +4,9 @@ Every front door stands on this one layer (``Pool`` today). A call's input
 is chunked here, with sizes from the engine's policy
 (``crates/shoal-core/src/chunking.rs``), pickled (``_chunks.Chunks``), read
 in batches (:func:`_read_batch`) and fed into the engine, all at once for a
-call whose input is in memory (:func:`feed`) or as the job's window has room
-by a feeder thread for one that reads it lazily (:class:`_Lazy`), and
+call whose input is in memory (:func:`feed`; for a WorkerPool's ``map``, by
+its reader between results, :meth:`_Lazy.feed_here`) or as the job's window
+has room by a feeder thread for one that reads it lazily (:class:`_Lazy`), and
 collected by one of two result objects: ``JobResult``
 (``crates/shoal-py/src/result.rs``) for a call that returns once, ``apply``
 and ``map``, and :class:`IMapIterator` for one that streams. Both decode
