@@ -188,8 +188,9 @@ pub(crate) struct PyEngine {
     /// Objects outcomes may need to be decoded (the pool's shared-memory
     /// arenas), kept as long as the engine, and so as long as any result.
     kept: Mutex<Vec<Py<PyAny>>>,
-    /// Its workers are threads of this process, which cannot be killed.
-    threads: bool,
+    /// Its workers' threads, if its workers are threads of this process
+    /// (which cannot be killed).
+    threads: Option<threads::Threads>,
 }
 
 /// The error for `what` (a timeout, a cancel that kills) asked of a pool
@@ -247,7 +248,7 @@ impl PyEngine {
         exit_grace: f64,
         first_workers: Option<Vec<(i32, i32)>>,
     ) -> PyResult<Self> {
-        let on_threads = threads.is_some();
+        let mut worker_threads = None;
         if first_workers.as_ref().is_some_and(|w| !w.is_empty()) && zygote_fd.is_none() {
             return Err(PyValueError::new_err("first_workers needs a zygote"));
         }
@@ -261,7 +262,11 @@ impl PyEngine {
             first.push((pid, unsafe { OwnedFd::from_raw_fd(fd) }));
         }
         let launcher: Box<dyn shoal_core::Launcher> = match (argv, zygote_fd, threads) {
-            (None, None, Some(serve)) => Box::new(threads::launcher(serve)),
+            (None, None, Some(serve)) => {
+                let (launcher, started) = threads::launcher(serve);
+                worker_threads = Some(started);
+                Box::new(launcher)
+            }
             (Some(argv), None, None) => {
                 let (program, args) = argv
                     .split_first()
@@ -298,7 +303,7 @@ impl PyEngine {
             callbacks: Arc::default(),
             notifier: Mutex::new(Notifier::Idle),
             kept: Mutex::new(Vec::new()),
-            threads: on_threads,
+            threads: worker_threads,
         })
     }
 
@@ -331,7 +336,7 @@ impl PyEngine {
         timeout: Option<f64>,
         pinned: bool,
     ) -> PyResult<u32> {
-        if self.threads && timeout.is_some() {
+        if self.threads.is_some() && timeout.is_some() {
             return Err(cannot_kill_threads("a task timeout"));
         }
         let order = if ordered { Order::Ordered } else { Order::Unordered };
@@ -523,7 +528,7 @@ impl PyEngine {
     /// many chunks this call ended as cancelled.
     #[pyo3(signature = (job, kill_running=false))]
     fn cancel(&self, job: u32, kill_running: bool) -> PyResult<u32> {
-        if self.threads && kill_running {
+        if self.threads.is_some() && kill_running {
             return Err(cannot_kill_threads("cancelling a running task"));
         }
         self.engine()?.cancel(job, kill_running).map_err(engine_err)
@@ -600,7 +605,7 @@ impl PyEngine {
             .transpose()
         };
         let (init, exit) = (secs("init", init)?, secs("exit", exit)?);
-        if self.threads && (init.is_some() || exit.is_some()) {
+        if self.threads.is_some() && (init.is_some() || exit.is_some()) {
             return Err(cannot_kill_threads("a worker_init_timeout or worker_exit_timeout"));
         }
         self.engine()?.set_hook_timeouts(init, exit);
@@ -638,7 +643,12 @@ impl PyEngine {
                 None => SIGNAL_CHECK,
             };
             if py.detach(|| engine.wait_stopped(slice)) {
-                py.detach(|| engine.join());
+                py.detach(|| {
+                    engine.join();
+                    if let Some(threads) = &self.threads {
+                        threads.join_ended();
+                    }
+                });
                 return self.join_notifier(py, deadline);
             }
             py.check_signals()?;
