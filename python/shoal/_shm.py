@@ -700,6 +700,42 @@ def _load(ino: int, blocks: list[tuple[int, int, int, int]], data: bytes) -> Any
     return loads(data, buffers=bufs)
 
 
+def joined(arrays: list[Any]) -> Any:
+    """``numpy.concatenate(arrays)`` without copying, or None where it
+    cannot be had: when each array is a C-ordered ndarray lying at the
+    start of a block of its own (a result that came through an arena), of
+    one dtype and one shape past the first axis, and each but the last is
+    a whole number of pages, the blocks' pages are mapped again end to end
+    (``_shoal.Joined``) and the result is an array over them, which keeps
+    the blocks in use as long as it lives. A copy of 100 MiB into fresh
+    memory costs ~45 ms here (page faults, then the copy), which is what
+    ``WorkerPool.map`` paid over ``Pool.map`` for numpy results."""
+    import numpy as np
+
+    first = arrays[0]
+    dtype, rest = first.dtype, first.shape[1:]
+    if first.ndim == 0 or dtype.hasobject:
+        return None
+    parts: list[tuple[Any, int, int]] = []
+    rows = 0
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dtype or a.shape[1:] != rest or not a.flags.c_contiguous:
+            return None
+        # A decoded result's chain: ndarray, ndarray, memoryview, Span.
+        base = a.base
+        while base is not None and type(base) is not _shoal.Span:
+            base = base.obj if type(base) is memoryview else getattr(base, "base", None)
+        if base is None:
+            return None
+        parts.append((base, a.__array_interface__["data"][0], a.nbytes))
+        rows += a.shape[0]
+    try:
+        buffer: Any = _shoal.Joined(parts, arrays)  # a buffer (its stub says so from 3.12)
+    except (ValueError, OSError):
+        return None  # not laid out for it, or no mapping to be had: a copy
+    return np.frombuffer(buffer, dtype).reshape((rows, *rest))
+
+
 def free_deferred() -> None:
     """Free the blocks whose last user is gone (a worker, after writing results)."""
     for arena, i, off, cap, addr, counted in _deferred:

@@ -41,7 +41,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Generator, Iterable, Sized
 
-from shoal import _backend, _errors, _insights, _platform, _progress, _shoal, _spawning, _start, _wp_worker
+from shoal import _backend, _errors, _insights, _platform, _progress, _shm, _shoal, _spawning, _start, _wp_worker
 from shoal._errors import func_name, rebuild
 from shoal._jobs import IMapIterator, Jobs
 from shoal._pickling import dumps_func, loads
@@ -609,7 +609,8 @@ class WorkerPool:
         if concatenate_numpy_output and results and is_ndarray(results[0]):
             import numpy as np
 
-            return np.concatenate(results)
+            joined = _shm.joined(results)
+            return np.concatenate(results) if joined is None else joined
         return results
 
     def map_unordered(

@@ -153,3 +153,52 @@ def test_lambdas_and_closures(method: str) -> None:
     offset = 10
     with shoal.WorkerPool(2, start_method=method) as pool:
         assert pool.map(lambda x: x + offset, range(5)) == [10, 11, 12, 13, 14]
+
+
+def _joined_in_place(out: np.ndarray) -> bool:
+    """Whether ``out`` lies over the results' own blocks (``_shoal.Joined``)."""
+    base = out.base
+    while base is not None and type(base).__name__ != "Joined":
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return base is not None
+
+
+@pytest.mark.timeout(60)
+def test_large_numpy_results_are_concatenated_without_a_copy(method: str) -> None:
+    # Results of whole pages each (256 rows of 512 float64: 1 MiB) come back
+    # in shared memory; map lays them end to end as one array, without
+    # copying them, equal to what numpy.concatenate gives.
+    sizes = [(256, 512)] * 6 + [(100, 512)]  # the last need not be whole pages
+    with shoal.WorkerPool(2, start_method=method) as pool:
+        out = pool.map(wp_tasks.rows_of, sizes)
+        expected = np.concatenate([wp_tasks.rows_of(*s) for s in sizes])
+        assert out.shape == expected.shape and out.dtype == expected.dtype
+        assert np.array_equal(out, expected)
+        assert out.flags.writeable and out.flags.c_contiguous
+        assert _joined_in_place(out) == (method != "threading")
+        out[0, 0] = -1.0  # the caller's own array
+        # While it lives, its blocks are not handed out again: later maps
+        # write elsewhere and it keeps its values.
+        again = pool.map(wp_tasks.rows_of, [(256, 512)] * 6, concatenate_numpy_output=False)
+        assert all(np.array_equal(a, wp_tasks.rows_of(256, 512)) for a in again)
+        expected[0, 0] = -1.0
+        assert np.array_equal(out, expected)
+        del out, again
+        # Once it is gone, the blocks serve the next map.
+        assert np.array_equal(pool.map(wp_tasks.rows_of, sizes), np.concatenate([wp_tasks.rows_of(*s) for s in sizes]))
+
+
+@pytest.mark.timeout(60)
+def test_numpy_results_that_cannot_be_laid_end_to_end_are_copied(method: str) -> None:
+    cases = [
+        [(255, 500)] * 4,  # not whole pages
+        [(256, 512, "float64"), (256, 512, "float32"), (256, 512, "int64")],  # dtypes promoted as numpy does
+        [(256, 512), (10, 512), (256, 512)],  # a small one travels in the stream
+    ]
+    with shoal.WorkerPool(2, start_method=method) as pool:
+        for sizes in cases:
+            out = pool.map(wp_tasks.rows_of, sizes, chunk_size=1)
+            expected = np.concatenate([wp_tasks.rows_of(*s) for s in sizes])
+            assert out.dtype == expected.dtype
+            assert np.array_equal(out, expected)
+            assert not _joined_in_place(out)

@@ -101,6 +101,14 @@ def rows_sum(block: Any) -> Any:
     return block.sum(axis=1, keepdims=True)
 
 
+def rows_of(n_rows: int, width: int, dtype: str = "float64") -> Any:
+    """``n_rows`` rows of ``width`` values, each row ``r`` filled with the
+    task's ``n_rows * 1000 + r``: big enough to come back through an arena."""
+    import numpy as np
+
+    return (np.arange(n_rows, dtype=dtype)[:, None] + n_rows * 1000).repeat(width, axis=1)
+
+
 def shape_of(block: Any) -> tuple[int, ...]:
     return tuple(block.shape)
 
