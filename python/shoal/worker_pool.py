@@ -558,7 +558,8 @@ class WorkerPool:
     ) -> Any:
         """``func`` over every task, as a list in input order (or one numpy
         array: results that are arrays are concatenated unless
-        ``concatenate_numpy_output=False``).
+        ``concatenate_numpy_output=False``; large ones without a copy, the
+        array lying over the shared memory they came back in).
 
         Each task is a tuple (unpacked into positional arguments), a dict
         (keyword arguments), or one argument; a numpy array is split into
