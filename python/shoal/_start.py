@@ -60,6 +60,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import sys
 from collections.abc import Callable
 
@@ -214,11 +215,33 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
     # lock it held, and is discarded. (A thread that ended in the
     # microseconds between the fork and the count is not seen: the window
     # a probe fork first would close, for the price of a second fork.)
-    if alone and os_threads() != 1:
+    if alone and os_threads() != 1 and not _threads_end_soon():
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         raise _NotAlone
     return pid
+
+
+# How long a thread counted at the fork has to vanish. A thread already
+# joined (a Python thread's join, a thread pool's workers) still shows in
+# the kernel's count for a moment after the join returns: past its own
+# code, it waits to be scheduled once more to finish exiting, up to a few
+# milliseconds on a loaded machine. It holds no lock by then, and a script
+# that used a ThreadPool, or joined a thread, before its next default pool
+# would otherwise lose fork (forkserver, and script functions pickled by
+# value). A thread that is still there after this is running, and rules
+# fork out; one that ended within it is the (wider) window above.
+_ENDING_WAIT = 0.005
+
+
+def _threads_end_soon() -> bool:
+    """Whether this process is down to one thread within ``_ENDING_WAIT``."""
+    deadline = time.monotonic() + _ENDING_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.0002)
+        if os_threads() == 1:
+            return True
+    return False
 
 
 # Socket buffer bytes of a worker's channel, as the engine sets them on the
