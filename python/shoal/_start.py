@@ -60,8 +60,8 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Callable
 
 # The zygote's module (and the worker's, which it imports) is loaded here,
