@@ -717,6 +717,7 @@ def joined(arrays: list[Any]) -> Any:
     if first.ndim == 0 or dtype.hasobject:
         return None
     parts: list[tuple[Any, int, int]] = []
+    seen: set[int] = set()  # the spans' ids (each kept alive in parts)
     rows = 0
     for a in arrays:
         if type(a) is not np.ndarray or a.dtype != dtype or a.shape[1:] != rest or not a.flags.c_contiguous:
@@ -725,8 +726,12 @@ def joined(arrays: list[Any]) -> Any:
         base = a.base
         while base is not None and type(base) is not _shoal.Span:
             base = base.obj if type(base) is memoryview else getattr(base, "base", None)
-        if base is None:
+        if base is None or id(base) in seen:
+            # The same block twice (a chunk's results pickle one array
+            # object once): laid twice, a write to one half would show in
+            # the other, where numpy's copy makes them independent.
             return None
+        seen.add(id(base))
         parts.append((base, a.__array_interface__["data"][0], a.nbytes))
         rows += a.shape[0]
     try:

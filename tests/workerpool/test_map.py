@@ -202,3 +202,9 @@ def test_numpy_results_that_cannot_be_laid_end_to_end_are_copied(method: str) ->
             assert out.dtype == expected.dtype
             assert np.array_equal(out, expected)
             assert not _joined_in_place(out)
+        # One array object as every result of a chunk: the copies must be
+        # independent, as numpy's concatenation makes them.
+        out = pool.map(wp_tasks.same_rows, range(4), chunk_size=4)
+        assert np.array_equal(out, np.concatenate([wp_tasks.rows_of(256, 512)] * 4))
+        out[0, 0] = -1.0
+        assert out[256, 0] == 256 * 1000

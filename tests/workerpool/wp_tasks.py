@@ -109,6 +109,17 @@ def rows_of(n_rows: int, width: int, dtype: str = "float64") -> Any:
     return (np.arange(n_rows, dtype=dtype)[:, None] + n_rows * 1000).repeat(width, axis=1)
 
 
+_SAME: list[Any] = []
+
+
+def same_rows(_: object = None) -> Any:
+    """One array, the same object each call (1 MiB): a chunk's results
+    then pickle it once."""
+    if not _SAME:
+        _SAME.append(rows_of(256, 512))
+    return _SAME[0]
+
+
 def shape_of(block: Any) -> tuple[int, ...]:
     return tuple(block.shape)
 
