@@ -706,8 +706,8 @@ def joined(arrays: list[Any]) -> Any:
     start of a block of its own (a result that came through an arena), of
     one dtype and one shape past the first axis, and each but the last is
     a whole number of pages, the blocks' pages are mapped again end to end
-    (``_shoal.Joined``) and the result is an array over them, which keeps
-    the blocks in use as long as it lives. A copy of 100 MiB into fresh
+    (``_shoal.join_spans``) and the result is an array over them, which
+    keeps the blocks in use as long as it lives. A copy of 100 MiB into fresh
     memory costs ~45 ms here (page faults, then the copy), which is what
     ``WorkerPool.map`` paid over ``Pool.map`` for numpy results."""
     import numpy as np
@@ -735,10 +735,21 @@ def joined(arrays: list[Any]) -> Any:
         parts.append((base, a.__array_interface__["data"][0], a.nbytes))
         rows += a.shape[0]
     try:
-        buffer: Any = _shoal.Joined(parts, arrays)  # a buffer (its stub says so from 3.12)
+        addr, mapped = _shoal.join_spans(parts)
     except (ValueError, OSError):
         return None  # not laid out for it, or no mapping to be had: a copy
-    return np.frombuffer(buffer, dtype).reshape((rows, *rest))
+    span: Any = _shoal.Span(addr, sum(n for _, _, n in parts))  # a buffer (its stub says so from 3.12)
+    # The region goes with the span; the finalizer holds the arrays (and
+    # so their blocks) until then.
+    weakref.finalize(span, _unjoin, addr, mapped, arrays).atexit = False
+    return np.frombuffer(span, dtype).reshape((rows, *rest))
+
+
+def _unjoin(addr: int, mapped: int, arrays: list[Any]) -> None:
+    """Unmap a region :func:`joined` mapped; ``arrays`` (the pieces) are
+    let go after, as the finalizer that calls this drops them."""
+    del arrays
+    _shoal.munmap(addr, mapped)
 
 
 def free_deferred() -> None:

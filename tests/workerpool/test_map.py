@@ -156,9 +156,10 @@ def test_lambdas_and_closures(method: str) -> None:
 
 
 def _joined_in_place(out: np.ndarray) -> bool:
-    """Whether ``out`` lies over the results' own blocks (``_shoal.Joined``)."""
+    """Whether ``out`` lies over the results' own blocks (``_shm.joined``),
+    not over memory of its own."""
     base = out.base
-    while base is not None and type(base).__name__ != "Joined":
+    while base is not None and type(base).__name__ != "Span":
         base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
     return base is not None
 

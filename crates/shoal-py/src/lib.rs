@@ -989,7 +989,7 @@ fn upper_snake(name: &str) -> String {
 #[pymodule(gil_used = false)]
 mod _shoal {
     #[pymodule_export]
-    use super::mapping::{discard_pages, mmap_shared, munmap, punch_hole, Joined, Span};
+    use super::mapping::{discard_pages, join_spans, mmap_shared, munmap, punch_hole, Span};
     #[pymodule_export]
     use super::outbox::Outbox;
     #[pymodule_export]

@@ -129,132 +129,77 @@ fn page_size() -> usize {
     usize::try_from(size).unwrap_or(4096)
 }
 
-/// One writable buffer over several [`Span`]s laid end to end, without
-/// copying them: each span's pages are mapped a second time, in order, into
-/// one region (`mremap` with an old size of 0 duplicates a shared mapping).
-/// `WorkerPool.map` concatenates numpy results this way when each lies in a
-/// block of its own (python/shoal/_shm.py, `joined`). The spans' objects are
-/// kept as long as this buffer, so their blocks are not freed under it.
-#[pyclass(module = "shoal._shoal", frozen)]
-pub struct Joined {
-    addr: usize,
-    len: usize,
-    mapped: usize,
-    keep: Py<PyAny>,
-}
-
-#[pymethods]
-impl Joined {
-    /// `parts`: `(span, address, length)` for each piece in order, the
-    /// piece starting at its span's start; every piece but the last a whole
-    /// number of pages long. `keep`: what must outlive the buffer (the
-    /// objects over the spans). `ValueError` for pieces that cannot be laid
-    /// end to end, `OSError` if the kernel refuses a mapping.
-    #[new]
-    fn new(parts: Vec<(Bound<'_, Span>, usize, usize)>, keep: Py<PyAny>) -> PyResult<Self> {
-        let page = page_size();
-        let mut len = 0usize;
-        for (k, (span, addr, n)) in parts.iter().enumerate() {
-            let s = span.get();
-            if *addr != s.addr || *n > s.len || s.addr % page != 0 {
-                return Err(PyValueError::new_err(
-                    "a piece does not start at its span's start, page-aligned",
-                ));
-            }
-            if k + 1 < parts.len() && n % page != 0 {
-                return Err(PyValueError::new_err(
-                    "a piece before the last is not a whole number of pages",
-                ));
-            }
-            len += n;
+/// Map several [`Span`]s' pages again, end to end, into one new region,
+/// without copying them (`mremap` with an old size of 0 duplicates a shared
+/// mapping); returns the region's address and its mapped length, which the
+/// caller unmaps with [`munmap`] once nothing reads it, and not before the
+/// spans' blocks are freed. `WorkerPool.map` concatenates numpy results this
+/// way (python/shoal/_shm.py, `joined`). `parts`: `(span, address, length)`
+/// for each piece in order, each starting at its span's start, each but the
+/// last a whole number of pages. `ValueError` for pieces that cannot be laid
+/// end to end, `OSError` if the kernel refuses a mapping.
+#[pyfunction]
+pub fn join_spans(parts: Vec<(Bound<'_, Span>, usize, usize)>) -> PyResult<(usize, usize)> {
+    let page = page_size();
+    let mut len = 0usize;
+    for (k, (span, addr, n)) in parts.iter().enumerate() {
+        let s = span.get();
+        if *addr != s.addr || *n > s.len || s.addr % page != 0 {
+            return Err(PyValueError::new_err(
+                "a piece does not start at its span's start, page-aligned",
+            ));
         }
-        if len == 0 {
-            return Err(PyValueError::new_err("nothing to join"));
+        if k + 1 < parts.len() && n % page != 0 {
+            return Err(PyValueError::new_err(
+                "a piece before the last is not a whole number of pages",
+            ));
         }
-        let mapped = len.div_ceil(page) * page;
-        // SAFETY: a fresh reservation at an address the kernel picks.
-        let region = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                mapped,
-                libc::PROT_NONE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
+        len += n;
+    }
+    if len == 0 {
+        return Err(PyValueError::new_err("nothing to join"));
+    }
+    let mapped = len.div_ceil(page) * page;
+    // SAFETY: a fresh reservation at an address the kernel picks.
+    let region = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            mapped,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if region == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error().into());
+    }
+    let mut off = 0usize;
+    for (_, addr, n) in &parts {
+        let size = n.div_ceil(page) * page;
+        if size == 0 {
+            continue;
+        }
+        // SAFETY: `addr` starts a live shared mapping of at least `size`
+        // bytes (a span's block, whose capacity is whole pages), and the
+        // target lies inside the reservation just made, which MREMAP_FIXED
+        // replaces piece by piece.
+        let got = unsafe {
+            libc::mremap(
+                *addr as *mut c_void,
                 0,
+                size,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                (region as usize + off) as *mut c_void,
             )
         };
-        if region == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error().into());
+        if got == libc::MAP_FAILED {
+            let err = io::Error::last_os_error();
+            // SAFETY: the reservation made above, with what was mapped into it.
+            unsafe { libc::munmap(region, mapped) };
+            return Err(err.into());
         }
-        let mut off = 0usize;
-        for (_, addr, n) in &parts {
-            let size = n.div_ceil(page) * page;
-            if size == 0 {
-                continue;
-            }
-            // SAFETY: `addr` starts a live shared mapping of at least `size`
-            // bytes (a span's block, whose capacity is whole pages), and the
-            // target lies inside the reservation just made, which MREMAP_FIXED
-            // replaces piece by piece.
-            let got = unsafe {
-                libc::mremap(
-                    *addr as *mut c_void,
-                    0,
-                    size,
-                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                    (region as usize + off) as *mut c_void,
-                )
-            };
-            if got == libc::MAP_FAILED {
-                let err = io::Error::last_os_error();
-                // SAFETY: the reservation made above, with what was mapped into it.
-                unsafe { libc::munmap(region, mapped) };
-                return Err(err.into());
-            }
-            off += size;
-        }
-        Ok(Joined {
-            addr: region as usize,
-            len,
-            mapped,
-            keep,
-        })
+        off += size;
     }
-
-    fn __len__(&self) -> usize {
-        self.len
-    }
-
-    /// # Safety
-    ///
-    /// Called by Python with a valid `view`; fills it as a writable buffer
-    /// of bytes, holding a reference to this object.
-    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
-        let (addr, len) = (slf.get().addr, slf.get().len);
-        // SAFETY: `view` is Python's; the region stays mapped until this
-        // object is dropped, and the view keeps it alive.
-        let ok = unsafe { ffi::PyBuffer_FillInfo(view, slf.as_ptr(), addr as *mut c_void, len as isize, 0, flags) };
-        if ok != 0 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
-    }
-
-    /// # Safety
-    ///
-    /// Nothing to release: the region is unmapped when this object goes.
-    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
-
-    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        visit.call(&self.keep)
-    }
-}
-
-impl Drop for Joined {
-    fn drop(&mut self) {
-        // SAFETY: the region this object mapped; no view of it is left (each
-        // holds a reference to this object).
-        unsafe { libc::munmap(self.addr as *mut c_void, self.mapped) };
-        // `keep` goes after: only now may the spans' blocks be freed.
-    }
+    Ok((region as usize, mapped))
 }
