@@ -249,6 +249,7 @@ class Jobs:
         pinned: bool = False,
         unpack: bool = False,
         reader_feeds: bool = False,
+        prime: bool = False,
     ) -> IMapIterator[Any]:
         """``func`` over every item, yielded as results arrive. ``window``:
         chunks in flight (default: the engine's for the pool's size);
@@ -260,7 +261,10 @@ class Jobs:
         once (a WorkerPool's ``map``), so the thread that reads feeds the
         input too, and no feeder thread starts; as it keeps every result,
         its job has no window, as :meth:`map`'s has none. ``eager`` without
-        a ``chunksize``: chunks as :meth:`map` plans them."""
+        a ``chunksize``: chunks as :meth:`map` plans them. ``prime``: the
+        caller reads and submits the first window before the feeder thread
+        takes over (``Executor.map`` with ``buffersize``, which submits that
+        many tasks before it returns, as 3.14's does)."""
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         if chunksize is None and self.equal_chunks:
@@ -289,19 +293,21 @@ class Jobs:
             plan=plan,
             unbounded=here,
         )
-        self.start_lazy(it._lazy, here=here)
+        self.start_lazy(it._lazy, here=here, prime=prime)
         return it
 
-    def start_lazy(self, lazy: _Lazy, *, here: bool = False) -> None:
+    def start_lazy(self, lazy: _Lazy, *, here: bool = False, prime: bool = False) -> None:
         """Start ``lazy``'s feeder thread, and keep it for close/join/terminate.
-        ``here``: its reader feeds it instead (``reader_feeds``)."""
+        ``here``: its reader feeds it instead (``reader_feeds``); ``prime``:
+        this thread feeds its first window, then the feeder thread the rest."""
         with self._lazy_lock:
             self._lazy = {z for z in self._lazy if z.feeder.is_alive()}
             self._lazy.add(lazy)
-        if here:
-            lazy.here = True
+        if here or prime:
+            lazy.here = here
             lazy.feed_here()
-            return
+            if here:
+                return
         try:
             lazy.feeder.start()
         except BaseException:

@@ -781,8 +781,9 @@ class Executor(_StdExecutor):
         """``fn`` over the items of ``iterables`` (zipped), results in order.
 
         As in the stdlib, the input is read and submitted now, unless
-        ``buffersize`` is given (Python 3.14's lazy map): then the input is
-        read as results are consumed, with at most ``buffersize`` chunks
+        ``buffersize`` is given (Python 3.14's lazy map): then the first
+        ``buffersize`` chunks are read and submitted now, and the rest of
+        the input as results are consumed, with at most ``buffersize`` chunks
         submitted and unfinished, and at most as many finished and not yet
         yielded (3.14 counts both together). With ``chunksize`` left at 1
         and no ``buffersize``, items travel in chunks sized like
@@ -813,7 +814,9 @@ class Executor(_StdExecutor):
                 it = self._jobs.imap(fn, items, star, size, True, timeout=self._task_timeout, eager=True)
                 return MapResults(it, end_time, None)
             gate = _Gate(items)
-            it = self._jobs.imap(fn, gate, star, chunksize, True, window=buffersize, timeout=self._task_timeout)
+            it = self._jobs.imap(
+                fn, gate, star, chunksize, True, window=buffersize, timeout=self._task_timeout, prime=True
+            )
             self._gates[it] = gate
             return MapResults(it, end_time, gate)
 

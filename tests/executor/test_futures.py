@@ -121,16 +121,21 @@ def test_map_reads_and_submits_its_input_at_once_without_buffersize(executor: sh
 
 def test_map_with_buffersize_reads_input_as_results_are_taken(executor: shoal.Executor) -> None:
     read: list[int] = []
+    readers: list[threading.Thread] = []
 
     def endless() -> Iterator[int]:
         i = 0
         while True:
             read.append(i)
+            readers.append(threading.current_thread())
             yield i
             i += 1
 
     results = executor.map(tasks.square, endless(), buffersize=3)
+    # The first buffersize tasks are submitted before map returns, as in
+    # 3.14: read by this thread, not by a feeder thread racing the caller.
     assert len(read) == 3
+    assert readers == [threading.current_thread()] * 3
     assert [next(results) for _ in range(10)] == [i * i for i in range(10)]
     # Submitted and not yet yielded: at most buffersize in the engine, and
     # as many taken from it and not yet yielded.
