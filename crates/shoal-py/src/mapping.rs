@@ -131,9 +131,9 @@ fn page_size() -> usize {
 
 /// Map several [`Span`]s' pages again, end to end, into one new region,
 /// without copying them (`mremap` with an old size of 0 duplicates a shared
-/// mapping); returns the region's address and its mapped length, which the
-/// caller unmaps with [`munmap`] once nothing reads it, and not before the
-/// spans' blocks are freed. `WorkerPool.map` concatenates numpy results this
+/// mapping); returns the region's address and its mapped length. The
+/// caller unmaps it with [`munmap`] once nothing reads it, and keeps the
+/// spans (so their blocks stay in use) until then. `WorkerPool.map` concatenates numpy results this
 /// way (python/shoal/_shm.py, `joined`). `parts`: `(span, address, length)`
 /// for each piece in order, each starting at its span's start, each but the
 /// last a whole number of pages. `ValueError` for pieces that cannot be laid
