@@ -304,8 +304,13 @@ class Jobs:
             self._lazy = {z for z in self._lazy if z.feeder.is_alive()}
             self._lazy.add(lazy)
         if here or prime:
-            lazy.here = here
-            lazy.feed_here()
+            # Fed on this thread (so Ctrl-C is raised here, at once), then,
+            # when priming, by the feeder thread.
+            lazy.here = True
+            try:
+                lazy.feed_here()
+            finally:
+                lazy.here = here
             if here:
                 return
         try:
@@ -584,12 +589,14 @@ class _Lazy:
     def feed_here(self) -> None:
         """Read and submit input on the calling thread while the window has
         room: the reader's part when it feeds the input (``here``), at the
-        start and whenever it has taken results. For an input in memory
-        that one caller reads to the end (a WorkerPool's ``map``), where a
-        feeder thread's start cost each map ~0.1 ms, and 1.5 ms while the
-        workers the map has just forked take the CPUs. An error ends the
-        input, as in :meth:`_feed`; Ctrl-C is raised here too, at once (the
-        results before it may wait for something that only it ends)."""
+        start and whenever it has taken results; and the caller's first
+        window when it primes a lazy map (``Jobs.start_lazy``). A reader
+        feeds an input in memory that it reads to the end (a WorkerPool's
+        ``map``), where a feeder thread's start cost each map ~0.1 ms, and
+        1.5 ms while the workers the map has just forked take the CPUs. An
+        error ends the input, as in :meth:`_feed`; Ctrl-C is raised here
+        too, at once (the results before it may wait for something that
+        only it ends)."""
         try:
             while not self.ended.is_set():
                 room = self.engine.room(self.job)

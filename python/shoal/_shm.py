@@ -745,10 +745,10 @@ def joined(arrays: list[Any]) -> Any:
     return np.frombuffer(span, dtype).reshape((rows, *rest))
 
 
-def _unjoin(addr: int, mapped: int, arrays: list[Any]) -> None:
-    """Unmap a region :func:`joined` mapped; ``arrays`` (the pieces) are
-    let go after, as the finalizer that calls this drops them."""
-    del arrays
+def _unjoin(addr: int, mapped: int, _pieces: list[Any]) -> None:
+    """Unmap a region :func:`joined` mapped. ``_pieces``, the arrays over
+    the blocks it maps again, only ride along: the finalizer that calls
+    this lets them (and so the blocks) go after it."""
     _shoal.munmap(addr, mapped)
 
 

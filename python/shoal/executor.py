@@ -804,21 +804,35 @@ class Executor(_StdExecutor):
         star = len(iterables) != 1
         items: Iterable[Any] = zip(*iterables, strict=False) if star else iterables[0]
         auto = chunksize == 1 and self._task_timeout is None
-        with self._shutdown_lock:
-            self._check_open()
-            if buffersize is None:
-                items = list(items)
-                size = chunksize
-                if auto and items:
-                    size = _shoal.map_chunks(len(items), self._max_workers)[0]
+        # The input is the caller's code: it is read without the executor's
+        # lock, which it may need itself (an iterable that submits would
+        # wait for its own map), as the stdlib's map reads outside submit's.
+        self._check_open()
+        if buffersize is None:
+            items = list(items)
+            size = chunksize
+            if auto and items:
+                size = _shoal.map_chunks(len(items), self._max_workers)[0]
+            with self._shutdown_lock:
+                self._check_open()
                 it = self._jobs.imap(fn, items, star, size, True, timeout=self._task_timeout, eager=True)
-                return MapResults(it, end_time, None)
-            gate = _Gate(items)
+            return MapResults(it, end_time, None)
+        gate = _Gate(items)
+        try:
             it = self._jobs.imap(
                 fn, gate, star, chunksize, True, window=buffersize, timeout=self._task_timeout, prime=True
             )
-            self._gates[it] = gate
-            return MapResults(it, end_time, gate)
+        except ValueError:
+            self._check_open()  # shut down meanwhile: say so, as submit does
+            raise
+        with self._shutdown_lock:
+            if self._shut:
+                # Shut down while the first window was read: its gates were
+                # closed without this one.
+                self._close_gate(it, gate)
+            else:
+                self._gates[it] = gate
+        return MapResults(it, end_time, gate)
 
     # -- cancelling a running task -----------------------------------------------
     def cancel(self, future: Future[Any], *, kill_running: bool = True) -> bool:
@@ -889,9 +903,13 @@ class Executor(_StdExecutor):
         """Let every lazy map read no more input, so the engine can close:
         what was read runs, then its reader meets ``RuntimeError``."""
         for it, gate in list(self._gates.items()):
-            gate.closed = True
-            gate.cut = True
-            it._lazy.cut(lambda _read: RuntimeError("cannot schedule new futures after shutdown"))
+            self._close_gate(it, gate)
+
+    @staticmethod
+    def _close_gate(it: IMapIterator[Any], gate: _Gate) -> None:
+        gate.closed = True
+        gate.cut = True
+        it._lazy.cut(lambda _read: RuntimeError("cannot schedule new futures after shutdown"))
 
     def __enter__(self) -> Executor:
         return self

@@ -268,3 +268,42 @@ def test_manager_proxies_reach_spawned_workers() -> None:
         with shoal.Executor(1, start_method="spawn") as ex:
             ex.submit(shared.append, 5).result()
         assert list(shared) == [5]
+
+
+@pytest.mark.parametrize("buffersize", [None, 2])
+def test_map_input_that_submits_to_its_executor_does_not_hang(executor: shoal.Executor, buffersize: int | None) -> None:
+    # The input is read without the executor's lock, as the stdlib's map
+    # reads it outside submit's: an iterable that submits needs that lock.
+    side: list[cf.Future[int]] = []
+
+    def submitting() -> Iterator[int]:
+        for i in range(4):
+            side.append(executor.submit(tasks.square, i))
+            yield i
+
+    results = executor.map(tasks.square, submitting(), buffersize=buffersize)
+    assert list(results) == [0, 1, 4, 9]
+    assert [f.result(timeout=30) for f in side] == [0, 1, 4, 9]
+
+
+def test_shutdown_while_a_lazy_map_reads_its_first_window_ends_that_map() -> None:
+    ex = shoal.Executor(2)
+    try:
+
+        def shuts_down() -> Iterator[int]:
+            yield 0
+            ex.shutdown(wait=False)
+            yield 1
+            yield 2
+
+        results = ex.map(tasks.square, shuts_down(), buffersize=4)
+        # What the first window read runs (the executor sees the shutdown
+        # once that window is in); then, as for 3.14's map, the refusal to
+        # schedule more.
+        got = []
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            for value in results:
+                got.append(value)
+        assert got == [0, 1, 4][: len(got)]
+    finally:
+        ex.shutdown(wait=True)

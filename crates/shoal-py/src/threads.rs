@@ -17,9 +17,9 @@ use std::thread::JoinHandle;
 
 /// A pool's worker threads, so that its `join` can wait for the OS threads
 /// themselves to end, not only for their workers to report that they
-/// ended: a thread that has reported its exit still lives for a moment,
-/// and a default pool started in that moment would find this process
-/// threaded and give up fork (`_start._fork_zygote`).
+/// ended: a thread that has reported its exit still runs for a moment, and
+/// a pool that returns from `join` leaves none of its threads behind (a
+/// default pool started next counts them: `_start._fork_zygote`).
 #[derive(Clone, Default)]
 pub(crate) struct Threads(Arc<Mutex<Vec<Started>>>);
 
