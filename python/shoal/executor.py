@@ -21,6 +21,8 @@ asyncio: ``loop.run_in_executor`` and ``asyncio.wrap_future`` work as with
 the stdlib, a future can be awaited itself (``await executor.submit(...)``),
 and ``async for`` reads :meth:`Executor.map`'s results; completion reaches
 the loop through the engine's callback thread, never a thread per call.
+``submit`` called by ``run_in_executor`` returns the loop's own kind of
+future, settled in batches (``_aio.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, PENDING, RUNNING
 from concurrent.futures.process import _RemoteTraceback
+from sys import _getframe
 
 from shoal import _backend, _platform, _shoal
 from shoal._errors import PoolTerminatedError, RemoteTraceback
@@ -400,6 +403,15 @@ class ShoalFuture(Future[T]):
                 return self.cancelled()
         return self._shoal_cancel()
 
+    def _shoal_cancel_queued(self) -> None:
+        """``shutdown(cancel_futures=True)``: cancel if no worker holds it."""
+        self.cancel()
+
+    def _shoal_failed_here(self) -> None:
+        """The task failed in ``submit``, before the engine saw it."""
+        if self._exception is not None:
+            _local_cause(self._exception)
+
     def _shoal_cancel(self) -> bool:
         """``Future.cancel``, then what the stdlib's executors do when they
         meet a cancelled future: wake ``wait`` and ``as_completed``, which
@@ -711,6 +723,16 @@ class Executor(_StdExecutor):
         ``__cause__``), with :class:`shoal.WorkerLostError` if the worker
         died, or with the pickling error if an argument cannot be pickled.
         """
+        caller = _getframe(1)
+        if caller.f_code.co_name == "run_in_executor":
+            # asyncio's run_in_executor, which would wrap this future in one
+            # of its loop's: give it one of those to begin with (_aio.py).
+            from shoal import _aio
+
+            loop = _aio.loop_calling(caller)
+            if loop is not None:
+                future = _aio.LoopFuture(_aio.inbox_of(loop))
+                return self._submit(fn, args, kwargs, self._task_timeout, future)
         return self._submit(fn, args, kwargs, self._task_timeout)
 
     def schedule(
@@ -733,12 +755,20 @@ class Executor(_StdExecutor):
         return self._submit(fn, tuple(args), dict(kwargs or {}), self._task_timeout if timeout is None else timeout)
 
     def _submit(
-        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        future: Any = None,
     ) -> ShoalFuture[T]:
+        """Submit the task, told to ``future`` (a new :class:`ShoalFuture`
+        unless given one, as ``_aio.LoopFuture``)."""
         with self._shutdown_lock:
             if self._shut or _global_shutdown:
                 self._check_open()
-            future: ShoalFuture[T] = ShoalFuture()
+            if future is None:
+                future = ShoalFuture()
             # In the pending set before the engine can finish the task: the
             # future leaves it as it completes, on whichever thread.
             pending = self._pending
@@ -759,9 +789,7 @@ class Executor(_StdExecutor):
                 return future
             # Failed here, before a worker saw it (an argument that cannot
             # be pickled): nobody has seen the future yet.
-            exc = future._exception
-            if exc is not None:
-                _local_cause(exc)
+            future._shoal_failed_here()
         return future
 
     def _check_open(self) -> None:
@@ -847,7 +875,8 @@ class Executor(_StdExecutor):
         returns False.
         """
         if not isinstance(future, ShoalFuture):
-            return future.cancel()
+            cancel_running = getattr(future, "_shoal_cancel_running", None)  # run_in_executor's (_aio.py)
+            return future.cancel() if cancel_running is None else cancel_running(kill_running)
         engine, job = future._shoal_engine, future._shoal_job
         if engine is None or job is None:
             return future.cancel()
@@ -872,7 +901,7 @@ class Executor(_StdExecutor):
             return  # never started
         if cancel_futures:
             for future in list(self._pending):
-                future.cancel()
+                future._shoal_cancel_queued()
         if first:
             _executors.discard(self)
             self._close_gates()
