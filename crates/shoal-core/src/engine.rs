@@ -609,6 +609,31 @@ impl Engine {
         Ok(ended)
     }
 
+    /// Cancel every queued chunk of every job but those in `keep`, as
+    /// [`Engine::cancel`] does one job's, in one pass over the queue: an
+    /// Executor's `shutdown(cancel_futures=True)`, which keeps its maps.
+    /// Running chunks run on. Returns the jobs that had chunks cancelled.
+    pub fn cancel_queued(&self, keep: &[JobId]) -> Vec<JobId> {
+        let mut st = self.lock();
+        let dropped = st.queue.take_where(|t| !keep.contains(&t.job));
+        let mut jobs: Vec<JobId> = dropped.iter().map(|t| t.job).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        for job in &jobs {
+            if let Some(j) = st.jobs.get_mut(job) {
+                j.cancelled = true;
+                j.finish_input();
+            }
+        }
+        for t in dropped {
+            // `complete` tells the job's watcher if this finished it.
+            st.complete(&t, Status::Cancelled, CANCELLED.to_vec(), 0, 0);
+        }
+        self.wake(&mut st);
+        self.shared.cond.notify_all();
+        jobs
+    }
+
     /// Every counter, copied at one moment, with `job`'s if it is given and
     /// still known.
     pub fn stats(&self, job: Option<JobId>) -> Snapshot {

@@ -89,18 +89,23 @@ impl Queue {
 
     /// Take the waiting chunks of `job`; the others keep their order.
     pub(crate) fn take_job(&mut self, job: crate::job::JobId) -> Vec<Task> {
-        fn split(q: &mut VecDeque<Task>, job: crate::job::JobId, out: &mut Vec<Task>) {
-            let (taken, kept): (VecDeque<Task>, VecDeque<Task>) =
-                std::mem::take(q).into_iter().partition(|t| t.job == job);
+        self.take_where(|t| t.job == job)
+    }
+
+    /// Take the waiting chunks `pred` picks, in one pass; the others keep
+    /// their order.
+    pub(crate) fn take_where(&mut self, pred: impl Fn(&Task) -> bool) -> Vec<Task> {
+        let split = |q: &mut VecDeque<Task>, out: &mut Vec<Task>| {
+            let (taken, kept): (VecDeque<Task>, VecDeque<Task>) = std::mem::take(q).into_iter().partition(&pred);
             *q = kept;
             out.extend(taken);
-        }
+        };
         let mut out = Vec::new();
-        split(&mut self.common, job, &mut out);
+        split(&mut self.common, &mut out);
         if self.n_pinned > 0 {
             let before = out.len();
             for lane in &mut self.pinned {
-                split(lane, job, &mut out);
+                split(lane, &mut out);
             }
             self.n_pinned -= out.len() - before;
         }

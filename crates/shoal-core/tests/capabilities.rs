@@ -137,6 +137,29 @@ fn cancel_drops_queued_chunks_and_leaves_running_ones() {
 }
 
 #[test]
+fn cancel_queued_drops_every_queued_chunk_but_those_of_the_jobs_kept() {
+    let e = engine(1);
+    let f = e.register_func(b"f".to_vec(), "f").unwrap();
+    let first = run(&e, JobSpec::new(f, 0), &["sleep:1500:a", "echo:b"]);
+    let other = run(&e, JobSpec::new(f, 0), &["echo:c", "echo:d"]);
+    let kept = run(&e, JobSpec::new(f, 0), &["echo:e"]);
+    wait_for("a to start", || e.stats(None).workers[0].pid.is_some());
+    std::thread::sleep(Duration::from_millis(50));
+    // a runs on; b, c and d were queued.
+    let mut cancelled = e.cancel_queued(&[kept]);
+    cancelled.sort_unstable();
+    assert_eq!(cancelled, vec![first, other]);
+    let got: Vec<(Status, String)> = outcomes(&e, first).iter().map(|o| (o.status, text(o))).collect();
+    assert_eq!(got[0], (Status::Ok, "a".into()));
+    assert_eq!(got[1].0, Status::Cancelled);
+    assert!(outcomes(&e, other).iter().all(|o| o.status == Status::Cancelled));
+    let out = outcomes(&e, kept);
+    assert_eq!((out[0].status, text(&out[0])), (Status::Ok, "e".into()));
+    assert!(e.submit(other, vec![b"echo:f".to_vec()]).is_err());
+    assert!(e.cancel_queued(&[]).is_empty());
+}
+
+#[test]
 fn cancel_with_kill_stops_a_running_chunk_and_replaces_its_worker() {
     let e = engine(2);
     let f = e.register_func(b"f".to_vec(), "f").unwrap();

@@ -20,7 +20,7 @@ compile_error!(
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet};
 use pyo3::{PyTraverseError, PyVisit};
 use shoal_core::frame::{self, task};
 use shoal_core::{
@@ -522,6 +522,18 @@ impl PyEngine {
         Ok(())
     }
 
+    /// Cancel every queued chunk of every job but those in `keep` (see
+    /// `Engine::cancel_queued`), and add the jobs that had chunks cancelled
+    /// to `into`; returns how many. The GIL is held throughout, so no
+    /// Python code sees one of those outcomes before `into` has its job.
+    fn cancel_queued(&self, keep: Vec<u32>, into: &Bound<'_, PySet>) -> PyResult<usize> {
+        let jobs = self.engine()?.cancel_queued(&keep);
+        for job in &jobs {
+            into.add(job)?;
+        }
+        Ok(jobs.len())
+    }
+
     /// Cancel a job: its queued chunks end as cancelled and it takes no
     /// more. With `kill_running`, workers running its chunks are killed
     /// and replaced, and those chunks end as cancelled too. Returns how
@@ -872,6 +884,34 @@ impl Drop for ThreadCount {
 }
 
 /// Engine threads (I/O and callback threads) running in this process.
+/// Hide `obj` from the cyclic garbage collector, for an object that holds
+/// nothing yet that can lead back to it: an Executor's future, made by the
+/// thousand and kept until read, which every full collection walked
+/// (`shoal.executor.ShoalFuture` says when it is tracked again).
+#[pyfunction]
+fn gc_untrack(obj: &Bound<'_, PyAny>) {
+    let p = obj.as_ptr();
+    // SAFETY: GC calls on a live object with the GIL held; untracking is
+    // allowed for any object of a GC type, and the deallocator copes.
+    unsafe {
+        if pyo3::ffi::PyObject_IS_GC(p) != 0 && pyo3::ffi::PyObject_GC_IsTracked(p) != 0 {
+            pyo3::ffi::PyObject_GC_UnTrack(p.cast());
+        }
+    }
+}
+
+/// Let the cyclic garbage collector see `obj` again (see [`gc_untrack`]).
+#[pyfunction]
+fn gc_track(obj: &Bound<'_, PyAny>) {
+    let p = obj.as_ptr();
+    // SAFETY: as above; tracking twice is an error, so it is checked first.
+    unsafe {
+        if pyo3::ffi::PyObject_IS_GC(p) != 0 && pyo3::ffi::PyObject_GC_IsTracked(p) == 0 {
+            pyo3::ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
+
 #[pyfunction]
 fn live_threads() -> usize {
     shoal_core::live_threads()
@@ -998,8 +1038,8 @@ mod _shoal {
     use super::worker_loop::unpack_shape;
     #[pymodule_export]
     use super::{
-        check_kernel, dumpable, fork_and_reap, init_started_frame, live_threads, map_chunks, window_chunks,
-        worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop,
+        check_kernel, dumpable, fork_and_reap, gc_track, gc_untrack, init_started_frame, live_threads, map_chunks,
+        window_chunks, worker_prelude, JobResult, PlainApply, PyEngine, WorkerLoop,
     };
 
     #[pymodule_init]

@@ -358,7 +358,20 @@ impl JobResult {
     }
 
     /// Take and decode what has arrived; true once the outcome is known.
+    ///
+    /// Wakers run once this thread is no longer the collector: a waker may
+    /// wait for a lock whose holder is waiting, in `collect_guard`, to
+    /// become the collector (an Executor future's lock, held by
+    /// `concurrent.futures.wait` while it reads the future's state).
     fn resolve(slf: &Bound<'_, Self>) -> PyResult<bool> {
+        let mut woken = Vec::new();
+        let resolved = Self::resolve_collecting(slf, &mut woken);
+        wake(slf.py(), woken);
+        resolved
+    }
+
+    /// [`JobResult::resolve`] as the collector; the wakers to call after.
+    fn resolve_collecting(slf: &Bound<'_, Self>, woken: &mut Vec<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         if this.known.load(Ordering::Acquire) {
@@ -377,12 +390,12 @@ impl JobResult {
         };
         let engine = engine.get().engine()?;
         let outcome = match &this.chunks {
-            None => this.take_one(py, engine, job)?,
-            Some(chunks) => this.take_chunks(py, engine, job, chunks)?,
+            None => this.take_one(py, engine, job, woken)?,
+            Some(chunks) => this.take_chunks(py, engine, job, chunks, woken)?,
         };
         match outcome {
             Some(outcome) => {
-                this.finish(slf, outcome)?;
+                this.finish(slf, outcome, woken)?;
                 Ok(true)
             }
             None => Ok(false),
@@ -391,7 +404,13 @@ impl JobResult {
 
     /// One value's outcome, if its job has finished. The engine forgets the
     /// job as it hands the outcome over.
-    fn take_one(&self, py: Python<'_>, engine: &Engine, job: u32) -> PyResult<Option<(bool, Py<PyAny>)>> {
+    fn take_one(
+        &self,
+        py: Python<'_>,
+        engine: &Engine,
+        job: u32,
+        woken: &mut Vec<Py<PyAny>>,
+    ) -> PyResult<Option<(bool, Py<PyAny>)>> {
         // An outcome an interrupted call took first, else the engine's.
         let stashed = if self.stashed.load(Ordering::Acquire) {
             self.stashed.store(false, Ordering::Release);
@@ -422,7 +441,7 @@ impl JobResult {
                     held.take_wakers()
                 };
                 self.stashed.store(true, Ordering::Release);
-                wake(py, wakers);
+                woken.extend(wakers);
                 Err(e)
             }
         }
@@ -467,6 +486,7 @@ impl JobResult {
         engine: &Engine,
         job: u32,
         chunks: &[(u32, u64)],
+        woken: &mut Vec<Py<PyAny>>,
     ) -> PyResult<Option<(bool, Py<PyAny>)>> {
         let list = self
             .lock()
@@ -492,7 +512,7 @@ impl JobResult {
                         held.more().backlog.push_front(o);
                         held.take_wakers()
                     };
-                    wake(py, wakers);
+                    woken.extend(wakers);
                     return Err(e);
                 }
             };
@@ -528,8 +548,9 @@ impl JobResult {
     /// `multiprocessing`, a result is ready only once its callback has run.
     /// A callback that raises is reported as unraisable: it must not stop
     /// result delivery. Called with `collecting` held, or on a result no
-    /// other thread can see yet.
-    fn finish(&self, slf: &Bound<'_, Self>, outcome: (bool, Py<PyAny>)) -> PyResult<()> {
+    /// other thread can see yet. The wakers are added to `woken`, for the
+    /// caller to call once it is no longer the collector.
+    fn finish(&self, slf: &Bound<'_, Self>, outcome: (bool, Py<PyAny>), woken: &mut Vec<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let ok = outcome.0;
         let needs_tracking = !is_atomic(outcome.1.bind(py));
@@ -550,7 +571,7 @@ impl JobResult {
                 if needs_tracking {
                     track(slf);
                 }
-                wake(py, wakers);
+                woken.extend(wakers);
                 return Ok(());
             }
             callback
@@ -573,7 +594,7 @@ impl JobResult {
                     // taken, and a retry must see them, not an empty result.
                     let wakers = self.lock().settle(outcome);
                     self.known.store(true, Ordering::Release);
-                    wake(py, wakers);
+                    woken.extend(wakers);
                     return Err(e);
                 }
                 e.write_unraisable(py, Some(slf.as_any()));
@@ -584,7 +605,7 @@ impl JobResult {
         if needs_tracking {
             track(slf);
         }
-        wake(py, wakers);
+        woken.extend(wakers);
         Ok(())
     }
 
@@ -746,7 +767,8 @@ impl JobResult {
                 Hooks::new(callback, error_callback, None),
             ),
         )?;
-        this.get().finish(&this, (false, exc))?;
+        let mut woken = Vec::new();
+        this.get().finish(&this, (false, exc), &mut woken)?;
         Ok(this)
     }
 
@@ -786,6 +808,16 @@ impl JobResult {
             }
         }
         Self::resolve(slf)
+    }
+
+    /// The outcome, `(succeeded, value or exception)`, taken and decoded
+    /// here if it has arrived; None while the job runs. How an Executor's
+    /// future learns its state when asked (`shoal.executor.ShoalFuture`).
+    fn _outcome(slf: &Bound<'_, Self>) -> PyResult<Option<(bool, Py<PyAny>)>> {
+        if !Self::resolve(slf)? {
+            return Ok(None);
+        }
+        slf.get().outcome(slf.py()).ok_or_else(cleared).map(Some)
     }
 
     /// Whether the call completed without raising; ValueError if not ready.
