@@ -57,8 +57,6 @@ class Inbox:
         self._armed = False
 
     def put(self, future: LoopFuture, ok: bool, value: Any) -> None:
-        # The engine is done with the task: shutdown has nothing to cancel.
-        future._shoal_leave()
         with self._lock:
             self._items.append((future, ok, value))
             if self._armed:
@@ -108,8 +106,9 @@ class LoopFuture(asyncio.Future):
 
     _shoal_engine: Any = None
     _shoal_job: int | None = None
-    _shoal_pending: set[Any] | None = None
     _shoal_cancelling = False
+    # The executor's jobs that shutdown(cancel_futures=True) cancelled.
+    _shoal_cancelled: set[int] | frozenset[int] = frozenset()
     _shoal_error: BaseException | None = None
 
     def __init__(self, inbox: Inbox) -> None:
@@ -133,12 +132,6 @@ class LoopFuture(asyncio.Future):
         if self._shoal_error is not None:
             _local_cause(self._shoal_error)
 
-    def _shoal_leave(self) -> None:
-        """Leave the executor's pending set."""
-        pending = self._shoal_pending
-        if pending is not None:
-            pending.discard(self)
-
     def _shoal_arrive(self, ok: bool, value: Any) -> None:
         """Settle with the engine's outcome, in the loop."""
         self._shoal_error = None
@@ -146,7 +139,9 @@ class LoopFuture(asyncio.Future):
             return  # cancelled by its awaiter meanwhile
         if ok:
             self.set_result(value)
-        elif self._shoal_cancelling and type(value) is PoolTerminatedError:
+        elif type(value) is PoolTerminatedError and (
+            self._shoal_cancelling or self._shoal_job in self._shoal_cancelled
+        ):
             super().cancel()
         else:
             exc = _adapt(value)
@@ -164,19 +159,9 @@ class LoopFuture(asyncio.Future):
         if not super().cancel(msg=msg):
             return False
         engine, job = self._shoal_engine, self._shoal_job
-        if engine is not None and job is not None and engine.cancel(job, False):
-            self._shoal_leave()
+        if engine is not None and job is not None:
+            engine.cancel(job, False)
         return True
-
-    def _shoal_cancel_queued(self) -> None:
-        """``shutdown(cancel_futures=True)``, from any thread: cancel the
-        task if no worker holds it; the loop learns so through the inbox."""
-        engine, job = self._shoal_engine, self._shoal_job
-        if engine is None or job is None:
-            return
-        self._shoal_cancelling = True
-        if engine.cancel(job, False) == 0:
-            self._shoal_cancelling = False
 
     def _shoal_cancel_running(self, kill_running: bool) -> bool:
         """``Executor.cancel``, on the loop's thread."""
@@ -189,5 +174,4 @@ class LoopFuture(asyncio.Future):
         if engine.cancel(job, kill_running) == 0:
             self._shoal_cancelling = False
             return False
-        self._shoal_leave()
         return super().cancel()

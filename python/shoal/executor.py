@@ -2,11 +2,13 @@
 
 A drop-in for ``concurrent.futures.ProcessPoolExecutor``. It stands on the
 same job layer as ``shoal.Pool`` (``_jobs.py``): ``submit`` is
-``Jobs.apply`` with two callbacks that complete a real
-``concurrent.futures.Future``; they run on the engine's callback thread when
-the task's job finishes (``crates/shoal-py/src/result.rs``), so no thread
-waits per future. ``map`` is ``Jobs.imap``, fed eagerly as the stdlib's
-``map`` reads its input, or lazily with ``buffersize`` as in Python 3.14.
+``Jobs.apply``, the same call as ``Pool.apply_async``, and its future (a real
+``concurrent.futures.Future``) holds the task's JobResult
+(``crates/shoal-py/src/result.rs``). The future takes the outcome from it
+when asked, or, once something waits on it, the engine's callback thread
+completes it on arrival; no thread waits per future. ``map`` is
+``Jobs.imap``, fed eagerly as the stdlib's ``map`` reads its input, or
+lazily with ``buffersize`` as in Python 3.14.
 
 What the stdlib's executor cannot do, kept from shoal's promises:
 
@@ -43,6 +45,8 @@ from sys import _getframe
 from shoal import _backend, _platform, _shoal
 from shoal._errors import PoolTerminatedError, RemoteTraceback
 from shoal._jobs import IMapIterator, Jobs
+from shoal._shoal import gc_track as _track
+from shoal._shoal import gc_untrack as _untrack
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -143,6 +147,10 @@ def _local_cause(exc: BaseException) -> None:
         exc.__cause__ = _RemoteTraceback(f'\n"""\n{tb}"""')  # type: ignore[arg-type]
 
 
+# Held while a future makes its lock (ShoalFuture._lock), so two threads
+# never make two.
+_MAKING_LOCKS = threading.Lock()
+
 # The states in which a future is done; a frozenset, so a membership test
 # is one hash lookup.
 _DONE_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
@@ -191,52 +199,107 @@ class ShoalFuture(Future[T]):
     as ``await asyncio.wrap_future(future)`` does.
     """
 
+    # Completion is lazy. The task's outcome waits in its JobResult (the
+    # same Rust object as ``Pool.apply_async``'s) until the future is asked:
+    # reading ``_state`` (``done()``, ``result()``, ``wait``, ``as_completed``
+    # and ``repr`` all do) takes it then, on the asking thread. A future
+    # that something waits on (a condition wait, a waiter of ``wait`` or
+    # ``as_completed``, a done callback) asks the engine's callback thread
+    # to take it on arrival (``_shoal_arm``), so it completes and wakes them
+    # as a stdlib future does. The rest cost the callback thread nothing:
+    # 20,000 submits no longer share the GIL with 20,000 completions.
+    #
     # Why not ``Future.__init__``: its ``threading.Condition`` (a Python
     # object, an RLock and a deque) cost more than the rest of a submit, and
-    # most futures are never waited on (``asyncio.wrap_future`` and
-    # ``add_done_callback`` only register callbacks). Here each future has a
-    # C ``RLock``, ``_lock``, which guards its state as the stdlib's
+    # most futures are never waited on. Each future has a C ``RLock``,
+    # ``_lock``, made on first use, which guards its state as the stdlib's
     # condition does; the condition is made only when something waits on
-    # it (``result``/``exception`` before completion, ``wait``,
-    # ``as_completed``, which read ``_condition``), built on that same lock.
+    # it, on that same lock. A future has no ``__init__`` at all: calling
+    # one cost a submit more than the rest of making the future.
     #
-    # Invariants: every change of ``_state``, ``_waiters`` and
+    # A submitted future starts hidden from the cyclic garbage collector
+    # (``_shoal.gc_untrack``): 20,000 of them kept until read set off a full
+    # collection that walked them all (~15 ms in a program of a few hundred
+    # modules). It holds nothing then that can lead back to it (its
+    # JobResult, the engine, a set of ints, a C lock). It is tracked again
+    # (``_track``) as soon as it can: when it completes or is
+    # cancelled, and when it gets waiters, a condition, done callbacks or a
+    # waker. The one cycle the collector cannot see: a future nobody ever
+    # reads or waits on, which refers to itself through attributes its
+    # caller set on it.
+    #
+    # Invariants: every change of ``_st``, ``_waiters`` and
     # ``_done_callbacks`` happens with ``_lock`` held; ``_cond`` goes from
     # None to a condition once, with ``_lock`` held, and that condition's
-    # lock is ``_lock``. So a waiter, holding the condition, holds the lock
-    # that completion takes: it either sees the future done, or is waiting
-    # before completion runs, and completion (which notifies whenever
-    # ``_cond`` is set) wakes it. No wakeup can be lost between a first
-    # waiter making the condition and the callback thread completing.
+    # lock is ``_lock``; a future with a condition, a waiter or a callback
+    # is armed before it is seen pending, so the callback thread completes
+    # it, taking ``_lock``, and so after a waiter holding the lock has
+    # started waiting. No wakeup can be lost. The callback thread calls the
+    # waker only once it has let go of the JobResult (see ``result.rs``,
+    # ``resolve``), so a thread holding ``_lock`` while it takes the outcome
+    # never waits for a thread that waits for ``_lock``.
+
     # Set before this future asks the engine to cancel its task: the
     # outcome of a chunk that cancel ends (the engine's PoolTerminatedError)
-    # may reach the callback thread before the caller marks the future
-    # cancelled, and must end it cancelled, not failed. A class default,
-    # so a submit pays nothing for it.
+    # may be taken before the caller marks the future cancelled, and must
+    # end it cancelled, not failed. A class default, so a submit pays
+    # nothing for it.
     _shoal_cancelling = False
     # The stdlib's waiters (wait, as_completed) and done callbacks: made on
-    # first use (see _waiters), as most futures get neither. A submit
-    # creates as few objects the cyclic garbage collector tracks as it can:
-    # with 20,000 futures alive, its collections of them cost more than the
-    # rest of a submit.
+    # first use (see _waiters), as most futures get neither.
     _w: list[Any] | None = None
     _cbs: list[Callable[[Future[T]], object]] | None = None
-    # The engine and the job running the task; None until submitted, and
-    # for a task that failed before it reached the engine.
+    # The engine, and the task's JobResult until its outcome is taken; None
+    # for a future made by hand.
     _shoal_engine: _shoal.Engine | None = None
-    _shoal_job: int | None = None
-    # The executor's set of futures not done yet, which this one leaves as
-    # it completes (cheaper than a done callback per future).
-    _shoal_pending: set[ShoalFuture[Any]] | None = None
+    _shoal_result: _shoal.JobResult | None = None
+    # Whether the callback thread will take the outcome on arrival.
+    _shoal_armed = False
+    # The executor's jobs that shutdown(cancel_futures=True) cancelled: a
+    # future whose job is among them ends cancelled, not failed.
+    _shoal_cancelled: set[int] | frozenset[int] = frozenset()
     # The state a future starts in, as class defaults: set per future only
     # when it changes (a submit sets no more than it must).
-    _state = PENDING
+    _st = PENDING
     _result: Any = None
     _exception: BaseException | None = None
     _cond: threading.Condition | None = None
+    _lk: Any = None
 
-    def __init__(self) -> None:
-        self._lock = _RLock()
+    # object's: no Python frame per future (and not Future's, see above).
+    __init__ = object.__init__
+
+    @property
+    def _lock(self) -> Any:
+        """The lock that guards this future's state, made on first use."""
+        lock = self._lk
+        if lock is None:
+            with _MAKING_LOCKS:
+                lock = self._lk
+                if lock is None:
+                    lock = self._lk = _RLock()
+        return lock
+
+    @property
+    def _state(self) -> str:
+        """The stdlib's state, the outcome taken first if it has arrived."""
+        st = self._st
+        if st == PENDING or st == RUNNING:
+            r = self._shoal_result
+            if r is not None:
+                self._shoal_take(r)
+                st = self._st
+        return st
+
+    @_state.setter
+    def _state(self, state: str) -> None:
+        self._st = state
+
+    @property
+    def _shoal_job(self) -> int | None:
+        """The engine's job for the task, while its outcome is not taken."""
+        r = self._shoal_result
+        return None if r is None else r.job
 
     # Both lists are made on first use, and used only with ``_lock`` held:
     # the stdlib's wait and as_completed add waiters holding the future's
@@ -245,6 +308,7 @@ class ShoalFuture(Future[T]):
     def _waiters(self) -> list[Any]:  # type: ignore[override]
         """The stdlib's list of waiters (``wait``, ``as_completed``)."""
         if self._w is None:
+            _track(self)
             self._w = []
         return self._w
 
@@ -252,12 +316,14 @@ class ShoalFuture(Future[T]):
     def _done_callbacks(self) -> list[Callable[[Future[T]], object]]:
         """The stdlib's list of done callbacks."""
         if self._cbs is None:
+            _track(self)
             self._cbs = []
         return self._cbs
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
-        """The stdlib's condition, made on first use, on ``_lock``.
+        """The stdlib's condition, made on first use, on ``_lock``; the
+        future is armed first, as whoever takes the condition waits.
 
         A future already done, with no condition yet, gives a
         :class:`_DoneCondition` on the same lock instead: ``wait`` and
@@ -269,10 +335,45 @@ class ShoalFuture(Future[T]):
             if self._state in _DONE_STATES:
                 return _DoneCondition(self._lock)  # type: ignore[return-value]
             with self._lock:
+                self._shoal_arm()
                 cond = self._cond
                 if cond is None:
+                    _track(self)
                     cond = self._cond = threading.Condition(self._lock)
         return cond
+
+    def _shoal_arm(self) -> None:
+        """Have the callback thread take the outcome on arrival (or take it
+        now, if it has arrived). Called with ``_lock`` held."""
+        r = self._shoal_result
+        if self._shoal_armed or r is None:
+            return
+        _track(self)  # its JobResult will hold its waker
+        self._shoal_armed = True
+        if not r._wake_on_outcome(self._shoal_woken):
+            # Known already, or being taken by another thread, which never
+            # waits for this lock while it does (see the invariants).
+            self._shoal_armed = False
+            self._shoal_woken()
+
+    def _shoal_woken(self) -> None:
+        """The outcome is known: take it (from whichever thread knew)."""
+        r = self._shoal_result
+        if r is not None:
+            self._shoal_take(r)
+
+    def _shoal_take(self, r: _shoal.JobResult) -> None:
+        """Complete with ``r``'s outcome, if it has arrived."""
+        outcome = r._outcome()
+        if outcome is None:
+            return
+        ok, value = outcome
+        if ok:
+            self._complete(value, None)
+        elif type(value) is PoolTerminatedError and (self._shoal_cancelling or r.job in self._shoal_cancelled):
+            self._shoal_cancel()
+        else:
+            self._complete(None, _adapt(value))
 
     def cancelled(self) -> bool:
         """Whether the future was cancelled."""
@@ -290,15 +391,17 @@ class ShoalFuture(Future[T]):
                 # Asked, not told: the engine does not call back per dispatch,
                 # so a program that never asks pays nothing. Once running, it
                 # stays so, as with the stdlib.
-                self._state = RUNNING
-            return self._state == RUNNING
+                self._st = RUNNING
+            return self._st == RUNNING
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         """Call ``fn(future)`` once done (now, if it is)."""
-        with self._lock:
-            if self._state not in _DONE_STATES:
-                self._done_callbacks.append(fn)
-                return
+        if self._state not in _DONE_STATES:
+            with self._lock:
+                self._shoal_arm()
+                if self._st not in _DONE_STATES:
+                    self._done_callbacks.append(fn)
+                    return
         try:
             fn(self)
         except Exception:  # noqa: BLE001 - logged, as Future.add_done_callback does
@@ -309,8 +412,8 @@ class ShoalFuture(Future[T]):
         ``Future.result`` raises them. Called only when not seen done."""
         with self._lock:
             if self._state not in _DONE_STATES:
-                self._condition.wait(timeout)
-            state = self._state
+                self._condition.wait_for(self.done, timeout)
+            state = self._st
         if state in _CANCELLED_STATES:
             raise CancelledError
         if state != FINISHED:
@@ -340,21 +443,23 @@ class ShoalFuture(Future[T]):
     def set_result(self, result: T) -> None:
         """Complete with ``result``; InvalidStateError if done."""
         if not self._complete(result, None):
-            raise InvalidStateError(f"{self._state}: {self!r}")
+            raise InvalidStateError(f"{self._st}: {self!r}")
 
     def set_exception(self, exception: BaseException | None) -> None:
         """Complete with ``exception``; InvalidStateError if done."""
         if not self._complete(None, exception):
-            raise InvalidStateError(f"{self._state}: {self!r}")
+            raise InvalidStateError(f"{self._st}: {self!r}")
 
     def _complete(self, result: Any, exception: BaseException | None) -> bool:
         """Set the outcome unless done already; whether it was set."""
         with self._lock:
-            if self._state in _DONE_STATES:
+            if self._st in _DONE_STATES:
                 return False
+            _track(self)
             self._result = result
             self._exception = exception
-            self._state = FINISHED
+            self._st = FINISHED
+            self._shoal_result = None
             for waiter in self._w or ():
                 if exception is None:
                     waiter.add_result(self)
@@ -362,9 +467,6 @@ class ShoalFuture(Future[T]):
                     waiter.add_exception(self)
             if self._cond is not None:
                 self._cond.notify_all()
-        pending = self._shoal_pending
-        if pending is not None:
-            pending.discard(self)
         if self._cbs:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
@@ -372,15 +474,15 @@ class ShoalFuture(Future[T]):
     def set_running_or_notify_cancel(self) -> bool:
         """``Future``'s, with this future's lock."""
         with self._lock:
-            if self._state == CANCELLED:
-                self._state = CANCELLED_AND_NOTIFIED
+            if self._st == CANCELLED:
+                self._st = CANCELLED_AND_NOTIFIED
                 for waiter in self._w or ():
                     waiter.add_cancelled(self)
                 return False
-            if self._state == PENDING:
-                self._state = RUNNING
+            if self._st == PENDING:
+                self._st = RUNNING
                 return True
-        LOGGER.critical("Future %s in unexpected state: %s", id(self), self._state)
+        LOGGER.critical("Future %s in unexpected state: %s", id(self), self._st)
         raise RuntimeError("Future in unexpected state")
 
     def __await__(self) -> Generator[Any, None, T]:
@@ -403,13 +505,9 @@ class ShoalFuture(Future[T]):
                 return self.cancelled()
         return self._shoal_cancel()
 
-    def _shoal_cancel_queued(self) -> None:
-        """``shutdown(cancel_futures=True)``: cancel if no worker holds it."""
-        self.cancel()
-
     def _shoal_failed_here(self) -> None:
         """The task failed in ``submit``, before the engine saw it."""
-        if self._exception is not None:
+        if self._state == FINISHED and self._exception is not None:
             _local_cause(self._exception)
 
     def _shoal_cancel(self) -> bool:
@@ -419,42 +517,24 @@ class ShoalFuture(Future[T]):
         task cancelled, so a future seen running (killed with its worker)
         is cancelled too."""
         with self._lock:
-            state = self._state
+            state = self._st
             if state == FINISHED:
                 return False
             if state == CANCELLED_AND_NOTIFIED:
                 return True
             # Future.cancel and set_running_or_notify_cancel in one step,
-            # from RUNNING too, which Future.cancel refuses.
-            self._state = CANCELLED_AND_NOTIFIED
+            # from RUNNING too, which Future.cancel refuses. The outcome the
+            # engine still sends is dropped with the JobResult.
+            _track(self)
+            self._st = CANCELLED_AND_NOTIFIED
+            self._shoal_result = None
             for waiter in self._w or ():
                 waiter.add_cancelled(self)
             if self._cond is not None:
                 self._cond.notify_all()
-        pending = self._shoal_pending
-        if pending is not None:
-            pending.discard(self)
         if state != CANCELLED and self._cbs:
             self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
-
-    # Called on the engine's callback thread (or at once, for a task whose
-    # arguments could not be pickled). A future cancelled meanwhile drops
-    # the outcome (a killed task ends cancelled, not failed).
-    def _shoal_done(self, value: Any) -> None:
-        self._complete(value, None)
-
-    def _shoal_settle(self, ok: bool, value: Any) -> None:
-        if ok:
-            self._complete(value, None)
-        else:
-            self._shoal_failed(value)
-
-    def _shoal_failed(self, exc: BaseException) -> None:
-        if self._shoal_cancelling and type(exc) is PoolTerminatedError:
-            self._shoal_cancel()
-            return
-        self._complete(None, _adapt(exc))
 
 
 class _Gate(Iterator[object]):
@@ -697,8 +777,10 @@ class Executor(_StdExecutor):
             inherited=self._backend.inherited,
         )
         self._apply_plain = self._jobs.apply_plain
-        # Futures not done yet, for shutdown(cancel_futures=True).
-        self._pending: set[ShoalFuture[Any]] = set()
+        # The jobs shutdown(cancel_futures=True) cancelled (their futures end
+        # cancelled), and the maps it leaves running, as they are.
+        self._cancelled_jobs: set[int] = set()
+        self._maps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
         # Lazy maps still reading input, which shutdown stops.
         self._gates: weakref.WeakKeyDictionary[IMapIterator[Any], _Gate] = weakref.WeakKeyDictionary()
         self._shut = False
@@ -732,7 +814,7 @@ class Executor(_StdExecutor):
             loop = _aio.loop_calling(caller)
             if loop is not None:
                 future = _aio.LoopFuture(_aio.inbox_of(loop))
-                return self._submit(fn, args, kwargs, self._task_timeout, future)
+                return self._submit(fn, args, kwargs, self._task_timeout, loop_future=future)
         return self._submit(fn, args, kwargs, self._task_timeout)
 
     def schedule(
@@ -760,36 +842,39 @@ class Executor(_StdExecutor):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
-        future: Any = None,
+        loop_future: Any = None,
     ) -> ShoalFuture[T]:
-        """Submit the task, told to ``future`` (a new :class:`ShoalFuture`
-        unless given one, as ``_aio.LoopFuture``)."""
+        """Submit the task: its future holds the task's JobResult and reads
+        the outcome from it when asked; ``loop_future`` (an
+        ``_aio.LoopFuture``) is told the outcome as it arrives instead."""
         with self._shutdown_lock:
             if self._shut or _global_shutdown:
                 self._check_open()
-            if future is None:
-                future = ShoalFuture()
-            # In the pending set before the engine can finish the task: the
-            # future leaves it as it completes, on whichever thread.
-            pending = self._pending
-            future._shoal_pending = pending
-            pending.add(future)
             result = None
             if not kwargs and timeout is None:
-                # The common call, once fn is cached, wholly in Rust; the
-                # future is told the outcome (_shoal_settle). None: not taken.
-                result = self._apply_plain(fn, args, future)
+                # The common call, once fn is cached, wholly in Rust. None:
+                # not taken.
+                result = self._apply_plain(fn, args, loop_future)
+            # Failed here, before a worker saw it (an argument that cannot
+            # be pickled): only the general path tells.
+            failed = False
             if result is None:
                 result = self._jobs.apply(
-                    fn, args, kwargs, None, None, plain_tried=True, timeout=timeout, settle_on=future
+                    fn, args, kwargs, None, None, plain_tried=True, timeout=timeout, settle_on=loop_future
                 )
-            job = result.job
-            if job is not None:
-                future._shoal_engine, future._shoal_job = self._engine, job
-                return future
-            # Failed here, before a worker saw it (an argument that cannot
-            # be pickled): nobody has seen the future yet.
-            future._shoal_failed_here()
+                failed = result.job is None
+            future: Any
+            if loop_future is None:
+                future = ShoalFuture()
+                _untrack(future)
+                future._shoal_result = result
+            else:
+                future = loop_future
+                future._shoal_job = result.job
+            future._shoal_engine = self._engine
+            future._shoal_cancelled = self._cancelled_jobs
+            if failed:
+                future._shoal_failed_here()
         return future
 
     def _check_open(self) -> None:
@@ -844,6 +929,7 @@ class Executor(_StdExecutor):
             with self._shutdown_lock:
                 self._check_open()
                 it = self._jobs.imap(fn, items, star, size, True, timeout=self._task_timeout, eager=True)
+                self._maps.add(it)
             return MapResults(it, end_time, None)
         gate = _Gate(items)
         try:
@@ -860,6 +946,7 @@ class Executor(_StdExecutor):
                 self._close_gate(it, gate)
             else:
                 self._gates[it] = gate
+                self._maps.add(it)
         return MapResults(it, end_time, gate)
 
     # -- cancelling a running task -----------------------------------------------
@@ -900,8 +987,9 @@ class Executor(_StdExecutor):
         if self._stopper is None and not first:
             return  # never started
         if cancel_futures:
-            for future in list(self._pending):
-                future._shoal_cancel_queued()
+            # Every submitted task no worker holds yet, whether or not its
+            # future is still held; maps go on.
+            self._engine.cancel_queued([it._job for it in list(self._maps)], self._cancelled_jobs)
         if first:
             _executors.discard(self)
             self._close_gates()

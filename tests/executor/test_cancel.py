@@ -114,3 +114,18 @@ def test_cancelling_the_asyncio_future_cancels_the_queued_task(executor: shoal.E
     assert queued.cancelled()
     gates.open("go")
     cf.wait(blockers)
+
+
+def test_shutdown_cancelling_futures_cancels_the_tasks_of_dropped_ones_too(gates) -> None:
+    ex = shoal.Executor(1, start_method="forkserver")
+    blocker = ex.submit(tasks.started_then_wait, gates.path("s"), gates.path("go"), 1)
+    tasks.wait_for(gates.path("s"))
+    kept = ex.submit(tasks.touch, gates.path("kept"))
+    for i in range(3):
+        ex.submit(tasks.touch, gates.path(f"dropped{i}"))  # the future is dropped at once
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert kept.cancelled()
+    gates.open("go")
+    assert blocker.result(timeout=30) == 1
+    ex.shutdown(wait=True)
+    assert not [p for p in ["kept", "dropped0", "dropped1", "dropped2"] if os.path.exists(gates.path(p))]

@@ -2,13 +2,15 @@
 something waits, on the lock that guards its state, so a first waiter
 racing the callback thread's completion can never miss the wake-up, and
 ``wait``/``as_completed`` work on futures that finished before anyone
-waited."""
+waited. A future takes its outcome from the engine when asked, or on
+arrival once something waits on it."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -94,7 +96,7 @@ def test_a_first_waiter_racing_completion_always_wakes(waiter: str) -> None:
         thread = threading.Thread(target=_wait_for, args=(waiter, future, barrier, got))
         thread.start()
         barrier.wait()
-        future._shoal_done(i)
+        future.set_result(i)
         thread.join()
         assert got == [{"result": i, "exception": None}.get(waiter, True)]
 
@@ -159,10 +161,55 @@ def test_the_condition_of_a_done_future_can_be_held_and_waited_on() -> None:
     assert other._condition is cond
 
 
-def test_submitted_futures_leave_the_pending_set_as_they_complete(executor: shoal.Executor) -> None:
+def test_a_future_lets_its_job_result_go_once_read(executor: shoal.Executor) -> None:
     futures = [executor.submit(abs, -i) for i in range(100)]
     cf.wait(futures, timeout=30)
-    assert not executor._pending
+    assert all(f._shoal_result is None for f in futures)
     bad = executor.submit(abs, threading.Lock())  # cannot be pickled: fails here
-    assert bad.exception(timeout=30) is not None
-    assert not executor._pending
+    assert bad.done() and type(bad.exception()) is TypeError
+    assert bad._shoal_result is None
+
+
+def _wait_on_the_engine(waiter: str, future: ShoalFuture[int], expected: int) -> None:
+    if waiter == "result":
+        assert future.result(timeout=30) == expected
+    elif waiter == "exception":
+        assert future.exception(timeout=30) is None
+    elif waiter == "wait":
+        assert cf.wait([future], timeout=30).done == {future}
+    elif waiter == "as_completed":
+        assert list(cf.as_completed([future], timeout=30)) == [future]
+    else:
+        called = threading.Event()
+        future.add_done_callback(lambda _f: called.set())
+        assert called.wait(30)
+    assert future.done() and future.result() == expected
+
+
+@pytest.mark.parametrize("waiter", ["result", "exception", "wait", "as_completed", "add_done_callback"])
+def test_a_first_waiter_racing_the_outcome_s_arrival_always_wakes(executor: shoal.Executor, waiter: str) -> None:
+    # Right after submit, the outcome arrives while the waiter arms the
+    # future: before, during or after, over the rounds. A lost wake-up
+    # would hang (the test's timeout).
+    for i in range(300):
+        _wait_on_the_engine(waiter, executor.submit(abs, -i), i)
+
+
+def test_an_outcome_waits_in_the_engine_until_the_future_is_asked(executor: shoal.Executor) -> None:
+    future = executor.submit(abs, -4)
+    result = future._shoal_result
+    assert result is not None
+    result.wait(30)  # arrived, and taken by its JobResult, not by the future
+    assert future._st == cf._base.PENDING and future._shoal_result is result
+    assert future.done() and future.result() == 4
+    assert future._shoal_result is None  # the JobResult is let go once read
+
+
+def test_futures_dropped_unasked_are_collected(executor: shoal.Executor) -> None:
+    futures = [executor.submit(abs, -i) for i in range(500)]
+    for future in futures:
+        assert future._shoal_result is not None
+        future._shoal_result.wait(30)  # done in the engine; the future is never asked
+    refs = [weakref.ref(f) for f in futures]
+    del futures, future
+    assert all(ref() is None for ref in refs)

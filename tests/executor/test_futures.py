@@ -206,6 +206,23 @@ def test_shutdown_cancel_futures_cancels_what_no_worker_holds(gates) -> None:
     assert running.result() == "ran"
 
 
+def test_shutdown_cancel_futures_leaves_maps_running(gates) -> None:
+    # Only submitted tasks are cancelled: a map's queued chunks run.
+    ex = shoal.Executor(1)
+    running = ex.submit(tasks.started_then_wait, gates.path("started"), gates.path("r"), "ran")
+    wait_path(gates.path("started"))
+    results = ex.map(tasks.square, range(50), chunksize=5)
+    queued = ex.submit(tasks.square, 3)
+    closer = threading.Thread(target=ex.shutdown, kwargs={"wait": True, "cancel_futures": True})
+    closer.start()
+    cf.wait([queued], timeout=30)
+    assert queued.cancelled()
+    gates.open("r")
+    assert list(results) == [i * i for i in range(50)]
+    closer.join(30)
+    assert running.result() == "ran"
+
+
 def test_context_manager_shuts_down_waiting() -> None:
     with shoal.Executor(2) as ex:
         futures = [ex.submit(tasks.square, i) for i in range(10)]

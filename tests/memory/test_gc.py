@@ -194,3 +194,67 @@ def test_joined_spans_share_their_pages() -> None:
             _shoal.munmap(a, page)
     finally:
         os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def gc_executor() -> Iterator[shoal.Executor]:
+    with shoal.Executor(2) as ex:
+        ex.submit(tasks.square, 1).result()  # functions cached: the Rust fast path too
+        yield ex
+
+
+def test_a_submitted_future_is_hidden_from_the_collector_until_it_can_hold_a_cycle(
+    gc_executor: shoal.Executor,
+) -> None:
+    waited = gc_executor.submit(tasks.square, 2)
+    assert not gc.is_tracked(waited)
+    assert waited.result(timeout=30) == 4
+    assert gc.is_tracked(waited)
+    called = gc_executor.submit(tasks.square, 3)
+    assert not gc.is_tracked(called)
+    called.add_done_callback(lambda _f: None)
+    assert gc.is_tracked(called)
+
+
+def test_a_future_in_a_cycle_through_its_callback_is_collected(gc_executor: shoal.Executor) -> None:
+    def make() -> Marker:
+        marker = Marker()
+        future = gc_executor.submit(tasks.square, 3)
+        future.marker = marker  # type: ignore[attr-defined]
+        future.add_done_callback(lambda _f: future)  # future -> callback -> future
+        future.result(timeout=30)
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_failed_future_whose_traceback_holds_it_is_collected(gc_executor: shoal.Executor) -> None:
+    def make() -> Marker:
+        marker = Marker()
+        future = gc_executor.submit(tasks.fail_on(1), 1)
+        future.marker = marker  # type: ignore[attr-defined]
+        try:
+            future.result(timeout=30)
+        except ValueError as exc:
+            keep = exc  # noqa: F841 - the frame (in the traceback) holds the future
+        return marker
+
+    assert survivors(make) == 0
+
+
+def test_a_future_awaited_through_asyncio_is_collected(gc_executor: shoal.Executor) -> None:
+    import asyncio
+
+    def make() -> Marker:
+        marker = Marker()
+
+        async def main() -> None:
+            future = gc_executor.submit(tasks.square, 3)
+            future.marker = marker  # type: ignore[attr-defined]
+            future.me = future  # type: ignore[attr-defined] - a cycle, read below
+            assert await future == 9
+
+        asyncio.run(main())
+        return marker
+
+    assert survivors(make) == 0
