@@ -286,7 +286,13 @@ class ShoalFuture(Future[T]):
         st = self._st
         if st == PENDING or st == RUNNING:
             r = self._shoal_result
-            if r is not None:
+            lock = self._lk
+            # Not taken by a thread that holds the lock: the stdlib's wait
+            # and as_completed read the state of futures whose conditions
+            # they hold more than once, and count on it not changing until
+            # they let go. Such a future is armed (its condition was made),
+            # so the callback thread completes it once they have.
+            if r is not None and (lock is None or not lock._is_owned()):
                 self._shoal_take(r)
                 st = self._st
         return st
@@ -385,9 +391,10 @@ class ShoalFuture(Future[T]):
 
     def running(self) -> bool:
         """Whether a worker holds the task and it is not done yet."""
+        self._state  # noqa: B018 - takes the outcome, if it has arrived (not with the lock held)
         engine, job = self._shoal_engine, self._shoal_job
         with self._lock:
-            if self._state == PENDING and engine is not None and job is not None and engine.dispatched(job):
+            if self._st == PENDING and engine is not None and job is not None and engine.dispatched(job):
                 # Asked, not told: the engine does not call back per dispatch,
                 # so a program that never asks pays nothing. Once running, it
                 # stays so, as with the stdlib.
