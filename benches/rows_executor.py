@@ -142,7 +142,7 @@ GATHER_VS_PPE = faster_than(SHOAL, "concurrent.futures", 10, "PPE/Executor")
 
 ROWS: dict[str, Row] = {
     "exec_submit": Row(
-        w_submit, f"15. submit storm: {N // 1000}k submits, then wait", 3, 120, LIBS, (*AHEAD, SUBMIT_US)
+        w_submit, f"15. submit storm: {N // 1000}k submits, then wait", 5, 120, LIBS, (*AHEAD, SUBMIT_US)
     ),
     "exec_map": Row(w_map, f"16. Executor.map, {N // 1000}k ints, defaults", 3, 120, LIBS, AHEAD),
     "exec_as_completed": Row(
