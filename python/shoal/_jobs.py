@@ -154,7 +154,8 @@ class Jobs:
         task's deadline in seconds (see :meth:`new_job`). ``settle_on``:
         instead of the callbacks, an object told the outcome by its
         ``_shoal_settle(ok, value)``, which never holds the result object
-        (an ``Executor``'s future; see ``Engine.apply_result``)."""
+        (the future ``loop.run_in_executor`` gets, ``_aio.LoopFuture``;
+        see ``Engine.apply_result``)."""
         if settle_on is not None and (timeout is not None or kwds):
             # Paths that take callbacks only: its own, as bound methods.
             callback, error_callback, settle_on = settle_on._shoal_done, settle_on._shoal_failed, None

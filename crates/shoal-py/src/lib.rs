@@ -356,14 +356,14 @@ impl PyEngine {
             .map_err(engine_err)
     }
 
-    /// `apply` and `result` in one call, for a result with callbacks (the
-    /// Executor's futures, `apply_async` with a callback): the job is
+    /// `apply` and `result` in one call, for a result with callbacks
+    /// (`apply_async` with a callback, a `run_in_executor` call): the job is
     /// watched from its creation, with the flag travelling with the call,
     /// instead of by a second call that takes the engine's state lock (and
     /// does the I/O thread's work of creating the job on this thread).
     /// `settle_on`: instead of the callbacks, an object told the outcome as
     /// `settle_on._shoal_settle(ok, value)`, which never holds the result
-    /// object (an `Executor`'s future).
+    /// object (`shoal._aio.LoopFuture`).
     #[pyo3(signature = (func, task_bits, payload, loads, decode, callback=None, error_callback=None, settle_on=None))]
     #[allow(clippy::too_many_arguments)]
     fn apply_result<'py>(

@@ -1,5 +1,7 @@
 //! `JobResult`: the one result object behind `apply_async`, `map_async`
-//! and the Executor's futures, in Rust.
+//! and the Executor's futures, in Rust. An Executor's future holds one and
+//! takes its outcome when asked (`_outcome`), or once armed
+//! (`_wake_on_outcome`) when something waits on it.
 //!
 //! One is made per `apply_async` call, so making it and `get` are on the
 //! per-task path: as a Python object with a lock and ten attributes they
@@ -20,8 +22,8 @@
 //! 20k `apply_async`), and nothing it holds then can lead back to it; it is
 //! tracked from the moment it holds something that can.
 //!
-//! A result with callbacks (every Executor future, `apply_async` with a
-//! callback) is made by `Engine.apply_result` ([`JobResult::create_applied`]):
+//! A result with callbacks (`apply_async` with a callback, the future
+//! `loop.run_in_executor` gets) is made by `Engine.apply_result` ([`JobResult::create_applied`]):
 //! it is filed with the callback thread under a reserved job id, then the
 //! call goes to the engine with its watch flag. Watching it afterwards
 //! (`Engine.watch`) took the engine's state lock on the caller's thread,
@@ -55,7 +57,8 @@ pub(crate) struct Hooks {
     callback: Option<Py<PyAny>>,
     error_callback: Option<Py<PyAny>>,
     /// Told the outcome instead, as `settle_on._shoal_settle(ok, value)`:
-    /// an `Executor`'s future, which so needs no bound method per call.
+    /// the future `loop.run_in_executor` gets (`shoal._aio.LoopFuture`),
+    /// which so needs no bound method per call.
     settle_on: Option<Py<PyAny>>,
 }
 
