@@ -785,11 +785,11 @@ class Executor(_StdExecutor):
         )
         self._apply_plain = self._jobs.apply_plain
         # The jobs shutdown(cancel_futures=True) cancelled (their futures end
-        # cancelled), and the maps it leaves running, as they are.
+        # cancelled).
         self._cancelled_jobs: set[int] = set()
-        self._maps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
-        # Lazy maps still reading input, which shutdown stops.
-        self._gates: weakref.WeakKeyDictionary[IMapIterator[Any], _Gate] = weakref.WeakKeyDictionary()
+        # The maps, which that leaves running, each with its gate if it is
+        # lazy (its input, which shutdown stops reading).
+        self._maps: weakref.WeakKeyDictionary[IMapIterator[Any], _Gate | None] = weakref.WeakKeyDictionary()
         self._shut = False
         _executors.add(self)
 
@@ -936,7 +936,7 @@ class Executor(_StdExecutor):
             with self._shutdown_lock:
                 self._check_open()
                 it = self._jobs.imap(fn, items, star, size, True, timeout=self._task_timeout, eager=True)
-                self._maps.add(it)
+                self._maps[it] = None
             return MapResults(it, end_time, None)
         gate = _Gate(items)
         try:
@@ -952,8 +952,7 @@ class Executor(_StdExecutor):
                 # closed without this one.
                 self._close_gate(it, gate)
             else:
-                self._gates[it] = gate
-                self._maps.add(it)
+                self._maps[it] = gate
         return MapResults(it, end_time, gate)
 
     # -- cancelling a running task -----------------------------------------------
@@ -1026,8 +1025,9 @@ class Executor(_StdExecutor):
     def _close_gates(self) -> None:
         """Let every lazy map read no more input, so the engine can close:
         what was read runs, then its reader meets ``RuntimeError``."""
-        for it, gate in list(self._gates.items()):
-            self._close_gate(it, gate)
+        for it, gate in list(self._maps.items()):
+            if gate is not None:
+                self._close_gate(it, gate)
 
     @staticmethod
     def _close_gate(it: IMapIterator[Any], gate: _Gate) -> None:

@@ -133,11 +133,12 @@ fn page_size() -> usize {
 /// without copying them (`mremap` with an old size of 0 duplicates a shared
 /// mapping); returns the region's address and its mapped length. The
 /// caller unmaps it with [`munmap`] once nothing reads it, and keeps the
-/// spans (so their blocks stay in use) until then. `WorkerPool.map` concatenates numpy results this
-/// way (python/shoal/_shm.py, `joined`). `parts`: `(span, address, length)`
-/// for each piece in order, each starting at its span's start, each but the
-/// last a whole number of pages. `ValueError` for pieces that cannot be laid
-/// end to end, `OSError` if the kernel refuses a mapping.
+/// spans (so their blocks stay in use) until then. `WorkerPool.map`
+/// concatenates numpy results this way (python/shoal/_shm.py, `joined`).
+/// `parts`: `(span, address, length)` for each piece in order, each
+/// starting at its span's start, each but the last a whole number of pages.
+/// `ValueError` for pieces that cannot be laid end to end, `OSError` if the
+/// kernel refuses a mapping.
 #[pyfunction]
 pub fn join_spans(parts: Vec<(Bound<'_, Span>, usize, usize)>) -> PyResult<(usize, usize)> {
     let page = page_size();

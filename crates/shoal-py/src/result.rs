@@ -23,9 +23,10 @@
 //! tracked from the moment it holds something that can.
 //!
 //! A result with callbacks (`apply_async` with a callback, the future
-//! `loop.run_in_executor` gets) is made by `Engine.apply_result` ([`JobResult::create_applied`]):
-//! it is filed with the callback thread under a reserved job id, then the
-//! call goes to the engine with its watch flag. Watching it afterwards
+//! `loop.run_in_executor` gets) is made by `Engine.apply_result`
+//! ([`JobResult::create_applied`]): it is filed with the callback thread
+//! under a reserved job id, then the call goes to the engine with its
+//! watch flag. Watching it afterwards
 //! (`Engine.watch`) took the engine's state lock on the caller's thread,
 //! and with it the I/O thread's work of creating the job, which made a
 //! callback cost ~2 µs more per task. The callback thread resolves a
