@@ -822,6 +822,27 @@ class Executor(_StdExecutor):
             if loop is not None:
                 future = _aio.LoopFuture(_aio.inbox_of(loop))
                 return self._submit(fn, args, kwargs, self._task_timeout, loop_future=future)
+        if self._shut or _global_shutdown:
+            self._check_open()
+        if not kwargs and self._task_timeout is None:
+            # The common call, once fn is cached, wholly in Rust, in this
+            # frame (a submit storm pays ~1 µs a call; a second frame and
+            # the shutdown lock were a third of it). Without the lock, a
+            # shutdown between the check above and the engine's call shows
+            # as the engine's refusal; one after the engine has the task
+            # finds it queued: shutdown closes the engine before it cancels.
+            try:
+                result = self._apply_plain(fn, args, None)
+            except ValueError:
+                self._check_open()
+                raise
+            if result is not None:
+                future: Any = ShoalFuture()
+                _untrack(future)
+                future._shoal_result = result
+                future._shoal_engine = self._engine
+                future._shoal_cancelled = self._cancelled_jobs
+                return future
         return self._submit(fn, args, kwargs, self._task_timeout)
 
     def schedule(
@@ -859,8 +880,7 @@ class Executor(_StdExecutor):
                 self._check_open()
             result = None
             if not kwargs and timeout is None:
-                # The common call, once fn is cached, wholly in Rust. None:
-                # not taken.
+                # Wholly in Rust, as in submit. None: not taken.
                 result = self._apply_plain(fn, args, loop_future)
             # Failed here, before a worker saw it (an argument that cannot
             # be pickled): only the general path tells.
@@ -992,14 +1012,17 @@ class Executor(_StdExecutor):
             self._shut = True
         if self._stopper is None and not first:
             return  # never started
-        if cancel_futures:
-            # Every submitted task no worker holds yet, whether or not its
-            # future is still held; maps go on.
-            self._engine.cancel_queued([it._job for it in list(self._maps)], self._cancelled_jobs)
         if first:
             _executors.discard(self)
             self._close_gates()
             self._engine.close()
+        if cancel_futures:
+            # Every submitted task no worker holds yet, whether or not its
+            # future is still held; maps go on. After the engine is closed:
+            # submit takes no lock, so a task it gave the engine before that
+            # is queued by now, and cancelled here with the rest.
+            self._engine.cancel_queued([it._job for it in list(self._maps)], self._cancelled_jobs)
+        if first:
             self._stopper = _Stopper(self._engine, self._backend)
             _stopping.add(self._stopper)
         if wait and self._stopper is not None:

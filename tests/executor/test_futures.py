@@ -182,6 +182,58 @@ def test_submit_after_shutdown_raises_runtime_error() -> None:
     ex.shutdown()  # again: nothing happens
 
 
+def test_submit_the_engine_refuses_after_its_check_raises_runtime_error() -> None:
+    # submit checks for shutdown without a lock: a shutdown landing between
+    # that check and the engine's call shows as the engine's refusal, which
+    # submit reports as the stdlib does.
+    ex = shoal.Executor(1)
+    ex.submit(pow, 2, 3).result(timeout=30)  # pow cached: the next call takes the plain path
+    plain = ex._apply_plain
+
+    def shut_first(*args: object) -> object:
+        ex.shutdown(wait=False)
+        return plain(*args)
+
+    ex._apply_plain = shut_first  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(pow, 2, 3)
+    ex.shutdown()
+
+
+@pytest.mark.parametrize("cancel_futures", [False, True])
+def test_submits_racing_shutdown_each_run_or_are_cancelled_or_raise(cancel_futures: bool) -> None:
+    ex = shoal.Executor(2)
+    futures: list[cf.Future[int]] = []
+    refused: list[BaseException] = []
+    some = threading.Event()
+
+    def submitter() -> None:
+        i = 0
+        while True:
+            try:
+                futures.append(ex.submit(tasks.square, i))
+            except RuntimeError as exc:
+                refused.append(exc)
+                return
+            i += 1
+            if i == 200:
+                some.set()
+
+    t = threading.Thread(target=submitter)
+    t.start()
+    assert some.wait(30)
+    ex.shutdown(wait=True, cancel_futures=cancel_futures)
+    t.join(30)
+    assert len(refused) == 1 and "after shutdown" in str(refused[0])
+    # Every future the submits returned ends: with its result, or cancelled.
+    done, not_done = cf.wait(futures, timeout=30)
+    assert not not_done
+    for i, f in enumerate(futures):
+        assert f.cancelled() or f.result() == i * i
+    if not cancel_futures:
+        assert not any(f.cancelled() for f in futures)
+
+
 def test_shutdown_waits_for_submitted_work() -> None:
     ex = shoal.Executor(2)
     futures = [ex.submit(tasks.square, i) for i in range(20)]
