@@ -7,6 +7,7 @@ adapter that calls its own API with its own defaults.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -168,10 +169,21 @@ def pool(lib: str, keep_alive: bool = False) -> Iterator[Any]:
 
 @contextmanager
 def warm(lib: str) -> Iterator[Any]:
-    """A pool whose workers are up and have run a map."""
+    """A pool whose workers are up and have run a map, and no garbage of
+    the bench's own left for the collector (see :func:`settle`)."""
     with pool(lib, keep_alive=True) as h:
         h.map(W.square, range(100))
+        settle()
         yield h
+
+
+def settle() -> None:
+    """A full garbage collection, before a row's timing starts. The bench's
+    imports (every library's, for every row) leave objects that a full
+    collection has yet to look at; it comes due after some thousands of
+    allocations, ~15 ms on this host, inside whichever timed loop reaches
+    that count first, which on a 40 ms loop was a third of its time."""
+    gc.collect()
 
 
 def preimport(lib: str) -> None:

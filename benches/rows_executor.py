@@ -1,7 +1,8 @@
 """The Executor rows: shoal.Executor beside concurrent.futures'
 ProcessPoolExecutor, loky's reusable executor and pebble's ProcessPool.
 
-Each row warms the executor first (its workers started, one map done), then
+Each row warms the executor first (its workers started, one map done, a
+full garbage collection: see ``adapters.settle``), then
 times one thing a futures user does: a storm of ``submit`` calls, ``map``
 with its defaults (chunksize=1 in the stdlib and loky; shoal chunks
 automatically), ``as_completed`` over skewed tasks, and ``asyncio.gather``
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import workloads as W
-from adapters import WORKERS
+from adapters import WORKERS, settle
 from rows import Row, Target, ahead_of_each, at_most, faster_than, figure
 from rows_pool import ideal_greedy
 
@@ -77,6 +78,7 @@ def executor(lib: str) -> Iterator[Submitter]:
         raise ValueError(lib)
     s = Submitter(lib, ex)
     list(s.map(W.square, range(100)))
+    settle()
     try:
         yield s
     finally:
