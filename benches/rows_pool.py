@@ -168,7 +168,7 @@ def _row(fn, title: str, runs: int, libs: tuple[str, ...] = ALL, *extra, timeout
 
 ROWS: dict[str, Row] = {
     "map_cold": _row(w_map_cold, "1. map, 1M ints, cold (create, map, close)", 5),
-    # More runs on rows 1 warm, 2 and 6 out: one run of either shoal pool
+    # More runs on rows 1 warm, 2, 3 and 6 out: one run of either shoal pool
     # there ranges over ±20% from process to process on this host (60 to
     # 93 ms for a warm map of 1M ints, 135 to 222 ms for row 2 at
     # chunksize=1), while in one process, alternating, WorkerPool's map
@@ -180,14 +180,14 @@ ROWS: dict[str, Row] = {
     # A longer limit: MPIRE's per-task figure is a target's, and on a busy
     # host its run can pass a minute.
     "imap_cs1": _row(w_imap_cs1, "2. imap, generator of 200k ints, chunksize=1", 7, ALL, WP_VS_MPIRE_CS1, timeout=120),
-    "apply_async": _row(w_apply_async, "3. 20k apply_async, then get", 3),
+    "apply_async": _row(w_apply_async, "3. 20k apply_async, then get", 7),
     # More runs: the host's speed varies by more than the gaps between the pools.
     "cpu": _row(w_cpu, "4. CPU-bound, 200 tasks of ~5 ms", 9),
     "skewed": _row(w_skewed, "5. skewed, 200 tasks (2 ms, 1 in 10 60 ms), imap_unordered", 5),
     # More runs, as for row 4: a few ms between the pools on ~40 ms, and
     # this host's noise is as large.
     "numpy_args": _row(w_numpy_args, "6. numpy, 200 x 1 MiB arrays in", 5),
-    "numpy_results": _row(w_numpy_results, "6. numpy, 100 x 1 MiB arrays out", 5),
+    "numpy_results": _row(w_numpy_results, "6. numpy, 100 x 1 MiB arrays out", 7),
     # A run is ~15 ms, and one run in five on this host takes 2 ms more
     # whichever pool it is: 11 runs, so the median is not that run.
     "startup": _row(w_startup, "7. start-up: create 2, map 4, close", 11, NOT_SERIAL),
