@@ -155,24 +155,31 @@ _MAKING_LOCKS = threading.Lock()
 # is one hash lookup.
 _DONE_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _CANCELLED_STATES = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
+# The states a future never leaves and whose waiters have been told. Not
+# CANCELLED: its waiters hear when set_running_or_notify_cancel moves it on.
+_FINAL_STATES = frozenset((CANCELLED_AND_NOTIFIED, FINISHED))
 
 
 class _DoneCondition:
-    """The condition of a done future (see ``ShoalFuture._condition``): its
-    lock, and waits that return at once, since there is nothing to wait for."""
+    """The condition of every future in a final state (``_FINAL_STATES``):
+    nothing about such a future changes again, so its condition guards
+    nothing and has nothing to wait for. One object, with no lock, serves
+    them all: ``wait`` and ``as_completed`` take the condition of every
+    future they are given (most of them done by then), twice."""
 
-    __slots__ = ("_lock", "acquire", "release")
+    __slots__ = ()
 
-    def __init__(self, lock: Any) -> None:
-        self._lock = lock
-        self.acquire = lock.acquire
-        self.release = lock.release
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
     def __enter__(self) -> bool:
-        return bool(self._lock.acquire())
+        return True
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        pass
 
     def wait(self, timeout: float | None = None) -> bool:
         return True
@@ -185,6 +192,33 @@ class _DoneCondition:
 
     def notify_all(self) -> None:
         pass
+
+
+_DONE_CONDITION = _DoneCondition()
+
+
+class _NoWaiters:
+    """The waiter list of every future in a final state: waiters hear of a
+    future when it ends, which it has, so one added now would never be told
+    anything (``wait`` and ``as_completed`` add theirs to every future they
+    are given, and take them off again): it keeps none."""
+
+    __slots__ = ()
+
+    def append(self, waiter: object) -> None:
+        pass
+
+    def remove(self, waiter: object) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+_NO_WAITERS = _NoWaiters()
 
 
 class ShoalFuture(Future[T]):
@@ -229,7 +263,9 @@ class ShoalFuture(Future[T]):
     # caller set on it.
     #
     # Invariants: every change of ``_st``, ``_waiters`` and
-    # ``_done_callbacks`` happens with ``_lock`` held; ``_cond`` goes from
+    # ``_done_callbacks`` happens with ``_lock`` held (a future in a final
+    # state has no lock to take, and none of the three ever changes again:
+    # its waiters are ``_NO_WAITERS``, its callbacks are called at once); ``_cond`` goes from
     # None to a condition once, with ``_lock`` held, and that condition's
     # lock is ``_lock``; a future with a condition, a waiter or a callback
     # is armed before it is seen pending, so the callback thread completes
@@ -312,11 +348,16 @@ class ShoalFuture(Future[T]):
     # condition (on that lock), and so does add_done_callback its callbacks.
     @property
     def _waiters(self) -> list[Any]:  # type: ignore[override]
-        """The stdlib's list of waiters (``wait``, ``as_completed``)."""
-        if self._w is None:
+        """The stdlib's list of waiters (``wait``, ``as_completed``); for a
+        future in a final state that has none, :class:`_NoWaiters`, which
+        keeps none (a list then would only cost, and hold its waiters)."""
+        w = self._w
+        if w is None:
+            if self._st in _FINAL_STATES:
+                return _NO_WAITERS  # type: ignore[return-value]
             _track(self)
-            self._w = []
-        return self._w
+            w = self._w = []
+        return w
 
     @property
     def _done_callbacks(self) -> list[Callable[[Future[T]], object]]:
@@ -331,15 +372,15 @@ class ShoalFuture(Future[T]):
         """The stdlib's condition, made on first use, on ``_lock``; the
         future is armed first, as whoever takes the condition waits.
 
-        A future already done, with no condition yet, gives a
-        :class:`_DoneCondition` on the same lock instead: ``wait`` and
-        ``as_completed`` hold the condition of every future they are given,
-        most of them done by then, and nothing can ever need to wait for a
-        done future (its state never changes again)."""
+        A future in a final state, with no condition yet, gives
+        :class:`_DoneCondition` instead, which has no lock: ``wait`` and
+        ``as_completed`` take the condition of every future they are given,
+        most of them done by then, and nothing about such a future can
+        change (its waiters are :class:`_NoWaiters`)."""
         cond = self._cond
         if cond is None:
-            if self._state in _DONE_STATES:
-                return _DoneCondition(self._lock)  # type: ignore[return-value]
+            if self._state in _FINAL_STATES:
+                return _DONE_CONDITION  # type: ignore[return-value]
             with self._lock:
                 self._shoal_arm()
                 cond = self._cond
@@ -837,12 +878,12 @@ class Executor(_StdExecutor):
                 self._check_open()
                 raise
             if result is not None:
-                future: Any = ShoalFuture()
-                _untrack(future)
-                future._shoal_result = result
-                future._shoal_engine = self._engine
-                future._shoal_cancelled = self._cancelled_jobs
-                return future
+                made: Any = ShoalFuture()
+                _untrack(made)
+                made._shoal_result = result
+                made._shoal_engine = self._engine
+                made._shoal_cancelled = self._cancelled_jobs
+                return made
         return self._submit(fn, args, kwargs, self._task_timeout)
 
     def schedule(

@@ -131,6 +131,36 @@ def test_wait_and_as_completed_on_futures_done_before_anyone_waited(executor: sh
     assert sorted(f.result() for f in futures) == list(range(200))
 
 
+def test_wait_and_as_completed_keep_nothing_on_futures_done_before_they_began(executor: shoal.Executor) -> None:
+    # A done future's waiters would never be told anything: wait and
+    # as_completed add and remove theirs on each future all the same, and a
+    # done one keeps none, and makes no lock or condition for them.
+    done = [executor.submit(abs, -i) for i in range(50)]
+    assert [f.result(timeout=30) for f in done] == list(range(50))
+    made = [(f._lk, f._cond) for f in done]  # result() makes them if it waited
+    pending: ShoalFuture[int] = ShoalFuture()
+    waited = threading.Event()
+
+    def finish_later() -> None:
+        waited.wait(30)
+        pending.set_result(-1)
+
+    t = threading.Thread(target=finish_later)
+    t.start()
+    seen = []
+    for f in cf.as_completed([*done, pending], timeout=30):
+        seen.append(f)
+        if len(seen) == len(done):
+            waited.set()
+    t.join(30)
+    assert seen[-1] is pending and set(seen[:-1]) == set(done)
+    result = cf.wait([*done, pending], timeout=30)
+    assert not result.not_done
+    assert pending._w == []  # its waiters were taken off again
+    assert all(f._w is None for f in done)
+    assert [(f._lk, f._cond) for f in done] == made
+
+
 def test_wait_first_completed_over_done_and_running_futures(executor: shoal.Executor) -> None:
     gate = threading.Event()
     done_one = executor.submit(abs, -1)

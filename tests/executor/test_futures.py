@@ -226,8 +226,7 @@ def test_submits_racing_shutdown_each_run_or_are_cancelled_or_raise(cancel_futur
     t.join(30)
     assert len(refused) == 1 and "after shutdown" in str(refused[0])
     # Every future the submits returned ends: with its result, or cancelled.
-    done, not_done = cf.wait(futures, timeout=30)
-    assert not not_done
+    assert not cf.wait(futures, timeout=30).not_done
     for i, f in enumerate(futures):
         assert f.cancelled() or f.result() == i * i
     if not cancel_futures:
