@@ -12,7 +12,9 @@
 
 A zygote keeps an heir, a fork of itself that forks nothing until the
 zygote is killed and the engine turns to it (``_zygote.py``), so losing the
-zygote costs the workers it forked, not the pool. A closing engine with no
+zygote costs the workers it forked, not the pool. A fork pool's zygote
+makes its heir 0.1 s into the pool's life, or at its first fork if sooner:
+a pool that lives less forks none, and its close waits for none to exit. A closing engine with no
 work left lets its zygote go as soon as the zygote's own workers have
 exited (``Launcher::idle``), so the zygote exits while the rest do.
 
@@ -205,7 +207,7 @@ def _fork_zygote(ours: socket.socket, theirs: socket.socket, alone: bool) -> int
             # Its workers' `__main__` is this process's: results may name it.
             _pickling.inherit_main()
             _zygote.devnull_stdin()
-            _zygote.serve(theirs.detach(), parent)
+            _zygote.serve(theirs.detach(), parent, heir_delay=_zygote.HEIR_DELAY)
         except BaseException:  # noqa: BLE001 - a zygote must never return into the parent's code
             code = 1
         finally:

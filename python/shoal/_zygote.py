@@ -17,6 +17,7 @@ import _socket
 import os
 import select
 import sys
+import time
 
 from shoal import _protocol as P
 from shoal import _worker
@@ -100,9 +101,21 @@ def _recv_with_fd(sock: _socket.socket) -> tuple[bytes, list[int]]:
     return msg, fds
 
 
-def serve(ctrl_fd: int, parent: int) -> None:
+# How long a fork pool's zygote waits, idle, before it makes its heir (see
+# serve): a pool that lives less (a map with a WorkerPool's default
+# keep_alive=False, a script's one map) never forks one, nor waits at its
+# close for one to be killed and reaped.
+HEIR_DELAY = 0.1
+
+
+def serve(ctrl_fd: int, parent: int, *, heir_delay: float = 0.0) -> None:
     """Fork workers for the engine on ``ctrl_fd`` until it closes or the
-    pool's process, ``parent``, exits."""
+    pool's process, ``parent``, exits. The heir is made ``heir_delay``
+    seconds after the start, or at the first request if that comes first:
+    at once for a zygote that forks a pool's first workers (forkserver);
+    later for a fork pool's, whose first workers the pool's process forks
+    itself, so the heir's fork is off the path of a short pool's start and
+    close."""
     # The C modules, not `signal` and `socket`: those import enum, and every
     # forked worker would pay for it at pool start.
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
@@ -110,17 +123,21 @@ def serve(ctrl_fd: int, parent: int) -> None:
         parent_fd = os.pidfd_open(parent)
     except OSError:
         return  # the pool's process is gone already
-    _run(ctrl_fd, parent_fd, first=True)
+    _run(ctrl_fd, parent_fd, heir_delay=heir_delay)
 
 
-def _run(ctrl_fd: int, parent_fd: int, first: bool = False) -> None:
+def _run(ctrl_fd: int, parent_fd: int, heir_delay: float | None = None) -> None:
+    """Serve until told to stop. ``heir_delay``: seconds until this zygote
+    makes its heir unasked (0: now, while the pool's process is still
+    starting its engine, so the first worker's fork does not wait for this
+    one); None, as for an heir: at its first request."""
     sock = _socket.socket(fileno=ctrl_fd)
     server = _Server(sock, parent_fd)
     try:
-        if first:
-            # While the pool's process is still starting its engine, so the
-            # first worker's fork does not wait for this one.
+        if heir_delay == 0:
             server.make_heir()
+        elif heir_delay is not None:
+            server.heir_due = time.monotonic() + heir_delay
         server.run()
     except OSError:
         pass  # the engine hung up while we wrote to it
@@ -153,9 +170,10 @@ class _Server:
     makes an heir of its own. The engine learns of each heir (``ZYGOTE_HEIR``,
     with its control socket attached) before any worker this zygote forks:
     a zygote forks no worker while it has no heir, and replaces an heir
-    that exits at once. A pool's first zygote makes its heir as it starts;
-    an heir waits for its first request before making one, so there is
-    never more than one.
+    that exits at once. A pool's first zygote makes its heir as it starts
+    (forkserver) or ``HEIR_DELAY`` later (fork), or at its first request if
+    that comes first; an heir waits for its first request before making
+    one, so there is never more than one.
     """
 
     def __init__(self, sock: _socket.socket, parent_fd: int) -> None:
@@ -164,6 +182,8 @@ class _Server:
         self.me = os.getpid()
         self.children: dict[int, int] = {}  # pidfd -> pid, of workers
         self.heir: tuple[int, int] | None = None  # its pidfd and pid
+        # When to make the heir if no request has made it first (see serve).
+        self.heir_due: float | None = None
 
     def run(self) -> None:
         sock = self.sock
@@ -172,8 +192,16 @@ class _Server:
             watched: list[Any] = [sock, self.parent_fd, *self.children]
             if self.heir is not None:
                 watched.append(self.heir[0])
+            timeout = None
+            if self.heir_due is not None:
+                timeout = self.heir_due - time.monotonic()
+                if timeout <= 0 or self.heir is not None:
+                    self.heir_due = None
+                    if self.heir is None:
+                        self.make_heir()
+                    continue
             try:
-                ready, _, _ = select.select(watched, [], [])
+                ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
                 continue
             for r in ready:

@@ -108,10 +108,10 @@ def test_pool_whose_zygote_is_killed_still_starts_workers(method: str) -> None:
         zygote = pool._backend.zygote_pid if pool._backend else None
         assert zygote is not None
         # A zygote announces its heir before the first worker it forks. A
-        # fork pool's first workers come from its own process, so until the
-        # zygote has forked one, it may not have announced its heir yet
-        # (killed then, it leaves the pool none: a known window, the first
-        # millisecond or so of the pool). Replace them from the zygote first.
+        # fork pool's first workers come from its own process, and its
+        # zygote makes its heir 0.1 s in (_zygote.HEIR_DELAY) or at its
+        # first fork if sooner: killed before then, it leaves the pool none
+        # (a known window). Replace them from the zygote first.
         first = _all_started(pool)
         for pid in first:
             os.kill(pid, signal.SIGKILL)
@@ -176,3 +176,86 @@ if __name__ == "__main__":
 @pytest.mark.timeout(120)
 def test_a_fork_pools_first_workers_outlive_its_zygote(tmp_path: Path) -> None:
     assert run_script(tmp_path, OUTLIVE).strip() == "ok"
+
+
+# In a fresh interpreter (one thread), so the pool's own process forks its
+# first workers and the zygote forks nothing until asked.
+HEIR_SCRIPT = r"""
+import os, select, signal, sys, time
+import shoal, shoal._zygote
+
+def square(x):
+    return x * x
+
+def parent_of(pid):
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])
+
+def children_of(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if parent_of(int(entry)) == pid:
+                    found.append(int(entry))
+            except (OSError, ValueError):
+                pass
+    return found
+
+def wait_exited(pid):
+    fd = os.pidfd_open(pid)
+    select.select([fd], [], [])
+    os.close(fd)
+
+def replace_one(pool, workers):
+    os.kill(workers[0], signal.SIGKILL)
+    wait_exited(workers[0])
+    while pool._engine.is_alive(workers[0]):
+        time.sleep(0.005)
+    assert pool.map(square, range(10)) == [x * x for x in range(10)]
+    while len(pool._pool) < 2:
+        time.sleep(0.005)
+    return next(w.pid for w in pool._pool if w.pid not in workers)
+
+if __name__ == "__main__":
+    shoal._zygote.HEIR_DELAY = float(sys.argv[1])
+    with shoal.Pool(2) as pool:
+        assert pool._start_method == "fork"
+        assert pool.map(square, range(10)) == [x * x for x in range(10)]
+        zygote = pool._backend.zygote_pid
+        workers = sorted(w.pid for w in pool._pool)
+        assert [parent_of(pid) for pid in workers] == [os.getpid()] * 2, workers
+        if sys.argv[2] == "first-fork":
+            # Asked for nothing yet: no heir.
+            assert children_of(zygote) == []
+            # The replacement is the zygote's first fork: its heir comes first.
+            new = replace_one(pool, workers)
+            assert parent_of(new) == zygote
+            assert len(children_of(zygote)) == 2, children_of(zygote)
+        else:
+            deadline = time.monotonic() + 30
+            while not children_of(zygote):
+                assert time.monotonic() < deadline, "no heir after 30 s"
+                time.sleep(0.01)
+            (heir,) = children_of(zygote)
+            # Killed now, the zygote leaves the pool its heir, which forks
+            # the next worker.
+            os.kill(zygote, signal.SIGKILL)
+            wait_exited(zygote)
+            new = replace_one(pool, workers)
+            assert parent_of(new) == heir
+    print("ok")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_fork_pools_zygote_makes_its_heir_at_its_first_fork(tmp_path: Path) -> None:
+    # A pool that never asks its zygote for a worker (a short one) makes it
+    # fork nothing: no heir, and none to kill and reap at the close.
+    assert run_script(tmp_path, HEIR_SCRIPT, "300", "first-fork").strip() == "ok"
+
+
+@pytest.mark.timeout(120)
+def test_a_fork_pools_zygote_makes_its_heir_unasked_after_a_while(tmp_path: Path) -> None:
+    assert run_script(tmp_path, HEIR_SCRIPT, "0.05", "unasked").strip() == "ok"
