@@ -191,7 +191,9 @@ ROWS: dict[str, Row] = {
     # A run is ~15 ms, and one run in five on this host takes 2 ms more
     # whichever pool it is: 11 runs, so the median is not that run.
     "startup": _row(w_startup, "7. start-up: create 2, map 4, close", 11, NOT_SERIAL),
-    "memory_200k": _row(w_memory_200k, "8. imap, 200k items of 1 KiB", 3),
-    "memory_2m": _row(w_memory_2m, "8. imap, 2M items of 1 KiB", 3),
+    # More runs: row 8 at 2M gave WorkerPool/Pool 0.76 and 1.27 in two full
+    # runs of the same code, three runs each.
+    "memory_200k": _row(w_memory_200k, "8. imap, 200k items of 1 KiB", 5),
+    "memory_2m": _row(w_memory_2m, "8. imap, 2M items of 1 KiB", 5),
     "latency": _row(w_latency, "9. time to first imap result, 300 ms tasks", 3),
 }

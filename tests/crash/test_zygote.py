@@ -143,11 +143,10 @@ def test_pool_whose_zygote_is_killed_still_starts_workers(method: str) -> None:
             zygote = new_zygote
 
 
-# Forked by the pool's own process before its engine started, in a process
-# with one thread (a fresh interpreter: the test run has threads of other
-# tests' pools): a killed zygote takes none of them, and their tasks run on.
-OUTLIVE = r"""
-import os, select, signal, shoal
+# What the scripts below share (each runs in a fresh interpreter).
+SCRIPT_HELPERS = r"""
+import os, select, signal, sys, time
+import shoal, shoal._zygote
 
 def square(x):
     return x * x
@@ -156,7 +155,14 @@ def parent_of(pid):
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     return int(stat[stat.rindex(b")") + 2 :].split()[1])
+"""
 
+# Forked by the pool's own process before its engine started, in a process
+# with one thread (a fresh interpreter: the test run has threads of other
+# tests' pools): a killed zygote takes none of them, and their tasks run on.
+OUTLIVE = (
+    SCRIPT_HELPERS
+    + r"""
 if __name__ == "__main__":
     with shoal.Pool(2, start_method="fork") as pool:
         assert pool.map(square, range(20)) == [x * x for x in range(20)]
@@ -171,6 +177,7 @@ if __name__ == "__main__":
         assert sorted(w.pid for w in pool._pool) == workers
     print("ok")
 """
+)
 
 
 @pytest.mark.timeout(120)
@@ -180,18 +187,9 @@ def test_a_fork_pools_first_workers_outlive_its_zygote(tmp_path: Path) -> None:
 
 # In a fresh interpreter (one thread), so the pool's own process forks its
 # first workers and the zygote forks nothing until asked.
-HEIR_SCRIPT = r"""
-import os, select, signal, sys, time
-import shoal, shoal._zygote
-
-def square(x):
-    return x * x
-
-def parent_of(pid):
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    return int(stat[stat.rindex(b")") + 2 :].split()[1])
-
+HEIR_SCRIPT = (
+    SCRIPT_HELPERS
+    + r"""
 def children_of(pid):
     found = []
     for entry in os.listdir("/proc"):
@@ -247,6 +245,7 @@ if __name__ == "__main__":
             assert parent_of(new) == heir
     print("ok")
 """
+)
 
 
 @pytest.mark.timeout(120)
