@@ -536,8 +536,8 @@ class _Lazy:
         self.done = False
         # Fed by its reader, not the feeder thread (see feed_here).
         self.here = False
-        # The feeder thread, made when started: most maps fed by their reader
-        # never start one, and making a Thread cost a small map ~0.1 ms.
+        # The feeder thread, made when started: a map fed by its reader never
+        # starts one, and making a Thread cost each such map ~0.06 ms.
         self.feeder: threading.Thread | None = None
 
     def start_feeder(self) -> None:

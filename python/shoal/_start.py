@@ -13,10 +13,11 @@
 A zygote keeps an heir, a fork of itself that forks nothing until the
 zygote is killed and the engine turns to it (``_zygote.py``), so losing the
 zygote costs the workers it forked, not the pool. A fork pool's zygote
-makes its heir 0.1 s into the pool's life, or at its first fork if sooner:
-a pool that lives less forks none, and its close waits for none to exit. A closing engine with no
-work left lets its zygote go as soon as the zygote's own workers have
-exited (``Launcher::idle``), so the zygote exits while the rest do.
+makes its heir 0.1 s into the pool's life, or at its first fork if
+sooner: a pool that lives less forks none, and its close waits for none
+to exit. A closing engine with no work left lets its zygote go as soon as
+the zygote's own workers have exited (``Launcher::idle``), so the zygote
+exits while the rest do.
 
 None of them forks a process that has another thread, except ``fork``
 when it is asked for by name (see docs on forking).

@@ -263,11 +263,12 @@ class ShoalFuture(Future[T]):
     # caller set on it.
     #
     # Invariants: every change of ``_st``, ``_waiters`` and
-    # ``_done_callbacks`` happens with ``_lock`` held (a future in a final
-    # state has no lock to take, and none of the three ever changes again:
-    # its waiters are ``_NO_WAITERS``, its callbacks are called at once); ``_cond`` goes from
-    # None to a condition once, with ``_lock`` held, and that condition's
-    # lock is ``_lock``; a future with a condition, a waiter or a callback
+    # ``_done_callbacks`` happens with ``_lock`` held (in a final state none
+    # of the three changes again: its waiters are ``_NO_WAITERS``, callbacks
+    # added are called at once); ``_cond`` goes from None to a condition
+    # once, with ``_lock`` held, and that condition's lock is ``_lock``
+    # (in a final state, with none made yet, it is ``_DONE_CONDITION``,
+    # with no lock); a future with a condition, a waiter or a callback
     # is armed before it is seen pending, so the callback thread completes
     # it, taking ``_lock``, and so after a waiter holding the lock has
     # started waiting. No wakeup can be lost. The callback thread calls the
