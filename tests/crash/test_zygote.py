@@ -202,7 +202,10 @@ def children_of(pid):
     return found
 
 def wait_exited(pid):
-    fd = os.pidfd_open(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # exited and reaped already (the engine reaps the pool's own children)
     select.select([fd], [], [])
     os.close(fd)
 
