@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+import weakref
 
 _initialised = 0
 
@@ -201,6 +203,34 @@ def filled(args: tuple[int, float]):
 
     n, value = args
     return np.full(n, value)
+
+
+# In a worker: the array filled_after_last made last, weakly.
+_last_filled: weakref.ref | None = None
+
+
+def filled_after_last(args: tuple[int, float]):
+    """``filled``, with its last item saying whether the array this worker
+    made for its previous task was still alive (1.0) or gone (0.0)."""
+    global _last_filled
+    import numpy as np
+
+    n, value = args
+    alive = _last_filled is not None and _last_filled() is not None
+    out = np.full(n, value)
+    out[-1] = float(alive)
+    _last_filled = weakref.ref(out)
+    return out
+
+
+def large_or_not(item: object) -> object:
+    """An array for ``(n, value)``; 7 for "small"; raises ValueError for
+    "raise"; a result that cannot be pickled (a lock) for "lock"."""
+    if isinstance(item, tuple):
+        return filled(item)
+    if item == "raise":
+        raise ValueError("asked to raise")
+    return threading.Lock() if item == "lock" else 7
 
 
 def total_or_die(a) -> float:

@@ -160,6 +160,17 @@ def dumps_oob(obj: Any, oob: Outbound | Handles) -> bytes:
 
 
 def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
+    data, bufs, careful = _careful_parts(obj, oob)
+    if bufs:
+        ref = oob.ref(data, bufs)
+        # No room in shared memory: the buffers travel in band.
+        return oob.dumps(obj, None, cloud=careful) if ref is None else _dumps(ref, PROTOCOL)
+    return data
+
+
+def _careful_parts(obj: Any, oob: Outbound) -> tuple[bytes, list[memoryview], bool]:
+    """``obj``'s stream without its large buffers, those buffers, and
+    whether it took cloudpickle (by value)."""
     # oob.dumps: read-only arrays arrive writable (see Outbound.dumps).
     bufs: list[memoryview] = []
     collect = oob.collector(bufs)
@@ -174,11 +185,25 @@ def _dumps_oob_careful(obj: Any, oob: Outbound) -> bytes:
         bufs.clear()
         # If this raises, its error is the real reason (see _by_value).
         data = oob.dumps(obj, collect, cloud=True)
-    if bufs:
-        wrapped = oob.wrap(data, bufs, _dumps)
-        # No room in shared memory: the buffers travel in band.
-        return oob.dumps(obj, None, cloud=careful) if wrapped is None else wrapped
-    return data
+    return data, bufs, careful
+
+
+def detached(obj: Any, oob: Outbound) -> Any:
+    """``obj``, or if it has large buffers, a stand-in that pickles as
+    ``dumps(obj, oob)`` would, its buffers already copied to shared memory,
+    so that ``obj`` can go now. ``obj`` itself if it has none, if it cannot
+    be pickled (the caller's ``dumps`` says why), or if shared memory is
+    full."""
+    hits = oob.hits
+    try:
+        _dumps(obj, PROTOCOL, buffer_callback=oob.spot)
+        if oob.hits == hits:
+            return obj
+        data, bufs, _ = _careful_parts(obj, oob)
+    except BaseException:  # noqa: BLE001 - reported (once more) when the chunk is pickled
+        return obj
+    ref = oob.ref(data, bufs) if bufs else None
+    return obj if ref is None else ref
 
 
 class _MainNames(_pickle.Pickler):

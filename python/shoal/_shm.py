@@ -39,7 +39,10 @@ plus the hot bytes, which are made smaller to fit an address-space limit
 
 A worker frees an argument's block only after the result of its chunk has
 been written: a chunk that was loaded but whose result never left can be
-sent again after a crash, and must find its buffers intact.
+sent again after a crash, and must find its buffers intact. It writes each
+large result of a chunk to its block as the result is made (``_worker``'s
+``_run_chunk``), and sends the chunk's results together; blocks written for
+results that a crash kept from being sent stay busy until the pool goes.
 
 Where an arena is full, a buffer travels in band, as it would without
 shoal, so memory stays bounded and nothing fails.
@@ -550,16 +553,17 @@ class Outbound:
 
         return collect
 
-    def wrap(self, data: bytes, bufs: list[memoryview], dumps: Callable[..., bytes]) -> bytes | None:
-        """The stream that loads ``data`` with ``bufs`` from shared memory,
-        or None if there is no room (the caller pickles in band)."""
+    def ref(self, data: bytes, bufs: list[memoryview]) -> _Ref | None:
+        """``bufs`` copied to shared memory, and an object that pickles as
+        the call that loads ``data`` with them from there; None if there is
+        no room (the caller pickles in band)."""
         arena = self.arena()
         if arena is None:
             return None
         blocks = arena.put(bufs)
         if blocks is None:
             return None
-        return dumps(_Ref(arena.ino, blocks, data), 5)
+        return _Ref(arena.ino, blocks, data)
 
 
 class _Alias:

@@ -74,6 +74,40 @@ def test_arrays_travel_both_ways(pool: shoal.Pool) -> None:
     assert list(pool.imap(tasks.array_total, arrays[:4])) == [float(i) * BIG for i in range(4)]
 
 
+def test_a_chunks_large_results_leave_the_worker_as_each_is_made(pool: shoal.Pool) -> None:
+    # A chunk's results go out together, but each array is copied to shared
+    # memory as its task returns and let go: the worker never holds a
+    # chunk's worth (its malloc would give that heap back, then fault it in
+    # again for the next chunk).
+    out = pool.map(tasks.filled_after_last, [(BIG, float(i)) for i in range(16)], chunksize=4)
+    assert [float(a[0]) for a in out] == [float(i) for i in range(16)]
+    assert [float(a[-1]) for a in out] == [0.0] * 16  # no task saw its worker's previous array alive
+    assert all(any(_inside(a, arena) for arena in pool._buffers.results) for a in out)
+
+
+@pytest.mark.parametrize("first", ["array", "small"])
+def test_a_chunk_of_large_results_keeps_each_items_outcome(pool: shoal.Pool, first: str) -> None:
+    # A chunk whose first result is an array sends each array ahead as it is
+    # made; its small results, failures and unpicklable results come out as
+    # in a chunk that starts with a small one.
+    items = [(BIG, 1.0) if first == "array" else "small", "small", (BIG, 2.0), "raise", (BIG, 3.0), "lock", (BIG, 4.0)]
+    it = pool.imap(tasks.large_or_not, items, chunksize=len(items))
+    got: list[object] = []
+    for _ in items:
+        try:
+            r = next(it)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+            got.append(type(exc).__name__)
+        else:
+            got.append(float(r[0]) if isinstance(r, np.ndarray) else r)
+            if isinstance(r, np.ndarray) and first == "array":
+                # (A chunk that holds a result that cannot be pickled, and
+                # did not send its arrays ahead, sends them in band.)
+                assert any(_inside(r, arena) for arena in pool._buffers.results)
+    lead = 1.0 if first == "array" else 7
+    assert got == [lead, 7, 2.0, "ValueError", 3.0, "MaybeEncodingError", 4.0]
+
+
 def test_a_worker_changing_its_argument_changes_only_its_copy(pool: shoal.Pool) -> None:
     arrays = _arrays(4)
     assert pool.map(tasks.bump_and_total, arrays, chunksize=1) == [(i + 1.0) * BIG for i in range(4)]
