@@ -506,8 +506,9 @@ class _Lazy:
         # Each chunk's length, in order, for an input in memory (see Jobs.map).
         self.plan = plan
         self.window = window
-        # Items in each chunk of several, by index; recorded before the chunk
-        # is submitted, as a reader may take its outcome at once.
+        # Items in each chunk of several, by index, when there is no plan;
+        # recorded before the chunk is submitted, as a reader may take its
+        # outcome at once.
         self.chunk_lens: dict[int, int] = {}
         self.submitted = 0  # chunks
         self.taken = 0  # chunks whose outcomes a reader took
@@ -626,6 +627,9 @@ class _Lazy:
 
     def _feed_batch(self, room: int) -> None:
         """Read up to ``room`` chunks (the user's code, without a lock) and submit them."""
+        if self.plan is not None:
+            self._feed_planned(room)
+            return
         chunks = self.chunks
         with self.feed_lock:
             if self.ended.is_set() or chunks is None:
@@ -649,14 +653,7 @@ class _Lazy:
         error: BaseException | None = None
         began = time.monotonic()
         try:
-            if self.plan is not None:  # an input in memory: nothing pending
-                # As map's feed reads it (eager: see _read_batch).
-                payloads, lens = _read_batch(
-                    self.engine, self.job, chunks, room, plan=self.plan, planned=self.submitted, eager=True
-                )
-                if self.submitted + len(lens) >= len(self.plan):
-                    chunks.exhausted = True  # ends the input with its last chunk
-            elif chunks.sliced:  # sub-ranges: no user code, nothing pending
+            if chunks.sliced:  # sub-ranges: no user code, nothing pending
                 payloads, lens = _read_batch(
                     self.engine, self.job, chunks, want, adaptive=self.adaptive, max_size=max_size
                 )
@@ -674,12 +671,60 @@ class _Lazy:
             if self.dropped and self.reader is not None:
                 self._abandon()
                 return
-            if not chunks.sliced and self.plan is None:
+            if not chunks.sliced:
                 payloads, lens = chunks.pack(done=True)
             self.item_secs = (time.monotonic() - began) / max(1, sum(lens))
             self._submit(payloads, lens)
             if error is not None or chunks.exhausted:
                 self._end(error if error is not None and not chunks.pickling_failed else chunks.error)
+        if self.here and isinstance(error, KeyboardInterrupt):
+            raise error  # on the reader's thread: see feed_here
+
+    def _feed_planned(self, room: int) -> None:
+        """``_feed_batch`` for an input in memory (``plan``): up to ``room``
+        chunks, read as map's ``feed`` reads them, each submitted as soon as
+        it is pickled (see ``_read_batch``'s ``eager``), all in one call: a
+        return to the caller's loop per chunk (the engine's room asked again,
+        the read timed) cost a WorkerPool's map ~10 µs a chunk over
+        ``Pool.map``."""
+        chunks, plan = self.chunks, self.plan
+        assert plan is not None
+        with self.feed_lock:
+            if self.ended.is_set() or chunks is None:
+                return
+            self.reading = True
+        error: BaseException | None = None
+        began, read = time.monotonic(), 0
+        try:
+            while room > 0:
+                payloads: list[bytes] = []
+                lens: list[int] = []
+                try:
+                    payloads, lens = _read_batch(
+                        self.engine, self.job, chunks, room, plan=plan, planned=self.submitted, eager=True
+                    )
+                    if self.submitted + len(lens) >= len(plan):
+                        chunks.exhausted = True  # ends the input with its last chunk
+                except BaseException as exc:  # noqa: BLE001 - surfaces at its position, as in _feed_batch
+                    error = exc
+                with self.feed_lock:
+                    if self.ended.is_set():
+                        return  # cut while reading: the error set then says where
+                    if self.dropped and self.reader is not None:
+                        self._abandon()
+                        return
+                    self._submit(payloads, lens)
+                    if error is not None or chunks.exhausted:
+                        self._end(error if error is not None and not chunks.pickling_failed else chunks.error)
+                        break
+                if not lens:
+                    break
+                room -= len(lens)
+                read += sum(lens) if not chunks.single else len(lens)
+        finally:
+            with self.feed_lock:
+                self.reading = False
+                self.item_secs = (time.monotonic() - began) / max(1, read)
         if self.here and isinstance(error, KeyboardInterrupt):
             raise error  # on the reader's thread: see feed_here
 
@@ -690,7 +735,7 @@ class _Lazy:
         chunks = self.chunks
         assert chunks is not None
         first = self.submitted
-        if not chunks.single:
+        if not chunks.single and self.plan is None:  # a plan has every chunk's length
             self.chunk_lens.update(zip(range(first, first + len(lens)), lens, strict=True))
         self.submitted += len(lens)
         self.items_read += len(lens) if chunks.single else sum(lens)
@@ -764,9 +809,9 @@ class _Lazy:
         items = self.items
         target: list[Any] | deque[Any] = items if into is None or items or self.raised else into
         target.extend(values)
-        lens = self.chunk_lens
+        lens, plan = self.chunk_lens, self.plan
         for index, status, single, payload in rest:
-            decoded, errors = decode(status, single, payload, lens.pop(index, 1))
+            decoded, errors = decode(status, single, payload, lens.pop(index, 1) if plan is None else plan[index])
             if errors is None:
                 target.extend(decoded)
             else:
