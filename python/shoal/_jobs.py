@@ -804,12 +804,18 @@ class _Lazy:
         came. ``into``: a list that takes them instead, in order, while none
         failed and ``items`` is empty (``take_into``): one copy fewer per
         result; from a failed item on, they go to ``items``."""
-        values, rest = self.engine.take_values(self.job, TAKE_CHUNKS, loads)
-        self.taken += len(values) + len(rest)
+        lens, plan = self.chunk_lens, self.plan
+        # Chunks the engine's side decodes (packed ones) leave lens there.
+        kept = lens if plan is None else None
         items = self.items
         target: list[Any] | deque[Any] = items if into is None or items or self.raised else into
-        target.extend(values)
-        lens, plan = self.chunk_lens, self.plan
+        if target is into:
+            # Straight into the caller's list: no second list of the values.
+            _, chunks, rest = self.engine.take_values(self.job, TAKE_CHUNKS, loads, kept, into)
+        else:
+            values, chunks, rest = self.engine.take_values(self.job, TAKE_CHUNKS, loads, kept)
+            target.extend(values)
+        self.taken += chunks + len(rest)
         for index, status, single, payload in rest:
             decoded, errors = decode(status, single, payload, lens.pop(index, 1) if plan is None else plan[index])
             if errors is None:
@@ -818,7 +824,7 @@ class _Lazy:
                 self.raised = True
                 target = items
                 items.extend(_Raise(errors[k]) if k in errors else v for k, v in enumerate(decoded))
-        return bool(values or rest)
+        return bool(chunks or rest)
 
     def next(self, timeout: float | None, into: list[Any] | None = None) -> Any:
         """The next result, waiting for it (the iterator's slow path).

@@ -84,6 +84,14 @@ def test_map_and_imap_return_exact_values_and_types(pool: shoal.Pool) -> None:
     assert sorted(pool.imap_unordered(tasks.square, (i for i in range(10_000)))) == [i * i for i in range(10_000)]
 
 
+def test_an_imap_keeps_no_length_of_a_chunk_it_has_decoded(pool: shoal.Pool) -> None:
+    # Packed chunks of results are decoded on the engine's side, which
+    # drops the length the iterator kept for each: a long imap keeps none.
+    it = pool.imap(tasks.square, (i for i in range(5000)), chunksize=10)
+    assert list(it) == [i * i for i in range(5000)]
+    assert it._lazy.chunk_lens == {}
+
+
 def test_a_failing_item_in_a_chunk_of_ints_fails_only_itself(pool: shoal.Pool) -> None:
     # A list, not a range, so the arguments travel packed too.
     it = pool.imap(tasks.fail_on(13), list(range(40)), chunksize=10)

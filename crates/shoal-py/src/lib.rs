@@ -77,28 +77,56 @@ fn single_value<'py>(
     }
 }
 
-/// Outcomes as (values, rest): the leading run of single values unpickled
-/// with `loads`; from the first other outcome on, `(index, status, single,
-/// payload)` for the caller to decode.
+/// The values of a chunk of several items that succeeded and travelled
+/// packed (plain ints or floats), unpacked straight from the engine's bytes:
+/// no bytes object, no call into the Python decoder. `None` for any other
+/// outcome (or a packed chunk that does not unpack), which the decoder
+/// then takes.
+fn packed_values<'py>(py: Python<'py>, status: Status, single: bool, payload: &[u8]) -> Option<Bound<'py, PyList>> {
+    if status != Status::Ok || single || !packed::is_packed(payload) {
+        return None;
+    }
+    packed::unpack_chunk(py, payload).ok()
+}
+
+/// Outcomes as (values, chunks, rest): the values of the leading run of
+/// outcomes decoded here (single values, unpickled with `loads`, and packed
+/// chunks), how many outcomes that run was; from the first other outcome
+/// on, `(index, status, single, payload)` for the caller to decode. `lens`:
+/// the caller's chunk lengths by index, if it keeps them for its decoder;
+/// a packed chunk decoded here has its entry removed. `into`: the list the
+/// values go to (and which is returned), else a new one.
 fn unpickle_values<'py>(
     py: Python<'py>,
     out: Vec<Outcome>,
     loads: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
-    let values = PyList::empty(py);
+    lens: Option<&Bound<'py, PyDict>>,
+    into: Option<Bound<'py, PyList>>,
+) -> PyResult<(Bound<'py, PyList>, usize, Bound<'py, PyList>)> {
+    let values = into.unwrap_or_else(|| PyList::empty(py));
     let rest = PyList::empty(py);
-    let mut run = true;
-    for o in out {
-        if run {
+    let mut run = 0;
+    for (i, o) in out.iter().enumerate() {
+        if run == i {
             if let Some(v) = single_value(py, o.status, o.single, &o.payload, loads)? {
                 values.append(v)?;
+                run += 1;
+                continue;
+            }
+            if let Some(chunk) = packed_values(py, o.status, o.single, &o.payload) {
+                result::extend(&values, &chunk)?;
+                if let Some(lens) = lens {
+                    if lens.contains(o.index)? {
+                        lens.del_item(o.index)?;
+                    }
+                }
+                run += 1;
                 continue;
             }
         }
-        run = false;
-        rest.append(outcome_tuple(py, &o))?;
+        rest.append(outcome_tuple(py, o))?;
     }
-    Ok((values, rest))
+    Ok((values, run, rest))
 }
 
 /// An outcome as Python sees it: `(index, status, single, payload)`.
@@ -471,20 +499,28 @@ impl PyEngine {
         self.wait_for(py, job, Want::Room(chunks), timeout)
     }
 
-    /// Take up to `max` outcomes, unpickling single successful results on
-    /// the way with `loads`. Returns `(values, rest)`: the values of the
-    /// leading run of such results, then every later outcome taken, as
-    /// `(index, status, single, payload)` tuples, for the caller to decode. A result
-    /// whose unpickling fails ends the run and is returned in `rest`.
+    /// Take up to `max` outcomes, decoding successful ones on the way:
+    /// single results unpickled with `loads`, packed chunks unpacked.
+    /// Returns `(values, chunks, rest)`: the values of the leading run of
+    /// such outcomes, how many outcomes that run was, then every later
+    /// outcome taken, as `(index, status, single, payload)` tuples, for the
+    /// caller to decode. A result whose unpickling fails ends the run and
+    /// is returned in `rest`. `lens`: the caller's chunk lengths by index,
+    /// whose entries for the packed chunks decoded here are removed.
+    /// `into`: a list the values are appended to, and returned as `values`
+    /// (a map's list: no second list of them made and copied).
+    #[pyo3(signature = (job, max, loads, lens=None, into=None))]
     fn take_values<'py>(
         &self,
         py: Python<'py>,
         job: u32,
         max: usize,
         loads: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+        lens: Option<&Bound<'py, PyDict>>,
+        into: Option<Bound<'py, PyList>>,
+    ) -> PyResult<(Bound<'py, PyList>, usize, Bound<'py, PyList>)> {
         let out = self.engine()?.take(job, max).map_err(engine_err)?;
-        unpickle_values(py, out, loads)
+        unpickle_values(py, out, loads, lens, into)
     }
 
     /// Call `callback(job)` once, on the engine's callback thread, as soon

@@ -149,32 +149,42 @@ fn is_packed_chunk(first: u8) -> bool {
 /// The list a packed chunk holds. `data` is bytes or any contiguous buffer.
 #[pyfunction]
 pub fn unpack_values<'py>(py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-    with_bytes(data, |bytes| {
-        let (&tag, body) = bytes
-            .split_first()
-            .ok_or_else(|| PyValueError::new_err("an empty packed chunk"))?;
-        if !is_packed_chunk(tag) || body.len() % 8 != 0 {
-            return Err(PyValueError::new_err(format!(
-                "not a packed chunk (tag {tag:#04x}, {} bytes of values)",
-                body.len()
-            )));
+    with_bytes(data, |bytes| unpack_chunk(py, bytes))
+}
+
+/// Whether a chunk's payload is packed (else it is a pickle).
+pub(crate) fn is_packed(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|&tag| is_packed_chunk(tag))
+}
+
+/// The list the packed chunk `bytes` holds: [`unpack_values`] on bytes the
+/// caller already has (an outcome the engine handed over), with no Python
+/// bytes object made for them.
+pub(crate) fn unpack_chunk<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyList>> {
+    let (&tag, body) = bytes
+        .split_first()
+        .ok_or_else(|| PyValueError::new_err("an empty packed chunk"))?;
+    if !is_packed_chunk(tag) || body.len() % 8 != 0 {
+        return Err(PyValueError::new_err(format!(
+            "not a packed chunk (tag {tag:#04x}, {} bytes of values)",
+            body.len()
+        )));
+    }
+    let n = body.len() / 8;
+    // SAFETY: PyList_New returns a new list of n NULL slots (or NULL with
+    // an error set); each slot is filled exactly once below, and on a
+    // failed conversion the list is dropped with its remaining slots
+    // NULL, which list_dealloc allows.
+    unsafe {
+        let list =
+            Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))?.cast_into_unchecked::<PyList>();
+        for (i, word) in body.chunks_exact(8).enumerate() {
+            let word = word.try_into().expect("chunks_exact(8)");
+            let item = number(py, tag == INTS, word)?;
+            list_fill(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
         }
-        let n = body.len() / 8;
-        // SAFETY: PyList_New returns a new list of n NULL slots (or NULL with
-        // an error set); each slot is filled exactly once below, and on a
-        // failed conversion the list is dropped with its remaining slots
-        // NULL, which list_dealloc allows.
-        unsafe {
-            let list = Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))?
-                .cast_into_unchecked::<PyList>();
-            for (i, word) in body.chunks_exact(8).enumerate() {
-                let word = word.try_into().expect("chunks_exact(8)");
-                let item = number(py, tag == INTS, word)?;
-                list_fill(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
-            }
-            Ok(list)
-        }
-    })
+        Ok(list)
+    }
 }
 
 // One value: what `apply_async` and `chunksize=1` send for each task, where

@@ -38,7 +38,7 @@
 //! uses, or a thread that called `get`. No thread waits per result, and a
 //! result nobody awaits pays nothing (the wakers live in [`More`]).
 
-use crate::{single_value, PyEngine};
+use crate::{packed_values, single_value, PyEngine};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -475,6 +475,10 @@ impl JobResult {
             list.append(v)?;
             return Ok(None);
         }
+        if let Some(values) = packed_values(py, o.status, o.single, &o.payload) {
+            extend(list, &values)?;
+            return Ok(None);
+        }
         let n = chunks.get(o.index as usize).map_or(1, |c| c.0);
         let (values, errors) = call_decode(py, &self.decode, o.status, o.single, &o.payload, n)?;
         let error = first_error(&errors)?;
@@ -701,7 +705,7 @@ fn first_error(errors: &Option<Bound<'_, PyDict>>) -> PyResult<Option<(u64, Py<P
 }
 
 /// Append `values` to `list` in one C call (a slice assignment at the end).
-fn extend(list: &Bound<'_, PyList>, values: &Bound<'_, PyList>) -> PyResult<()> {
+pub(crate) fn extend(list: &Bound<'_, PyList>, values: &Bound<'_, PyList>) -> PyResult<()> {
     let n = list.len() as ffi::Py_ssize_t;
     // SAFETY: both are live lists and the GIL is held.
     let r = unsafe { ffi::PyList_SetSlice(list.as_ptr(), n, n, values.as_ptr()) };
