@@ -36,6 +36,10 @@ class Row:
     targets: tuple[Target, ...] = ()
     # Extra environment for the row's interpreters.
     env: dict[str, str] = field(default_factory=dict)
+    # Libraries a target compares closely, and their runs (more than
+    # ``runs``: the extra rounds run only them).
+    pair: tuple[str, ...] = ()
+    pair_runs: int = 0
 
 
 def usable(r: dict | None) -> bool:

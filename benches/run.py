@@ -90,16 +90,18 @@ def measure(names: list[str], libs: list[str]) -> dict[str, Results]:
     """Each row's median per library. Runs go in rounds, one run of every
     library per round, and the order rotates from round to round: this
     host's speed drifts over minutes, and running all of one library's runs
-    before the next would hand that drift to whichever ran later."""
+    before the next would hand that drift to whichever ran later. A row's
+    ``pair`` runs on in rounds of its own until it has ``pair_runs``."""
     results: dict[str, Results] = {}
     for name in names:
         row = ROWS[name]
         todo = [lib for lib in row.libs if lib in libs]
         samples: dict[str, list[dict]] = {lib: [] for lib in todo}
         done: dict[str, dict | None] = {}
-        for round_no in range(row.runs):
-            shift = round_no % max(1, len(todo))
-            for lib in todo[shift:] + todo[:shift]:
+        for round_no in range(max(row.runs, row.pair_runs)):
+            these = todo if round_no < row.runs else [lib for lib in todo if lib in row.pair]
+            shift = round_no % max(1, len(these))
+            for lib in these[shift:] + these[:shift]:
                 if lib in done:
                     continue
                 r = run_one(name, lib)
@@ -274,6 +276,9 @@ def main() -> None:
     elapsed, load1 = time.monotonic() - t0, os.getloadavg()[0]
     runs = sorted({ROWS[n].runs for n in names})
     runs_text = f"{runs[0]}-{runs[-1]}" if len(runs) > 1 else str(runs[0])
+    pair_runs = max(ROWS[n].pair_runs for n in names)
+    if pair_runs:
+        runs_text += f" ({pair_runs} of shoal.Pool and shoal.WorkerPool where a target compares the two)"
     header = (
         f"Run {started} ({elapsed / 60:.1f} min; 1-minute load average {load0:.1f} at the start, {load1:.1f} at "
         f"the end): Python {platform.python_version()}, {os.cpu_count()} cores, {WORKERS} workers, each library "
