@@ -184,7 +184,6 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: Any, oob: Any = None
     # 1.7x slower than in chunks of 1. The chunk's first result says whether
     # its results are such; a chunk of small ones keeps the loop in C.
     shared = _result_oob if oob is None and not flags & P.SINGLE else None
-    detach: Callable[[Any], Any] | None = None
     while True:
         try:
             if shared is not None and not results:
@@ -194,8 +193,7 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: Any, oob: Any = None
                         break
                     results.append(detached(value, shared))
                     if results[0] is not value:
-                        detach = functools.partial(detached, oob=shared)
-                        calls = map(detach, calls)
+                        calls = map(functools.partial(detached, oob=shared), calls)
                     del value  # it may be a large buffer's only holder
                     break
             results.extend(calls)
@@ -210,8 +208,6 @@ def _run_chunk(func: Callable[..., Any], flags: int, items: Any, oob: Any = None
             if flags & P.APPLY:
                 # A generator that raised is finished; start a fresh one after k.
                 calls = (func(*a, **kw) for a, kw in it)
-                if detach is not None:
-                    calls = map(detach, calls)
     return _encode(results, errors, flags, oob)
 
 

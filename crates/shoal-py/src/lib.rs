@@ -96,7 +96,7 @@ fn packed_values<'py>(py: Python<'py>, status: Status, single: bool, payload: &[
 /// the caller's chunk lengths by index, if it keeps them for its decoder;
 /// a packed chunk decoded here has its entry removed. `into`: the list the
 /// values go to (and which is returned), else a new one.
-fn unpickle_values<'py>(
+fn decode_values<'py>(
     py: Python<'py>,
     out: Vec<Outcome>,
     loads: &Bound<'py, PyAny>,
@@ -520,7 +520,7 @@ impl PyEngine {
         into: Option<Bound<'py, PyList>>,
     ) -> PyResult<(Bound<'py, PyList>, usize, Bound<'py, PyList>)> {
         let out = self.engine()?.take(job, max).map_err(engine_err)?;
-        unpickle_values(py, out, loads, lens, into)
+        decode_values(py, out, loads, lens, into)
     }
 
     /// Call `callback(job)` once, on the engine's callback thread, as soon
