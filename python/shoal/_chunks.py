@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 
-from shoal._pickling import dumps, dumps_chunk, dumps_many
+from shoal._pickling import LARGE, Sink, dumps, dumps_chunk, dumps_many
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ class Chunks:
         "pending",
         "pickling_failed",
         "single",
+        "sink",
         "size",
     )
 
@@ -62,6 +63,10 @@ class Chunks:
         self.packed = 0
         # A pack() failed: the items after the one that failed are dropped.
         self.pickling_failed = False
+        # Set once a chunk pickled to LARGE bytes or more: later chunks are
+        # pickled through it. pack() runs on one thread at a time (the
+        # reader's, or under its feeder's lock).
+        self.sink: Sink | None = None
 
     @property
     def sliced(self) -> bool:
@@ -122,10 +127,13 @@ class Chunks:
         for i in range(0, len(items), size):
             chunk = items[i : i + size]
             try:
-                payloads.append(dumps_chunk(chunk, self.oob))
+                payload = dumps_chunk(chunk, self.oob, self.sink)
             except Exception as exc:  # noqa: BLE001 - surfaces at its position
                 self._pickling_failed(exc)
                 break
+            if self.sink is None and len(payload) >= LARGE:
+                self.sink = Sink()
+            payloads.append(payload)
             lens.append(len(chunk))
         return payloads, lens
 

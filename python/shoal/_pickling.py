@@ -79,6 +79,30 @@ _PROTO = 0x80
 loads = _pickle.loads
 _dumps = _pickle.dumps
 
+# A caller whose pickles run this long pickles the next ones through a Sink.
+LARGE = 1 << 16
+
+
+class Sink:
+    """``_dumps`` for one caller's long pickles, one at a time, written
+    into a buffer kept from one to the next: ~4 times faster for 1 MiB.
+    ``_dumps`` grows a fresh buffer by half again each time it fills;
+    glibc moves each growth to the top of the heap it has just trimmed, so
+    every page written is a page fault (1 MiB of 1 KiB bytes: ~240 faults,
+    630-940 µs on a thread; through a Sink ~6 faults, 190-260 µs)."""
+
+    __slots__ = ("_file",)
+
+    def __init__(self) -> None:
+        self._file = io.BytesIO()
+
+    def __call__(self, obj: Any, protocol: int, buffer_callback: Any = None) -> bytes:
+        f = self._file
+        f.seek(0)  # the last pickle's bytes are overwritten, not freed
+        _pickle.Pickler(f, protocol, buffer_callback=buffer_callback).dump(obj)
+        with f.getbuffer() as view:
+            return bytes(view[: f.tell()])
+
 
 _cloud_pickler: Any = None
 
@@ -127,12 +151,13 @@ def _by_value(obj: Any, first: Exception, buffer_callback: Any = None) -> bytes:
     return _cloud_dumps(obj, buffer_callback)
 
 
-def dumps(obj: Any, oob: Outbound | Handles | None = None) -> bytes:
-    """Pickle ``obj`` so that any worker, under any start method, can load it."""
+def dumps(obj: Any, oob: Outbound | Handles | None = None, sink: Sink | None = None) -> bytes:
+    """Pickle ``obj`` so that any worker, under any start method, can load
+    it; through ``sink`` if given."""
     if oob is not None:
-        return dumps_oob(obj, oob)
+        return dumps_oob(obj, oob, sink)
     try:
-        data = _dumps(obj, PROTOCOL)
+        data = (sink or _dumps)(obj, PROTOCOL)
     except Exception as first:  # noqa: BLE001 - _by_value decides
         return _by_value(obj, first)
     if _refers_to_main(data):
@@ -140,8 +165,8 @@ def dumps(obj: Any, oob: Outbound | Handles | None = None) -> bytes:
     return data
 
 
-def dumps_oob(obj: Any, oob: Outbound | Handles) -> bytes:
-    """``dumps(obj, oob)`` without the dispatch, for ``apply_async``. A
+def dumps_oob(obj: Any, oob: Outbound | Handles, sink: Sink | None = None) -> bytes:
+    """``dumps(obj, oob, sink)`` without the dispatch, for ``apply_async``. A
     thread pool's ``oob`` is its object table: ``obj`` then travels by
     reference, unpickled (``_handles``)."""
     if isinstance(oob, Handles):
@@ -151,7 +176,7 @@ def dumps_oob(obj: Any, oob: Outbound | Handles) -> bytes:
     # again" below).
     hits = oob.hits
     try:
-        data = _dumps(obj, PROTOCOL, buffer_callback=oob.spot)
+        data = (sink or _dumps)(obj, PROTOCOL, buffer_callback=oob.spot)
     except Exception:  # noqa: BLE001 - the careful path says why
         return _dumps_oob_careful(obj, oob)
     if oob.hits == hits and not _refers_to_main(data):
@@ -243,11 +268,11 @@ def _inherited_only(obj: Any, inherited: dict[str, Any] | None) -> bool:
     return names.all_inherited
 
 
-def dumps_chunk(items: list[Any], oob: Outbound | Handles | None = None) -> bytes:
+def dumps_chunk(items: list[Any], oob: Outbound | Handles | None = None, sink: Sink | None = None) -> bytes:
     """Pickle a chunk for ``loads_chunk``: packed if it is all plain ints
     or all plain floats, else as ``dumps`` does."""
     packed = pack_values(items)
-    return dumps(items, oob) if packed is None else packed
+    return dumps(items, oob, sink) if packed is None else packed
 
 
 def loads_chunk(data: Any) -> Any:
