@@ -165,7 +165,7 @@ WP_VS_MPIRE_CS1 = faster_than("shoal.WorkerPool", "mpire", 10, "mpire/WorkerPool
 # The two shoal pools, whose ratio is a target on every row, and their runs
 # (see ROWS).
 PAIR = ("shoal", "shoal.WorkerPool")
-PAIR_RUNS = 15
+PAIR_RUNS = 25
 
 
 def _row(fn, title: str, runs: int, libs: tuple[str, ...] = ALL, *extra, timeout: int = 60) -> Row:
@@ -176,14 +176,12 @@ ROWS: dict[str, Row] = {
     # The two shoal pools run PAIR_RUNS times on every row, the peers a
     # row's runs (a peer's run over SLOW_RUN, run.py, once): the peers'
     # figures rank them, several times behind, where WorkerPool/Pool is a
-    # target within 10%. One run of either pool ranges over ±15-20% from
-    # process to process on this host (a warm map of 1M ints 60 to 93 ms,
-    # row 2 at chunksize=1 135 to 222 ms, row 6 out 31 to 46 ms in a full
-    # run's context), while in one process, alternating, the two are at
-    # parity. With medians of 5 to 11, the full runs of 01:54, 02:45 and
-    # 03:19 (2026-12-01) each missed one or two rows at 1.14 to 1.22 (1, 3,
-    # 6 in and out), a different row each time, where pairs run by hand in
-    # fresh processes gave 0.94 to 1.05.
+    # target within 10%. One run of either pool ranges over ±15-25% from
+    # process to process on this host (row 1 cold 65 to 104 ms; row 8 at 2M
+    # 1.9 to 3.5 s, in two modes), while in one process, alternating, the
+    # two are at parity. With 15 runs, each of five full runs (2026-12-01)
+    # missed one to three rows at 1.11 to 1.22, a different row each time,
+    # where pairs run by hand in fresh processes gave 0.98 to 1.05.
     "map_cold": _row(w_map_cold, "1. map, 1M ints, cold (create, map, close)", 5),
     "map_warm": _row(w_map_warm, "1. map, 1M ints, warm pool", 9),
     "imap_default": _row(w_imap_default, "2. imap, generator of 200k ints, defaults", 5),
