@@ -26,9 +26,18 @@ def _kib_items(n: int, start: int = 0) -> list[bytes]:
 
 def test_a_sink_writes_what_pickle_writes_long_then_short_then_long() -> None:
     sink = Sink()
-    for obj in (_kib_items(3000), [1, "a"], _kib_items(70, start=9), {"k": bytearray(200_000)}, ()):
+    huge = [bytes(Sink.KEEP // 4) for _ in range(5)]  # past KEEP: the buffer is let go
+    for obj in (_kib_items(3000), [1, "a"], huge, _kib_items(70, start=9), {"k": bytearray(200_000)}, ()):
         assert pickle.loads(sink(obj, 5)) == obj
         assert pickle.loads(dumps(obj, sink=sink)) == obj
+
+
+def test_a_sink_lets_go_of_a_buffer_past_keep() -> None:
+    sink = Sink()
+    sink(_kib_items(100), 5)
+    kept = sink._file
+    sink([bytes(Sink.KEEP)], 5)
+    assert sink._file is not kept and sink._file.getbuffer().nbytes == 0
 
 
 def test_a_pickle_that_fails_in_a_sink_leaves_it_writing_the_next_whole() -> None:
