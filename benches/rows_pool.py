@@ -192,15 +192,11 @@ ROWS: dict[str, Row] = {
     # More runs: the host's speed varies by more than the gaps between the pools.
     "cpu": _row(w_cpu, "4. CPU-bound, 200 tasks of ~5 ms", 9),
     "skewed": _row(w_skewed, "5. skewed, 200 tasks (2 ms, 1 in 10 60 ms), imap_unordered", 5),
-    # More runs, as for row 4: a few ms between the pools on ~40 ms, and
-    # this host's noise is as large.
     "numpy_args": _row(w_numpy_args, "6. numpy, 200 x 1 MiB arrays in", 5),
-    "numpy_results": _row(w_numpy_results, "6. numpy, 100 x 1 MiB arrays out", 7),
+    "numpy_results": _row(w_numpy_results, "6. numpy, 100 x 1 MiB arrays out", 5),
     # A run is ~15 ms, and one run in five on this host takes 2 ms more
     # whichever pool it is: 11 runs, so the median is not that run.
     "startup": _row(w_startup, "7. start-up: create 2, map 4, close", 11, NOT_SERIAL),
-    # More runs: row 8 at 2M gave WorkerPool/Pool 0.76 and 1.27 in two full
-    # runs of the same code, three runs each.
     "memory_200k": _row(w_memory_200k, "8. imap, 200k items of 1 KiB", 5),
     "memory_2m": _row(w_memory_2m, "8. imap, 2M items of 1 KiB", 5),
     "latency": _row(w_latency, "9. time to first imap result, 300 ms tasks", 3),

@@ -32,6 +32,9 @@ plain floats travels packed, as an array of machine values
 (crates/shoal-py/src/packed.rs), which both sides handle many times faster
 than a pickle. So does a single value (one task's item, argument tuple or
 result) that is a plain int, a plain float or a short tuple of them.
+
+A feeder whose chunks pickle long (``LARGE`` bytes or more) pickles the
+next ones through a :class:`Sink`, a buffer kept from chunk to chunk.
 """
 
 from __future__ import annotations

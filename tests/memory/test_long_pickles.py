@@ -1,6 +1,7 @@
-"""Long pickles (chunks of LARGE bytes or more) are written through a Sink,
-one buffer kept from pickle to pickle: the same bytes to the workers, and
-no fresh pages for every page written (see _pickling.Sink)."""
+"""Long pickles (a feeder's chunks, once one has pickled to LARGE bytes or
+more) are written through a Sink, one buffer kept from pickle to pickle:
+the same bytes to the workers, and no fresh pages for every page written
+(see _pickling.Sink)."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def test_long_chunks_round_trip_in_order_and_an_unpicklable_item_fails_there(poo
 
 def test_a_sink_writes_a_mebibyte_pickle_on_pages_it_already_has() -> None:
     # The cause it exists for: pickle.dumps faulted in each page of a
-    # 1 MiB pickle (~240-290 faults a pickle on glibc). Counted on a thread,
+    # 1 MiB pickle (~240-340 faults a pickle on glibc). Counted on a thread,
     # whose heap (a glibc arena of its own) is where the feeder pickles.
     items = _kib_items(1000)
     faults: list[int] = []
