@@ -27,10 +27,16 @@ def fail_on_seven(x: int) -> int:
 
 
 def interrupt_or_wait(x: int, parent: int, gate: str) -> int:
-    """Task 0 sends SIGINT to the test process (Ctrl-C); every task then
-    waits for ``gate``, so the map is still running when it arrives."""
+    """Task 0 sends SIGINT to the test process (Ctrl-C) every 0.2 s until
+    ``gate`` opens; every task waits for ``gate``, so the map is still
+    running when it arrives. Sent again because CPython drops the
+    KeyboardInterrupt when its handler happens to run inside a weakref
+    callback ("Exception ignored in: WeakSet._remove"), as a user whose
+    first Ctrl-C is lost presses it again."""
     if x == 0:
-        os.kill(parent, signal.SIGINT)
+        while not os.path.exists(gate):
+            os.kill(parent, signal.SIGINT)
+            time.sleep(0.2)
     wait_for(gate)
     return x
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -129,16 +130,29 @@ def test_terminate_closes_the_bar(gates: Any) -> None:
 def test_ctrl_c_closes_the_bar(gates: Any) -> None:
     out = io.StringIO()
     gate = gates.path("after")
-    with shoal.WorkerPool(2) as pool:
-        with pytest.raises(KeyboardInterrupt):
-            pool.map(
-                pt.interrupt_or_wait,
-                [(x, os.getpid(), gate) for x in range(4)],
-                chunk_size=1,
-                progress_bar=True,
-                progress_bar_options={"file": out},
-            )
-        gates.open("after")
+    armed = True
+
+    def ctrl_c(signum: int, frame: object) -> None:
+        # Ctrl-C's default handler while the map runs; the repeats the task
+        # sends after the map has raised are ignored
+        if armed:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        with shoal.WorkerPool(2) as pool:
+            with pytest.raises(KeyboardInterrupt):
+                pool.map(
+                    pt.interrupt_or_wait,
+                    [(x, os.getpid(), gate) for x in range(4)],
+                    chunk_size=1,
+                    progress_bar=True,
+                    progress_bar_options={"file": out},
+                )
+            armed = False
+            gates.open("after")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert last_line(out).startswith(_progress.INTERRUPTED)
 
 
