@@ -233,6 +233,13 @@ def large_or_not(item: object) -> object:
     return threading.Lock() if item == "lock" else 7
 
 
+def filled_or_die(args: tuple[int, float]):
+    """``filled``; exits the worker, as a crash would, on a negative value."""
+    if args[1] < 0:
+        os._exit(3)
+    return filled(args)
+
+
 def total_or_die(a) -> float:
     """Exits the worker, as a crash would, on an array that starts with -1."""
     if a[0] == -1:

@@ -41,8 +41,10 @@ A worker frees an argument's block only after the result of its chunk has
 been written: a chunk that was loaded but whose result never left can be
 sent again after a crash, and must find its buffers intact. It writes each
 large result of a chunk to its block as the result is made (``_worker``'s
-``_run_chunk``), and sends the chunk's results together; blocks written for
-results that a crash kept from being sent stay busy until the pool goes.
+``_run_chunk``), and sends the chunk's results together. Until they are
+handed to its outbox, such blocks are *staged*, not busy: a worker that dies
+first (a crash, a timeout) never sends them, and the worker that takes its
+arena over frees them.
 
 Where an arena is full, a buffer travels in band, as it would without
 shoal, so memory stays bounded and nothing fails.
@@ -91,7 +93,7 @@ _STATES = 4096  # a state byte per block
 _CAPS = _STATES + _MAX_BLOCKS  # a block's capacity, 8 bytes each
 _CAP = struct.Struct("<Q")
 PAYLOAD = (_CAPS + 8 * _MAX_BLOCKS + _GRAIN - 1) // _GRAIN * _GRAIN  # the first block
-FREE, BUSY = 0, 1
+FREE, BUSY, STAGED = 0, 1, 2
 
 # Arenas this process created or opened, by inode. A forked worker inherits
 # its parent's objects here; it opens its own (see `_arena`).
@@ -105,6 +107,9 @@ _peers: dict[int, tuple[int, int]] = {}
 # results (see the module docstring).
 _deferred: list[tuple[Arena, int, int, int, int, bool]] = []
 _defer = False
+# In a worker: staged blocks of its result arena, by index, marked busy by
+# `commit` (see the module docstring).
+_staged: list[tuple[Arena, int]] = []
 
 
 def _round(n: int) -> int:
@@ -173,11 +178,15 @@ class Arena:
         # lives (those a previous writer made may never have been written).
         self.resident: set[int] = set()
         self._end = PAYLOAD
+        # A worker's result arena stages its blocks (see `put`); set by
+        # `attach`.
+        self.stages = False
         if writer:
             for i in range(count):
                 (cap,) = _CAP.unpack_from(self.view, _CAPS + 8 * i)
                 self.blocks.append((self._end, cap))
                 self._end += cap
+            self._free_staged()
         self.closed = False
 
     @classmethod
@@ -207,6 +216,17 @@ class Arena:
         return [i for i, s in enumerate(states) if s != FREE]
 
     # -- the writer -----------------------------------------------------------
+    def _free_staged(self) -> None:
+        """Free the blocks a previous writer staged: it died before it sent
+        the results in them, so no reader has them (the writer's flock says
+        it is gone). Their pages go unless they are hot."""
+        states = bytes(self.view[_STATES : _STATES + len(self.blocks)])
+        for i, (off, cap) in enumerate(self.blocks):
+            if states[i] == STAGED:
+                if off + cap > self.hot_end:
+                    _shoal.punch_hole(self.fd, off, cap)
+                self.view[_STATES + i] = FREE
+
     def _find(self, n: int) -> tuple[int, int]:
         """The free block to use for ``n`` bytes (-1 if none): a hot one if
         any fits (its pages are there), else the smallest; and the bytes
@@ -222,10 +242,11 @@ class Arena:
                     best, best_key = i, key
         return best, busy
 
-    def alloc(self, n: int, mine: int = 0) -> int:
-        """The index of a block for ``n`` bytes, marked busy; -1 if the
-        arena is full or released. ``mine``: bytes the caller already holds
-        busy for the same message, which no one will free while it waits."""
+    def alloc(self, n: int, mine: int = 0, state: int = BUSY) -> int:
+        """The index of a block for ``n`` bytes, marked ``state``; -1 if
+        the arena is full or released. ``mine``: bytes the caller already
+        holds busy for the same message, which no one will free while it
+        waits."""
         deadline = None
         while True:
             with self.lock:
@@ -233,11 +254,11 @@ class Arena:
                     return -1
                 i, busy = self._find(n)
                 if i >= 0:
-                    self.view[_STATES + i] = BUSY
+                    self.view[_STATES + i] = state
                     return i
                 fits = self._fits(n)
                 if not fits or self.soft_limit is None or busy - mine < self.soft_limit:
-                    return self._grow(n) if fits else -1
+                    return self._grow(n, state) if fits else -1
             # Blocks in flight elsewhere will come back soon; reusing them
             # beats faulting in fresh pages. Wait briefly, then grow.
             now = time.monotonic()
@@ -245,17 +266,17 @@ class Arena:
                 deadline = now + WAIT_FOR_FREE
             elif now >= deadline:
                 with self.lock:
-                    return self._grow(n) if self.live and self._fits(n) else -1
+                    return self._grow(n, state) if self.live and self._fits(n) else -1
             time.sleep(0.0002)
 
     def _fits(self, n: int) -> bool:
         return self._end + _round(n) <= self.capacity and len(self.blocks) < _MAX_BLOCKS
 
-    def _grow(self, n: int) -> int:
+    def _grow(self, n: int, state: int) -> int:
         i, off, cap = len(self.blocks), self._end, _round(n)
         # The capacity first: a writer that takes over reads what count says.
         _CAP.pack_into(self.view, _CAPS + 8 * i, cap)
-        self.view[_STATES + i] = BUSY
+        self.view[_STATES + i] = state
         self.blocks.append((off, cap))
         self._end = off + cap
         _HEAD.pack_into(self.view, 0, _MAGIC, i + 1, self._end, self.hot_end - PAYLOAD)
@@ -263,16 +284,18 @@ class Arena:
 
     def put(self, bufs: list[memoryview]) -> list[tuple[int, int, int, int]] | None:
         """Copy ``bufs`` into blocks; their (index, offset, capacity,
-        length), or None (and nothing held) if the arena is full."""
+        length), or None (and nothing held) if the arena is full. In a
+        worker's result arena the blocks are staged until `commit`."""
         out: list[tuple[int, int, int, int]] = []
         fd = self._borrow()
         if fd < 0:
             return None
+        state = STAGED if self.stages else BUSY
         try:
             mine = 0
             for b in bufs:
                 n = b.nbytes
-                i = self.alloc(n, mine)
+                i = self.alloc(n, mine, state)
                 if i < 0:
                     for j, *_ in out:
                         self.view[_STATES + j] = FREE
@@ -292,6 +315,8 @@ class Arena:
                 mine += n
         finally:
             self._give_back()
+        if self.stages:
+            _staged.extend((self, i) for i, *_ in out)
         return out
 
     # -- readers --------------------------------------------------------------
@@ -756,6 +781,16 @@ def _unjoin(addr: int, mapped: int, _pieces: list[Any]) -> None:
     _shoal.munmap(addr, mapped)
 
 
+def commit() -> None:
+    """In a worker: the results whose blocks are staged are about to be
+    handed to the outbox, so the parent will free those blocks: mark them
+    busy. Called before the hand-over, as the parent may free a block as
+    soon as its result is sent."""
+    for arena, i in _staged:
+        arena.view[_STATES + i] = BUSY
+    _staged.clear()
+
+
 def free_deferred() -> None:
     """Free the blocks whose last user is gone (a worker, after writing results)."""
     for arena, i, off, cap, addr, counted in _deferred:
@@ -886,6 +921,7 @@ def attach(settings: dict[str, Any]) -> Outbound:
             except OSError:
                 os.close(own)
                 return None  # no address space for its hot blocks: in band
+            arena.stages = True
             _arenas[ino] = _opened[ino] = arena
             return arena
         return None  # every slot taken: results travel in band

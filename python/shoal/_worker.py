@@ -277,7 +277,16 @@ def _item_at(items: Any, k: int) -> Any:
 def _encode(results: list[Any], errors: list[Any] | None, flags: int, oob: Any = None) -> tuple[int, int, bytes]:
     """The status, the number of items that raised, and the payload for a
     chunk's results and failed items. ``oob``: where large buffers go, or a
-    thread pool's object table; None: this process worker's."""
+    thread pool's object table; None: this process worker's. The payload
+    goes to the outbox next: the blocks its results were written to are
+    no longer staged (``_shm.commit``)."""
+    outcome = _pickle_outcome(results, errors, flags, oob)
+    if _shm._staged:
+        _shm.commit()
+    return outcome
+
+
+def _pickle_outcome(results: list[Any], errors: list[Any] | None, flags: int, oob: Any) -> tuple[int, int, bytes]:
     if oob is None:
         oob = _result_oob
     try:

@@ -169,6 +169,25 @@ def test_a_crash_loses_only_its_task() -> None:
         assert p.map(tasks.array_total, arrays[:3]) == [0.0, float(BIG), 2.0 * BIG]
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_crash_frees_the_blocks_of_results_it_never_sent(method: str) -> None:
+    # The worker writes three arrays to its result arena and dies on the
+    # chunk's fourth task: their blocks never reach the parent. The worker
+    # that takes the arena over frees them, and so does the next map's.
+    with shoal.Pool(1, start_method=method) as p:
+        crashed = [(BIG, 1.0), (BIG, 2.0), (BIG, 3.0), (BIG, -1.0)]
+        for _ in range(3):
+            with pytest.raises(shoal.WorkerLostError):
+                p.map(tasks.filled_or_die, crashed, chunksize=4)
+            out = p.map(tasks.filled, [(BIG, 5.0)] * 2, chunksize=1)
+            assert [float(a[0]) for a in out] == [5.0, 5.0]
+            held = sum(len(a.busy()) for a in p._buffers.results)
+            assert held == 2, "blocks a crash kept from being sent are still held"
+            del out
+            gc.collect()
+            assert all(not a.busy() for a in p._buffers.results)
+
+
 def test_a_full_arena_falls_back_to_the_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_shm, "CAPACITY", _shm.PAYLOAD + (1 << 20))
     with shoal.Pool(2, start_method="spawn") as p:
