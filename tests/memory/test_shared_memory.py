@@ -172,8 +172,8 @@ def test_a_crash_loses_only_its_task() -> None:
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_a_crash_frees_the_blocks_of_results_it_never_sent(method: str) -> None:
     # The worker writes three arrays to its result arena and dies on the
-    # chunk's fourth task: their blocks never reach the parent. The worker
-    # that takes the arena over frees them, and so does the next map's.
+    # chunk's fourth task: their blocks never reach the parent. After each
+    # crash, the worker that takes the arena over frees them.
     with shoal.Pool(1, start_method=method) as p:
         crashed = [(BIG, 1.0), (BIG, 2.0), (BIG, 3.0), (BIG, -1.0)]
         for _ in range(3):
